@@ -1,0 +1,1 @@
+"""The `fourreal` command-line interface."""

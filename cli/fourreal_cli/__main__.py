@@ -1,0 +1,4 @@
+"""Allow `python -m fourreal_cli`."""
+from .main import main
+
+main()

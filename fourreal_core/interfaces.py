@@ -1,0 +1,297 @@
+"""One abstract class per kind of plugin.
+
+A plugin registers a *factory* for one of these kinds (see :mod:`fourreal_core.registry`);
+the factory receives the component's validated config dataclass and returns an instance
+of the matching class below. Shapes and units are documented on every method; ``N`` is
+the number of Gaussians, ``C`` the number of cameras, ``H``/``W`` the image size.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+
+if TYPE_CHECKING:
+    import torch
+
+    from .run import StageContext
+    from .types import Cameras, PointCloud, PosedVideo, Video
+
+#: The kinds of plugin, in the order `fourreal plugins` lists them.
+KINDS = (
+    "stage",
+    "video_prior",
+    "pose_estimator",
+    "representation",
+    "rasterizer",
+    "deformer",
+    "loss",
+    "scheduler",
+)
+
+
+# --------------------------------------------------------------------------- rendering
+@dataclass
+class GaussianParams:
+    """Activated Gaussian parameters, ready to rasterize.
+
+    Attributes:
+        means: ``[N,3]`` world positions.
+        quats: ``[N,4]`` rotations, ``wxyz`` (need not be normalised; rasterizers normalise).
+        scales: ``[N,3]`` standard deviations along the local axes, world units (not log).
+        opacities: ``[N]`` in (0,1) (not logits).
+        colors: ``[N,K,3]`` spherical-harmonics coefficients with ``K=(sh_degree+1)**2``,
+            or ``[N,3]`` plain RGB in [0,1] when ``sh_degree`` is None.
+        sh_degree: the SH degree to evaluate, or None for plain RGB.
+    """
+
+    means: "torch.Tensor"
+    quats: "torch.Tensor"
+    scales: "torch.Tensor"
+    opacities: "torch.Tensor"
+    colors: "torch.Tensor"
+    sh_degree: Optional[int] = None
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+
+@dataclass
+class RenderOutput:
+    """What a rasterizer returns for C cameras.
+
+    Attributes:
+        rgb: ``[C,H,W,3]`` composited colour including the background.
+        alpha: ``[C,H,W,1]`` accumulated opacity in [0,1].
+        depth: ``[C,H,W,1]`` expected camera-space z (sum w_i z_i / alpha; 0 where alpha=0),
+            or None when not requested.
+        means2d: ``[C,N,2]`` projected centres in pixels. It requires grad and retains it, so
+            after ``backward()`` ``means2d.grad`` holds the view-space positional gradient
+            that densification accumulates.
+        radii: ``[C,N]`` int32 screen-space radius in pixels (3 sigma); 0 for culled Gaussians.
+    """
+
+    rgb: "torch.Tensor"
+    alpha: "torch.Tensor"
+    depth: Optional["torch.Tensor"]
+    means2d: "torch.Tensor"
+    radii: "torch.Tensor"
+    extras: dict = field(default_factory=dict)
+
+
+class Rasterizer(ABC):
+    """Gaussians + cameras -> images (differentiable)."""
+
+    @abstractmethod
+    def rasterize(
+        self,
+        gaussians: GaussianParams,
+        cameras: "Cameras",
+        background: Optional["torch.Tensor"] = None,
+        render_depth: bool = True,
+    ) -> RenderOutput:
+        """Render ``gaussians`` from every camera.
+
+        Args:
+            gaussians: N activated Gaussians (see :class:`GaussianParams`).
+            cameras: C cameras; all outputs are batched over them.
+            background: ``[3]`` or ``[C,3]`` colour in [0,1] composited behind; black if None.
+            render_depth: also return the expected depth.
+        """
+
+
+# ------------------------------------------------------------------------ representation
+class Representation(ABC):
+    """The canonical Gaussians: parameters, optimisers, densification, PLY I/O.
+
+    Stored parameters are unconstrained (log-scales, opacity logits); :meth:`params`
+    returns them activated.
+    """
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of Gaussians N."""
+
+    @abstractmethod
+    def params(self) -> GaussianParams:
+        """Activated parameters of all N Gaussians (differentiable views)."""
+
+    @abstractmethod
+    def save_ply(self, path: Path) -> None:
+        """Write the standard 3DGS PLY layout (see docs/conventions.md)."""
+
+    @abstractmethod
+    def load_ply(self, path: Path) -> None:
+        """Replace all parameters by those in a standard 3DGS PLY file."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, "torch.Tensor"]:
+        """Tensors to checkpoint (safetensors-compatible: flat name -> tensor)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: Mapping[str, "torch.Tensor"]) -> None:
+        """Restore from :meth:`state_dict` output."""
+
+
+# ------------------------------------------------------------------------------ deformer
+@dataclass
+class Deformation:
+    """Offsets of each Gaussian from the canonical frame (paper Eq. 1).
+
+    Attributes:
+        dx: ``[N,3]`` position offset, world units (x_t = x + dx).
+        dq: ``[N,4]`` rotation offset, ``wxyz``, added to the quaternion (q_t = q + dq).
+        ds: ``[N,3]`` log-scale offset, or None when the deformer does not model scale.
+    """
+
+    dx: "torch.Tensor"
+    dq: "torch.Tensor"
+    ds: Optional["torch.Tensor"] = None
+
+
+class Deformer(ABC):
+    """A deformation field w(x, t) or w(x, k).
+
+    Implementations are ``torch.nn.Module`` subclasses too, so their weights save as
+    safetensors through ``state_dict()``.
+    """
+
+    @abstractmethod
+    def deform(self, means: "torch.Tensor", time: "torch.Tensor | float | int") -> Deformation:
+        """Offsets for canonical positions ``means`` ``[N,3]`` at ``time``.
+
+        ``time`` is a float t in [0,1] for temporal deformation (w_t), or an int frame index k
+        for per-frame deformation (w_mv), as the deformer's config says.
+        """
+
+
+# ---------------------------------------------------------------------------------- loss
+class Loss(ABC):
+    """One term of the objective. The trainer multiplies it by its (possibly ramped) weight.
+
+    ``inputs`` is a dict the stage fills; the names a loss reads are listed in
+    :attr:`requires` so a stage can refuse a loss it cannot feed, with a clear message.
+    Common keys: ``render`` (:class:`RenderOutput`), ``target`` ``[C,H,W,3]``,
+    ``deformation`` (:class:`Deformation`), ``gaussians`` (:class:`GaussianParams`),
+    ``step`` (int).
+    """
+
+    requires: tuple[str, ...] = ()
+
+    @abstractmethod
+    def __call__(self, inputs: Mapping[str, Any]) -> "torch.Tensor":
+        """The unweighted scalar loss."""
+
+
+# ----------------------------------------------------------------------------- scheduler
+@dataclass
+class Phase:
+    """What is active at one iteration of a training stage."""
+
+    name: str
+    start: int
+    end: int
+    losses: tuple[str, ...] = ()
+    param_groups: tuple[str, ...] = ()
+    densify: bool = False
+    options: dict = field(default_factory=dict)
+
+
+class Scheduler(ABC):
+    """Iteration -> phase, learning rates and loss weights."""
+
+    @property
+    @abstractmethod
+    def total_steps(self) -> int:
+        """Number of iterations of the stage (after ``iterations_scale``)."""
+
+    @abstractmethod
+    def phase_at(self, step: int) -> Phase:
+        """The phase active at ``step`` (0-based)."""
+
+    @abstractmethod
+    def lr_at(self, group: str, step: int, base_lr: float) -> float:
+        """Learning rate of parameter group ``group`` at ``step``."""
+
+
+# ---------------------------------------------------------------------------- video prior
+class VideoPrior(ABC):
+    """A video diffusion model: generation, masked conditioning, one-step x0 for SDS."""
+
+    #: the prior's native frame count, height and width
+    num_frames: int
+    height: int
+    width: int
+
+    @abstractmethod
+    def generate(
+        self,
+        prompt: str,
+        num_frames: int,
+        height: int,
+        width: int,
+        known_frames: Optional[Mapping[int, "torch.Tensor"]] = None,
+        seed: int = 0,
+    ) -> "Video":
+        """Sample a video. ``known_frames`` maps frame index -> ``[H,W,3]`` image in [0,1]
+        that the output must reproduce at that index (first frame, last 8, every k-th...)."""
+
+    @abstractmethod
+    def predict_x0(
+        self,
+        noisy: "torch.Tensor",
+        noise_level: "torch.Tensor | float",
+        known_frames: Optional[Mapping[int, "torch.Tensor"]] = None,
+        prompt: str = "",
+    ) -> "torch.Tensor":
+        """One-step denoised estimate ``[F,H,W,3]`` of noisy frames ``[F,H,W,3]`` at
+        ``noise_level`` (the prior's own parameterisation, documented by the prior)."""
+
+
+# ------------------------------------------------------------------------- pose estimator
+@dataclass
+class PoseResult:
+    """Cameras for every input video (in one shared world frame) + sparse points."""
+
+    videos: list["PosedVideo"]
+    points: Optional["PointCloud"] = None
+    report: dict = field(default_factory=dict)
+
+
+class PoseEstimator(ABC):
+    """Frames -> cameras (+ sparse points)."""
+
+    @abstractmethod
+    def estimate(self, videos: list["Video"], names: list[str]) -> PoseResult:
+        """Estimate one camera per frame for all ``videos`` in one world frame.
+
+        ``names`` label the videos in messages (e.g. their file names).
+        """
+
+
+# --------------------------------------------------------------------------------- stage
+class Stage(ABC):
+    """One step of a run (generate, poses, canonical, motion, export...).
+
+    A stage writes everything it produces into ``ctx.out_dir``; the runner moves that
+    folder into place atomically when :meth:`run` returns, so a stage is either complete
+    or absent. Long stages checkpoint through ``ctx.checkpoints`` to resume mid-stage.
+    """
+
+    #: names of earlier stages whose outputs this stage reads (checked when a recipe
+    #: is validated); outputs are found through ``ctx.stage_dir(name)``.
+    needs: tuple[str, ...] = ()
+
+    @abstractmethod
+    def run(self, ctx: "StageContext") -> None:
+        """Do the work, writing outputs under ``ctx.out_dir``."""
+
+    def input_files(self) -> list[tuple[str, Path]]:
+        """(YAML path, file) pairs this stage reads, so ``fourreal validate`` can check
+        they exist before anything heavy runs."""
+        return []
+
+
+Factory = Callable[[Any], Any]

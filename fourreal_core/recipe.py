@@ -1,0 +1,463 @@
+"""YAML recipes: load, override, validate against plugin configs, and dump resolved.
+
+A recipe is::
+
+    name: demo
+    seed: 0
+    device: auto                 # auto | cpu | cuda | mps
+    iterations_scale: 1.0        # multiplies every stage's iteration counts
+    rasterizer: {name: auto, params: {}}
+    stages:
+      - name: synthetic          # a registered stage plugin
+        params: {...}            # validated against its config dataclass
+      - name: canonical
+        params:
+          deformer: {name: per_frame, params: {...}}   # nested components work the same
+
+Every error names the file and the YAML path (``demo.yaml: stages[1].params.lr: ...``)
+and suggests the closest valid name. ``--set a.b.c=value`` overrides are typed by the
+field they land on; list items may be addressed by index or by their ``name``
+(``--set stages.canonical.params.iterations=100``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .config import Component, ComponentSpec, Ramp, _ComponentMarker, _InputPathMarker, component_default
+from .errors import PluginError, RecipeError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class Recipe:
+    """The top level of a recipe file."""
+
+    stages: list[Component("stage")]  # type: ignore[valid-type]
+    name: str = "fourreal-run"
+    description: str = ""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    iterations_scale: float = 1.0
+    rasterizer: Component("rasterizer") = component_default("rasterizer", "auto")  # type: ignore[valid-type]
+
+    # set by the loader, not part of the YAML
+    path: Optional[Path] = field(default=None, repr=False, compare=False)
+
+    @property
+    def recipe_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+
+_NOT_YAML = {"path"}
+
+
+class _Override:
+    """A ``--set`` value kept as text until the target field's type is known."""
+
+    def __init__(self, text: str, key: str) -> None:
+        self.text = text
+        self.key = key
+
+    def parsed(self) -> Any:
+        try:
+            return yaml.safe_load(self.text)
+        except yaml.YAMLError:
+            return self.text
+
+
+# ---------------------------------------------------------------------------- loading
+def load_yaml(path: Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}{line}: YAML syntax error: {problem}") from None
+    if data is None:
+        raise RecipeError(f"{path}: recipe is empty")
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str], file: str) -> None:
+    """Apply ``a.b.c=value`` overrides to the raw YAML data in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. seed=3")
+        key, text = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise RecipeError(f"--set {item!r}: empty key")
+        node: Any = data
+        walked: list[str] = []
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                idx = _list_index(node, part)
+                if idx is None:
+                    names = [str(x.get("name")) for x in node if isinstance(x, dict)]
+                    raise RecipeError(
+                        f"{file}: --set {key}: no item {part!r} in {'.'.join(walked) or 'the list'}"
+                        + (f" (items: {', '.join(names)})" if names else "")
+                    )
+                if last:
+                    node[idx] = _Override(text, key)
+                else:
+                    node = node[idx]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = _Override(text, key)
+                else:
+                    nxt = node.get(part)
+                    if nxt is None:
+                        nxt = node[part] = {}
+                    node = nxt
+            else:
+                raise RecipeError(f"{file}: --set {key}: {'.'.join(walked)} is not a mapping or list")
+            walked.append(part)
+
+
+def _list_index(items: list, part: str) -> Optional[int]:
+    if part.lstrip("-").isdigit():
+        idx = int(part)
+        return idx if -len(items) <= idx < len(items) else None
+    for key in ("id", "name"):
+        for i, x in enumerate(items):
+            if isinstance(x, dict) and x.get(key) == part:
+                return i
+    return None
+
+
+# ------------------------------------------------------------------------- validation
+class _Validator:
+    def __init__(self, registry, file: str, base_dir: Path, check_files: bool) -> None:
+        self.registry = registry
+        self.file = file
+        self.base_dir = base_dir
+        self.check_files = check_files
+
+    def fail(self, path: str, msg: str) -> RecipeError:
+        return RecipeError(f"{self.file}: {path or '<top>'}: {msg}")
+
+    # entry point
+    def dataclass_from(self, cls: type, data: Any, path: str, what: str = "key") -> Any:
+        if isinstance(data, _Override):
+            data = data.parsed()
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise self.fail(path, f"expected a mapping, got {_tname(data)} {_short(data)}")
+        hints = typing.get_type_hints(cls, include_extras=True)
+        flds = {f.name: f for f in fields(cls) if f.init and f.name not in _NOT_YAML}
+        for key in data:
+            if key not in flds:
+                sub = _join(path, str(key))
+                close = difflib.get_close_matches(str(key), list(flds), n=3, cutoff=0.5)
+                hint = (
+                    "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+                    if close
+                    else f" (valid: {', '.join(flds) or 'none'})"
+                )
+                raise self.fail(sub, f"unknown {what}{hint}")
+        kwargs = {}
+        for name, f in flds.items():
+            sub = _join(path, name)
+            if name in data:
+                kwargs[name] = self.value(data[name], hints[name], sub)
+            elif f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
+                raise self.fail(sub, f"missing required {what}")
+            elif f.default_factory is not MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+                # defaults given as raw YAML (component_default) are validated like YAML
+                if _marker(hints[name], _ComponentMarker) and isinstance(default, dict):
+                    kwargs[name] = self.value(default, hints[name], sub)
+            # plain defaults: left to the dataclass
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise self.fail(path, str(exc)) from None
+
+    def value(self, value: Any, ann: Any, path: str) -> Any:
+        origin = typing.get_origin(ann)
+        # Annotated[...] markers
+        if origin is typing.Annotated:
+            base, *meta = typing.get_args(ann)
+            for m in meta:
+                if isinstance(m, _ComponentMarker):
+                    return self.component(value, m.kind, path)
+                if isinstance(m, _InputPathMarker):
+                    return self.input_path(value, path, m.file)
+            return self.value(value, base, path)
+        if isinstance(value, _Override):
+            if ann is str:
+                return value.text
+            value = value.parsed()
+        if ann is Any:
+            return value
+        if origin is Union:
+            args = typing.get_args(ann)
+            if value is None and type(None) in args:
+                return None
+            errors = []
+            for a in args:
+                if a is type(None):
+                    continue
+                try:
+                    return self.value(value, a, path)
+                except RecipeError as exc:
+                    errors.append(exc)
+            if len(errors) == 1:
+                raise errors[0]
+            raise self.fail(path, f"expected {_ann_name(ann)}, got {_tname(value)} {_short(value)}")
+        if origin is Literal:
+            choices = typing.get_args(ann)
+            if value not in choices:
+                close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise self.fail(path, f"{_short(value)} is not one of {', '.join(map(str, choices))}{hint}")
+            return value
+        if origin in (list, tuple):
+            args = typing.get_args(ann)
+            if not isinstance(value, (list, tuple)):
+                raise self.fail(path, f"expected a list, got {_tname(value)} {_short(value)}")
+            if origin is tuple and args and args[-1] is not Ellipsis:
+                if len(value) != len(args):
+                    raise self.fail(path, f"expected {len(args)} items, got {len(value)}")
+                return tuple(self.value(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            item = args[0] if args else Any
+            out = [self.value(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+            return tuple(out) if origin is tuple else out
+        if origin is dict:
+            kt, vt = typing.get_args(ann) or (str, Any)
+            if not isinstance(value, dict):
+                raise self.fail(path, f"expected a mapping, got {_tname(value)} {_short(value)}")
+            return {str(k): self.value(v, vt, _join(path, str(k))) for k, v in value.items()}
+        if ann is Ramp:
+            try:
+                return Ramp(value)
+            except ValueError as exc:
+                raise self.fail(path, str(exc)) from None
+        if is_dataclass(ann):
+            return self.dataclass_from(ann, value, path)
+        if ann is bool:
+            if isinstance(value, bool):
+                return value
+            raise self.fail(path, f"expected true/false, got {_tname(value)} {_short(value)}")
+        if ann is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise self.fail(path, f"expected an integer, got {_tname(value)} {_short(value)}")
+        if ann is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise self.fail(path, f"expected a number, got {_tname(value)} {_short(value)}")
+        if ann is str:
+            if isinstance(value, str):
+                return value
+            raise self.fail(path, f"expected a string, got {_tname(value)} {_short(value)}")
+        if ann is Path:
+            if isinstance(value, str):
+                return Path(value)
+            raise self.fail(path, f"expected a path, got {_tname(value)} {_short(value)}")
+        if isinstance(ann, type) and isinstance(value, ann):
+            return value
+        raise self.fail(path, f"expected {_ann_name(ann)}, got {_tname(value)} {_short(value)}")
+
+    def input_path(self, value: Any, path: str, must_be_file: bool = False) -> str:
+        if isinstance(value, _Override):
+            value = value.text
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, f"expected a file path, got {_tname(value)} {_short(value)}")
+        p = Path(value).expanduser()
+        full = p if p.is_absolute() else (self.base_dir / p)
+        if self.check_files:
+            if not full.exists():
+                raise self.fail(path, f"input not found: {full}")
+            if must_be_file and full.is_dir():
+                raise self.fail(path, f"input is a folder, expected a file: {full}")
+            if full.is_file():
+                try:
+                    with open(full, "rb") as fh:
+                        fh.read(1)
+                except OSError as exc:
+                    raise self.fail(path, f"input not readable: {full} ({exc.strerror or exc})") from None
+        return str(full.resolve()) if full.exists() else str(full)
+
+    def component(self, value: Any, kind: str, path: str) -> ComponentSpec:
+        if isinstance(value, _Override):
+            text = value.text
+            value = value.parsed()
+            if isinstance(value, str) or value is None:
+                value = {"name": text}
+        if isinstance(value, str):  # shorthand: `rasterizer: torch`
+            value = {"name": value}
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected {{name: ..., params: {{...}}}} for a {kind}, got {_tname(value)}")
+        allowed = ["name", "params", "id"] if kind == "stage" else ["name", "params"]
+        extra = set(value) - set(allowed)
+        if extra:
+            key = sorted(map(str, extra))[0]
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (a {kind} has only {', '.join(allowed)})"
+            raise self.fail(_join(path, key), f"unknown key{hint}")
+        sid = value.get("id")
+        if isinstance(sid, _Override):
+            sid = sid.text
+        if sid is not None and not isinstance(sid, str):
+            raise self.fail(_join(path, "id"), f"expected a string, got {_tname(sid)}")
+        if "name" not in value:
+            raise self.fail(_join(path, "name"), f"missing required key (which {kind} to use)")
+        name = value["name"]
+        if isinstance(name, _Override):
+            name = name.text
+        if not isinstance(name, str):
+            raise self.fail(_join(path, "name"), f"expected a {kind} name, got {_tname(name)}")
+        try:
+            entry = self.registry.get(kind, name)
+        except PluginError:
+            raise self.fail(_join(path, "name"), f"unknown {kind} {name!r}" + self.registry.suggest(kind, name)) from None
+        params = self.dataclass_from(entry.config, value.get("params"), _join(path, "params"), what="param")
+        return ComponentSpec(kind, name, params, path, sid)
+
+
+def _marker(ann: Any, cls: type) -> Any:
+    if typing.get_origin(ann) is typing.Annotated:
+        for m in typing.get_args(ann)[1:]:
+            if isinstance(m, cls):
+                return m
+    return None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _tname(v: Any) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "string", list: "list", dict: "mapping"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def _ann_name(ann: Any) -> str:
+    if typing.get_origin(ann) is Union:
+        return " or ".join(_ann_name(a) for a in typing.get_args(ann) if a is not type(None))
+    return getattr(ann, "__name__", str(ann))
+
+
+# ----------------------------------------------------------------------------- public
+def load_recipe(
+    path: Path | str,
+    overrides: Optional[list[str]] = None,
+    registry=None,
+    check_files: bool = True,
+) -> Recipe:
+    """Load, override and validate a recipe. Raises :class:`RecipeError` with one line."""
+    from .registry import get_registry
+
+    path = Path(path)
+    registry = registry or get_registry()
+    data = load_yaml(path)
+    apply_overrides(data, list(overrides or []), str(path))
+    v = _Validator(registry, str(path), path.resolve().parent, check_files)
+    recipe = v.dataclass_from(Recipe, data, "")
+    recipe.path = path.resolve()
+    seen: dict[str, int] = {}
+    for i, st in enumerate(recipe.stages):
+        if st.label in seen:
+            raise RecipeError(
+                f"{path}: stages[{i}]: stage {st.label!r} already runs as stages[{seen[st.label]}]; "
+                "give one of them an id: (e.g. id: export_2)"
+            )
+        seen[st.label] = i
+    if not recipe.stages:
+        raise RecipeError(f"{path}: stages: a recipe needs at least one stage")
+    if recipe.iterations_scale <= 0:
+        raise RecipeError(f"{path}: iterations_scale: must be > 0, got {recipe.iterations_scale}")
+    return recipe
+
+
+def to_plain(obj: Any) -> Any:
+    """A validated config -> plain YAML-able data (defaults filled in)."""
+    if isinstance(obj, ComponentSpec):
+        out = {"name": obj.name}
+        if obj.id:
+            out["id"] = obj.id
+        out["params"] = to_plain(obj.params)
+        return out
+    if isinstance(obj, Ramp):
+        return obj.to_yaml()
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: to_plain(getattr(obj, f.name))
+            for f in fields(obj)
+            if f.init and f.name not in _NOT_YAML
+        }
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The fully resolved recipe as YAML; runnable again as it is."""
+    plain = to_plain(recipe)
+    order = ["name", "description", "seed", "device", "iterations_scale", "rasterizer", "stages"]
+    plain = {k: plain[k] for k in order if k in plain}
+    return "# resolved by fourreal: every default filled in; run it again with `fourreal run`\n" + yaml.safe_dump(
+        plain, sort_keys=False, default_flow_style=None, width=100
+    )
+
+
+def iter_input_paths(obj: Any, path: str = "") -> list[tuple[str, str]]:
+    """(YAML path, file) of every InputPath field in a validated config (for reports)."""
+    out: list[tuple[str, str]] = []
+    if isinstance(obj, ComponentSpec):
+        return iter_input_paths(obj.params, _join(obj.source, "params") if obj.source else path)
+    if is_dataclass(obj) and not isinstance(obj, type):
+        hints = typing.get_type_hints(type(obj), include_extras=True)
+        for f in fields(obj):
+            if not f.init or f.name in _NOT_YAML:
+                continue
+            val = getattr(obj, f.name)
+            sub = _join(path, f.name)
+            if _marker(hints.get(f.name), _InputPathMarker) and isinstance(val, str):
+                out.append((sub, val))
+            else:
+                out.extend(iter_input_paths(val, sub))
+    elif isinstance(obj, (list, tuple)):
+        for i, x in enumerate(obj):
+            out.extend(iter_input_paths(x, f"{path}[{i}]"))
+    return out

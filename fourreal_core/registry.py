@@ -1,0 +1,225 @@
+"""The plugin registry: one pluggy hook, ``fourreal_register(registry)``.
+
+A plugin is a module with::
+
+    from fourreal_core import hookimpl
+
+    @hookimpl
+    def fourreal_register(registry):
+        registry.add("deformer", "mine", make_mine, config=MineConfig,
+                     description="What it does, in one line.")
+
+listed under the entry-point group ``fourreal`` of its distribution. Built-in plugins
+go through the same entry points. ``make_mine(cfg)`` receives a validated instance of
+``MineConfig`` (a dataclass) and returns the component; import heavy libraries inside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable, Iterable, Optional
+
+import pluggy
+
+from .errors import PluginError
+from .interfaces import KINDS
+
+PROJECT = "fourreal"
+ENTRY_POINT_GROUP = "fourreal"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class _Spec:
+    @hookspec
+    def fourreal_register(self, registry: "Registry") -> None:
+        """Add components with ``registry.add(kind, name, factory, config=..., description=...)``."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    factory: Callable[[Any], Any]
+    config: Optional[type]
+    description: str
+    source: str  # "distribution:module" that registered it
+
+    @property
+    def distribution(self) -> str:
+        return self.source.split(":", 1)[0]
+
+
+@dataclass
+class _EmptyConfig:
+    pass
+
+
+class Registry:
+    """Maps (kind, name) to a factory and its config dataclass."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], Entry] = {}
+        self._current_source = "<direct>"
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(_Spec)
+
+    # -- registration -------------------------------------------------------------------
+    def add(
+        self,
+        kind: str,
+        name: str,
+        factory: Callable[[Any], Any],
+        config: Optional[type] = None,
+        description: str = "",
+    ) -> None:
+        if kind not in KINDS:
+            raise PluginError(
+                f"{self._current_source}: unknown plugin kind {kind!r}"
+                + _suggest(kind, KINDS)
+                + f" (kinds: {', '.join(KINDS)})"
+            )
+        if config is not None and not dataclasses.is_dataclass(config):
+            raise PluginError(f"{self._current_source}: config for {kind} {name!r} must be a dataclass")
+        key = (kind, name)
+        if key in self._entries:
+            raise PluginError(
+                f"duplicate {kind} {name!r}: registered by {self._entries[key].source} "
+                f"and by {self._current_source}"
+            )
+        self._entries[key] = Entry(
+            kind, name, factory, config or _EmptyConfig, description.strip(), self._current_source
+        )
+
+    def register_module(self, module: Any, source: Optional[str] = None) -> None:
+        """Register a plugin module (or object) that implements ``fourreal_register``."""
+        source = source or f"<local>:{getattr(module, '__name__', repr(module))}"
+        self.pm.register(module, name=source)
+        self._call_one(module, source)
+
+    def _call_one(self, module: Any, source: str) -> None:
+        impl = getattr(module, "fourreal_register", None)
+        if impl is None:
+            raise PluginError(f"{source}: plugin module has no fourreal_register(registry)")
+        prev, self._current_source = self._current_source, source
+        try:
+            impl(self)
+        finally:
+            self._current_source = prev
+
+    def unregister_source(self, source: str) -> None:
+        """Drop everything a source registered (tests use this in fixtures)."""
+        for key in [k for k, e in self._entries.items() if e.source == source]:
+            del self._entries[key]
+        if self.pm.has_plugin(source):
+            self.pm.unregister(name=source)
+
+    def load_entry_points(self, only: Optional[Iterable[str]] = None) -> None:
+        """Load plugins from the ``fourreal`` entry-point group.
+
+        ``only``: entry-point names to load (defaults to the ``FOURREAL_PLUGINS`` env var,
+        a comma list; empty or unset loads all).
+        """
+        if only is None:
+            env = os.environ.get("FOURREAL_PLUGINS", "").strip()
+            only = [s.strip() for s in env.split(",") if s.strip()] if env else None
+        wanted = set(only) if only is not None else None
+        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        if wanted is not None:
+            known = {e.name for e in eps}
+            missing = sorted(wanted - known)
+            if missing:
+                raise PluginError(
+                    f"FOURREAL_PLUGINS names unknown entry point(s) {', '.join(missing)}"
+                    f" (installed: {', '.join(sorted(known)) or 'none'})"
+                )
+        seen: set[str] = set()
+        for ep in eps:
+            if wanted is not None and ep.name not in wanted:
+                continue
+            dist = ep.dist.name if ep.dist is not None else "?"
+            source = f"{dist}:{ep.value}"
+            if source in seen:  # the same distribution found twice on sys.path
+                continue
+            seen.add(source)
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken third-party plugin must say who it is
+                raise PluginError(f"plugin {ep.name!r} ({source}) failed to load: {exc}") from exc
+            self.pm.register(module, name=source)
+            self._call_one(module, source)
+
+    def load_modules_from_env(self) -> None:
+        """Register plugin modules named in ``FOURREAL_PLUGIN_MODULES`` (comma list of
+        importable module names) -- for developing a plugin before packaging it."""
+        import importlib
+
+        for modname in filter(None, (m.strip() for m in os.environ.get("FOURREAL_PLUGIN_MODULES", "").split(","))):
+            try:
+                module = importlib.import_module(modname)
+            except Exception as exc:
+                raise PluginError(f"FOURREAL_PLUGIN_MODULES: cannot import {modname!r}: {exc}") from exc
+            self.register_module(module, source=f"<env>:{modname}")
+
+    # -- lookup -------------------------------------------------------------------------
+    def get(self, kind: str, name: str) -> Entry:
+        try:
+            return self._entries[(kind, name)]
+        except KeyError:
+            raise PluginError(f"unknown {kind} {name!r}" + self.suggest(kind, name)) from None
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(n for (k, n) in self._entries if k == kind)
+
+    def suggest(self, kind: str, name: str) -> str:
+        return _suggest(name, self.names(kind), fallback_list=True)
+
+    def entries(self) -> list[Entry]:
+        order = {k: i for i, k in enumerate(KINDS)}
+        return sorted(self._entries.values(), key=lambda e: (order[e.kind], e.name))
+
+    def create(self, kind: str, name: str, config: Any = None) -> Any:
+        entry = self.get(kind, name)
+        if config is None:
+            config = entry.config()
+        return entry.factory(config)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._entries
+
+
+def _suggest(word: str, choices: Iterable[str], fallback_list: bool = False) -> str:
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    if close:
+        return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if fallback_list and choices:
+        return "; valid: " + ", ".join(choices)
+    if fallback_list:
+        return "; none is registered"
+    return ""
+
+
+_default: Optional[Registry] = None
+
+
+def get_registry(reload: bool = False) -> Registry:
+    """The process-wide registry, loaded from entry points on first use."""
+    global _default
+    if _default is None or reload:
+        reg = Registry()
+        reg.load_entry_points()
+        reg.load_modules_from_env()
+        _default = reg
+    return _default
+
+
+def set_registry(registry: Optional[Registry]) -> None:
+    """Replace the process-wide registry (tests)."""
+    global _default
+    _default = registry

@@ -1,0 +1,81 @@
+"""Config dataclasses of the gaussians plugin family (no torch import: validation stays fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+# ----------------------------------------------------------------------------- rasterizers
+@dataclass
+class TorchRasterizerConfig:
+    """Portable tile-based rasterizer (CPU, CUDA, MPS)."""
+
+    tile_size: int = 16
+    near_plane: float = 0.01
+    far_plane: float = 1e10
+    eps2d: float = 0.3  # low-pass filter added to the 2D covariance (3DGS / gsplat)
+
+
+@dataclass
+class GsplatRasterizerConfig:
+    """gsplat's CUDA rasterizer."""
+
+    near_plane: float = 0.01
+    far_plane: float = 1e10
+    eps2d: float = 0.3
+    packed: bool = False
+
+
+@dataclass
+class AutoRasterizerConfig:
+    """gsplat on CUDA when it is installed, the torch rasterizer elsewhere."""
+
+    tile_size: int = 16
+    near_plane: float = 0.01
+    far_plane: float = 1e10
+    eps2d: float = 0.3
+
+
+# --------------------------------------------------------------------------- densification
+@dataclass
+class DensifyConfig:
+    """3DGS adaptive density control (clone / split / prune / opacity reset).
+
+    Steps are iterations of the phase that densifies. Thresholds per paper Appendix E.2.
+    """
+
+    grad_threshold: float = 2e-4  # tau_grad, on the accumulated view-space gradient
+    prune_opacity: float = 5e-3  # tau_alpha (1e-2 for the motion stage's growth)
+    grow_scale3d: float = 0.01  # clone below / split above this fraction of scene extent
+    prune_scale3d: float = 0.1  # prune Gaussians larger than this fraction of scene extent
+    prune_screen_radius: float = 0.0  # prune if 2D radius > this fraction of image size (0: off)
+    start: int = 500
+    stop: int = 15000
+    every: int = 100
+    reset_opacity_every: int = 3000
+    reset_opacity_value: float = 0.01
+    split_into: int = 2
+    max_gaussians: int = 0  # 0: unlimited
+
+
+# --------------------------------------------------------------------------- representation
+@dataclass
+class GaussiansConfig:
+    """3D Gaussians with SH colour; learning rates per 3DGS and the paper (Appendix D.4)."""
+
+    sh_degree: int = 3
+    sh_degree_interval: int = 1000  # raise the active SH degree every this many steps
+    init: Literal["points", "box"] = "points"
+    init_num_points: int = 100_000  # for init: box
+    init_extent: float = 1.0  # half-size of the box for init: box
+    init_opacity: float = 0.1
+    init_scale: float = 1.0  # multiplies the kNN-distance initial scale
+    means_lr: float = 1.6e-4  # times scene extent; decays exponentially to means_lr_final
+    means_lr_final: float = 1.6e-6
+    scales_lr: float = 1e-3
+    quats_lr: float = 1e-3
+    opacities_lr: float = 5e-2
+    sh0_lr: float = 2.5e-3
+    shN_lr: float = 2.5e-3 / 20
+    densify: DensifyConfig = field(default_factory=DensifyConfig)

@@ -1,0 +1,67 @@
+"""A tiny stage plugin used by the foundation tests (registered by tests, never installed).
+
+Stage ``count``: ``steps`` iterations of the shared trainer, each appending its index to
+``trace`` (a file outside the run folder) so tests can see which steps ran in which
+process, checkpointing every step; writes ``result.json`` with the final counter.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fourreal_core import hookimpl
+from fourreal_core.config import Component, InputFile, Ramp
+
+
+@dataclass
+class CountConfig:
+    steps: int
+    trace: str
+    sleep: float = 0.0
+    weight: Ramp = field(default_factory=lambda: Ramp(1.0))
+    deformer: Optional[Component("deformer")] = None  # type: ignore[valid-type]
+    input: Optional[InputFile] = None  # a file the stage would read (checked by validate)
+
+
+class CountStage:
+    needs = ()
+
+    def __init__(self, cfg: CountConfig) -> None:
+        self.cfg = cfg
+
+    def run(self, ctx) -> None:
+        import torch
+
+        from fourreal_core.io import write_json
+        from fourreal_core.trainer import train
+
+        counter = torch.zeros(1)
+
+        def step(i):
+            time.sleep(self.cfg.sleep)
+            with open(self.cfg.trace, "a") as f:
+                f.write(f"{ctx.name}:{i}\n")
+            counter.add_(self.cfg.weight.at(i))
+            return {"loss": 1.0 / (i + 1)}
+
+        def state():
+            return {"counter": counter}
+
+        def load(t, meta):
+            counter.copy_(t["counter"])
+
+        train(ctx, self.cfg.steps, step, state, load, checkpoint_every=1)
+        result = {"counter": float(counter.item())}
+        if self.cfg.deformer is not None:  # build the named deformer and deform a few points
+            deformer = self.cfg.deformer.build(ctx.registry)
+            d = deformer.deform(torch.ones(2, 3), 0.5)
+            result["deformed_dx"] = d.dx.tolist()
+        write_json(ctx.out_dir / "result.json", result)
+
+
+@hookimpl
+def fourreal_register(registry):
+    registry.add("stage", "count", CountStage, config=CountConfig, description="test stage: counts steps")
