@@ -57,6 +57,27 @@ class GaussianParams:
     def __len__(self) -> int:
         return int(self.means.shape[0])
 
+    def deformed(self, d: "Deformation") -> "GaussianParams":
+        """The Gaussians moved by a deformation (paper Eq. 1): x + dx, q + dq, s * exp(ds)."""
+        import torch
+
+        scales = self.scales if d.ds is None else self.scales * torch.exp(d.ds)
+        return GaussianParams(
+            means=self.means + d.dx,
+            quats=self.quats + d.dq,
+            scales=scales,
+            opacities=self.opacities,
+            colors=self.colors,
+            sh_degree=self.sh_degree,
+        )
+
+    def subset(self, index: "torch.Tensor") -> "GaussianParams":
+        """Gaussians selected by a bool mask or index tensor ``[N]``."""
+        return GaussianParams(
+            self.means[index], self.quats[index], self.scales[index], self.opacities[index],
+            self.colors[index], self.sh_degree,
+        )
+
 
 @dataclass
 class RenderOutput:
@@ -158,12 +179,28 @@ class Deformer(ABC):
     safetensors through ``state_dict()``.
     """
 
+    def setup(
+        self,
+        *,
+        num_frames: Optional[int] = None,
+        canonical_index: Optional[int] = None,
+        canonical_means: Optional["torch.Tensor"] = None,
+    ) -> None:
+        """Called by a stage before training, with what only the data knows: the number of
+        frames K (per-frame deformation), the canonical frame index c (whose deformation must
+        be zero), and the canonical Gaussian positions ``[N,3]`` (e.g. to place LBS bones).
+        The default does nothing."""
+
     @abstractmethod
-    def deform(self, means: "torch.Tensor", time: "torch.Tensor | float | int") -> Deformation:
+    def deform(
+        self, means: "torch.Tensor", time: "torch.Tensor | float | int", quats: Optional["torch.Tensor"] = None
+    ) -> Deformation:
         """Offsets for canonical positions ``means`` ``[N,3]`` at ``time``.
 
         ``time`` is a float t in [0,1] for temporal deformation (w_t), or an int frame index k
-        for per-frame deformation (w_mv), as the deformer's config says.
+        for per-frame deformation (w_mv), as the deformer's config says. ``quats`` ``[N,4]``
+        (normalised canonical rotations, wxyz) lets deformers that rotate Gaussians (e.g.
+        skinning) return the additive ``dq`` that composes their rotation with each Gaussian's.
         """
 
 
@@ -214,6 +251,11 @@ class Scheduler(ABC):
     @abstractmethod
     def lr_at(self, group: str, step: int, base_lr: float) -> float:
         """Learning rate of parameter group ``group`` at ``step``."""
+
+    def with_iterations_scale(self, scale: float) -> "Scheduler":
+        """The same schedule with every iteration count multiplied by ``scale`` (the recipe's
+        ``iterations_scale``). The default ignores it."""
+        return self
 
 
 # ---------------------------------------------------------------------------- video prior

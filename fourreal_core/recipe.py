@@ -186,8 +186,8 @@ class _Validator:
                 raise self.fail(sub, f"missing required {what}")
             elif f.default_factory is not MISSING:  # type: ignore[misc]
                 default = f.default_factory()  # type: ignore[misc]
-                # defaults given as raw YAML (component_default) are validated like YAML
-                if _marker(hints[name], _ComponentMarker) and isinstance(default, dict):
+                # defaults holding components are given as raw YAML: validate them like YAML
+                if _contains_component(hints[name]) and not _is_resolved(default):
                     kwargs[name] = self.value(default, hints[name], sub)
             # plain defaults: left to the dataclass
         try:
@@ -353,6 +353,21 @@ def _marker(ann: Any, cls: type) -> Any:
     return None
 
 
+def _contains_component(ann: Any) -> bool:
+    """Whether an annotation has a Component(...) anywhere (list[...], Optional[...])."""
+    if _marker(ann, _ComponentMarker):
+        return True
+    return any(_contains_component(a) for a in typing.get_args(ann) if a is not Ellipsis)
+
+
+def _is_resolved(value: Any) -> bool:
+    if isinstance(value, ComponentSpec):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_resolved(v) for v in value)
+    return value is None
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -461,3 +476,12 @@ def iter_input_paths(obj: Any, path: str = "") -> list[tuple[str, str]]:
         for i, x in enumerate(obj):
             out.extend(iter_input_paths(x, f"{path}[{i}]"))
     return out
+
+
+def component_from_plain(kind: str, data: Any, registry=None, source: str = "<file>") -> ComponentSpec:
+    """Validate a plain ``{name, params}`` dict (e.g. saved beside weights) into a
+    :class:`ComponentSpec`; errors name ``source``."""
+    from .registry import get_registry
+
+    v = _Validator(registry or get_registry(), source, Path.cwd(), check_files=False)
+    return v.component(data, kind, "")

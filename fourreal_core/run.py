@@ -363,3 +363,63 @@ def execute(
         log("stage_end", stage=name, index=index, seconds=round(time.perf_counter() - t0, 3))
     log("run_end", recipe=recipe.name)
     return run.path
+
+
+def completed_stage_dirs(run_dir: Path) -> dict[str, Path]:
+    """``{stage label: folder}`` of a run's finished stages, in order."""
+    out: dict[str, Path] = {}
+    stages = Path(run_dir) / "stages"
+    if stages.is_dir():
+        for d in sorted(p for p in stages.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            out[d.name.split("_", 1)[1] if "_" in d.name else d.name] = d
+    return out
+
+
+def execute_adhoc(
+    run_dir: Path,
+    stage: str,
+    params: dict,
+    out_name: str,
+    registry: "Registry",
+    device: Optional[str] = None,
+    console: Any = None,
+) -> Path:
+    """Run one stage plugin on a finished run's outputs (``fourreal export/eval/render``).
+
+    The stage sees the run's finished stages as its earlier stages, and writes into
+    ``RUN/out_name`` (replaced atomically if it exists).
+    """
+    import torch
+
+    from .recipe import component_from_plain, load_recipe
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").exists() or not (run_dir / "recipe.yaml").exists():
+        raise RunDirError(f"{run_dir}: not a fourreal run folder (no run.json / recipe.yaml)")
+    recipe = load_recipe(run_dir / "recipe.yaml", registry=registry, check_files=False)
+    spec = component_from_plain("stage", {"name": stage, "params": params}, registry, source=f"fourreal {out_name}")
+    dev = resolve_device(device or recipe.device)
+    final = run_dir / out_name
+    partial = run_dir / f".{out_name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    log = RunLog(run_dir / "log.jsonl")
+    ctx = StageContext(
+        name=out_name, index=0, run_dir=run_dir, out_dir=partial, recipe_dir=Path.cwd(), device=dev,
+        seed=recipe.seed, iterations_scale=recipe.iterations_scale,
+        checkpoints=CheckpointStore(run_dir / "checkpoints" / out_name), log=log, registry=registry,
+        rasterizer_spec=recipe.rasterizer, stage_dirs=completed_stage_dirs(run_dir),
+    )
+    torch.manual_seed(recipe.seed)
+    log("adhoc_start", stage=stage, out=out_name)
+    spec.build(registry).run(ctx)
+    if final.exists():
+        old = run_dir / f".{out_name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(partial, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, final)
+    log("adhoc_end", stage=stage, out=out_name)
+    return final

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from fourreal_core import hookimpl
-from fourreal_core.config import Component, InputFile, Ramp
+from fourreal_core.config import Component, InputFile, Ramp, component_default
 
 
 @dataclass
@@ -24,6 +24,28 @@ class CountConfig:
     weight: Ramp = field(default_factory=lambda: Ramp(1.0))
     deformer: Optional[Component("deformer")] = None  # type: ignore[valid-type]
     input: Optional[InputFile] = None  # a file the stage would read (checked by validate)
+    extra_deformers: list[Component("deformer")] = field(  # type: ignore[valid-type]
+        default_factory=lambda: [{"name": "shift", "params": {"amount": 0.5}}]
+    )
+
+
+@dataclass
+class ShiftConfig:
+    amount: float = 1.0
+
+
+def make_shift(cfg: ShiftConfig):
+    import torch
+
+    from fourreal_core.interfaces import Deformation, Deformer
+
+    class Shift(Deformer):
+        def deform(self, means, time, quats=None):
+            dx = torch.zeros_like(means)
+            dx[:, 2] = cfg.amount * float(time)
+            return Deformation(dx=dx, dq=torch.zeros(means.shape[0], 4))
+
+    return Shift()
 
 
 class CountStage:
@@ -65,3 +87,4 @@ class CountStage:
 @hookimpl
 def fourreal_register(registry):
     registry.add("stage", "count", CountStage, config=CountConfig, description="test stage: counts steps")
+    registry.add("deformer", "shift", make_shift, config=ShiftConfig, description="test deformer: z += amount * t")

@@ -43,6 +43,11 @@ def test_load_resolves_defaults_and_components(tmp_path, registry):
     assert isinstance(st.params.weight, Ramp) and st.params.weight.at(15) == pytest.approx(1.0)
     assert rec.rasterizer.name == "auto" and rec.rasterizer.params.eps2d == 0.3
     assert rec.seed == 3 and rec.device == "auto"
+    # component defaults given as YAML in a dataclass are resolved like YAML
+    (d,) = st.params.extra_deformers
+    assert d.kind == "deformer" and d.name == "shift" and d.params.amount == 0.5
+    resolved = yaml.safe_load(dump_recipe(rec))["stages"][0]["params"]["extra_deformers"]
+    assert resolved == [{"name": "shift", "params": {"amount": 0.5}}]
 
 
 def test_overrides_are_typed_by_target(tmp_path, registry):
