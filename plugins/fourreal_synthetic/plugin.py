@@ -1,0 +1,75 @@
+"""Registers the synthetic family: stage ``synthetic`` (procedural 4D scenes with known
+truth). The implementation (torch, rendering) is imported inside the factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from fourreal_core import hookimpl
+
+
+@dataclass
+class SyntheticImperfectionsConfig:
+    """Inconsistencies injected into the freeze-time video (all zero at its anchor frame),
+    imitating what a video model gets wrong. Set a value to 0 to turn that one off."""
+
+    wobble: float = 0.1  # peak non-rigid displacement in a region, fraction of its radius
+    wobble_radius: Optional[float] = None  # world units; None: the scene's default region
+    moving_object: float = 0.05  # reference-time the mover keeps advancing over the orbit
+    flicker: float = 0.02  # peak per-channel colour gain change (bias: half of it)
+    seed: Optional[int] = None  # None: the stage's seed
+
+
+@dataclass
+class SyntheticStageConfig:
+    """Render a procedural dataset: reference video (fixed camera, t in [0,1]), freeze-time
+    orbit at t_c with imperfections, held-out test views, and surface points at t_c."""
+
+    scene: Literal["garden", "object", "articulated"] = "garden"
+    width: int = 128
+    height: int = 96
+    num_reference_frames: int = 16
+    num_freeze_frames: int = 16
+    anchor_index: Optional[int] = None  # reference frame c (None: the middle one)
+    freeze_anchor_index: int = 0  # freeze-time frame shot from the reference camera
+    orbit_arc_deg: float = 150.0
+    num_test_views: int = 4
+    num_test_static_views: int = 4
+    num_init_points: int = 4000
+    detail: int = 1  # Gaussian density multiplier per axis
+    fps: float = 8.0
+    seed: Optional[int] = None  # None: the recipe's seed
+    write_videos: bool = True
+    rasterizer: Literal["torch", "recipe"] = "torch"  # truth renderer
+    imperfections: SyntheticImperfectionsConfig = field(default_factory=SyntheticImperfectionsConfig)
+
+    def __post_init__(self) -> None:
+        if self.width < 8 or self.height < 8:
+            raise ValueError(f"width and height must be >= 8, got {self.width}x{self.height}")
+        if self.num_reference_frames < 2 or self.num_freeze_frames < 2:
+            raise ValueError("num_reference_frames and num_freeze_frames must be >= 2")
+        if self.anchor_index is not None and not 0 <= self.anchor_index < self.num_reference_frames:
+            raise ValueError(
+                f"anchor_index {self.anchor_index} outside 0..{self.num_reference_frames - 1}"
+            )
+        if not 0 <= self.freeze_anchor_index < self.num_freeze_frames:
+            raise ValueError(
+                f"freeze_anchor_index {self.freeze_anchor_index} outside 0..{self.num_freeze_frames - 1}"
+            )
+        if self.orbit_arc_deg <= 0:
+            raise ValueError(f"orbit_arc_deg must be positive, got {self.orbit_arc_deg}")
+
+
+def _synthetic_stage(cfg: SyntheticStageConfig):
+    from .stage import SyntheticStage
+
+    return SyntheticStage(cfg)
+
+
+@hookimpl
+def fourreal_register(registry):
+    registry.add(
+        "stage", "synthetic", _synthetic_stage, config=SyntheticStageConfig,
+        description="Procedural 4D scene -> reference + freeze-time videos, test views, init points",
+    )
