@@ -1,0 +1,316 @@
+"""The `known` pose estimator: cameras that need no estimation.
+
+* ``source: auto`` (default) -- ``transforms`` when ``transforms`` lists files or every
+  video's name is a path to a transforms.json (or a folder holding one), else ``orbit``.
+* ``source: transforms`` -- one nerfstudio / instant-ngp / D-NeRF ``transforms.json`` per
+  video (``transforms``, or the video names when that list is empty; read with
+  :func:`fourreal_core.transforms_json.load_transforms`, intrinsics scaled
+  to the video's frame size; ``time`` and the fourreal ``anchor`` are passed on).
+* ``source: orbit`` -- a parametric orbit for generated videos whose camera path is known:
+  frame ``k`` of an orbit video looks at ``look_at`` from azimuth
+  ``start_azimuth_deg + k * arc_deg / (n - 1)`` (``/ n`` for a full 360 degree orbit, whose
+  end point would duplicate the start), elevation ``elevation_deg``, distance ``radius``;
+  a ``fixed`` video (the 4Real reference video) keeps the orbit's camera at
+  ``anchor_frame`` for all its frames. The convention is exactly the one of
+  :func:`fourreal_synthetic.scenes.orbit_cameras` (z up, azimuth from +x toward +y,
+  horizontal ``fov_deg``), generalised to any axis-aligned ``up``.
+
+Points: ``None``, or with ``random_points > 0`` that many random points (uniform in a cube
+around ``look_at``, random colours), those seen by every camera first -- an
+initialisation for scenes without SfM points.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from fourreal_core.errors import InputError
+from fourreal_core.interfaces import PoseEstimator, PoseResult
+from fourreal_core.types import Cameras, PointCloud, PosedVideo, Video
+
+from .plugin import KnownConfig
+
+__all__ = ["KnownPoseEstimator", "orbit_cameras", "up_basis", "points_in_view"]
+
+_AXES = {"x": 0, "y": 1, "z": 2}
+
+
+def up_basis(up: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(e1, e2, u)`` float64 ``[3]`` each: a right-handed basis (``e1 x e2 = u``) whose
+    ``u`` is the axis named by ``up`` (``"+z"``, ``"-y"``...). Azimuth runs from ``e1``
+    toward ``e2``; ``"+z"`` gives ``(x, y, z)``."""
+    if len(up) != 2 or up[0] not in "+-" or up[1] not in _AXES:
+        raise ValueError(f"up must be one of +x -x +y -y +z -z, got {up!r}")
+    i = _AXES[up[1]]
+    eye = torch.eye(3, dtype=torch.float64)
+    u = eye[i] * (1.0 if up[0] == "+" else -1.0)
+    e1 = eye[(i + 1) % 3]
+    e2 = torch.linalg.cross(u, e1)
+    return e1, e2, u
+
+
+def orbit_azimuths(n: int, arc_deg: float, start_azimuth_deg: float) -> torch.Tensor:
+    """``[n]`` float64 azimuths in degrees: ``start .. start + arc`` inclusive, or, for a
+    full orbit (``|arc| >= 360``), ``n`` evenly spaced angles without the duplicate end."""
+    if n == 1:
+        return torch.tensor([float(start_azimuth_deg)], dtype=torch.float64)
+    full = abs(arc_deg) >= 360.0
+    step = arc_deg / (n if full else n - 1)
+    return start_azimuth_deg + step * torch.arange(n, dtype=torch.float64)
+
+
+def orbit_cameras(
+    n: int,
+    width: int,
+    height: int,
+    radius: float,
+    elevation_deg: float,
+    arc_deg: float,
+    start_azimuth_deg: float,
+    look_at,
+    fov_deg: float,
+    up: str = "+z",
+) -> Cameras:
+    """``n`` OpenCV cameras on a circular arc around ``look_at``, looking at it.
+
+    Args:
+        n: number of frames.
+        width, height: image size in pixels (square pixels, principal point at the centre).
+        radius: distance from ``look_at`` (world units).
+        elevation_deg: angle above the plane orthogonal to ``up``.
+        arc_deg, start_azimuth_deg: see :func:`orbit_azimuths`.
+        look_at: ``[3]`` the point looked at.
+        fov_deg: horizontal field of view.
+        up: world up axis, e.g. ``"+z"``.
+
+    Returns:
+        :class:`Cameras` with ``n`` viewmats ``[n,4,4]`` and Ks ``[n,3,3]``.
+    """
+    e1, e2, u = up_basis(up)
+    az = orbit_azimuths(n, arc_deg, start_azimuth_deg) * (math.pi / 180)
+    el = torch.full_like(az, float(elevation_deg) * math.pi / 180)
+    c = torch.as_tensor(look_at, dtype=torch.float64).reshape(3)
+    dirs = (
+        (torch.cos(el) * torch.cos(az))[:, None] * e1
+        + (torch.cos(el) * torch.sin(az))[:, None] * e2
+        + torch.sin(el)[:, None] * u
+    )
+    eyes = c + float(radius) * dirs
+    viewmats = Cameras.look_at(eyes.float(), c.float(), tuple(float(x) for x in u))
+    fx = 0.5 * width / math.tan(0.5 * math.radians(fov_deg))
+    K = Cameras.intrinsics(fx, fx, width / 2.0, height / 2.0)
+    return Cameras(viewmats, K, width, height)
+
+
+def points_in_view(points: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+    """``[P]`` int: in how many of ``cameras`` each point ``[P,3]`` projects inside the image
+    in front of the camera."""
+    P = points.double()
+    V = cameras.viewmats.double()
+    K = cameras.Ks.double()
+    cam = torch.einsum("cij,pj->cpi", V[:, :3, :3], P) + V[:, None, :3, 3]  # [C,P,3]
+    z = cam[..., 2]
+    uv = torch.einsum("cij,cpj->cpi", K, cam)
+    u = uv[..., 0] / z.clamp_min(1e-12)
+    v = uv[..., 1] / z.clamp_min(1e-12)
+    inside = (z > 1e-6) & (u >= 0) & (u < cameras.width) & (v >= 0) & (v < cameras.height)
+    return inside.sum(0)
+
+
+class KnownPoseEstimator(PoseEstimator):
+    """Cameras from transforms.json files or a parametric orbit (no estimation).
+
+    Args:
+        cfg: :class:`~fourreal_poses.plugin.KnownConfig`.
+    """
+
+    def __init__(self, cfg: Optional[KnownConfig] = None) -> None:
+        self.cfg = cfg or KnownConfig()
+
+    def estimate(self, videos: list[Video], names: list[str]) -> PoseResult:
+        """One :class:`PosedVideo` per video (in order) with the known cameras.
+
+        Raises:
+            InputError: wrong number of transforms files / trajectories, or a
+                transforms.json whose frame count differs from its video's.
+        """
+        if not videos:
+            raise InputError("pose estimator 'known': no videos given")
+        if len(names) != len(videos):
+            raise InputError(f"pose estimator 'known': {len(videos)} videos but {len(names)} names")
+        source = self.cfg.source
+        if source == "auto":
+            source = "transforms" if self.cfg.transforms or _all_transforms(names) else "orbit"
+        if source == "transforms":
+            posed, report = self._from_transforms(videos, names)
+        else:
+            posed, report = self._from_orbit(videos, names)
+        points = None
+        if self.cfg.random_points > 0:
+            cams = Cameras.cat([p.cameras for p in posed]) if _same_size(posed) else posed[0].cameras
+            points = self._random_points(cams, report["source"])
+            report["num_points"] = len(points)
+        return PoseResult(videos=posed, points=points, report=report)
+
+    # -------------------------------------------------------------------- transforms
+    def _from_transforms(self, videos: list[Video], names: list[str]):
+        from fourreal_core.transforms_json import load_transforms
+
+        files = list(self.cfg.transforms)
+        if not files:
+            if not _all_transforms(names):
+                raise InputError(
+                    "pose estimator 'known' (source: transforms): list one transforms.json per video "
+                    f"in params.transforms (the video names {', '.join(repr(n) for n in names)} are not "
+                    "transforms.json paths)"
+                )
+            files = list(names)
+        if len(files) != len(videos):
+            raise InputError(
+                f"pose estimator 'known' (source: transforms): {len(videos)} videos "
+                f"({', '.join(names)}) but {len(files)} transforms files; list one per video, in order"
+            )
+        posed, rep = [], []
+        for video, name, path in zip(videos, names, files):
+            tj = load_transforms(path, height=video.height, width=video.width, load_images=False)
+            if len(tj) != len(video):
+                raise InputError(
+                    f"{tj.meta.get('source', path)}: {len(tj)} frames but video {name!r} has {len(video)}"
+                )
+            meta = {
+                "pose_estimator": "known",
+                "source": "transforms",
+                "name": name,
+                "transforms": tj.meta.get("source", str(path)),
+                "warnings": list(tj.meta.get("warnings", [])),
+            }
+            posed.append(PosedVideo(video=video, cameras=tj.cameras, times=tj.times, anchor=tj.anchor, meta=meta))
+            rep.append({"name": name, "frames": len(video), "transforms": meta["transforms"],
+                        "warnings": meta["warnings"]})
+        return posed, {"pose_estimator": "known", "source": "transforms", "videos": rep}
+
+    # ------------------------------------------------------------------------- orbit
+    def _trajectories(self, n_videos: int) -> list[str]:
+        traj = list(self.cfg.trajectories)
+        if not traj:
+            return ["orbit"] + ["fixed"] * (n_videos - 1)
+        if len(traj) != n_videos:
+            raise InputError(
+                f"pose estimator 'known': trajectories lists {len(traj)} entries ({traj}) "
+                f"for {n_videos} videos; give one per video (orbit or fixed)"
+            )
+        return traj
+
+    def _orbit(self, n: int, width: int, height: int) -> Cameras:
+        c = self.cfg
+        return orbit_cameras(
+            n, width, height, c.radius, c.elevation_deg, c.arc_deg, c.start_azimuth_deg,
+            c.look_at, c.fov_deg, c.up,
+        )
+
+    def _from_orbit(self, videos: list[Video], names: list[str]):
+        cfg = self.cfg
+        if len(cfg.look_at) != 3:
+            raise InputError(f"pose estimator 'known': look_at must have 3 numbers, got {cfg.look_at}")
+        traj = self._trajectories(len(videos))
+        orbit_len = next((len(v) for v, t in zip(videos, traj) if t == "orbit"), None)
+        if orbit_len is not None and not 0 <= cfg.anchor_frame < orbit_len:
+            raise InputError(
+                f"pose estimator 'known': anchor_frame {cfg.anchor_frame} is outside the orbit "
+                f"video's {orbit_len} frames"
+            )
+        posed, rep = [], []
+        for video, name, kind in zip(videos, names, traj):
+            W, H = video.width, video.height
+            meta = {"pose_estimator": "known", "source": "orbit", "name": name, "trajectory": kind}
+            if kind == "orbit":
+                cams = self._orbit(len(video), W, H)
+                anchor = cfg.anchor_frame
+            else:
+                # the anchor camera of the orbit (as the orbit video samples it)
+                n_ref = orbit_len if orbit_len is not None else 1
+                a = cfg.anchor_frame if orbit_len is not None else 0
+                one = self._orbit(n_ref, W, H)[a]
+                cams = Cameras(
+                    one.viewmats.expand(len(video), 4, 4).clone(), one.Ks.expand(len(video), 3, 3).clone(), W, H
+                )
+                anchor = None
+                meta["anchor_frame"] = a
+            posed.append(PosedVideo(video=video, cameras=cams, anchor=anchor, meta=meta))
+            rep.append({"name": name, "frames": len(video), "trajectory": kind})
+        orbit = {
+            k: getattr(cfg, k)
+            for k in (
+                "radius", "elevation_deg", "arc_deg", "start_azimuth_deg", "look_at", "fov_deg", "up",
+                "anchor_frame",
+            )
+        }
+        return posed, {"pose_estimator": "known", "source": "orbit", "orbit": orbit, "videos": rep}
+
+    # ------------------------------------------------------------------------ points
+    def _random_points(self, cameras: Cameras, posed_source: str) -> PointCloud:
+        """``random_points`` points uniform in a cube around the orbit centre (or the
+        cameras' look-at region), kept where the most cameras see them."""
+        cfg = self.cfg
+        n = int(cfg.random_points)
+        g = torch.Generator().manual_seed(int(cfg.seed))
+        if posed_source == "orbit":
+            centre = torch.tensor(cfg.look_at, dtype=torch.float64)
+            half = cfg.random_points_extent or cfg.radius * math.tan(0.5 * math.radians(cfg.fov_deg))
+        else:
+            # in front of the cameras: around the point closest to all optical axes
+            centre, dist = _focus_point(cameras)
+            half = cfg.random_points_extent or dist * 0.5
+        cands, counts = [], []
+        for _ in range(20):
+            p = centre + (2 * torch.rand(4 * n, 3, generator=g, dtype=torch.float64) - 1) * half
+            cands.append(p)
+            counts.append(points_in_view(p, cameras))
+            if int((torch.cat(counts) == len(cameras)).sum()) >= n:
+                break
+        P, C = torch.cat(cands), torch.cat(counts)
+        order = torch.argsort(C, descending=True, stable=True)[:n]  # seen by all cameras first
+        pts = P[order].float()
+        cols = torch.rand(len(pts), 3, generator=g)
+        return PointCloud(pts, cols)
+
+
+def _all_transforms(names: list[str]) -> bool:
+    """Whether every name is a transforms.json file or a folder holding one."""
+    from pathlib import Path
+
+    def ok(n: str) -> bool:
+        p = Path(n)
+        return (p.is_file() and p.suffix.lower() == ".json") or (p.is_dir() and any(p.glob("transforms*.json")))
+
+    return bool(names) and all(ok(str(n)) for n in names)
+
+
+def _same_size(posed: list[PosedVideo]) -> bool:
+    return len({(p.cameras.width, p.cameras.height) for p in posed}) == 1
+
+
+def _focus_point(cameras: Cameras) -> tuple[torch.Tensor, float]:
+    """The point nearest to all optical axes (least squares) and its mean distance to the
+    cameras; falls back to 1 unit in front of the mean camera for parallel axes."""
+    c2w = torch.linalg.inv(cameras.viewmats.double())
+    o = c2w[:, :3, 3]
+    d = torch.nn.functional.normalize(c2w[:, :3, 2], dim=-1)  # OpenCV forward = +z
+    A = torch.zeros(3, 3, dtype=torch.float64)
+    b = torch.zeros(3, dtype=torch.float64)
+    for oi, di in zip(o, d):
+        M = torch.eye(3, dtype=torch.float64) - torch.outer(di, di)
+        A += M
+        b += M @ oi
+    if torch.linalg.cond(A) > 1e8:
+        p = o.mean(0) + d.mean(0)
+    else:
+        p = torch.linalg.solve(A, b)
+    dist = float((o - p).norm(dim=-1).mean())
+    if ((p - o) * d).sum(-1).mean() <= 0:  # behind the cameras: parallel-ish axes
+        p = o.mean(0) + d.mean(0)
+        dist = 1.0
+    return p, max(dist, 1e-6)

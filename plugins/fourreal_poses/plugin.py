@@ -1,0 +1,101 @@
+"""Registers the poses family: pose estimators `colmap` (pycolmap SfM) and `known`
+(transforms.json or a parametric orbit). Config dataclasses are torch-free;
+implementations are imported inside the factories. See docs/poses.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from fourreal_core import hookimpl
+from fourreal_core.config import InputPath
+
+CameraModel = Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"]
+
+
+@dataclass
+class ColmapConfig:
+    """Structure-from-motion with pycolmap: SIFT, matching, incremental mapping.
+
+    All videos go into ONE reconstruction so they share one world frame. Output cameras
+    are OpenCV world-to-camera; see docs/poses.md for every option.
+    """
+
+    # -- matching --------------------------------------------------------------------
+    matching: Literal["auto", "sequential", "exhaustive"] = "auto"
+    exhaustive_max_frames: int = 40  # auto: exhaustive up to this many frames in total
+    sequential_overlap: int = 10  # sequential: match each frame with the next this many
+    quadratic_overlap: bool = True  # sequential: also frames i + 2^k (k < overlap)
+    cross_video_pairs: int = 256  # sequential, several videos: pairs between each two videos
+    # -- features --------------------------------------------------------------------
+    max_image_size: int = 1024  # SIFT runs on frames downscaled to this longest side
+    max_num_features: int = 4096
+    # -- cameras ---------------------------------------------------------------------
+    camera_model: CameraModel = "SIMPLE_RADIAL"
+    share_intrinsics: bool = True  # one camera for all frames of all videos
+    # -- mapping ---------------------------------------------------------------------
+    min_num_matches: int = 15  # verified matches for a pair to count
+    init_min_num_inliers: int = 100  # inliers of the initial pair (lower for tiny frames)
+    seed: int = 0
+    num_threads: int = -1  # -1: all cores
+    # -- outputs ---------------------------------------------------------------------
+    on_unregistered: Literal["interpolate", "drop", "error"] = "interpolate"
+    min_registered_fraction: float = 0.5  # of all frames; below it the estimator fails
+    normalize: bool = True  # centre on the cameras, farthest camera at distance 1, z up
+    image_format: Literal["jpg", "png"] = "jpg"  # frames written for COLMAP
+    workspace: Optional[str] = None  # keep COLMAP's files here (default: a temp folder)
+    verbose: bool = False  # let COLMAP log to stderr
+
+
+@dataclass
+class KnownConfig:
+    """Cameras that are already known: a transforms.json per video, or a parametric orbit.
+
+    ``source: auto`` reads transforms.json files when ``transforms`` lists them or when
+    every video's name is the path of one (a transforms.json or a folder holding one),
+    and uses the orbit otherwise. ``source: orbit`` gives the videos listed as ``orbit`` in ``trajectories`` the orbit
+    described below and the ``fixed`` ones the orbit's camera at ``anchor_frame`` (the
+    4Real reference video is filmed from the freeze-time video's anchor pose).
+    """
+
+    source: Literal["auto", "transforms", "orbit"] = "auto"
+    # -- source: transforms -------------------------------------------------------------
+    transforms: list[InputPath] = field(default_factory=list)  # one per video, in order ([]: the names)
+    # -- source: orbit ------------------------------------------------------------------
+    trajectories: list[Literal["orbit", "fixed"]] = field(default_factory=list)  # []: first orbits, rest fixed
+    radius: float = 4.0
+    elevation_deg: float = 20.0
+    arc_deg: float = 360.0  # inclusive end; a full 360 leaves the duplicate end point out
+    start_azimuth_deg: float = -90.0
+    look_at: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    fov_deg: float = 50.0  # horizontal field of view; square pixels, centred principal point
+    up: Literal["+z", "-z", "+y", "-y", "+x", "-x"] = "+z"
+    anchor_frame: int = 0  # orbit frame whose camera the fixed videos use
+    # -- optional initial points ----------------------------------------------------------
+    random_points: int = 0  # >0: random points seen by every camera (PoseResult.points)
+    random_points_extent: float = 0.0  # half-size of the sampling cube; 0: radius * tan(fov/2)
+    seed: int = 0
+
+
+def _colmap(cfg: ColmapConfig):
+    from .colmap import ColmapPoseEstimator
+
+    return ColmapPoseEstimator(cfg)
+
+
+def _known(cfg: KnownConfig):
+    from .known import KnownPoseEstimator
+
+    return KnownPoseEstimator(cfg)
+
+
+@hookimpl
+def fourreal_register(registry):
+    registry.add(
+        "pose_estimator", "colmap", _colmap, config=ColmapConfig,
+        description="COLMAP structure-from-motion via pycolmap (pip install fourreal[colmap])",
+    )
+    registry.add(
+        "pose_estimator", "known", _known, config=KnownConfig,
+        description="Known cameras: a transforms.json per video or a parametric orbit",
+    )
