@@ -1,0 +1,84 @@
+"""Config dataclasses of the deformers family (no torch import: validation stays fast).
+
+Both deformers implement :class:`fourreal_core.interfaces.Deformer` with the same call::
+
+    deformer.setup(num_frames=K, canonical_index=c, canonical_means=x0)   # before the optimiser
+    d = deformer.deform(means, time, quats=None)   # Deformation(dx [N,3], dq [N,4], ds [N,3]|None)
+    d = deformer.deform_batch(means, times, quats=None)   # dx [T,N,3], dq [T,N,4], ds [T,N,3]|None
+
+so a recipe swaps one for the other by changing ``name: mlp`` to ``name: lbs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class MLPDeformerConfig:
+    """Deformable-3DGS deformation MLP (paper D.3): ``(gamma(x), gamma(t)) -> (dx, dq, ds)``.
+
+    ``depth`` ReLU layers of ``width`` units, the encoded input concatenated again after
+    layer ``depth // 2`` (NeRF-style skip), three zero-initialised linear heads.
+
+    * ``time_input: time`` -- temporal deformation w_t(x, t): ``time`` is a float t in [0,1]
+      (or a tensor ``[N]``/``[N,1]`` of per-Gaussian times), encoded with ``t_multires``
+      frequencies.
+    * ``time_input: frame_code`` -- per-frame deformation w_mv(x, k) (paper Sec. 3.3):
+      ``time`` is an int frame index k in [0, K); a learned code of ``code_dim`` numbers
+      per frame (K from ``setup(num_frames=K)``) is fed to the network *without* positional
+      encoding (a learned latent needs none, as in Nerfies / NeRF-W). The output is exactly
+      zero at the canonical frame ``setup(canonical_index=c)``.
+    """
+
+    width: int = 256
+    depth: int = 8
+    x_multires: int = 10  # frequencies 2^0..2^(L-1) per coordinate; the input is included
+    t_multires: int = 6
+    time_input: Literal["time", "frame_code"] = "time"
+    code_dim: int = 16  # frame_code only
+    code_init_std: float = 1.0  # frame_code only: codes start as N(0, std^2)
+    predict_scale: bool = True  # Eq. 2's per-frame deformation uses dx, dq only: set False
+    chunk: int = 0  # evaluate at most this many Gaussians at once (0: all); see MLPDeformer
+    lr: float = 1e-3  # paper D.4: decays exponentially to lr_final (read by the training stage)
+    lr_final: float = 1e-5
+
+
+@dataclass
+class LBSDeformerConfig:
+    """Linear blend skinning for articulated motion.
+
+    ``num_bones`` bones are placed by k-means on the canonical Gaussians
+    (``setup(canonical_means=...)``). Each bone b has a rigid transform per time
+    (rotation ``R_b`` about its rest centre ``c_b``, translation ``t_b``); a Gaussian moves
+    by the skinning-weighted blend ``dx = sum_b w_b [(R_b - I)(x - c_b) + t_b]`` and turns by
+    the blended bone rotation. Skinning weights are a learnable field of the canonical
+    position, ``softmax_b(-|x - s_b|^2 / sigma_b^2 + r_b(x))`` (learnable centres ``s_b``
+    starting at ``c_b``, per-bone widths ``sigma_b`` starting at ``skin_sigma`` x the median
+    distance between neighbouring bones, and a zero-initialised residual MLP ``r`` on
+    ``gamma(x)``), so they are defined for Gaussians added by densification.
+
+    * ``motion: mlp`` -- a small MLP ``gamma(t) -> (quaternion residual, translation)`` per
+      bone; ``time`` is a float t in [0,1].
+    * ``motion: per_frame`` -- a learned table of per-bone transforms per frame (K from
+      ``setup(num_frames=K)``); ``time`` is an int frame index k (identity exactly at
+      ``canonical_index``), or a float t in [0,1] which interpolates linearly between
+      frames ``k = t (K-1)``.
+    """
+
+    num_bones: int = 8
+    motion: Literal["mlp", "per_frame"] = "mlp"
+    t_multires: int = 6
+    motion_width: int = 128
+    motion_depth: int = 3  # hidden ReLU layers of the motion MLP
+    skin_sigma: float = 0.5  # initial skinning width, relative to the bone spacing
+    skin_mlp_width: int = 64  # residual skinning-logit MLP (0: distance-based weights only)
+    skin_mlp_depth: int = 2
+    skin_multires: int = 4
+    kmeans_iters: int = 30
+    kmeans_max_points: int = 100_000  # k-means on a random subset of at most this many
+    seed: int = 0  # k-means initialisation
+    chunk: int = 0  # evaluate at most this many Gaussians at once (0: all)
+    lr: float = 1e-3
+    lr_final: float = 1e-5
