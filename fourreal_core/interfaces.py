@@ -288,8 +288,14 @@ class VideoPrior(ABC):
         known_frames: Optional[Mapping[int, "torch.Tensor"]] = None,
         prompt: str = "",
     ) -> "torch.Tensor":
-        """One-step denoised estimate ``[F,H,W,3]`` of noisy frames ``[F,H,W,3]`` at
-        ``noise_level`` (the prior's own parameterisation, documented by the prior)."""
+        """One-step denoised estimate x0 ``[F,H,W,3]`` for SDS.
+
+        ``noisy`` holds the *clean* rendered frames ``[F,H,W,3]`` in [0,1] at the prior's
+        native size; the prior adds noise at ``noise_level`` (a diffusion time in (0,1), in
+        its own parameterisation -- flow-matching sigma, or a DDPM timestep fraction -- as it
+        documents), encoding and decoding inside for latent priors, conditions on
+        ``known_frames`` and ``prompt``, and returns its x0 prediction. Implementations take
+        an optional ``generator`` keyword for reproducible noise."""
 
 
 # ------------------------------------------------------------------------- pose estimator

@@ -129,6 +129,8 @@ def apply_overrides(data: dict, overrides: list[str], file: str) -> None:
                     nxt = node.get(part)
                     if nxt is None:
                         nxt = node[part] = {}
+                    elif isinstance(nxt, str):  # component shorthand `rasterizer: torch`
+                        nxt = node[part] = {"name": nxt}
                     node = nxt
             else:
                 raise RecipeError(f"{file}: --set {key}: {'.'.join(walked)} is not a mapping or list")

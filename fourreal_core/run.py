@@ -158,8 +158,8 @@ class StageContext:
 
 
 class Progress:
-    """Rich progress bar with iteration, loss and it/s; degrades to nothing when not a TTY
-    is fine too (rich handles it). ``update(n=1, **metrics)`` advances and shows metrics."""
+    """Rich progress bar with iteration, metrics (loss, PSNR...) and it/s.
+    ``update(advance=1, **metrics)`` advances and shows the metrics."""
 
     def __init__(self, total: int, description: str, start: int = 0) -> None:
         self.total = total
@@ -197,7 +197,8 @@ class Progress:
         self._n = 0
         return self
 
-    def update(self, n: int = 1, **metrics: float) -> None:
+    def update(self, advance: int = 1, /, **metrics: float) -> None:
+        n = advance
         self._n += n
         dt = time.perf_counter() - self._t0
         rate = f"{self._n / dt:.1f} it/s" if dt > 0 else ""

@@ -65,6 +65,7 @@ def run(
     out = out or Path("runs") / rec.name
     console.print(f"[bold]fourreal[/bold] run [green]{rec.name}[/green] -> {out}")
     path = execute(rec, out, registry, device=device, console=console)
+    _print_outputs(path / "stages")
     console.print(f"[bold green]done[/bold green]: outputs in {path}/stages")
 
 
@@ -98,6 +99,148 @@ def plugins(debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> No
         table.add_column(col)
     for e in registry.entries():
         table.add_row(e.kind, e.name, escape(e.distribution), escape(e.description))
+    console.print(table)
+
+
+def _adhoc(run_dir: Path, stage: str, params: dict, out_name: str, device: Optional[str]) -> Path:
+    from fourreal_core.registry import get_registry
+    from fourreal_core.run import execute_adhoc
+
+    params = {k: v for k, v in params.items() if v is not None}
+    return execute_adhoc(run_dir, stage, params, out_name, get_registry(), device=device, console=console)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run folder whose motion stage has finished."),
+    out: str = typer.Option("export", "--out", help="Sub-folder of the run to write into."),
+    orbit_frames: Optional[int] = typer.Option(None, help="Frames of the orbit and spiral videos."),
+    orbit_arc_deg: Optional[float] = typer.Option(None, help="Arc of the bullet-time orbit."),
+    num_times: Optional[int] = typer.Option(None, help="PLYs / fixed-camera frames (0: the reference times)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """PLY per time step, canonical PLY + deformer + manifest, videos and an image grid."""
+    path = _adhoc(run_dir, "export", {"orbit_frames": orbit_frames, "orbit_arc_deg": orbit_arc_deg,
+                                      "num_times": num_times}, out, device)
+    _print_outputs(path)
+
+
+@app.command(name="eval")
+def eval_(
+    run_dir: Path = typer.Argument(..., help="A run folder whose motion stage has finished."),
+    against: Path = typer.Option(..., "--against", help="transforms.json of held-out views (with per-frame time)."),
+    out: str = typer.Option("eval", "--out", help="Sub-folder of the run to write into."),
+    white_background: Optional[bool] = typer.Option(
+        None, "--white-background/--black-background", help="Composite RGBA targets on white (D-NeRF) or black."),
+    lpips: bool = typer.Option(True, "--lpips/--no-lpips", help="Also compute LPIPS when the package is installed."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Render each held-out camera at its time; per-frame and mean PSNR, SSIM, LPIPS to JSON."""
+    import json
+
+    from rich.table import Table
+
+    if not against.exists():
+        raise FourRealError(f"--against {against}: file not found")
+    path = _adhoc(run_dir, "eval", {"against": str(against.resolve()), "white_background": white_background,
+                                    "lpips": lpips}, out, device)
+    res = json.loads((path / "eval.json").read_text())
+    table = Table(title=f"eval vs {against}")
+    cols = ["frame", "time", *[k for k in ("psnr", "ssim", "lpips") if k in res["mean"]]]
+    for col in cols:
+        table.add_column(col)
+    for row in res["per_frame"]:
+        table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in cols])
+    table.add_row("[bold]mean[/bold]", "", *[f"{res['mean'][c]:.4f}" for c in cols[2:]])
+    console.print(table)
+    for note in res.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    console.print(f"wrote {path / 'eval.json'}")
+
+
+@app.command()
+def render(
+    run_dir: Path = typer.Argument(..., help="A run folder whose motion stage has finished."),
+    time: Optional[float] = typer.Option(None, "--time", "-t", help="Time in [0,1] (default: the canonical time)."),
+    cameras: Optional[Path] = typer.Option(None, "--cameras", help="transforms.json of cameras to render."),
+    orbit_deg: float = typer.Option(0.0, "--orbit-deg", help="Turn the reference camera about the scene."),
+    out: str = typer.Option("render", "--out", help="Sub-folder of the run to write into."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Render the 4D scene at any camera and time to PNGs."""
+    if cameras is not None and not cameras.exists():
+        raise FourRealError(f"--cameras {cameras}: file not found")
+    path = _adhoc(run_dir, "render", {"time": time, "cameras": str(cameras.resolve()) if cameras else None,
+                                      "orbit_deg": orbit_deg}, out, device)
+    _print_outputs(path)
+
+
+@app.command(name="train-prior")
+def train_prior(
+    videos_dir: Path = typer.Argument(..., help="Folder of training videos (mp4s and/or frame folders; optional prompts.json)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder (rerun the same command to resume)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per step."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Clip length F of the model."),
+    height: Optional[int] = typer.Option(None, "--height", help="Model frame height (multiple of --patch)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Model frame width (multiple of --patch)."),
+    patch: Optional[int] = typer.Option(None, "--patch", help="Spatial patch size."),
+    dim: Optional[int] = typer.Option(None, "--dim", help="Transformer width."),
+    depth: Optional[int] = typer.Option(None, "--depth", help="Transformer blocks."),
+    heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Train the masked pixel-space video prior (video_prior `masked`) on a folder of videos."""
+    import importlib
+    from dataclasses import replace
+
+    entry = importlib.import_module("fourreal_masked_prior.train")
+    cfg = entry.TrainPriorConfig()
+    top = {"steps": steps, "batch_size": batch_size, "lr": lr, "save_every": save_every, "seed": seed, "device": device}
+    model = {"num_frames": frames, "height": height, "width": width, "patch": patch, "dim": dim, "depth": depth,
+             "heads": heads}
+    cfg = replace(cfg, **{k: v for k, v in top.items() if v is not None},
+                  model=replace(cfg.model, **{k: v for k, v in model.items() if v is not None}))
+    res = entry.train_prior(videos_dir, out, cfg)
+    last = res["losses"][-min(50, len(res["losses"])):] if res["losses"] else []
+    console.print(
+        f"[bold green]done[/bold green]: {res['steps']} steps ({res['parameters']:,} parameters), "
+        + (f"final loss {sum(last) / len(last):.4f}, " if last else "")
+        + f"checkpoint in {escape(str(out))} -- use it with "
+        f"video_prior: {{name: masked, params: {{checkpoint: {escape(str(out))}}}}}"
+    )
+
+
+def _print_outputs(folder: Path) -> None:
+    """Where the files people look at are, and the scores."""
+    import json
+
+    from rich.table import Table
+
+    folder = Path(folder)
+    table = Table(title=f"outputs in {folder}", show_header=True)
+    table.add_column("what")
+    table.add_column("where")
+    for pattern, what in (("*.mp4", "video"), ("*.png", "image"), ("*.ply", "splats (PLY)")):
+        files = sorted(folder.rglob(pattern))
+        if len(files) > 4:
+            table.add_row(what, f"{len(files)} files, e.g. {escape(str(files[0]))}")
+        else:
+            for f in files:
+                table.add_row(what, escape(str(f)))
+    for f in sorted(folder.rglob("*.json")):
+        if f.name in ("metrics.json", "eval.json"):
+            data = json.loads(f.read_text())
+            scores = data.get("mean", data)
+            text = ", ".join(f"{k}={v:.3f}" for k, v in scores.items() if isinstance(v, float))
+            table.add_row("scores", f"{escape(str(f))}: {escape(text)}")
     console.print(table)
 
 

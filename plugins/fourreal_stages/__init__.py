@@ -1,0 +1,1 @@
+"""fourreal built-in plugin package: stages."""

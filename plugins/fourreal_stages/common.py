@@ -1,0 +1,247 @@
+"""What the canonical and motion stages share: inputs, camera refinement, losses, outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+from fourreal_core.errors import InputError
+from fourreal_core.interfaces import GaussianParams, Loss
+from fourreal_core.types import Cameras, PointCloud, PosedVideo
+
+
+# ------------------------------------------------------------------------------ inputs
+def posed_input(ctx, explicit: Optional[str], rel: str, what: str, yaml_path: str, **load_kw) -> PosedVideo:
+    """Load a posed video from ``explicit`` (a recipe path) or an earlier stage's ``rel``."""
+    from fourreal_core.transforms_json import load_transforms
+
+    path = ctx.resolve(explicit) if explicit else ctx.find_output(rel)
+    if path is None:
+        raise InputError(
+            f"stage {ctx.name!r}: no {what}: set {yaml_path} to a transforms.json, or run a stage "
+            f"that writes {rel} (synthetic, poses) before it"
+        )
+    return load_transforms(path, **load_kw)
+
+
+def initial_points(ctx, explicit: Optional[str]) -> Optional[PointCloud]:
+    """Sparse points from ``explicit`` or an earlier stage (``points.ply`` / ``init_points.npz``)."""
+    path = ctx.resolve(explicit) if explicit else (ctx.find_output("points.ply") or ctx.find_output("init_points.npz"))
+    if path is None:
+        return None
+    return read_points(path)
+
+
+def read_points(path: Path) -> PointCloud:
+    """Coloured points from ``.npz`` (points, colors) or a PLY with x,y,z (+ red,green,blue)."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                return PointCloud(torch.from_numpy(z["points"].astype(np.float32)),
+                                  torch.from_numpy(z["colors"].astype(np.float32)))
+        from plyfile import PlyData
+
+        v = PlyData.read(str(path))["vertex"]
+        pts = np.stack([v["x"], v["y"], v["z"]], -1).astype(np.float32)
+        names = v.data.dtype.names
+        if "red" in names:
+            cols = np.stack([v["red"], v["green"], v["blue"]], -1).astype(np.float32)
+            cols = cols / 255.0 if cols.max() > 1.0 else cols
+        else:
+            cols = np.full_like(pts, 0.5)
+        return PointCloud(torch.from_numpy(pts), torch.from_numpy(cols))
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read points ({exc})") from None
+
+
+def write_points_ply(path: Path, points: PointCloud) -> None:
+    """Coloured points as a PLY (x,y,z float, red,green,blue uchar), atomically."""
+    import numpy as np
+    from plyfile import PlyData, PlyElement
+
+    from fourreal_core.io import atomic_path
+
+    p = points.points.detach().cpu().numpy().astype(np.float32)
+    c = (points.colors.detach().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    arr = np.empty(len(p), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    arr["x"], arr["y"], arr["z"] = p[:, 0], p[:, 1], p[:, 2]
+    arr["red"], arr["green"], arr["blue"] = c[:, 0], c[:, 1], c[:, 2]
+    with atomic_path(path) as tmp:
+        PlyData([PlyElement.describe(arr, "vertex")]).write(str(tmp))
+
+
+def scene_extent(cameras: Cameras) -> float:
+    """3DGS's scene radius: 1.1 x the largest distance of a camera centre from their mean."""
+    c = cameras.centers
+    r = (c - c.mean(0)).norm(dim=-1).max().item()
+    return max(1.1 * r, 1e-3)
+
+
+def random_init_points(cameras: Cameras, n: int, seed: int) -> PointCloud:
+    """Points in a box around what the cameras look at (used without SfM points)."""
+    g = torch.Generator().manual_seed(seed)
+    c = cameras.centers
+    fwd = cameras.viewmats[:, 2, :3]  # camera z axis in world
+    dist = (c - c.mean(0)).norm(dim=-1).mean().clamp_min(1.0)
+    target = (c + fwd * dist).mean(0)
+    pts = target + (torch.rand(n, 3, generator=g) * 2 - 1) * dist
+    return PointCloud(pts, torch.rand(n, 3, generator=g))
+
+
+# ------------------------------------------------------------------- camera refinement
+def _so3_exp(w: torch.Tensor) -> torch.Tensor:
+    """Rodrigues: ``[K,3]`` axis-angle -> ``[K,3,3]`` (smooth at 0)."""
+    theta2 = (w * w).sum(-1, keepdim=True)[..., None]  # [K,1,1]
+    theta = torch.sqrt(theta2 + 1e-12)
+    K = torch.zeros(w.shape[0], 3, 3, dtype=w.dtype, device=w.device)
+    K[:, 0, 1], K[:, 0, 2] = -w[:, 2], w[:, 1]
+    K[:, 1, 0], K[:, 1, 2] = w[:, 2], -w[:, 0]
+    K[:, 2, 0], K[:, 2, 1] = -w[:, 1], w[:, 0]
+    eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(K)
+    a = torch.where(theta2 < 1e-8, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(theta2 < 1e-8, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2.clamp_min(1e-12))
+    return eye + a * K + b * (K @ K)
+
+
+class CameraRefiner(torch.nn.Module):
+    """Per-frame SE(3) corrections of camera poses P_k (paper Eq. 2: cameras fine-tuned
+    jointly); the canonical frame's camera stays fixed. ``viewmat_k' = [R(w_k) | t_k] @ viewmat_k``.
+    """
+
+    def __init__(self, cameras: Cameras, fixed: Optional[int] = None) -> None:
+        super().__init__()
+        self.base = cameras
+        self.delta = torch.nn.Parameter(torch.zeros(len(cameras), 6, device=cameras.device))
+        mask = torch.ones(len(cameras), 1, device=cameras.device)
+        if fixed is not None:
+            mask[fixed] = 0.0
+        self.register_buffer("mask", mask)
+
+    def forward(self, index: torch.Tensor | int | list) -> Cameras:
+        idx = torch.as_tensor(index, device=self.delta.device).reshape(-1)
+        d = self.delta[idx] * self.mask[idx]
+        T = torch.eye(4, device=d.device).repeat(len(idx), 1, 1)
+        T[:, :3, :3] = _so3_exp(d[:, :3])
+        T[:, :3, 3] = d[:, 3:]
+        base = self.base.viewmats[idx]
+        return Cameras(T @ base, self.base.Ks[idx], self.base.width, self.base.height)
+
+    def all(self) -> Cameras:
+        with torch.no_grad():
+            return self.forward(torch.arange(len(self.base), device=self.delta.device))
+
+
+# ------------------------------------------------------------------------------ losses
+def build_losses(specs: list, registry) -> dict[str, Loss]:
+    """Instantiate the stage's loss components, keyed by name (unique)."""
+    out: dict[str, Loss] = {}
+    for spec in specs:
+        if spec.name in out:
+            raise InputError(f"{spec.source}: loss {spec.name!r} is listed twice")
+        out[spec.name] = spec.build(registry)
+    return out
+
+
+def weighted_loss(losses: Mapping[str, Loss], active: tuple[str, ...], inputs: Mapping[str, Any], step: int):
+    """Sum of ``weight.at(step) * loss(inputs)`` over the active losses that are configured.
+    Returns (total, {name: value})."""
+    total = None
+    parts: dict[str, float] = {}
+    for name in active:
+        loss = losses.get(name)
+        if loss is None:
+            continue
+        w = loss.weight.at(step) if hasattr(loss, "weight") else 1.0
+        if w == 0.0:
+            continue
+        val = loss(inputs)
+        parts[name] = float(val.detach())
+        total = w * val if total is None else total + w * val
+    return total, parts
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = torch.mean((a.detach().float() - b.detach().float()) ** 2).item()
+    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+
+
+def render_params(model, step: Optional[int] = None) -> GaussianParams:
+    return model.params(step)
+
+
+def write_component_json(path: Path, spec, extra: Optional[dict] = None) -> None:
+    """``{name, params}`` of a component (to rebuild it), plus extras, atomically."""
+    from fourreal_core.io import write_json
+    from fourreal_core.recipe import to_plain
+
+    write_json(path, {"kind": spec.kind, "name": spec.name, "params": to_plain(spec.params), **(extra or {})})
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+
+
+def deformer_lr(spec, step: int, total: int) -> float:
+    """The deformer's learning rate at ``step``: exponential decay lr -> lr_final from its
+    config (paper D.4: 1e-3 -> 1e-5)."""
+    from .scheduler import exp_decay
+
+    p = spec.params
+    return exp_decay(step, total, float(getattr(p, "lr", 1e-3)), float(getattr(p, "lr_final", 1e-5)))
+
+
+def background_for(explicit, posed: PosedVideo, device) -> torch.Tensor:
+    """The background colour: the recipe's, else the data's (``fourreal.background`` in its
+    transforms.json, written by the synthetic stage), else black."""
+    bg = explicit
+    if bg is None:
+        bg = (posed.meta.get("fourreal") or {}).get("background")
+    if bg is None:
+        bg = [0.0, 0.0, 0.0]
+    if len(bg) != 3:
+        raise InputError(f"background must have 3 values (RGB in [0,1]), got {bg}")
+    return torch.tensor([float(x) for x in bg], dtype=torch.float32, device=device)
+
+
+def generation_prompt(ctx) -> str:
+    """The prompt of an earlier `generate` stage (for SDS), or ''."""
+    path = ctx.find_output("generation.json")
+    return str(read_json(path).get("prompt", "")) if path is not None else ""
+
+
+def uses_sds(active: tuple[str, ...], losses: Mapping[str, Loss]) -> bool:
+    return any(n.startswith("sds") and n in losses for n in active)
+
+
+def sds_inputs(*, render_video, freeze_cameras, canonical_index, canonical_image, reference_camera,
+               canonical_time: float, phase, step: int, prompt: str, gen: torch.Generator,
+               active: tuple[str, ...], losses: Mapping[str, Loss]) -> dict:
+    """What the video SDS losses read (see fourreal_losses.sds): a differentiable video
+    renderer, the cameras and canonical frame, annealing progress over the SDS phase, and
+    -- when both kinds are active -- which one runs this step (paper D.1 alternation)."""
+    out = {
+        "render_video": render_video,
+        "freeze_cameras": freeze_cameras,
+        "canonical_index": int(canonical_index),
+        "canonical_image": canonical_image,
+        "reference_camera": reference_camera,
+        "canonical_time": float(canonical_time),
+        "sds_progress": (step - phase.start) / max(phase.end - phase.start - 1, 1),
+        "prompt": prompt,
+        "rng": gen,
+    }
+    if "sds_multiview" in active and "sds_temporal" in active and "sds_multiview" in losses and "sds_temporal" in losses:
+        from fourreal_losses.sds import alternate
+
+        out["sds_mode"] = alternate(step, gen)
+    return out

@@ -1,0 +1,226 @@
+"""Torch-free config dataclasses of the 4Real stages and the `stagewise` scheduler.
+
+Default phase lists follow the paper's Appendix C; `iterations_scale` in the recipe
+multiplies every phase length (CPU recipes run the same phases, shorter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from fourreal_core.config import Component, InputPath, component_default
+
+
+# -------------------------------------------------------------------------- scheduler
+@dataclass
+class PhaseConfig:
+    """One named phase of a training stage.
+
+    losses: labels of the stage's losses active in this phase (a loss's label is its name).
+    train: parameter groups optimised: ``gaussians`` (every Gaussian attribute), ``new_gaussians``
+        (only Gaussians added in this stage; the rest frozen), ``deformer``, ``cameras``.
+    deform: apply the stage's deformation field in this phase.
+    densify: run Gaussian growth (clone/split/prune) in this phase.
+    frames: which training frames to sample: ``all``, ``reference`` or ``freeze_time``.
+    """
+
+    name: str
+    iterations: int
+    losses: list[str] = field(default_factory=list)
+    train: list[str] = field(default_factory=lambda: ["gaussians"])
+    deform: bool = True
+    densify: bool = False
+    frames: str = "all"
+
+
+@dataclass
+class StagewiseConfig:
+    """Named phases run in order; learning rates decay exponentially over the whole stage.
+    (Gaussian and deformer learning rates come from their own configs; paper D.4.)"""
+
+    phases: list[PhaseConfig] = field(default_factory=list)
+    camera_lr: float = 1e-4
+    camera_lr_final: float = 1e-6
+
+
+def canonical_phases() -> list[dict]:
+    """Paper Appendix C.1 (global iteration counts): warm-up 3,000 its without deformation;
+    then per-frame deformation + Gaussians for 20,000 its with growth until iteration 15,000
+    and multi-view SDS from 15,000 (active when an SDS loss is configured)."""
+    return [
+        {"name": "warmup", "iterations": 3000, "losses": ["l1"], "train": ["gaussians"], "deform": False,
+         "densify": True},
+        {"name": "deform_grow", "iterations": 12000, "losses": ["l1", "small_motion"],
+         "train": ["gaussians", "deformer", "cameras"], "deform": True, "densify": True},
+        {"name": "deform_sds", "iterations": 8000, "losses": ["l1", "small_motion", "sds_multiview"],
+         "train": ["gaussians", "deformer", "cameras"], "deform": True, "densify": False},
+    ]
+
+
+def motion_phases() -> list[dict]:
+    """Paper Appendix C.2: (a) motion only on the reference video, 10,000 its, Gaussians frozen;
+    (b) growth of new Gaussians only, 5,000 its, canonical frozen (tau_alpha = 1e-2);
+    (c) joint fine-tuning on all frames until iteration 35,000; (d) + temporal and multi-view
+    SDS for the last 5,000 its."""
+    regs = ["norm", "diff", "rigid", "rot"]
+    return [
+        {"name": "motion", "iterations": 10000, "losses": ["align", *regs], "train": ["deformer"],
+         "frames": "reference"},
+        {"name": "growth", "iterations": 5000, "losses": ["align", *regs], "train": ["new_gaussians", "deformer"],
+         "densify": True, "frames": "reference"},
+        {"name": "joint", "iterations": 20000, "losses": ["align", *regs], "train": ["gaussians", "deformer"],
+         "frames": "all"},
+        {"name": "joint_sds", "iterations": 5000, "losses": ["align", *regs, "sds_temporal", "sds_multiview"],
+         "train": ["gaussians", "deformer"], "frames": "all"},
+    ]
+
+
+def scheduler_default(phases: list[dict]) -> Any:
+    return field(default_factory=lambda: {"name": "stagewise", "params": {"phases": phases}})
+
+
+# ---------------------------------------------------------------------- canonical stage
+@dataclass
+class CanonicalConfig:
+    """Paper §3.3: canonical 3DGS + per-frame deformation w_mv(x, k) from a freeze-time video.
+
+    freeze_time: the freeze-time video's transforms.json (default: an earlier stage's
+        ``freeze_time/transforms.json``). Its ``anchor`` is the canonical frame c.
+    init_points: sparse points (.ply/.npz; default: an earlier stage's ``points.ply`` or
+        ``init_points.npz``; else ``num_random_points`` random points).
+    deformer: the per-frame deformation field w_mv; ``null`` turns it off (ablation).
+    losses: the loss terms; phases name which are active. Turn the small-motion loss off
+        (ablation) by removing it or setting its weight to 0.
+    refine_cameras: fine-tune per-frame camera poses (frame c fixed).
+    eval_views: held-out views of the static scene to score (default: an earlier stage's
+        ``test_static/transforms.json`` when present).
+    """
+
+    freeze_time: Optional[InputPath] = None
+    init_points: Optional[InputPath] = None
+    eval_views: Optional[InputPath] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    background: Optional[list[float]] = None  # RGB behind the Gaussians; None: the data's (fourreal.background) or black
+    num_random_points: int = 20000
+    representation: Component("representation") = component_default("representation", "gaussians")  # type: ignore[valid-type]
+    deformer: Optional[Component("deformer")] = component_default(  # type: ignore[valid-type]
+        "deformer", "mlp", time_input="frame_code", predict_scale=False
+    )
+    losses: list[Component("loss")] = field(  # type: ignore[valid-type]
+        default_factory=lambda: [{"name": "l1", "params": {}}, {"name": "small_motion", "params": {}}]
+    )
+    scheduler: Component("scheduler") = scheduler_default(canonical_phases())  # type: ignore[valid-type]
+    refine_cameras: bool = True
+    checkpoint_every: int = 500
+    video_fps: float = 8.0
+
+
+# ------------------------------------------------------------------------- motion stage
+@dataclass
+class MotionConfig:
+    """Paper §3.4, Appendix C.2: temporal deformation w_t(x, t) fitted to the reference video.
+
+    reference: the reference video's transforms.json (default: an earlier stage's
+        ``reference/transforms.json``); per-frame ``time`` in [0,1] (else evenly spaced);
+        its ``anchor`` is the canonical frame c. A monocular D-NeRF capture works the same way.
+    freeze_time: the freeze-time video (default: the newest earlier ``freeze_time/transforms.json``,
+        i.e. the canonical stage's refined cameras); used by phases with ``frames: all``.
+    canonical: canonical Gaussians (default: an earlier stage's ``canonical.ply``; without one the
+        Gaussians start from points, as in a plain dynamic reconstruction, e.g. D-NeRF).
+    per_frame_deformer: keep applying the canonical stage's w_mv (frozen) to freeze-time frames.
+    growth_opacity: tau_alpha for the growth phase (paper E.2: 1e-2).
+    """
+
+    reference: Optional[InputPath] = None
+    freeze_time: Optional[InputPath] = None
+    canonical: Optional[InputPath] = None
+    init_points: Optional[InputPath] = None
+    eval_views: Optional[InputPath] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    background: Optional[list[float]] = None  # RGB behind the Gaussians; None: the data's (fourreal.background) or black
+    num_random_points: int = 20000
+    per_frame_deformer: bool = True
+    representation: Component("representation") = component_default("representation", "gaussians")  # type: ignore[valid-type]
+    deformer: Component("deformer") = component_default("deformer", "mlp", time_input="time")  # type: ignore[valid-type]
+    losses: list[Component("loss")] = field(  # type: ignore[valid-type]
+        default_factory=lambda: [{"name": n, "params": {}} for n in ("align", "norm", "diff", "rigid", "rot")]
+    )
+    scheduler: Component("scheduler") = scheduler_default(motion_phases())  # type: ignore[valid-type]
+    growth_opacity: float = 1e-2
+    growth_grad_threshold: float = 2e-4
+    checkpoint_every: int = 500
+    video_fps: float = 8.0
+
+
+# ------------------------------------------------------------------------- poses stage
+@dataclass
+class PosesConfig:
+    """Cameras for the reference and freeze-time videos in one world frame (+ sparse points).
+
+    reference / freeze_time: a video (mp4/mov/webm/gif), a folder of frames, or a
+        transforms.json (its frames are used; its cameras too with ``pose_estimator: known``).
+        Default: an earlier stage's ``reference.mp4`` / ``freeze_time.mp4`` (the generate stage).
+    canonical_frame: the reference frame c the freeze-time video was generated from
+        (default: the generate stage's ``generation.json``, else the middle frame).
+    freeze_time_anchor: the freeze-time frame that is reference frame c seen from the
+        reference camera (default: ``generation.json``'s, else 0).
+    reference_camera: ``fixed`` -- the reference video is filmed from the freeze-time anchor's
+        camera (the 4Real setting: only the freeze-time video goes through SfM);
+        ``estimate`` -- register every reference frame in the same reconstruction.
+    """
+
+    reference: Optional[InputPath] = None
+    freeze_time: Optional[InputPath] = None
+    pose_estimator: Component("pose_estimator") = component_default("pose_estimator", "colmap")  # type: ignore[valid-type]
+    width: Optional[int] = None
+    height: Optional[int] = None
+    stride: int = 1
+    max_frames: Optional[int] = None
+    min_frames: int = 4
+    canonical_frame: Optional[int] = None
+    freeze_time_anchor: Optional[int] = None
+    reference_camera: Literal["fixed", "estimate"] = "fixed"
+    fps: float = 8.0
+
+
+# ----------------------------------------------------------------- export / eval stages
+@dataclass
+class ExportConfig:
+    """PLY per time step, canonical PLY + deformer + manifest, bullet-time / fixed-camera /
+    spiral videos and a views x times grid (see docs/export.md)."""
+
+    scene: Optional[InputPath] = None  # a scene4d.json (default: the newest earlier one)
+    num_times: int = 0  # 0: the reference video's frame times
+    orbit_frames: int = 48
+    orbit_arc_deg: float = 120.0
+    fps: float = 12.0
+    ply_per_time: bool = True
+    grid_views: int = 4
+    grid_times: int = 4
+
+
+@dataclass
+class EvalConfig:
+    """Score held-out views (each rendered at its own camera and time): PSNR, SSIM, LPIPS."""
+
+    against: Optional[InputPath] = None  # transforms.json (default: an earlier test/transforms.json)
+    scene: Optional[InputPath] = None
+    white_background: Optional[bool] = None  # RGBA targets: None = white (D-NeRF convention)
+    lpips: bool = True
+
+
+@dataclass
+class RenderConfig:
+    """Render a 4D scene at any camera and time to PNGs.
+
+    Cameras: every camera of ``cameras`` (a transforms.json; each frame at its own ``time``
+    unless ``time`` is given), or the reference camera turned by ``orbit_deg`` about the scene.
+    """
+
+    scene: Optional[InputPath] = None
+    time: Optional[float] = None  # in [0,1]; default: the canonical time
+    cameras: Optional[InputPath] = None
+    orbit_deg: float = 0.0

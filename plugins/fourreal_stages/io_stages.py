@@ -1,0 +1,185 @@
+"""Stages `poses`, `export` and `eval`: the ends of a video-to-4D run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fourreal_core.errors import InputError
+from fourreal_core.interfaces import Stage
+from fourreal_core.io import write_json
+
+from .common import read_json, write_points_ply
+from .configs import EvalConfig, ExportConfig, PosesConfig
+from .evaluate import evaluate_views
+
+
+# ------------------------------------------------------------------------------ poses
+def read_any_video(path: Path, cfg: PosesConfig):
+    """(Video, PosedVideo or None) from a video file, a frame folder or a transforms.json."""
+    from fourreal_core.transforms_json import load_transforms
+    from fourreal_core.types import Video
+    from fourreal_core.video_io import read_video
+
+    if path.suffix == ".json" or (path.is_dir() and (path / "transforms.json").exists()):
+        posed = load_transforms(path, height=cfg.height, width=cfg.width, stride=cfg.stride, max_frames=cfg.max_frames)
+        if len(posed) < cfg.min_frames:
+            raise InputError(f"{path}: has {len(posed)} frames, need at least {cfg.min_frames}")
+        return posed.video, posed
+    video = read_video(path, height=cfg.height, width=cfg.width, stride=cfg.stride, max_frames=cfg.max_frames,
+                       min_frames=cfg.min_frames)
+    return Video(video.frames, fps=video.fps or cfg.fps), None
+
+
+class PosesStage(Stage):
+    def __init__(self, cfg: PosesConfig) -> None:
+        self.cfg = cfg
+
+    def _inputs(self, ctx):
+        cfg = self.cfg
+        ref = ctx.resolve(cfg.reference) if cfg.reference else ctx.find_output("reference.mp4")
+        frz = ctx.resolve(cfg.freeze_time) if cfg.freeze_time else ctx.find_output("freeze_time.mp4")
+        for p, key in ((ref, "reference"), (frz, "freeze_time")):
+            if p is None:
+                raise InputError(f"stage {ctx.name!r}: params.{key}: no video given and no earlier stage wrote "
+                                 f"{key}.mp4 (set params.{key} to a video, frame folder or transforms.json)")
+        gen = ctx.find_output("generation.json")
+        info = read_json(gen) if gen is not None else {}
+        return ref, frz, info
+
+    def run(self, ctx) -> None:
+        from fourreal_core.transforms_json import write_transforms
+        from fourreal_core.types import Cameras, PosedVideo
+
+        cfg = self.cfg
+        ref_path, frz_path, info = self._inputs(ctx)
+        ref_video, _ = read_any_video(ref_path, cfg)
+        frz_video, _ = read_any_video(frz_path, cfg)
+        T = len(ref_video)
+        c = cfg.canonical_frame if cfg.canonical_frame is not None else info.get("canonical_frame", T // 2)
+        a = cfg.freeze_time_anchor if cfg.freeze_time_anchor is not None else info.get("freeze_time_anchor", 0)
+        if not 0 <= c < T:
+            raise InputError(f"params.canonical_frame: {c} is outside the reference video's {T} frames ({ref_path})")
+        if not 0 <= a < len(frz_video):
+            raise InputError(f"params.freeze_time_anchor: {a} is outside the freeze-time video's "
+                             f"{len(frz_video)} frames ({frz_path})")
+        estimator = cfg.pose_estimator.build(ctx.registry)
+        ctx.log("poses_start", stage=ctx.name, estimator=cfg.pose_estimator.name, frames=[len(frz_video), T])
+        if cfg.reference_camera == "fixed":
+            result = estimator.estimate([frz_video], [str(frz_path)])
+            frz = result.videos[0]
+            cam = frz.cameras[a]
+            ref_cams = Cameras(cam.viewmats.expand(T, 4, 4).clone(), cam.Ks.expand(T, 3, 3).clone(), cam.width, cam.height)
+            ref = PosedVideo(ref_video, ref_cams)
+        else:
+            result = estimator.estimate([frz_video, ref_video], [str(frz_path), str(ref_path)])
+            frz, ref = result.videos
+        times = torch.linspace(0.0, 1.0, len(ref)) if len(ref) > 1 else torch.zeros(1)
+        ref = PosedVideo(ref.video, ref.cameras, times=times, anchor=int(c))
+        t_c = float(times[c]) if c < len(times) else 0.0
+        frz = PosedVideo(frz.video, frz.cameras, times=torch.full((len(frz),), t_c), anchor=int(a))
+        write_transforms(ctx.out_dir / "reference" / "transforms.json", ref)
+        write_transforms(ctx.out_dir / "freeze_time" / "transforms.json", frz)
+        if result.points is not None and len(result.points):
+            write_points_ply(ctx.out_dir / "points.ply", result.points)
+        report = {k: v for k, v in (result.report or {}).items() if isinstance(v, (int, float, str, list, dict, bool))}
+        write_json(ctx.out_dir / "poses.json", {"estimator": cfg.pose_estimator.name, "canonical_frame": c,
+                                                "freeze_time_anchor": a, "report": report})
+
+
+# ----------------------------------------------------------------------------- export
+class ExportStage(Stage):
+    def __init__(self, cfg: ExportConfig) -> None:
+        self.cfg = cfg
+
+    def run(self, ctx) -> None:
+        from .export import ExportOptions, export_scene
+        from .scene4d import MANIFEST, Scene4D
+
+        cfg = self.cfg
+        path = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
+        if path is None:
+            raise InputError(f"stage {ctx.name!r}: no 4D scene to export (run the motion stage first, "
+                             "or set params.scene to a scene4d.json)")
+        scene = Scene4D.load(path, ctx.registry, ctx.device)
+        opts = ExportOptions(cfg.num_times, cfg.orbit_frames, cfg.orbit_arc_deg, cfg.fps, cfg.ply_per_time,
+                             cfg.grid_views, cfg.grid_times)
+        files = export_scene(scene, ctx.rasterizer, ctx.out_dir, opts)
+        ctx.log("export", stage=ctx.name, files=len(files.get("ply", [])))
+
+
+# ------------------------------------------------------------------------------- eval
+def run_eval(scene, rasterizer, against: Path, white_background, lpips: bool, out_json: Path) -> dict:
+    """Score ``scene`` on the views of ``against`` (rendered at each view's size and time)."""
+    from fourreal_core.transforms_json import load_transforms
+
+    views = load_transforms(against, white_background=white_background)
+    res = evaluate_views(scene, rasterizer, views, lpips=lpips)
+    payload = {"against": str(against), "num_views": len(views), "mean": res["mean"], "notes": res["notes"],
+               "per_frame": res["per_frame"]}
+    write_json(out_json, payload)
+    return {**payload, "renders": res["renders"], "targets": views.video.frames}
+
+
+class EvalStage(Stage):
+    def __init__(self, cfg: EvalConfig) -> None:
+        self.cfg = cfg
+
+    def run(self, ctx) -> None:
+        from fourreal_core.video_io import write_video
+
+        from .scene4d import MANIFEST, Scene4D
+
+        cfg = self.cfg
+        spath = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
+        against = ctx.resolve(cfg.against) if cfg.against else ctx.find_output("test/transforms.json")
+        if spath is None or against is None:
+            missing = "a 4D scene (scene4d.json)" if spath is None else "held-out views (params.against)"
+            raise InputError(f"stage {ctx.name!r}: nothing to evaluate: no {missing}")
+        scene = Scene4D.load(spath, ctx.registry, ctx.device)
+        res = run_eval(scene, ctx.rasterizer, against, cfg.white_background, cfg.lpips, ctx.out_dir / "eval.json")
+        write_video(ctx.out_dir / "eval.mp4", torch.cat([res["targets"], res["renders"]], dim=2), fps=4)
+        ctx.log("eval", stage=ctx.name, **res["mean"])
+
+
+# ----------------------------------------------------------------------------- render
+class RenderStage(Stage):
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    def run(self, ctx) -> None:
+        from fourreal_core.video_io import write_image
+
+        from .export import look_at_target, orbit_cameras, scene_up
+        from .scene4d import MANIFEST, Scene4D
+
+        cfg = self.cfg
+        path = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
+        if path is None:
+            raise InputError(f"{ctx.name}: no 4D scene to render (set --scene or finish the motion stage)")
+        scene = Scene4D.load(path, ctx.registry, ctx.device)
+        if cfg.time is not None and not 0.0 <= cfg.time <= 1.0:
+            raise InputError(f"{ctx.name}: --time {cfg.time} is outside [0, 1]")
+        t_default = cfg.time
+        if t_default is None:
+            c = scene.canonical_index
+            t_default = float(scene.times[c]) if scene.times is not None and c is not None else 0.0
+        if cfg.cameras:
+            from fourreal_core.transforms_json import load_transforms
+
+            views = load_transforms(ctx.resolve(cfg.cameras), load_images=False)
+            cams = views.cameras
+            times = [cfg.time if cfg.time is not None else (float(views.times[i]) if views.times is not None
+                     else t_default) for i in range(len(cams))]
+        else:
+            if scene.reference_camera is None:
+                raise InputError(f"{path}: the scene has no reference camera; pass --cameras transforms.json")
+            cam = scene.reference_camera
+            cams = (orbit_cameras(cam, look_at_target(scene, cam), [cfg.orbit_deg], scene_up(scene, cam))
+                    if cfg.orbit_deg else cam)
+            times = [t_default] * len(cams)
+        frames = scene.render_each(ctx.rasterizer, cams, times)
+        for i, f in enumerate(frames):
+            write_image(ctx.out_dir / f"render_{i:03d}_t{times[i]:.3f}.png", f)
+        write_json(ctx.out_dir / "render.json", {"scene": str(path), "times": times, "count": len(frames)})
