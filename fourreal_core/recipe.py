@@ -183,7 +183,16 @@ class _Validator:
         for name, f in flds.items():
             sub = _join(path, name)
             if name in data:
-                kwargs[name] = self.value(data[name], hints[name], sub)
+                value = data[name]
+                if (f.default_factory is not MISSING and isinstance(value, dict)  # type: ignore[misc]
+                        and "name" not in value and _contains_component(hints[name])):
+                    # `--set x.params.k=v` on a defaulted component keeps its default name/params
+                    default = f.default_factory()  # type: ignore[misc]
+                    if isinstance(default, dict) and "name" in default:
+                        value = {"name": default["name"],
+                                 "params": _deep_merge(default.get("params") or {}, value.get("params") or {}),
+                                 **{k: v for k, v in value.items() if k not in ("name", "params")}}
+                kwargs[name] = self.value(value, hints[name], sub)
             elif f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
                 raise self.fail(sub, f"missing required {what}")
             elif f.default_factory is not MISSING:  # type: ignore[misc]
@@ -353,6 +362,13 @@ def _marker(ann: Any, cls: type) -> Any:
             if isinstance(m, cls):
                 return m
     return None
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _contains_component(ann: Any) -> bool:

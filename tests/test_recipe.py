@@ -91,3 +91,9 @@ def test_validate_imports_no_torch(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_set_on_a_defaulted_component_keeps_its_name(tmp_path, registry):
+    p = _write(tmp_path, BASE)
+    rec = load_recipe(p, ["rasterizer.params.tile_size=8"], check_files=False)
+    assert rec.rasterizer.name == "auto" and rec.rasterizer.params.tile_size == 8
