@@ -102,7 +102,7 @@ class MotionStage(Stage):
 
     # --------------------------------------------------------------------------- run
     def run(self, ctx) -> None:
-        from fourreal_gaussians.densify import DensifyStrategy
+        from fourreal_gaussians.densify import DensifyStrategy, spawn_from
 
         cfg = self.cfg
         dev = ctx.device
@@ -169,7 +169,15 @@ class MotionStage(Stage):
             # growth phase start: freeze the canonical Gaussians, spawn new ones (paper D.2)
             if growth is not None and i == growth.start:
                 model.freeze()
-                st["spawned"] = strategy.spawn_from_gradients(model, dstate)
+                mask = strategy.spawn_mask(model, dstate)
+                cap = growth_cfg.max_gaussians
+                if cap > 0 and int(mask.sum()) > max(cap - len(model), 0):  # keep the strongest gradients
+                    grads = strategy.average_grads(dstate).to(mask.device).masked_fill(~mask, -1.0)
+                    keep = torch.topk(grads, max(cap - len(model), 0)).indices
+                    mask = torch.zeros_like(mask)
+                    mask[keep] = True
+                st["spawned"] = spawn_from(model, mask, generator=torch.Generator().manual_seed(ctx.seed))
+                dstate.update(strategy.initialize_state(len(model), dev))
                 st["version"] += 1
                 ctx.log("growth_spawn", stage=ctx.name, step=i, added=st["spawned"], n=len(model))
             if growth is not None and i == growth.end:

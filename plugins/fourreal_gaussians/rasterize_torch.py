@@ -1,0 +1,738 @@
+"""Portable, differentiable, tile-based 3D Gaussian rasterizer in pure PyTorch.
+
+It computes what gsplat's ``rasterization(..., packed=False, rasterize_mode="classic")``
+computes (same projection, culling, tile binning, thresholds and compositing; see
+``docs/rasterizer.md``), with only torch ops, so it runs on CPU, CUDA and MPS.
+
+Pipeline (``C`` cameras, ``N`` Gaussians)
+-----------------------------------------
+1. **Projection** (autograd, O(C*N)): quaternion (normalised) + scales -> 3D covariance
+   ``R S S^T R^T``; world -> camera; EWA projection ``J W Sigma W^T J^T`` with the Jacobian
+   of the perspective projection evaluated at the mean with ``x/z``, ``y/z`` clamped to the
+   frustum widened by 30% (gsplat: ``lim = (W - cx)/fx + 0.3 * tan_fovx``, i.e.
+   ``1.3 * tan(fov/2)`` for a centred principal point); ``eps2d`` added to the diagonal;
+   ``conic = inverse``; radius ``ceil(3 sqrt(lambda_max))`` with
+   ``lambda_max = b + sqrt(max(b^2 - det, 0.01))``; culled (radius 0) when the depth is
+   outside ``(near_plane, far_plane)``, ``det <= 0`` or the 3-sigma box misses the image.
+2. **Binning** (no grad): each visible Gaussian covers the gsplat tile rectangle
+   ``floor(m/ts - r/ts) .. ceil(m/ts + r/ts)`` (clamped to the tile grid). Inside those
+   tiles it is then assigned only to the ``block x block`` pixel blocks (default 4x4) that
+   can hold a pixel centre with ``alpha >= 1/255``, i.e. that meet the axis-aligned box of
+   the ellipse ``0.5 d^T Sigma^-1 d <= ln(255 o)`` (half-widths ``sqrt(2 ln(255 o)
+   Sigma_xx)``, ``sqrt(2 ln(255 o) Sigma_yy)``, padded by a small margin). This finer
+   culling is *exact*: it only drops (pixel, Gaussian) pairs that gsplat skips anyway
+   (``alpha < 1/255`` leaves the transmittance and the early stop untouched). The
+   (block, Gaussian) pairs are sorted by (camera, block, depth) into per-block lists.
+3. **Compositing** (custom :class:`torch.autograd.Function`): blocks whose lists have
+   similar lengths are batched into padded ``[B, P, L]`` tensors (P pixels per block,
+   L Gaussians; lists longer than ``slice_len`` are cut into depth slices with T carried
+   across slices, and blocks whose pixels have all stopped leave the later slices). Per
+   slice: ``-sigma`` as one matmul of the pixels' monomials ``(1,u,v,u^2,uv,v^2)`` by six
+   per-pair coefficients, ``alpha = min(0.99, o exp(-sigma))``, skipped (alpha = 0) when
+   ``alpha < 1/255``, T by cumprod, and gsplat's early stop done exactly: a Gaussian whose
+   inclusion would take T to ``<= 1e-4`` is not composited and ends the pixel. The
+   backward pass recomputes each slice (nothing of size pixels x Gaussians is kept between
+   the passes) and applies the closed-form 3DGS gradients, walking the slices back to
+   front to carry the suffix sums ``sum_{j>i} w_j c_j``.
+
+Outputs: ``rgb = sum_i w_i c_i + T * background`` with ``w_i = alpha_i T_i``;
+``alpha = 1 - T``; expected depth ``sum_i w_i z_i / alpha`` (0 where ``alpha == 0``;
+gsplat's "ED" mode, ``z`` is camera-space depth of the Gaussian centre).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from .sh import eval_sh
+
+ALPHA_THRESHOLD = 1.0 / 255.0
+MAX_ALPHA = 0.99
+TRANSMITTANCE_THRESHOLD = 1e-4
+
+#: per-slice element budget (blocks x pixels x Gaussians) of the compositing tensors
+DEFAULT_BUDGET = 1 << 18
+#: a batch of blocks stops at lists shorter than this fraction of its longest (padding waste)
+MIN_FILL = 0.75
+#: Gaussians per depth slice of a block list
+DEFAULT_SLICE_LEN = 256
+
+
+# ------------------------------------------------------------------------------ CPU threads
+def _raster_threads() -> Optional[int]:
+    """Intra-op threads for the CPU compositing loop, or None to keep torch's setting.
+
+    The loop issues thousands of medium-size ops; on an oversubscribed machine (load average
+    above the core count) every OpenMP parallel region waits for a descheduled worker, which
+    measured 20-50x slower than one thread on a shared 2-core box. So by default one thread is
+    used when the machine is oversubscribed, torch's setting otherwise.
+    ``FOURREAL_RASTER_THREADS=n`` forces n threads (0: always keep torch's setting).
+    """
+    env = os.environ.get("FOURREAL_RASTER_THREADS")
+    if env:
+        n = int(env)
+        return n if n > 0 else None
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+    return 1 if load > (os.cpu_count() or 1) else None
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: torch.device):
+    n = _raster_threads() if device.type == "cpu" else None
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# ------------------------------------------------------------------------------ projection
+def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
+    """``[...,4]`` wxyz quaternions (normalised here) -> ``[...,3,3]`` rotation matrices."""
+    q = torch.nn.functional.normalize(quats, dim=-1)
+    w, x, y, z = q.unbind(-1)
+    R = torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    )
+    return R.reshape(q.shape[:-1] + (3, 3))
+
+
+def project_gaussians(
+    means: torch.Tensor,
+    quats: torch.Tensor,
+    scales: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    eps2d: float = 0.3,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+) -> dict:
+    """EWA-project N Gaussians into C cameras (differentiable), exactly as gsplat.
+
+    Args:
+        means: ``[N,3]`` world positions. quats: ``[N,4]`` wxyz. scales: ``[N,3]``.
+        viewmats: ``[C,4,4]`` world-to-camera (OpenCV). Ks: ``[C,3,3]`` pixel intrinsics.
+
+    Returns:
+        dict with ``means2d [C,N,2]`` (pixels), ``conics [C,N,3]`` (inverse 2D covariance
+        a, b, c of ``[[a,b],[b,c]]``), ``cov2d [C,N,3]`` (2D covariance incl. eps2d),
+        ``depths [C,N]`` (camera z), ``radii [C,N]`` int32 (0 = culled).
+    """
+    R = quat_to_rotmat(quats)  # [N,3,3]
+    M = R * scales[:, None, :]  # R diag(s): Sigma = M M^T
+    Rw = viewmats[:, :3, :3]  # [C,3,3]
+    tw = viewmats[:, :3, 3]  # [C,3]
+    pc = torch.einsum("cij,nj->cni", Rw, means) + tw[:, None, :]  # [C,N,3]
+    Mc = torch.einsum("cij,njk->cnik", Rw, M)  # [C,N,3,3]: Sigma_c = Mc Mc^T
+    r0, r1, r2 = Mc.unbind(-2)
+    s00, s01, s02 = (r0 * r0).sum(-1), (r0 * r1).sum(-1), (r0 * r2).sum(-1)
+    s11, s12, s22 = (r1 * r1).sum(-1), (r1 * r2).sum(-1), (r2 * r2).sum(-1)
+
+    tx, ty, tz = pc.unbind(-1)
+    valid = (tz > near_plane) & (tz < far_plane)
+    z = torch.where(valid, tz, torch.ones_like(tz))  # keep culled ones finite (no NaN grads)
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]
+    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
+    tan_fovx = 0.5 * width / fx
+    tan_fovy = 0.5 * height / fy
+    u = (tx / z).clamp(min=-(cx / fx + 0.3 * tan_fovx), max=(width - cx) / fx + 0.3 * tan_fovx)
+    v = (ty / z).clamp(min=-(cy / fy + 0.3 * tan_fovy), max=(height - cy) / fy + 0.3 * tan_fovy)
+
+    # J = [[fx/z, 0, -fx u/z], [0, fy/z, -fy v/z]]
+    gx, gy = fx / z, fy / z
+    a = gx * gx * (s00 - 2 * u * s02 + u * u * s22) + eps2d
+    b = gx * gy * (s01 - u * s12 - v * s02 + u * v * s22)
+    c = gy * gy * (s11 - 2 * v * s12 + v * v * s22) + eps2d
+    det = a * c - b * b
+    valid = valid & (det > 0)
+    det_s = torch.where(valid, det, torch.ones_like(det))
+    conics = torch.stack([c / det_s, -b / det_s, a / det_s], dim=-1)
+    means2d = torch.stack([fx * tx / z + cx, fy * ty / z + cy], dim=-1)
+
+    with torch.no_grad():
+        mid = 0.5 * (a + c)
+        lam = mid + torch.sqrt(torch.clamp(mid * mid - det, min=0.01))
+        radius = torch.ceil(3.0 * torch.sqrt(lam.clamp(min=0)))
+        mx, my = means2d[..., 0], means2d[..., 1]
+        inside = (mx + radius > 0) & (mx - radius < width) & (my + radius > 0) & (my - radius < height)
+        radius = torch.where(valid & inside, radius, torch.zeros_like(radius))
+        radii = radius.to(torch.int32)
+    return {
+        "means2d": means2d,
+        "conics": conics,
+        "cov2d": torch.stack([a, b, c], dim=-1),
+        "depths": tz,
+        "radii": radii,
+    }
+
+
+# ---------------------------------------------------------------------------------- binning
+@dataclass
+class _Group:
+    keys: torch.Tensor  # [B] block ids (camera-major): similar list lengths, screen order
+    gid: torch.Tensor  # [B,lmax] position in plan.src of each list entry, depth order (padding: M)
+    counts: torch.Tensor  # [B] list lengths
+    centres: torch.Tensor  # [B,2] block centres in pixels
+    lmax: int
+
+
+@dataclass
+class TilePlan:
+    """Binning result: which Gaussians each pixel block composites, in depth order."""
+
+    C: int
+    H: int
+    W: int
+    block: int  # block (subtile) edge in pixels
+    nbx: int
+    nby: int
+    src: torch.Tensor  # [M] flat index c*N+n of the binned Gaussians, in screen (row-major) order
+    pair_pos: torch.Tensor  # [Npairs] position in ``src`` of each (block, Gaussian) pair
+    groups: list = field(default_factory=list)
+    pixT: Optional[torch.Tensor] = None  # [6,P] monomials (1,u,v,u^2,uv,v^2) of local pixel centres
+    slice_len: int = DEFAULT_SLICE_LEN
+    n_evals: int = 0  # padded (pixel, Gaussian) evaluations per forward pass (upper bound)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.C * self.nby * self.nbx
+
+    @property
+    def P(self) -> int:
+        return self.block * self.block
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.pair_pos.numel())
+
+    @property
+    def pair_gid(self) -> torch.Tensor:
+        """``[Npairs]`` flat index c*N+n of each pair, sorted by (block, depth)."""
+        return self.src.index_select(0, self.pair_pos)
+
+    def to_image(self, x: torch.Tensor) -> torch.Tensor:
+        """``[C*nby*nbx, P, D]`` blocks -> ``[C,H,W,D]`` image."""
+        D = x.shape[-1]
+        s = self.block
+        img = x.reshape(self.C, self.nby, self.nbx, s, s, D).permute(0, 1, 3, 2, 4, 5)
+        img = img.reshape(self.C, self.nby * s, self.nbx * s, D)
+        return img[:, : self.H, : self.W]
+
+
+def _floordiv(a: torch.Tensor, b) -> torch.Tensor:
+    """Floor division of non-negative int64 tensors. On CPU through float64 (exact below
+    2^52, and much faster than int64 division there); elsewhere integer division (MPS has
+    no float64)."""
+    if a.device.type == "cpu":
+        bf = b.to(torch.float64) if isinstance(b, torch.Tensor) else float(b)
+        return torch.floor(a.to(torch.float64) / bf).to(torch.int64)
+    return torch.div(a, b, rounding_mode="floor")
+
+
+@torch.no_grad()
+def build_plan(
+    means2d: torch.Tensor,
+    cov2d: torch.Tensor,
+    opacities: torch.Tensor,
+    radii: torch.Tensor,
+    depths: torch.Tensor,
+    width: int,
+    height: int,
+    tile_size: int = 16,
+    block: Optional[int] = None,
+    budget: int = DEFAULT_BUDGET,
+    slice_len: int = DEFAULT_SLICE_LEN,
+) -> tuple[TilePlan, dict]:
+    """Bin projected Gaussians into tiles, then into pixel blocks, sorted by depth.
+
+    Args:
+        means2d: ``[C,N,2]``; cov2d: ``[C,N,3]`` (a, b, c incl. eps2d); opacities: ``[C,N]``;
+        radii: ``[C,N]`` int; depths: ``[C,N]``.
+        block: block edge in pixels (must divide ``tile_size``); default 4.
+        budget: target ``B * P * L`` elements of one batched slice.
+        slice_len: Gaussians per depth slice.
+
+    Returns:
+        (plan, stats) where stats holds ``tiles_per_gauss [C,N]`` (gsplat's count of tiles
+        in each Gaussian's tile rectangle), ``n_isects`` (their sum: gsplat's number of
+        tile-Gaussian intersections) and ``n_pairs`` (block-Gaussian pairs kept).
+    """
+    C, N = radii.shape
+    device = means2d.device
+    dtype = means2d.dtype
+    ts = int(tile_size)
+    if block is None:
+        block = 4 if ts % 4 == 0 else ts
+    if ts % block != 0:
+        raise ValueError(f"block ({block}) must divide tile_size ({ts})")
+    k = ts // block
+    tw, th = math.ceil(width / ts), math.ceil(height / ts)
+    nbx, nby = math.ceil(width / block), math.ceil(height / block)
+
+    mx, my = means2d[..., 0], means2d[..., 1]
+    r = radii.to(dtype)
+    vis = radii > 0
+    # gsplat's tile rectangle (same float expression order as its isect_tiles kernel)
+    tminx = torch.floor(mx / ts - r / ts).clamp(0, tw).to(torch.int64)
+    tmaxx = torch.ceil(mx / ts + r / ts).clamp(0, tw).to(torch.int64)
+    tminy = torch.floor(my / ts - r / ts).clamp(0, th).to(torch.int64)
+    tmaxy = torch.ceil(my / ts + r / ts).clamp(0, th).to(torch.int64)
+    tiles_per_gauss = (tmaxx - tminx) * (tmaxy - tminy) * vis
+    stats = {"tiles_per_gauss": tiles_per_gauss, "n_isects": int(tiles_per_gauss.sum())}
+
+    # exact finer culling: pixel-centre box of the alpha >= 1/255 ellipse, in blocks
+    o = opacities.to(dtype)
+    smax = (torch.log(torch.clamp(o * 255.0, min=1e-30)) + 1e-3).clamp(min=0)
+    ok = vis & (o >= ALPHA_THRESHOLD) & (tiles_per_gauss > 0)
+    ex = torch.sqrt(2 * smax * cov2d[..., 0].clamp(min=0)) * (1 + 1e-4) + 1e-3
+    ey = torch.sqrt(2 * smax * cov2d[..., 2].clamp(min=0)) * (1 + 1e-4) + 1e-3
+    j0 = torch.ceil((mx - ex - 0.5).clamp(-1, width + 1)).clamp(min=0)
+    j1 = torch.floor((mx + ex - 0.5).clamp(-1, width + 1)).clamp(max=width - 1)
+    i0 = torch.ceil((my - ey - 0.5).clamp(-1, height + 1)).clamp(min=0)
+    i1 = torch.floor((my + ey - 0.5).clamp(-1, height + 1)).clamp(max=height - 1)
+    ok = ok & (j0 <= j1) & (i0 <= i1)
+    bx0 = torch.maximum(torch.floor(j0 / block).to(torch.int64), tminx * k)
+    bx1 = torch.minimum(torch.floor(j1 / block).to(torch.int64) + 1, tmaxx * k)
+    by0 = torch.maximum(torch.floor(i0 / block).to(torch.int64), tminy * k)
+    by1 = torch.minimum(torch.floor(i1 / block).to(torch.int64) + 1, tmaxy * k)
+    nx = (bx1 - bx0).clamp(min=0)
+    ny = (by1 - by0).clamp(min=0)
+    cnt = (nx * ny * ok).reshape(-1)
+
+    P = block * block
+    ar = torch.arange(block, device=device, dtype=dtype) + 0.5 - block / 2
+    uu = ar[None, :].expand(block, block).reshape(-1)
+    vv = ar[:, None].expand(block, block).reshape(-1)
+    pixT = torch.stack([torch.ones_like(uu), uu, vv, uu * uu, uu * vv, vv * vv], dim=0)
+    empty = torch.zeros(0, dtype=torch.int64, device=device)
+    plan = TilePlan(C=C, H=height, W=width, block=block, nbx=nbx, nby=nby, src=empty,
+                    pair_pos=empty, pixT=pixT, slice_len=slice_len)
+
+    sel = torch.nonzero(cnt).squeeze(1)  # flat c*N+n of Gaussians with >= 1 block
+    # depth order, stable (ties keep index order, like gsplat's radix sort); positive floats
+    # sort like their bit patterns, and integer sorts are much faster on CPU
+    dsel = depths.reshape(-1).index_select(0, sel).contiguous()
+    if dsel.numel() and float(dsel.min()) > 0 and dsel.dtype in (torch.float32, torch.float64):
+        dsel = dsel.view(torch.int32 if dsel.dtype == torch.float32 else torch.int64)
+    sel = sel.index_select(0, torch.argsort(dsel, stable=True))
+    cs = cnt.index_select(0, sel)
+    n_pairs = int(cs.sum())
+    stats["n_pairs"] = n_pairs
+    if n_pairs == 0:
+        return plan, stats
+
+    owner = torch.repeat_interleave(cs)  # pair -> position in sel
+    first = torch.cumsum(cs, 0) - cs
+    local = torch.arange(n_pairs, device=device) - first.index_select(0, owner)
+    snx = nx.reshape(-1).index_select(0, sel).index_select(0, owner)
+    ly = _floordiv(local, snx)
+    lx = local - ly * snx
+    cam = _floordiv(sel, N)
+    sbx0 = bx0.reshape(-1).index_select(0, sel)
+    sby0 = by0.reshape(-1).index_select(0, sel)
+    base = (cam * nby + sby0) * nbx + sbx0  # block of the Gaussian's (0, 0) pair
+    key = base.index_select(0, owner) + ly * nbx + lx  # block id of each pair
+    if plan.num_blocks < 2**31:
+        key = key.to(torch.int32)
+    key, perm = torch.sort(key, stable=True)  # pairs were generated in depth order
+    # The compositing gathers Gaussians from a compact copy in screen order (sorted by their
+    # first block), so that the Gaussians of neighbouring blocks are close in memory.
+    M = sel.numel()
+    screen = torch.argsort(base.to(torch.int32) if plan.num_blocks < 2**31 else base, stable=True)
+    rank = torch.empty_like(screen)
+    rank[screen] = torch.arange(M, device=device)
+    plan.src = sel.index_select(0, screen)
+    plan.pair_pos = rank.index_select(0, owner.index_select(0, perm))
+    gid_pad = torch.cat([plan.pair_pos, torch.full((1,), M, dtype=torch.int64, device=device)])
+
+    counts = torch.bincount(key, minlength=plan.num_blocks).to(torch.int64)
+    starts = torch.cumsum(counts, 0) - counts
+    # Batches of blocks with similar list lengths (geometric buckets of ratio MIN_FILL bound
+    # the padding), in screen order inside a bucket (neighbouring blocks share Gaussians:
+    # better cache reuse when gathering them).
+    nz = torch.nonzero(counts).squeeze(1).cpu()  # (small: one entry per non-empty block)
+    cnz = counts.cpu().index_select(0, nz)
+    bucket = torch.floor(torch.log(cnz.to(torch.float64)) / -math.log(MIN_FILL)).to(torch.int64)
+    order = torch.argsort(-bucket * plan.num_blocks + nz)
+    nz, cnz, bucket = nz[order].to(device), cnz[order].to(device), bucket[order]
+    bvals, bcounts = torch.unique_consecutive(bucket, return_counts=True)
+    spans = []
+    i = 0
+    for b, nb in zip(bvals.tolist(), bcounts.tolist()):
+        ub = min(int(math.ceil(MIN_FILL ** -(b + 1))), slice_len)  # longest list in the bucket
+        B = max(1, budget // (ub * P))
+        spans += [(i0, min(i + nb, i0 + B)) for i0 in range(i, i + nb, B)]
+        i += nb
+    for i, j in spans:
+        keys = nz[i:j]
+        cn = cnz[i:j]
+        L = int(cn.max())
+        ls = torch.arange(L, device=device)
+        pidx = torch.where(ls[None, :] < cn[:, None], starts[keys][:, None] + ls[None, :],
+                           torch.full((1, 1), n_pairs, dtype=torch.int64, device=device))
+        bxk = keys % nbx
+        byk = torch.div(keys, nbx, rounding_mode="floor") % nby
+        centres = torch.stack([bxk, byk], -1).to(dtype) * block + block / 2
+        gid = gid_pad.index_select(0, pidx.reshape(-1)).view(pidx.shape)
+        plan.groups.append(_Group(keys, gid, cn, centres, L))
+        plan.n_evals += (j - i) * P * L
+    return plan, stats
+
+
+# ------------------------------------------------------------------------------ compositing
+LOG2E = 1.4426950408889634
+
+
+def _slice_data(packedT: torch.Tensor, gid: torch.Tensor, centres: torch.Tensor):
+    """Gather a slice's Gaussians and build the coefficients of ``-sigma * log2(e)``.
+
+    ``sigma = 0.5 A dx^2 + B dx dy + 0.5 C dy^2`` with ``d = mean - pixel`` is quadratic in
+    the pixel's block-local coordinates ``(u, v)``: ``-sigma = c0 + c1 u + c2 v + c3 u^2 +
+    c4 uv + c5 v^2``, so a batch of blocks is one matmul with the monomials of the pixels.
+    Local coordinates (relative to the block centre) keep the expansion well conditioned, and
+    the ``log2(e)`` factor lets ``exp2`` (several times faster than ``exp`` on CPU) give
+    ``exp(-sigma)``.
+
+    Args:
+        packedT: ``[6+D, M+1]`` per-Gaussian (mx, my, conic a, b, c, opacity, features) of
+            the binned Gaussians, last column all zeros (the padding Gaussian: opacity 0).
+        gid: ``[B,L]`` columns of packedT. centres: ``[B,2]`` block centres.
+
+    Returns:
+        (coef ``[B,6,L]``, o ``[B,1,L]``, featT ``[B,D,L]``, geometry (mx, my, A, B, C) ``[B,L]``).
+    """
+    pp = packedT.index_select(1, gid.reshape(-1)).view(packedT.shape[0], *gid.shape)  # [F,B,L]
+    mx = pp[0] - centres[:, 0:1]
+    my = pp[1] - centres[:, 1:2]
+    A, Bc, Cc = pp[2], pp[3], pp[4]
+    Amx = A * mx + Bc * my
+    Cmy = Bc * mx + Cc * my
+    h = 0.5 * LOG2E
+    coef = torch.stack(
+        [-h * (Amx * mx + Cmy * my), LOG2E * Amx, LOG2E * Cmy, -h * A, -LOG2E * Bc, -h * Cc], dim=1
+    )
+    return coef, pp[5][:, None, :], pp[6:].transpose(0, 1).contiguous(), (mx, my, A, Bc, Cc)
+
+
+def _mask(x: torch.Tensor, op, thr: float) -> torch.Tensor:
+    """Float 0/1 mask ``op(x, thr)`` (comparisons into a float buffer are much faster on CPU
+    than bool masks followed by ``where``/``masked_fill``)."""
+    out = torch.empty_like(x)
+    op(x, thr, out=out)
+    return out
+
+
+def _below(x: float, dtype: torch.dtype) -> float:
+    """The largest value of ``dtype`` below ``x``: ``torch.threshold(t, _below(x), 0)`` keeps
+    ``t >= x`` exactly (threshold keeps values strictly greater)."""
+    t = torch.tensor(x, dtype=dtype)
+    return float(torch.nextafter(t, torch.tensor(-math.inf, dtype=dtype)))
+
+
+def _transmittance(alpha, T0, alive0):
+    """``om = 1 - alpha``, inclusive transmittance ``cp = T0 * cumprod(om)`` and a float keep
+    mask (or None when nothing stops in this slice).
+
+    ``keep`` is 0 for the Gaussian that would take T to ``<= 1e-4`` and everything after it
+    (``cp`` is non-increasing, so this is exactly gsplat's early termination), and for pixels
+    stopped in an earlier slice (``alive0 == 0``).
+    """
+    om = 1.0 - alpha
+    cp = torch.cumprod(om, dim=-1)
+    if T0 is not None:
+        cp.mul_(T0[..., None])
+    keep = None
+    if float(cp[..., -1].min()) <= TRANSMITTANCE_THRESHOLD:
+        keep = _mask(cp, torch.gt, TRANSMITTANCE_THRESHOLD)
+    if alive0 is not None and float(alive0.min()) < 1.0:
+        keep = alive0[..., None].expand_as(cp) if keep is None else keep.mul_(alive0[..., None])
+    return om, cp, keep
+
+
+class _CompositeBlocks(torch.autograd.Function):
+    """packed ``[C*N, 6+D]`` (means2d, conic a b c, opacity, features) -> blocks of
+    accumulated features ``[C*nby*nbx, P, D]`` and final transmittance ``[C*nby*nbx, P]``.
+
+    Per slice (``alpha = min(0.99, o exp(-sigma))``, 0 below 1/255 -- a skipped Gaussian
+    leaves T unchanged): ``w_i = alpha_i T_i = alpha_i cp_i / (1 - alpha_i)`` with ``cp`` the
+    inclusive cumprod. For a positive-definite conic (guaranteed: det > 0 and eps2d > 0)
+    ``sigma >= 0`` analytically, so gsplat's ``sigma < 0`` skip never fires; it is not
+    re-tested here, since the expanded polynomial may round to -1e-7 at a Gaussian's centre.
+    """
+
+    @staticmethod
+    def forward(ctx, packed: torch.Tensor, plan: TilePlan):
+        with _cpu_threads(packed.device):
+            return _CompositeBlocks._forward(ctx, packed, plan)
+
+    @staticmethod
+    def backward(ctx, g_acc: torch.Tensor, g_T: torch.Tensor):
+        with _cpu_threads(g_acc.device if g_acc is not None else g_T.device):
+            return _CompositeBlocks._backward(ctx, g_acc, g_T)
+
+    @staticmethod
+    def _forward(ctx, packed: torch.Tensor, plan: TilePlan):
+        Fdim = packed.shape[1]
+        D = Fdim - 6
+        P = plan.P
+        NB = plan.num_blocks
+        acc = packed.new_zeros(NB, P, D)
+        Tfin = packed.new_ones(NB, P)
+        packedT = torch.cat([packed.index_select(0, plan.src).T, packed.new_zeros(Fdim, 1)], dim=1)
+        pix = plan.pixT.T.contiguous()
+        thr = _below(ALPHA_THRESHOLD, packed.dtype)
+        states = []
+        for g in plan.groups:
+            T = alive = accg = rows = None
+            slices = []
+            for l0 in range(0, g.lmax, plan.slice_len):
+                l1 = min(g.lmax, l0 + plan.slice_len)
+                gid = g.gid[:, l0:l1] if rows is None else g.gid[rows, l0:l1]
+                cen = g.centres if rows is None else g.centres[rows]
+                coef, o, featT, _ = _slice_data(packedT, gid, cen)
+                T0 = None if T is None else T[rows]
+                a0 = None if alive is None else alive[rows]
+                alpha = torch.matmul(pix, coef).exp2_().mul_(o).clamp_(max=MAX_ALPHA)
+                torch.threshold_(alpha, thr, 0.0)  # alpha < 1/255: skipped
+                om, cp, keep = _transmittance(alpha, T0, a0)
+                w = torch.div(cp, om).mul_(alpha)  # alpha_i T_i
+                if keep is None:
+                    Tnew = cp[..., -1].clone()
+                    anew = a0
+                else:
+                    w.mul_(keep)
+                    # T after the slice: cp at the last composited Gaussian (a prefix), else T0
+                    nkeep = keep.sum(-1, keepdim=True).long()
+                    Tl = cp.gather(-1, (nkeep - 1).clamp(min=0)).squeeze(-1)
+                    T0v = T0 if T0 is not None else torch.ones_like(Tl)
+                    Tnew = torch.where(nkeep.squeeze(-1) > 0, Tl, T0v)
+                    anew = keep[..., -1].contiguous()
+                contrib = torch.bmm(featT, w.transpose(1, 2))  # [B,D,P]
+                slices.append((rows, l0, l1, T0, a0))
+                if rows is None:
+                    accg, T = contrib, Tnew
+                    alive = anew if anew is not None else torch.ones_like(T)
+                else:
+                    accg.index_add_(0, rows, contrib)
+                    T = T.index_copy(0, rows, Tnew)
+                    if anew is not None:
+                        alive = alive.index_copy(0, rows, anew)
+                if l1 < g.lmax:
+                    rows = torch.nonzero((alive.amax(-1) > 0) & (g.counts > l1)).squeeze(1)
+                    if rows.numel() == 0:
+                        break
+            acc[g.keys] = accg.transpose(1, 2)
+            Tfin[g.keys] = T
+            states.append(slices)
+        ctx.plan = plan
+        ctx.states = states
+        ctx.save_for_backward(packed, Tfin)
+        return acc, Tfin
+
+    @staticmethod
+    def _backward(ctx, g_acc: torch.Tensor, g_T: torch.Tensor):
+        packed, Tfin = ctx.saved_tensors
+        plan: TilePlan = ctx.plan
+        Fdim = packed.shape[1]
+        P = plan.P
+        if g_acc is None:
+            g_acc = packed.new_zeros(plan.num_blocks, P, Fdim - 6)
+        if g_T is None:
+            g_T = packed.new_zeros(plan.num_blocks, P)
+        packedT = torch.cat([packed.index_select(0, plan.src).T, packed.new_zeros(Fdim, 1)], dim=1)
+        g_packedT = torch.zeros_like(packedT)  # [F, M+1] (last column: padding sink)
+        pix = plan.pixT.T.contiguous()
+        pixT = plan.pixT
+        thr = _below(ALPHA_THRESHOLD, packed.dtype)
+        for g, slices in zip(plan.groups, ctx.states):
+            Gg = g_acc[g.keys]  # [B,P,D]
+            # d Tfin / d alpha_i = -Tfin / (1 - alpha_i): enters like a suffix term
+            Kg = g_T[g.keys] * Tfin[g.keys]  # [B,P]
+            S_after = torch.zeros_like(Kg)  # sum of w_j q_j over later slices
+            for rows, l0, l1, T0, a0 in reversed(slices):
+                gid = g.gid[:, l0:l1] if rows is None else g.gid[rows, l0:l1]
+                cen = g.centres if rows is None else g.centres[rows]
+                coef, o, featT, (mx, my, A, Bc, Cc) = _slice_data(packedT, gid, cen)
+                G = Gg if rows is None else Gg[rows]
+                Sa = S_after if rows is None else S_after[rows]
+                K = (Kg if rows is None else Kg[rows]) + Sa
+                # recompute the slice
+                e = torch.matmul(pix, coef).exp2_()
+                araw = e * o
+                alpha = torch.threshold_(araw.clamp(max=MAX_ALPHA), thr, 0.0)
+                om, cp, keep = _transmittance(alpha, T0, a0)
+                Texcl = torch.div(cp, om)
+                w = Texcl * alpha
+                # alpha is a constant where skipped or clamped (exactly where alpha != araw) or
+                # stopped
+                live = _mask(alpha, torch.eq, araw)
+                if keep is not None:
+                    w.mul_(keep)
+                    live.mul_(keep)
+                # dL/dalpha_i = T_i q_i - (sum_{j>i} w_j q_j + K) / (1 - alpha_i)
+                q = torch.bmm(G, featT)  # [B,P,L]: upstream . features
+                csum = torch.cumsum(w * q, dim=-1)
+                tot = csum[..., -1].clone()
+                g_a = csum.sub_((tot + K)[..., None]).div_(om).add_(q.mul_(Texcl))
+                ge = g_a.mul_(live).mul_(e)  # dL/daraw * exp(-sigma)
+                g_o = ge.sum(1)  # [B,L]
+                # dL/dc_k (c: coefficients of -sigma); d araw/d(-sigma) = o exp(-sigma)
+                G0, G1, G2, G3, G4, G5 = torch.matmul(pixT, ge).mul_(o).unbind(1)
+                g_mx = G1 * A + G2 * Bc - G0 * (A * mx + Bc * my)
+                g_my = G1 * Bc + G2 * Cc - G0 * (Bc * mx + Cc * my)
+                g_A = G1 * mx - 0.5 * (G0 * mx * mx + G3)
+                g_B = G1 * my + G2 * mx - G0 * mx * my - G4
+                g_C = G2 * my - 0.5 * (G0 * my * my + G5)
+                g_featT = torch.bmm(G.transpose(1, 2), w)  # [B,D,L]
+                gsl = torch.cat(
+                    [torch.stack([g_mx, g_my, g_A, g_B, g_C, g_o], 0), g_featT.transpose(0, 1)], dim=0
+                )  # [F,B,L]
+                g_packedT.index_add_(1, gid.reshape(-1), gsl.reshape(Fdim, -1))
+                if rows is None:
+                    S_after = Sa + tot
+                else:
+                    S_after.index_copy_(0, rows, Sa + tot)
+        g_packed = torch.zeros_like(packed)
+        g_packed.index_copy_(0, plan.src, g_packedT[:, :-1].T)
+        return g_packed, None
+
+
+# ------------------------------------------------------------------------------- interface
+def rasterize(
+    means: torch.Tensor,
+    quats: torch.Tensor,
+    scales: torch.Tensor,
+    opacities: torch.Tensor,
+    colors: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    sh_degree: Optional[int] = None,
+    backgrounds: Optional[torch.Tensor] = None,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    tile_size: int = 16,
+    render_depth: bool = True,
+    block: Optional[int] = None,
+    budget: int = DEFAULT_BUDGET,
+    slice_len: int = DEFAULT_SLICE_LEN,
+):
+    """Render N Gaussians from C cameras (gsplat-compatible, differentiable, tile-based).
+
+    Args:
+        means: ``[N,3]`` world positions.
+        quats: ``[N,4]`` wxyz rotations (normalised here).
+        scales: ``[N,3]`` standard deviations (not log).
+        opacities: ``[N]`` in [0,1] (not logits).
+        colors: ``[N,D]`` / ``[C,N,D]`` features (usually RGB) when ``sh_degree`` is None,
+            else ``[N,K,3]`` / ``[C,N,K,3]`` SH coefficients with ``K >= (sh_degree+1)**2``.
+        viewmats: ``[C,4,4]`` world-to-camera, OpenCV axes. Ks: ``[C,3,3]`` intrinsics.
+        width, height: image size in pixels.
+        sh_degree: SH degree to evaluate, or None for plain colours.
+        backgrounds: ``[C,D]`` (or ``[D]``) colour composited behind (``rgb + T * bg``).
+        near_plane, far_plane: depth culling range. eps2d: 2D low-pass added to the covariance.
+        tile_size: gsplat tile size (defines each Gaussian's footprint, as in gsplat).
+        render_depth: also return the expected depth.
+        block, budget, slice_len: performance knobs (pixel block edge dividing tile_size,
+            elements per batched slice, Gaussians per depth slice); results do not depend
+            on them beyond float rounding.
+
+    Returns:
+        ``(rgb [C,H,W,D], alpha [C,H,W,1], depth [C,H,W,1] or None, meta)`` where meta has
+        ``means2d [C,N,2]`` (requires grad and retains it: after backward its ``.grad`` is
+        the view-space positional gradient), ``radii [C,N]`` int32, ``depths [C,N]``,
+        ``conics [C,N,3]``, ``tiles_per_gauss [C,N]``, ``n_isects`` (tile-Gaussian
+        intersections), ``n_pairs`` (block-Gaussian pairs after exact culling), ``n_evals``
+        (padded pixel-Gaussian evaluations), ``tile_width``, ``tile_height``, ``tile_size``,
+        ``block``.
+    """
+    with _cpu_threads(means.device):
+        return _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
+                          backgrounds, near_plane, far_plane, eps2d, tile_size, render_depth, block, budget,
+                          slice_len)
+
+
+def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
+               near_plane, far_plane, eps2d, tile_size, render_depth, block, budget, slice_len):
+    C = viewmats.shape[0]
+    N = means.shape[0]
+    proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height,
+                             eps2d=eps2d, near_plane=near_plane, far_plane=far_plane)
+    means2d = proj["means2d"]
+    if means2d.requires_grad:
+        means2d.retain_grad()
+    depths = proj["depths"]
+
+    if sh_degree is not None:
+        if viewmats.device.type in ("cpu", "cuda"):
+            campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C,3] (as gsplat)
+        else:  # e.g. MPS: invert the tiny [C,4,4] on the CPU
+            campos = torch.linalg.inv(viewmats.cpu()).to(viewmats.device)[:, :3, 3]
+        # one camera at a time: no [C,N,K,3] temporary
+        feats = [eval_sh(sh_degree, colors[c] if colors.dim() == 4 else colors, means - campos[c])
+                 for c in range(C)]
+        feats = torch.stack(feats) if feats else means.new_zeros(0, N, 3)  # [C,N,3]
+    else:
+        feats = colors if colors.dim() == 3 else colors[None].expand(C, -1, -1)
+    D = feats.shape[-1]
+    op = opacities[None, :].expand(C, N)
+    parts = [means2d, proj["conics"], op[..., None], feats]
+    if render_depth:
+        parts.append(depths[..., None])
+    packed = torch.cat(parts, dim=-1)
+    packed = packed.reshape(C * N, packed.shape[-1])
+
+    plan, stats = build_plan(means2d.detach(), proj["cov2d"].detach(), op.detach(), proj["radii"],
+                             depths.detach(), width, height, tile_size, block, budget, slice_len)
+    acc_b, T_b = _CompositeBlocks.apply(packed, plan)
+    acc = plan.to_image(acc_b)  # [C,H,W,D(+1)]
+    T = plan.to_image(T_b[..., None])  # [C,H,W,1] final transmittance
+    alpha = 1.0 - T
+    rgb = acc[..., :D]
+    if backgrounds is not None:
+        bg = backgrounds.to(rgb.dtype)
+        if bg.dim() == 1:
+            bg = bg[None].expand(C, -1)
+        rgb = rgb + T * bg[:, None, None, :]
+    depth = None
+    if render_depth:
+        depth = acc[..., D:] / alpha.clamp(min=1e-10)
+    meta = {
+        "means2d": means2d,
+        "radii": proj["radii"],
+        "depths": depths,
+        "conics": proj["conics"],
+        "tiles_per_gauss": stats["tiles_per_gauss"],
+        "n_isects": stats["n_isects"],
+        "n_pairs": stats["n_pairs"],
+        "n_evals": plan.n_evals,
+        "tile_size": tile_size,
+        "tile_width": math.ceil(width / tile_size),
+        "tile_height": math.ceil(height / tile_size),
+        "block": plan.block,
+        "width": width,
+        "height": height,
+    }
+    return rgb, alpha, depth, meta
