@@ -326,20 +326,13 @@ class Stage(ABC):
     A stage writes everything it produces into ``ctx.out_dir``; the runner moves that
     folder into place atomically when :meth:`run` returns, so a stage is either complete
     or absent. Long stages checkpoint through ``ctx.checkpoints`` to resume mid-stage.
+    Earlier stages' outputs are found with ``ctx.find_output(name)`` / ``ctx.stage_dir(label)``;
+    input files in the config are declared as ``InputPath`` so ``fourreal validate`` checks them.
     """
-
-    #: names of earlier stages whose outputs this stage reads (checked when a recipe
-    #: is validated); outputs are found through ``ctx.stage_dir(name)``.
-    needs: tuple[str, ...] = ()
 
     @abstractmethod
     def run(self, ctx: "StageContext") -> None:
         """Do the work, writing outputs under ``ctx.out_dir``."""
-
-    def input_files(self) -> list[tuple[str, Path]]:
-        """(YAML path, file) pairs this stage reads, so ``fourreal validate`` can check
-        they exist before anything heavy runs."""
-        return []
 
 
 Factory = Callable[[Any], Any]

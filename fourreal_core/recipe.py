@@ -22,7 +22,6 @@ field they land on; list items may be addressed by index or by their ``name``
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass

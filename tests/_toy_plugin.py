@@ -49,8 +49,6 @@ def make_shift(cfg: ShiftConfig):
 
 
 class CountStage:
-    needs = ()
-
     def __init__(self, cfg: CountConfig) -> None:
         self.cfg = cfg
 

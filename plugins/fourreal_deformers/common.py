@@ -6,6 +6,8 @@ import math
 from typing import Optional
 
 import torch
+
+from fourreal_core.quaternions import quat_multiply, quat_to_matrix  # noqa: F401 (re-exported)
 from torch import nn
 
 IDENTITY_QUAT = (1.0, 0.0, 0.0, 0.0)
@@ -89,35 +91,6 @@ def as_frame_index(time, num_frames: int, n: int, device) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- quaternions
-def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product ``a * b`` of wxyz quaternions ``[...,4]`` (broadcasting)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
-
-
-def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    """Unit wxyz quaternions ``[...,4]`` -> rotation matrices ``[...,3,3]`` (exact identity for
-    ``(1,0,0,0)``)."""
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(*q.shape[:-1], 3, 3)
-
-
 def residual_quat(delta: torch.Tensor) -> torch.Tensor:
     """``[...,4]`` residual -> unit quaternion ``normalize((1,0,0,0) + delta)``.
 

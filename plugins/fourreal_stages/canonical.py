@@ -17,7 +17,6 @@ Outputs (``stages/NN_canonical/``)::
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import torch
 
@@ -65,10 +64,6 @@ def scaled_densify(cfg, scale: float):
 class CanonicalStage(Stage):
     def __init__(self, cfg: CanonicalConfig) -> None:
         self.cfg = cfg
-
-    def input_files(self):
-        return [(f"params.{k}", getattr(self.cfg, k)) for k in ("freeze_time", "init_points", "eval_views")
-                if getattr(self.cfg, k)]
 
     def run(self, ctx) -> None:
         from fourreal_gaussians.densify import DensifyStrategy

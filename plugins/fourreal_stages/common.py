@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from fourreal_core.errors import InputError
-from fourreal_core.interfaces import GaussianParams, Loss
+from fourreal_core.interfaces import Loss
 from fourreal_core.types import Cameras, PointCloud, PosedVideo
 
 
@@ -170,10 +170,6 @@ def weighted_loss(losses: Mapping[str, Loss], active: tuple[str, ...], inputs: M
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = torch.mean((a.detach().float() - b.detach().float()) ** 2).item()
     return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
-
-
-def render_params(model, step: Optional[int] = None) -> GaussianParams:
-    return model.params(step)
 
 
 def write_component_json(path: Path, spec, extra: Optional[dict] = None) -> None:

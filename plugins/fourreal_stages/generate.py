@@ -79,7 +79,6 @@ def _model_folder_check(spec, stage: str, field: str) -> None:
 class GenerateStage(Stage):
     """See the module docstring."""
 
-    needs = ()
 
     def __init__(self, cfg: Optional[GenerateConfig] = None) -> None:
         self.cfg = cfg or GenerateConfig()

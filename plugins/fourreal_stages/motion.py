@@ -21,7 +21,6 @@ Outputs (``stages/NN_motion/``)::
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import torch
 
@@ -59,10 +58,6 @@ def _frame_times(posed) -> torch.Tensor:
 class MotionStage(Stage):
     def __init__(self, cfg: MotionConfig) -> None:
         self.cfg = cfg
-
-    def input_files(self):
-        keys = ("reference", "freeze_time", "canonical", "init_points", "eval_views")
-        return [(f"params.{k}", getattr(self.cfg, k)) for k in keys if getattr(self.cfg, k)]
 
     # ------------------------------------------------------------------------ inputs
     def _load(self, ctx):

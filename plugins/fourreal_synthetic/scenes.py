@@ -37,6 +37,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from fourreal_core.quaternions import quat_multiply, quat_to_matrix  # noqa: F401 (re-exported)
+
 from fourreal_core.interfaces import GaussianParams
 from fourreal_core.types import Cameras, PointCloud
 
@@ -98,35 +100,6 @@ def matrix_to_quat(R: torch.Tensor) -> torch.Tensor:
                  (mm[:, 1, 2] + mm[:, 2, 1]) / s, s / 4], -1)
     out = out * torch.where(out[:, :1] < 0, -1.0, 1.0)
     return _normalize(out).reshape(*R.shape[:-2], 4)
-
-
-def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    """Quaternions ``[...,4]`` wxyz (any norm) -> rotation matrices ``[...,3,3]``."""
-    q = _normalize(q)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(*q.shape[:-1], 3, 3)
-
-
-def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product ``a * b`` of wxyz quaternions ``[...,4]`` (broadcasting)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
 
 
 def axis_angle_to_matrix(axis: Sequence[float] | torch.Tensor, angle: float | torch.Tensor) -> torch.Tensor:
