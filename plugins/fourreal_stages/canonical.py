@@ -149,7 +149,7 @@ class CanonicalStage(Stage):
                 rep = strategy.step_post_backward(model, dstate, out, i)
                 if rep["cloned"] or rep["split"] or rep["pruned"]:
                     version[0] += 1
-            return {"loss": float(loss.detach()), "psnr": psnr(out.rgb, frames[k:k + 1]), "n": len(model)}
+            return {"loss": float(loss.detach()), "psnr": psnr(out.rgb, frames[k:k + 1]), "n": len(model), **parts}
 
         def state() -> dict:
             s = {f"model.{k}": v for k, v in model.state_dict().items()}

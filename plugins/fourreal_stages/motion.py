@@ -239,7 +239,7 @@ class MotionStage(Stage):
                 rep = standard.step_post_backward(model, sstate, out, i)
                 if rep["cloned"] or rep["split"] or rep["pruned"]:
                     st["version"] += 1
-            return {"loss": float(loss.detach()), "psnr": psnr(out.rgb, target), "n": len(model)}
+            return {"loss": float(loss.detach()), "psnr": psnr(out.rgb, target), "n": len(model), **parts}
 
         def state() -> dict:
             s = {f"model.{k}": v for k, v in model.state_dict().items()}
