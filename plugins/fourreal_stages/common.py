@@ -85,14 +85,20 @@ def scene_extent(cameras: Cameras) -> float:
 
 
 def random_init_points(cameras: Cameras, n: int, seed: int) -> PointCloud:
-    """Points in a box around what the cameras look at (used without SfM points)."""
+    """Points in a box around what the cameras look at (used without SfM points): centred
+    where the optical axes meet (least squares), half-size = what a camera sees across at that
+    distance."""
     g = torch.Generator().manual_seed(seed)
-    c = cameras.centers
-    fwd = cameras.viewmats[:, 2, :3]  # camera z axis in world
-    dist = (c - c.mean(0)).norm(dim=-1).mean().clamp_min(1.0)
-    target = (c + fwd * dist).mean(0)
-    pts = target + (torch.rand(n, 3, generator=g) * 2 - 1) * dist
-    return PointCloud(pts, torch.rand(n, 3, generator=g))
+    c = cameras.centers.double()
+    fwd = torch.nn.functional.normalize(cameras.viewmats[:, 2, :3].double(), dim=-1)  # camera z in world
+    # closest point to all optical axes: sum (I - f f^T) (p - c) = 0
+    P = torch.eye(3, dtype=torch.float64) - fwd[:, :, None] * fwd[:, None, :]
+    A, b = P.sum(0), (P @ c[:, :, None]).sum(0)[:, 0]
+    target = torch.linalg.lstsq(A, b).solution if torch.linalg.matrix_rank(A) == 3 else (c + fwd).mean(0)
+    dist = (c - target).norm(dim=-1).mean().clamp_min(1e-3)
+    half = dist * 0.5 * cameras.width / cameras.Ks[:, 0, 0].mean().double()
+    pts = target + (torch.rand(n, 3, generator=g, dtype=torch.float64) * 2 - 1) * half
+    return PointCloud(pts.float(), torch.rand(n, 3, generator=g))
 
 
 # ------------------------------------------------------------------- camera refinement
