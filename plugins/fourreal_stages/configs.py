@@ -183,6 +183,7 @@ class PosesConfig:
     canonical_frame: Optional[int] = None
     freeze_time_anchor: Optional[int] = None
     reference_camera: Literal["fixed", "estimate"] = "fixed"
+    orbit_only: bool = False  # only a freeze-time/orbit video (a static scene): no reference video
     fps: float = 8.0
 
 

@@ -32,6 +32,10 @@ def read_any_video(path: Path, cfg: PosesConfig):
     return Video(video.frames, fps=video.fps or cfg.fps), None
 
 
+def _plain(report) -> dict:
+    return {k: v for k, v in (report or {}).items() if isinstance(v, (int, float, str, list, dict, bool))}
+
+
 class PosesStage(Stage):
     def __init__(self, cfg: PosesConfig) -> None:
         self.cfg = cfg
@@ -40,7 +44,8 @@ class PosesStage(Stage):
         cfg = self.cfg
         ref = ctx.resolve(cfg.reference) if cfg.reference else ctx.find_output("reference.mp4")
         frz = ctx.resolve(cfg.freeze_time) if cfg.freeze_time else ctx.find_output("freeze_time.mp4")
-        for p, key in ((ref, "reference"), (frz, "freeze_time")):
+        required = (("freeze_time", frz),) if cfg.orbit_only else (("reference", ref), ("freeze_time", frz))
+        for key, p in required:
             if p is None:
                 raise InputError(f"stage {ctx.name!r}: params.{key}: no video given and no earlier stage wrote "
                                  f"{key}.mp4 (set params.{key} to a video, frame folder or transforms.json)")
@@ -54,8 +59,19 @@ class PosesStage(Stage):
 
         cfg = self.cfg
         ref_path, frz_path, info = self._inputs(ctx)
-        ref_video, _ = read_any_video(ref_path, cfg)
         frz_video, _ = read_any_video(frz_path, cfg)
+        if cfg.orbit_only:  # an orbit video alone (a static scene): cameras + points, no reference
+            result = cfg.pose_estimator.build(ctx.registry).estimate([frz_video], [str(frz_path)])
+            frz = result.videos[0]
+            a = cfg.freeze_time_anchor or 0
+            frz = PosedVideo(frz.video, frz.cameras, times=torch.zeros(len(frz)), anchor=int(a))
+            write_transforms(ctx.out_dir / "freeze_time" / "transforms.json", frz)
+            if result.points is not None and len(result.points):
+                write_points_ply(ctx.out_dir / "points.ply", result.points)
+            write_json(ctx.out_dir / "poses.json", {"estimator": cfg.pose_estimator.name, "freeze_time_anchor": a,
+                                                    "report": _plain(result.report)})
+            return
+        ref_video, _ = read_any_video(ref_path, cfg)
         T = len(ref_video)
         c = cfg.canonical_frame if cfg.canonical_frame is not None else info.get("canonical_frame", T // 2)
         a = cfg.freeze_time_anchor if cfg.freeze_time_anchor is not None else info.get("freeze_time_anchor", 0)
@@ -83,9 +99,8 @@ class PosesStage(Stage):
         write_transforms(ctx.out_dir / "freeze_time" / "transforms.json", frz)
         if result.points is not None and len(result.points):
             write_points_ply(ctx.out_dir / "points.ply", result.points)
-        report = {k: v for k, v in (result.report or {}).items() if isinstance(v, (int, float, str, list, dict, bool))}
         write_json(ctx.out_dir / "poses.json", {"estimator": cfg.pose_estimator.name, "canonical_frame": c,
-                                                "freeze_time_anchor": a, "report": report})
+                                                "freeze_time_anchor": a, "report": _plain(result.report)})
 
 
 # ----------------------------------------------------------------------------- export
