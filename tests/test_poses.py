@@ -463,7 +463,9 @@ def test_colmap_procedural_two_videos_share_one_world(garden_sfm):
     pts = res.points
     assert len(pts) > 100 and bool(((pts.colors >= 0) & (pts.colors <= 1)).all())
     assert float(pts.points.median(0).values.norm()) < 0.2
-    assert float(est.centers.norm(dim=-1).median()) == pytest.approx(1.0, abs=1e-3)
+    # scale: the median distance of the REGISTERED cameras to the centre is 1 (interpolated
+    # frames are not part of the normalisation)
+    assert float(est.centers[keep].norm(dim=-1).median()) == pytest.approx(1.0, abs=1e-3)
     json.dumps(rep)  # the report is JSON-serialisable as it is
 
 
