@@ -216,15 +216,10 @@ class _Validator:
                 if isinstance(m, _InputPathMarker):
                     return self.input_path(value, path, m.file)
             return self.value(value, base, path)
-        if isinstance(value, _Override):
-            if ann is str:
-                return value.text
-            value = value.parsed()
-        if ann is Any:
-            return value
-        if origin is Union:
+        if origin is Union:  # an --set value stays text until the member that takes it is known
             args = typing.get_args(ann)
-            if value is None and type(None) in args:
+            raw = value.parsed() if isinstance(value, _Override) else value
+            if raw is None and type(None) in args:
                 return None
             errors = []
             for a in args:
@@ -236,7 +231,13 @@ class _Validator:
                     errors.append(exc)
             if len(errors) == 1:
                 raise errors[0]
-            raise self.fail(path, f"expected {_ann_name(ann)}, got {_tname(value)} {_short(value)}")
+            raise self.fail(path, f"expected {_ann_name(ann)}, got {_tname(raw)} {_short(raw)}")
+        if isinstance(value, _Override):
+            if ann is str:
+                return value.text
+            value = value.parsed()
+        if ann is Any:
+            return value
         if origin is Literal:
             choices = typing.get_args(ann)
             if value not in choices:
@@ -299,12 +300,13 @@ class _Validator:
         raise self.fail(path, f"expected {_ann_name(ann)}, got {_tname(value)} {_short(value)}")
 
     def input_path(self, value: Any, path: str, must_be_file: bool = False) -> str:
+        base = self.base_dir  # paths written in a recipe are relative to the recipe file ...
         if isinstance(value, _Override):
-            value = value.text
+            value, base = value.text, Path.cwd()  # ... paths given with --set to where you typed them
         if not isinstance(value, str) or not value:
             raise self.fail(path, f"expected a file path, got {_tname(value)} {_short(value)}")
         p = Path(value).expanduser()
-        full = p if p.is_absolute() else (self.base_dir / p)
+        full = p if p.is_absolute() else (base / p)
         if self.check_files:
             if not full.exists():
                 raise self.fail(path, f"input not found: {full}")

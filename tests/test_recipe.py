@@ -97,3 +97,16 @@ def test_set_on_a_defaulted_component_keeps_its_name(tmp_path, registry):
     p = _write(tmp_path, BASE)
     rec = load_recipe(p, ["rasterizer.params.tile_size=8"], check_files=False)
     assert rec.rasterizer.name == "auto" and rec.rasterizer.params.tile_size == 8
+
+
+def test_input_paths_from_set_are_relative_to_cwd(tmp_path, registry, monkeypatch):
+    sub = tmp_path / "recipes"
+    sub.mkdir()
+    p = _write(sub, BASE)
+    (tmp_path / "clip.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    rec = load_recipe(p, ["stages.count.params.input=clip.txt"])
+    assert rec.stages[0].params.input == str((tmp_path / "clip.txt").resolve())
+    (sub / "inside.txt").write_text("y")
+    p2 = _write(sub, BASE.replace("trace: trace.txt", "trace: trace.txt, input: inside.txt"), "r2.yaml")
+    assert load_recipe(p2).stages[0].params.input == str((sub / "inside.txt").resolve())
