@@ -89,3 +89,10 @@ def test_bad_device_and_bad_set_syntax(cli, tmp_path):
     assert res.returncode == 2 and "--device 'tpu'" in res.stderr
     res = cli("run", "r.yaml", "--set", "seed")
     assert res.returncode == 2 and "expected KEY=VALUE" in res.stderr
+
+
+def test_usage_errors_exit_2_without_traceback(cli):
+    res = cli("run")
+    assert res.returncode == 2 and "Missing argument" in res.stderr and "Traceback" not in res.stderr
+    res = cli("runn", "x.yaml")
+    assert res.returncode == 2 and "No such command" in res.stderr
