@@ -288,9 +288,9 @@ def resolve_device(name: str) -> "torch.device":
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise FourRealError("--device cuda: no CUDA device is available to PyTorch (use --device cpu or auto)")
+        raise FourRealError("device cuda: no CUDA device is available to PyTorch (use cpu or auto)")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise FourRealError("--device mps: MPS is not available on this machine (use --device cpu or auto)")
+        raise FourRealError("device mps: MPS is not available on this machine (use cpu or auto)")
     return torch.device(name)
 
 

@@ -36,6 +36,7 @@ from typing import Mapping, Optional
 
 import torch
 
+from fourreal_core.run import resolve_device
 from fourreal_core.errors import FourRealError, InputError
 from fourreal_core.interfaces import VideoPrior
 from fourreal_core.types import Video
@@ -46,18 +47,6 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 # ------------------------------------------------------------------------------ helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FourRealError("video prior device: cuda requested but no CUDA device is available")
-    return torch.device(name)
-
-
 def missing_model_message(path: Path, what: str, example: str) -> str:
     return (
         f"{path}: no {what} model folder there (model_index.json missing); download the weights "

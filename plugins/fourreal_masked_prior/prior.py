@@ -20,6 +20,7 @@ from typing import Mapping, Optional, Union
 
 import torch
 
+from fourreal_core.run import resolve_device
 from fourreal_core.errors import InputError
 from fourreal_core.interfaces import VideoPrior
 from fourreal_core.types import Video
@@ -30,16 +31,6 @@ from .model import MaskedVideoTransformer, tokenize
 FORMAT = "fourreal-masked-prior"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def _model_config(d: Mapping) -> MaskedModelConfig:
