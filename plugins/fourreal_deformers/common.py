@@ -141,3 +141,20 @@ def median_spacing(centres: torch.Tensor) -> float:
     d.fill_diagonal_(math.inf)
     v = float(d.min(dim=1).values.median())
     return v if v > 0 else 1.0
+
+
+def setup_frame_table(module, name: str, num_frames, canonical_index, make, what: str) -> None:
+    """Shared ``setup`` of a per-frame parameter table (``mlp`` codes, ``lbs`` per-frame bone
+    motion): (re)create ``module.<name>`` with ``make(K)`` when K changes, and record the
+    canonical frame c (whose deformation is zero)."""
+    if num_frames is None and module.num_frames == 0:
+        raise ValueError(f"{what} needs setup(num_frames=K)")
+    if num_frames is not None and int(num_frames) != module.num_frames:
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        setattr(module, name, make(int(num_frames)))
+    if canonical_index is not None:
+        c = int(canonical_index)
+        if not 0 <= c < module.num_frames:
+            raise IndexError(f"canonical_index {c} out of range for {module.num_frames} frames")
+        module.canonical_index.fill_(c)

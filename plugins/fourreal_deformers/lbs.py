@@ -45,6 +45,7 @@ from .common import (
     quat_to_matrix,
     resize_parameter,
     residual_quat,
+    setup_frame_table,
 )
 from .configs import LBSDeformerConfig
 
@@ -201,17 +202,11 @@ class LBSDeformer(nn.Module, Deformer):
         elif not bool(self.initialized):
             raise ValueError("the lbs deformer needs setup(canonical_means=...) to place its bones")
         if self.motion_mlp is None:
-            if num_frames is None and self.num_frames == 0:
-                raise ValueError("lbs with motion: per_frame needs setup(num_frames=K)")
-            if num_frames is not None and int(num_frames) != self.num_frames:
-                if num_frames < 1:
-                    raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-                self.frame_params = nn.Parameter(torch.zeros(int(num_frames), self.cfg.num_bones, 7, device=dev))
-            if canonical_index is not None:
-                c = int(canonical_index)
-                if not 0 <= c < self.num_frames:
-                    raise IndexError(f"canonical_index {c} out of range for {self.num_frames} frames")
-                self.canonical_index.fill_(c)
+            setup_frame_table(
+                self, "frame_params", num_frames, canonical_index,
+                lambda k: nn.Parameter(torch.zeros(k, self.cfg.num_bones, 7, device=dev)),
+                "lbs with motion: per_frame",
+            )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "frame_params"

@@ -34,6 +34,7 @@ from .common import (
     chunk_ranges,
     is_integer_time,
     resize_parameter,
+    setup_frame_table,
 )
 from .configs import MLPDeformerConfig
 
@@ -119,20 +120,12 @@ class MLPDeformer(nn.Module, Deformer):
         the optimiser. Temporal mode ignores all arguments."""
         if not self.frame_mode:
             return
-        if num_frames is None and self.num_frames == 0:
-            raise ValueError("per-frame deformation (time_input: frame_code) needs setup(num_frames=K)")
-        if num_frames is not None and int(num_frames) != self.num_frames:
-            if num_frames < 1:
-                raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-            dev = self.head_dx.weight.device
-            self.codes = nn.Parameter(
-                torch.randn(int(num_frames), self.cfg.code_dim, device=dev) * self.cfg.code_init_std
-            )
-        if canonical_index is not None:
-            c = int(canonical_index)
-            if not 0 <= c < self.num_frames:
-                raise IndexError(f"canonical_index {c} out of range for {self.num_frames} frames")
-            self.canonical_index.fill_(c)
+        dev = self.head_dx.weight.device
+        setup_frame_table(
+            self, "codes", num_frames, canonical_index,
+            lambda k: nn.Parameter(torch.randn(k, self.cfg.code_dim, device=dev) * self.cfg.code_init_std),
+            "per-frame deformation (time_input: frame_code)",
+        )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "codes"

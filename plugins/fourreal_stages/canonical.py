@@ -22,7 +22,7 @@ import torch
 
 from fourreal_core.interfaces import Stage
 from fourreal_core.io import save_tensors, write_json
-from fourreal_core.trainer import load_optimizer_tensors, optimizer_tensors, train
+from fourreal_core.trainer import train
 
 from .common import (
     CameraRefiner,
@@ -35,7 +35,9 @@ from .common import (
     psnr,
     random_init_points,
     scene_extent,
+    load_training_state,
     sds_inputs,
+    training_state,
     uses_sds,
     weighted_loss,
     write_component_json,
@@ -151,29 +153,15 @@ class CanonicalStage(Stage):
                     version[0] += 1
             return {"loss": float(loss.detach()), "psnr": psnr(out.rgb, frames[k:k + 1]), "n": len(model), **parts}
 
+        parts = ({"cameras": refiner, **({"deformer": deformer} if deformer is not None else {})},
+                 {"cameras_opt": cam_opt, **({"deformer_opt": def_opt} if def_opt is not None else {})},
+                 {"densify": (strategy, dstate)})
+
         def state() -> dict:
-            s = {f"model.{k}": v for k, v in model.state_dict().items()}
-            s.update({f"model_opt.{k}": v for k, v in model.optimizer_state_dict().items()})
-            s.update({f"cameras.{k}": v for k, v in refiner.state_dict().items()})
-            s.update(optimizer_tensors(cam_opt, "cameras_opt."))
-            s.update({f"densify.{k}": v for k, v in strategy.state_dict(dstate).items()})
-            if deformer is not None:
-                s.update({f"deformer.{k}": v for k, v in deformer.state_dict().items()})
-                s.update(optimizer_tensors(def_opt, "deformer_opt."))
-            return s
+            return training_state(model, *parts)
 
         def load(t: dict, meta: dict) -> None:
-            def sub(prefix):
-                return {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
-
-            model.load_state_dict(sub("model."))
-            model.load_optimizer_state_dict(sub("model_opt."))
-            refiner.load_state_dict(sub("cameras."))
-            load_optimizer_tensors(cam_opt, t, "cameras_opt.")
-            strategy.load_state_dict(dstate, sub("densify."))
-            if deformer is not None:
-                deformer.load_state_dict(sub("deformer."))
-                load_optimizer_tensors(def_opt, t, "deformer_opt.")
+            load_training_state(t, model, *parts)
             version[0] = int(meta.get("version", 0))
 
         t0 = time.perf_counter()

@@ -247,3 +247,38 @@ def sds_inputs(*, render_video, freeze_cameras, canonical_index, canonical_image
 
         out["sds_mode"] = alternate(step, gen)
     return out
+
+
+def training_state(model, modules: Mapping[str, Any], optimizers: Mapping[str, Any],
+                   densify: Mapping[str, tuple]) -> dict:
+    """Everything a training stage checkpoints, as flat tensors: the Gaussians and their Adam
+    moments, extra modules (deformer, cameras) and their optimisers, densification statistics."""
+    from fourreal_core.trainer import optimizer_tensors
+
+    s = {f"model.{k}": v for k, v in model.state_dict().items()}
+    s.update({f"model_opt.{k}": v for k, v in model.optimizer_state_dict().items()})
+    for name, module in modules.items():
+        s.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+    for name, opt in optimizers.items():
+        s.update(optimizer_tensors(opt, f"{name}."))
+    for name, (strategy, state) in densify.items():
+        s.update({f"{name}.{k}": v for k, v in strategy.state_dict(state).items()})
+    return s
+
+
+def load_training_state(t: Mapping[str, torch.Tensor], model, modules: Mapping[str, Any],
+                        optimizers: Mapping[str, Any], densify: Mapping[str, tuple]) -> None:
+    """Restore what :func:`training_state` saved (same names)."""
+    from fourreal_core.trainer import load_optimizer_tensors
+
+    def sub(prefix: str) -> dict:
+        return {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
+
+    model.load_state_dict(sub("model."))
+    model.load_optimizer_state_dict(sub("model_opt."))
+    for name, module in modules.items():
+        module.load_state_dict(sub(f"{name}."))
+    for name, opt in optimizers.items():
+        load_optimizer_tensors(opt, t, f"{name}.")
+    for name, (strategy, state) in densify.items():
+        strategy.load_state_dict(state, sub(f"{name}."))

@@ -26,7 +26,7 @@ import torch
 
 from fourreal_core.interfaces import Deformation, Stage
 from fourreal_core.io import write_json
-from fourreal_core.trainer import load_optimizer_tensors, optimizer_tensors, train
+from fourreal_core.trainer import train
 
 from .canonical import scaled_densify
 from .common import (
@@ -40,7 +40,9 @@ from .common import (
     random_init_points,
     read_json,
     scene_extent,
+    load_training_state,
     sds_inputs,
+    training_state,
     uses_sds,
     weighted_loss,
 )
@@ -241,28 +243,14 @@ class MotionStage(Stage):
                     st["version"] += 1
             return {"loss": float(loss.detach()), "psnr": psnr(out.rgb, target), "n": len(model), **parts}
 
+        parts = ({"deformer": deformer}, {"deformer_opt": def_opt},
+                 {"densify": (strategy, dstate), "densify_std": (standard, sstate)})
+
         def state() -> dict:
-            s = {f"model.{k}": v for k, v in model.state_dict().items()}
-            s.update({f"model_opt.{k}": v for k, v in model.optimizer_state_dict().items()})
-            s.update({f"deformer.{k}": v for k, v in deformer.state_dict().items()})
-            s.update(optimizer_tensors(def_opt, "deformer_opt."))
-            s.update({f"densify.{k}": v for k, v in strategy.state_dict(dstate).items()})
-            s.update({f"densify_std.{k}": v for k, v in standard.state_dict(sstate).items()})
-            s["model_frozen"] = model.frozen.to(torch.uint8)
-            return s
+            return training_state(model, *parts)  # the frozen mask travels in the model's state
 
         def load(t: dict, meta: dict) -> None:
-            def sub(prefix):
-                return {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
-
-            model.load_state_dict(sub("model."))
-            model.load_optimizer_state_dict(sub("model_opt."))
-            if "model_frozen" in t:
-                model.freeze(t["model_frozen"].bool().to(dev))
-            deformer.load_state_dict(sub("deformer."))
-            load_optimizer_tensors(def_opt, t, "deformer_opt.")
-            strategy.load_state_dict(dstate, sub("densify."))
-            standard.load_state_dict(sstate, sub("densify_std."))
+            load_training_state(t, model, *parts)
             st.update(meta)
 
         t0 = time.perf_counter()
