@@ -18,16 +18,37 @@ DEFORMER = {"name": "mlp", "params": {"time_input": "frame_code", "predict_scale
                                       "depth": 6, "x_multires": 6, "lr": 0.005, "lr_final": 5e-5}}
 
 
+# The injected inconsistency: a smooth non-rigid wobble over the whole scene (peak 0.2 x 2.0 =
+# 0.4 world units, a few pixels at 64x48, like a video model's drift) plus the ball that keeps
+# moving (0.08 of the reference video's time over the orbit). Both stay within the capture
+# range of photometric optimisation; a local wobble larger than the object it moves (e.g.
+# 0.5 x 0.6 around the 0.35-radius sphere) cannot be absorbed by any gradient-based fit from a
+# static start and costs the held-out views with or without w_mv (docs/benchmarks.md).
+IMPERFECTIONS = {"wobble": 0.2, "wobble_radius": 2.0, "moving_object": 0.08}
+NUM_FREEZE, ANCHOR = 12, 6
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     from fourreal_synthetic.stage import make_dataset
 
     root = tmp_path_factory.mktemp("canon")
     torch.set_num_threads(1)
-    make_dataset("garden", root / "data", width=64, height=48, num_reference_frames=8, num_freeze_frames=12,
-                 freeze_anchor_index=6, num_test_views=1, num_test_static_views=4, wobble=0.5, moving_object=0.3,
-                 flicker=0.0, seed=0, write_videos=False)
-    return root
+    ds = make_dataset("garden", root / "data", width=64, height=48, num_reference_frames=8,
+                      num_freeze_frames=NUM_FREEZE, freeze_anchor_index=ANCHOR, num_test_views=1,
+                      num_test_static_views=4, flicker=0.0, seed=0, write_videos=False, **IMPERFECTIONS)
+    return root, ds
+
+
+def _injected_mean_abs_dx(ds) -> float:
+    """Mean |dx|_1 of the injected inconsistency over the true Gaussians and freeze frames."""
+    from fourreal_synthetic.scenes import Imperfections
+
+    imp = Imperfections(anchor=ANCHOR, num_frames=NUM_FREEZE, seed=0, **IMPERFECTIONS)
+    truth = ds.scene.gaussians(ds.t_c).means
+    imperfect = ds.scene.with_imperfections(imp)
+    return float(torch.stack([(imperfect.gaussians(ds.t_c, frame=k).means - truth).abs().sum(-1)
+                              for k in range(NUM_FREEZE)]).mean())
 
 
 def _run(root, name: str, deformer, losses) -> dict:
@@ -55,47 +76,52 @@ def _run(root, name: str, deformer, losses) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(dataset):
+    root, _ = dataset
     torch.set_num_threads(1)
     l1 = {"name": "l1"}
     small = {"name": "small_motion", "params": {"weight": 0.01}}
     return {
-        "per_frame": _run(dataset, "per_frame", DEFORMER, [l1, small]),
-        "no_deformation": _run(dataset, "no_deformation", None, [l1]),
-        "no_small_motion": _run(dataset, "no_small_motion", DEFORMER, [l1]),
+        "per_frame": _run(root, "per_frame", DEFORMER, [l1, small]),
+        "no_deformation": _run(root, "no_deformation", None, [l1]),
+        "no_small_motion": _run(root, "no_small_motion", DEFORMER, [l1]),
     }
 
 
 def test_per_frame_deformation_absorbs_inconsistency(runs):
     on, off = runs["per_frame"], runs["no_deformation"]
     # w_mv explains the per-frame wobble / moving ball on the training frames ...
-    assert on["train_psnr_deformed"] > off["train_psnr_deformed"] + 0.3, (on, off)
+    assert on["train_psnr_deformed"] > off["train_psnr_deformed"] + 3.0, (on, off)
     # ... so the canonical render alone no longer fits every frame (it is not the blurred average)
-    assert on["train_psnr_canonical"] < on["train_psnr_deformed"] - 1.0, on
-    # ... and the canonical scene is no worse on held-out views of the true scene. At this CPU
-    # size the held-out gain is small and noisy (+0.05 to +0.9 dB measured; the issue asks for
-    # 1.5 dB at paper scale -- see docs/benchmarks.md).
-    assert on["heldout_static_psnr"] > off["heldout_static_psnr"] - 0.3, (on, off)
+    assert on["train_psnr_canonical"] < on["train_psnr_deformed"] - 3.0, on
+    # ... and the canonical scene is sharper on held-out views of the true static scene (paper
+    # Fig. 8): the issue's acceptance, >= 1.5 dB (measured +2.4 to +3.5 dB over scene seeds 0-2).
+    assert on["heldout_static_psnr"] >= off["heldout_static_psnr"] + 1.5, (on, off)
 
 
-def test_small_motion_loss_keeps_deformation_small(runs):
-    """Bound: 2% of the scene extent for the mean |dx|_1 over Gaussians and frames. The injected
-    inconsistency is local (a wobble region at most 0.5 of its radius, one moving ball), so its
-    mean over all Gaussians is far below that; without Eq. 3 nothing ties the split between
-    canonical and deformation and the deformation drifts well past it (paper Fig. 9)."""
+def test_small_motion_loss_keeps_deformation_small(runs, dataset):
+    """Bound: twice the mean |dx|_1 of the injected inconsistency itself (over the true
+    Gaussians and the freeze-time frames). A deformation that explains the inconsistency and
+    nothing else has about that mean; Eq. 3 keeps it there. Without Eq. 3 nothing ties the split
+    between canonical scene and deformation, and the deformation drifts past the bound (paper
+    Fig. 9), with rotations as well, and the held-out views get worse."""
+    _, ds = dataset
     on, off = runs["per_frame"], runs["no_small_motion"]
-    bound = 0.02 * on["scene_extent"]
-    assert 0.0 < on["mean_abs_dx"] < bound, on
-    assert off["mean_abs_dx"] > bound and off["mean_abs_dx"] > 3 * on["mean_abs_dx"], off
-    assert off["heldout_static_psnr"] < on["heldout_static_psnr"]
+    bound = 2.0 * _injected_mean_abs_dx(ds)
+    assert 0.05 < bound < 0.05 * on["scene_extent"], bound  # the injected inconsistency is small
+    assert 0.0 < on["mean_abs_dx"] < bound, (on, bound)
+    assert off["mean_abs_dx"] > bound and off["mean_abs_dx"] > 2 * on["mean_abs_dx"], (off, bound)
+    assert off["mean_abs_dq"] > 10 * max(on["mean_abs_dq"], 1e-3), (on, off)
+    assert off["heldout_static_psnr"] < on["heldout_static_psnr"], (on, off)
 
 
 def test_anchor_frame_has_no_deformation(runs, dataset):
     """w_mv(x, c) = 0: the canonical render at the anchor equals the deformed one."""
     from fourreal_core.io import load_tensors
 
-    tensors, meta = load_tensors(dataset / "per_frame" / "per_frame_deformer.safetensors")
+    root, _ = dataset
+    tensors, meta = load_tensors(root / "per_frame" / "per_frame_deformer.safetensors")
     assert int(meta["canonical_index"]) == 6
-    info = json.loads((dataset / "per_frame" / "per_frame_deformer.json").read_text())
+    info = json.loads((root / "per_frame" / "per_frame_deformer.json").read_text())
     spec = component_from_plain("deformer", {"name": info["name"], "params": info["params"]}, get_registry())
     d = spec.build(get_registry())
     d.setup(num_frames=12, canonical_index=6)

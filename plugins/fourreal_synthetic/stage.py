@@ -111,6 +111,7 @@ def make_dataset(
     wobble: float = 0.0,
     moving_object: float = 0.0,
     flicker: float = 0.0,
+    wobble_radius: Optional[float] = None,
     num_init_points: int = 4000,
     seed: int = 0,
     fps: float = 8.0,
@@ -136,7 +137,8 @@ def make_dataset(
         num_test_views: held-out views of the true scene at held-out cameras and times.
         num_test_static_views: held-out views of the true scene at ``t_c``.
         imperfections: freeze-time inconsistencies; its ``anchor``/``num_frames`` are set
-            here. Or pass ``wobble``/``moving_object``/``flicker`` (see :class:`Imperfections`).
+            here. Or pass ``wobble``/``wobble_radius``/``moving_object``/``flicker`` (see
+            :class:`Imperfections`).
         num_init_points: size of the ``init_points.npz`` surface sample at ``t_c``.
         seed: scene seed (when ``scene`` is a name) and held-out view sampling.
         fps: frame rate written to the mp4s and transforms.json.
@@ -162,7 +164,8 @@ def make_dataset(
     if isinstance(scene, str):
         scene = make_scene(scene, seed=seed)
     if imperfections is None:
-        imperfections = Imperfections(wobble=wobble, moving_object=moving_object, flicker=flicker, seed=seed)
+        imperfections = Imperfections(wobble=wobble, wobble_radius=wobble_radius, moving_object=moving_object,
+                                      flicker=flicker, seed=seed)
     imperfections = Imperfections(**{**asdict(imperfections), "anchor": ka, "num_frames": K})
     truth = scene.with_imperfections(Imperfections(anchor=ka, num_frames=K))  # none
     imperfect = scene.with_imperfections(imperfections)
