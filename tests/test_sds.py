@@ -18,9 +18,9 @@ from fourreal_losses.sds import (
     noise_level,
     perturb_camera,
     preprocess_frames,
-    rotmat_to_quat,
-    quat_to_rotmat,
 )
+from fourreal_core.quaternions import matrix_to_quat as rotmat_to_quat
+from fourreal_core.quaternions import quat_to_matrix as quat_to_rotmat
 from fourreal_losses.sds_configs import SDSMultiViewConfig, SDSTemporalConfig
 from fourreal_synthetic.scenes import orbit_cameras
 

@@ -112,7 +112,6 @@ def rasterize_dense(
         ``means2d [C,N,2]`` (retains grad), ``radii [C,N]`` int32, ``depths [C,N]``.
     """
     C = viewmats.shape[0]
-    N = means.shape[0]
     dev, dt = means.device, means.dtype
     R = _rotation(quats)
     cov_world = R @ torch.diag_embed(scales * scales) @ R.transpose(1, 2)  # [N,3,3]

@@ -41,9 +41,10 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from fourreal_core.interfaces import RenderOutput
+from fourreal_core.quaternions import quat_to_matrix
 
 from .configs import DensifyConfig
-from .model import GROUPS, quat_to_rotmat
+from .model import GROUPS
 
 if TYPE_CHECKING:
     from .model import GaussianModel
@@ -55,7 +56,7 @@ def _sample_in_gaussians(model: "GaussianModel", idx: torch.Tensor, samples: int
     """``[samples*M,3]`` points drawn from the Gaussians ``idx`` (sample-major order)."""
     means = model.means.data[idx]
     scales = torch.exp(model.scales.data[idx])
-    rot = quat_to_rotmat(model.quats.data[idx])  # [M,3,3]
+    rot = quat_to_matrix(model.quats.data[idx])  # [M,3,3]
     noise = torch.randn(
         (samples,) + tuple(means.shape), generator=generator, device="cpu"
     ).to(means.device)

@@ -81,19 +81,6 @@ def knn_mean_sq_dist(points: torch.Tensor, k: int = 3, chunk_elems: int = 1 << 2
     return out
 
 
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """``[N,4]`` wxyz (any norm) -> ``[N,3,3]`` rotation matrices."""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(quats.shape[:-1] + (3, 3))
-
-
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 

@@ -50,6 +50,8 @@ from typing import Optional
 
 import torch
 
+from fourreal_core.quaternions import quat_to_matrix
+
 from .sh import eval_sh
 
 ALPHA_THRESHOLD = 1.0 / 255.0
@@ -100,21 +102,6 @@ def _cpu_threads(device: torch.device):
 
 
 # ------------------------------------------------------------------------------ projection
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """``[...,4]`` wxyz quaternions (normalised here) -> ``[...,3,3]`` rotation matrices."""
-    q = torch.nn.functional.normalize(quats, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    R = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    )
-    return R.reshape(q.shape[:-1] + (3, 3))
-
-
 def project_gaussians(
     means: torch.Tensor,
     quats: torch.Tensor,
@@ -138,7 +125,7 @@ def project_gaussians(
         a, b, c of ``[[a,b],[b,c]]``), ``cov2d [C,N,3]`` (2D covariance incl. eps2d),
         ``depths [C,N]`` (camera z), ``radii [C,N]`` int32 (0 = culled).
     """
-    R = quat_to_rotmat(quats)  # [N,3,3]
+    R = quat_to_matrix(quats)  # [N,3,3]
     M = R * scales[:, None, :]  # R diag(s): Sigma = M M^T
     Rw = viewmats[:, :3, :3]  # [C,3,3]
     tw = viewmats[:, :3, 3]  # [C,3]

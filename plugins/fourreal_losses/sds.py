@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from fourreal_core.errors import FourRealError
 from fourreal_core.interfaces import Loss
+from fourreal_core.quaternions import matrix_to_quat, quat_to_matrix, slerp
 from fourreal_core.types import Cameras
 
 from .sds_configs import SDSCommonConfig, SDSMultiViewConfig, SDSTemporalConfig
@@ -70,59 +71,6 @@ def alternate(step: int, rng: Optional[torch.Generator] = None) -> str:
     return "multiview" if int(step) % 2 == 0 else "temporal"
 
 
-# ------------------------------------------------------------------------- rotations
-def rotmat_to_quat(R: torch.Tensor) -> torch.Tensor:
-    """``[...,3,3]`` rotation matrices -> ``[...,4]`` unit quaternions wxyz (w >= 0)."""
-    m = R
-    tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    cands = torch.stack(
-        [
-            torch.stack([1 + tr, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-            torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                         m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-            torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0],
-                         1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 1, 2] + m[..., 2, 1]], -1),
-            torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1],
-                         1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1),
-        ],
-        dim=-2,
-    )  # [...,4,4]; row i is 4 q_i q  (numerically best where q_i is largest)
-    diag = torch.stack([1 + tr, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                        1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)
-    best = diag.argmax(-1)
-    q = torch.gather(cands, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
-    q = F.normalize(q, dim=-1)
-    return torch.where(q[..., :1] < 0, -q, q)
-
-
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    """``[...,4]`` wxyz -> ``[...,3,3]`` (normalised first)."""
-    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(*q.shape[:-1], 3, 3)
-
-
-def slerp(q0: torch.Tensor, q1: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation of unit quaternions ``[4]`` at fractions ``s`` ``[M]`` -> ``[M,4]``
-    (along the shorter arc)."""
-    dot = float((q0 * q1).sum())
-    if dot < 0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:  # nearly equal: lerp + normalise
-        return F.normalize(q0[None] + s[:, None] * (q1 - q0)[None], dim=-1)
-    theta = math.acos(min(1.0, dot))
-    sin = math.sin(theta)
-    a = torch.sin((1 - s) * theta) / sin
-    b = torch.sin(s * theta) / sin
-    return a[:, None] * q0[None] + b[:, None] * q1[None]
-
-
 # --------------------------------------------------------------------------- cameras
 def interpolate_cameras(cam_a: Cameras, cam_b: Cameras, M: int) -> Cameras:
     """``M`` cameras uniformly from ``cam_a`` to ``cam_b`` (one camera each): rotations by
@@ -143,8 +91,8 @@ def interpolate_cameras(cam_a: Cameras, cam_b: Cameras, M: int) -> Cameras:
     Ra, Rb = va[:3, :3], vb[:3, :3]  # world-to-camera rotations
     Ca, Cb = -Ra.T @ va[:3, 3], -Rb.T @ vb[:3, 3]  # centres
     s = torch.linspace(0.0, 1.0, M, dtype=torch.float64, device=dev)
-    q = slerp(rotmat_to_quat(Ra), rotmat_to_quat(Rb), s)
-    R = quat_to_rotmat(q)  # [M,3,3]
+    q = slerp(matrix_to_quat(Ra), matrix_to_quat(Rb), s)
+    R = quat_to_matrix(q)  # [M,3,3]
     C = (1 - s)[:, None] * Ca[None] + s[:, None] * Cb[None]
     vm = torch.eye(4, dtype=torch.float64, device=dev).repeat(M, 1, 1)
     vm[:, :3, :3] = R

@@ -18,6 +18,7 @@ from typing import Literal, Sequence
 
 import torch
 
+from fourreal_core import quaternions
 from fourreal_core.types import Cameras
 
 __all__ = [
@@ -207,65 +208,18 @@ def alignment_report(est: Cameras, ref: Cameras, with_scale: bool = True) -> dic
 # ================================================================================ rotations
 def matrix_to_quat(R) -> torch.Tensor:
     """Rotations ``[...,3,3]`` -> unit quaternions ``[...,4]`` (wxyz, w >= 0), float64."""
-    R = _f64(R)
-    m = R.reshape(-1, 3, 3)
-    tr = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-    cand = torch.stack(
-        [1 + tr, 1 + 2 * m[:, 0, 0] - tr, 1 + 2 * m[:, 1, 1] - tr, 1 + 2 * m[:, 2, 2] - tr], -1
-    )  # 4 * (w^2, x^2, y^2, z^2)
-    best = cand.argmax(-1)
-    q = torch.empty(m.shape[0], 4, dtype=torch.float64)
-    for i in range(4):  # Shepperd's method: divide by the largest component
-        sel = best == i
-        if not sel.any():
-            continue
-        mm = m[sel]
-        r = torch.sqrt(cand[sel, i].clamp_min(1e-300))  # = 2 |q_i|
-        a21, a12 = mm[:, 2, 1], mm[:, 1, 2]
-        a02, a20 = mm[:, 0, 2], mm[:, 2, 0]
-        a10, a01 = mm[:, 1, 0], mm[:, 0, 1]
-        if i == 0:
-            q[sel] = torch.stack([r / 2, (a21 - a12) / (2 * r), (a02 - a20) / (2 * r), (a10 - a01) / (2 * r)], -1)
-        elif i == 1:
-            q[sel] = torch.stack([(a21 - a12) / (2 * r), r / 2, (a01 + a10) / (2 * r), (a02 + a20) / (2 * r)], -1)
-        elif i == 2:
-            q[sel] = torch.stack([(a02 - a20) / (2 * r), (a01 + a10) / (2 * r), r / 2, (a12 + a21) / (2 * r)], -1)
-        else:
-            q[sel] = torch.stack([(a10 - a01) / (2 * r), (a02 + a20) / (2 * r), (a12 + a21) / (2 * r), r / 2], -1)
-    q = q * torch.where(q[:, :1] < 0, -1.0, 1.0)
-    q = torch.nn.functional.normalize(q, dim=-1)
-    return q.reshape(*R.shape[:-2], 4)
+    return quaternions.matrix_to_quat(_f64(R))
 
 
 def quat_to_matrix(q) -> torch.Tensor:
     """Quaternions ``[...,4]`` wxyz (any norm) -> rotations ``[...,3,3]``, float64."""
-    q = torch.nn.functional.normalize(_f64(q), dim=-1)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(*q.shape[:-1], 3, 3)
+    return quaternions.quat_to_matrix(_f64(q))
 
 
 def slerp(q0, q1, w) -> torch.Tensor:
     """Spherical linear interpolation of unit quaternions ``[...,4]`` (wxyz) at ``w`` in
     [0,1] (broadcast); takes the short way round. Returns float64 ``[...,4]``."""
-    q0 = torch.nn.functional.normalize(_f64(q0), dim=-1)
-    q1 = torch.nn.functional.normalize(_f64(q1), dim=-1)
-    w = _f64(w).unsqueeze(-1)  # scalar or [...] batch -> broadcasts against [...,1]
-    dot = (q0 * q1).sum(-1, keepdim=True)
-    q1 = torch.where(dot < 0, -q1, q1)
-    dot = dot.abs().clamp(max=1.0)
-    theta = torch.acos(dot)
-    sin = torch.sin(theta)
-    small = sin < 1e-8
-    a = torch.where(small, 1 - w, torch.sin((1 - w) * theta) / torch.where(small, 1.0, sin))
-    b = torch.where(small, w, torch.sin(w * theta) / torch.where(small, 1.0, sin))
-    return torch.nn.functional.normalize(a * q0 + b * q1, dim=-1)
+    return quaternions.slerp(_f64(q0), _f64(q1), _f64(w))
 
 
 def interpolate_missing_poses(viewmats, valid: Sequence[bool] | torch.Tensor) -> torch.Tensor:

@@ -189,18 +189,25 @@ class PosesConfig:
 
 # ----------------------------------------------------------------- export / eval stages
 @dataclass
-class ExportConfig:
-    """PLY per time step, canonical PLY + deformer + manifest, bullet-time / fixed-camera /
-    spiral videos and a views x times grid (see docs/export.md)."""
+class ExportOptions:
+    """What :func:`fourreal_stages.export.export_scene` writes (the export stage's params and
+    ``fourreal export``'s options)."""
 
-    scene: Optional[InputPath] = None  # a scene4d.json (default: the newest earlier one)
-    num_times: int = 0  # 0: the reference video's frame times
+    num_times: int = 0  # PLY/fixed-camera frames; 0: the reference video's frame times
     orbit_frames: int = 48
     orbit_arc_deg: float = 120.0
     fps: float = 12.0
     ply_per_time: bool = True
     grid_views: int = 4
     grid_times: int = 4
+
+
+@dataclass
+class ExportConfig(ExportOptions):
+    """PLY per time step, canonical PLY + deformer + manifest, bullet-time / fixed-camera /
+    spiral videos and a views x times grid (see docs/pipeline.md)."""
+
+    scene: Optional[InputPath] = None  # a scene4d.json (default: the newest earlier one)
 
 
 @dataclass

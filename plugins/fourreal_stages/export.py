@@ -6,7 +6,6 @@ time) and a views x times image grid. Used by the `export` stage and `fourreal e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +14,7 @@ import torch
 from fourreal_core.io import write_json
 from fourreal_core.types import Cameras
 
+from .configs import ExportOptions
 from .scene4d import Scene4D
 
 
@@ -88,16 +88,6 @@ def write_ply_at(scene: Scene4D, t: float, path: Path) -> None:
             scales = scales + d.ds
     write_ply(path, means, q, scales, raw["opacities"].detach(), raw["sh0"].detach(), raw["shN"].detach())
 
-
-@dataclass
-class ExportOptions:
-    num_times: int = 0  # PLY/fixed-camera frames; 0: the reference video's times
-    orbit_frames: int = 48
-    orbit_arc_deg: float = 120.0
-    fps: float = 12.0
-    ply_per_time: bool = True
-    grid_views: int = 4
-    grid_times: int = 4
 
 
 def export_scene(scene: Scene4D, rasterizer, out: Path, opts: Optional[ExportOptions] = None,

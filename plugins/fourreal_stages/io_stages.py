@@ -109,7 +109,7 @@ class ExportStage(Stage):
         self.cfg = cfg
 
     def run(self, ctx) -> None:
-        from .export import ExportOptions, export_scene
+        from .export import export_scene
         from .scene4d import MANIFEST, Scene4D
 
         cfg = self.cfg
@@ -118,9 +118,7 @@ class ExportStage(Stage):
             raise InputError(f"stage {ctx.name!r}: no 4D scene to export (run the motion stage first, "
                              "or set params.scene to a scene4d.json)")
         scene = Scene4D.load(path, ctx.registry, ctx.device)
-        opts = ExportOptions(cfg.num_times, cfg.orbit_frames, cfg.orbit_arc_deg, cfg.fps, cfg.ply_per_time,
-                             cfg.grid_views, cfg.grid_times)
-        files = export_scene(scene, ctx.rasterizer, ctx.out_dir, opts)
+        files = export_scene(scene, ctx.rasterizer, ctx.out_dir, cfg)
         ctx.log("export", stage=ctx.name, files=len(files.get("ply", [])))
 
 

@@ -37,7 +37,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from fourreal_core.quaternions import quat_multiply, quat_to_matrix  # noqa: F401 (re-exported)
+from fourreal_core.quaternions import matrix_to_quat, quat_multiply, quat_to_matrix  # noqa: F401 (re-exported)
 
 from fourreal_core.interfaces import GaussianParams
 from fourreal_core.types import Cameras, PointCloud
@@ -58,48 +58,6 @@ Motion = Callable[["Part", float], tuple[torch.Tensor, torch.Tensor]]
 # =============================================================================== geometry
 def _normalize(v: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(v, dim=-1)
-
-
-def matrix_to_quat(R: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices ``[...,3,3]`` -> unit quaternions ``[...,4]`` (wxyz, w >= 0)."""
-    m = R.reshape(-1, 3, 3)
-    m00, m11, m22 = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
-    q = torch.stack(
-        [
-            1 + m00 + m11 + m22,
-            1 + m00 - m11 - m22,
-            1 - m00 + m11 - m22,
-            1 - m00 - m11 + m22,
-        ],
-        dim=-1,
-    )
-    # Shepperd: pick the largest of 4 candidates for stability
-    best = q.argmax(dim=-1)
-    out = torch.empty(m.shape[0], 4, dtype=m.dtype)
-    for i in range(4):
-        sel = best == i
-        if not sel.any():
-            continue
-        mm = m[sel]
-        s = torch.sqrt(q[sel, i].clamp_min(1e-12)) * 2  # s = 4 * |component i|
-        if i == 0:
-            out[sel] = torch.stack(
-                [s / 4, (mm[:, 2, 1] - mm[:, 1, 2]) / s, (mm[:, 0, 2] - mm[:, 2, 0]) / s,
-                 (mm[:, 1, 0] - mm[:, 0, 1]) / s], -1)
-        elif i == 1:
-            out[sel] = torch.stack(
-                [(mm[:, 2, 1] - mm[:, 1, 2]) / s, s / 4, (mm[:, 0, 1] + mm[:, 1, 0]) / s,
-                 (mm[:, 0, 2] + mm[:, 2, 0]) / s], -1)
-        elif i == 2:
-            out[sel] = torch.stack(
-                [(mm[:, 0, 2] - mm[:, 2, 0]) / s, (mm[:, 0, 1] + mm[:, 1, 0]) / s, s / 4,
-                 (mm[:, 1, 2] + mm[:, 2, 1]) / s], -1)
-        else:
-            out[sel] = torch.stack(
-                [(mm[:, 1, 0] - mm[:, 0, 1]) / s, (mm[:, 0, 2] + mm[:, 2, 0]) / s,
-                 (mm[:, 1, 2] + mm[:, 2, 1]) / s, s / 4], -1)
-    out = out * torch.where(out[:, :1] < 0, -1.0, 1.0)
-    return _normalize(out).reshape(*R.shape[:-2], 4)
 
 
 def axis_angle_to_matrix(axis: Sequence[float] | torch.Tensor, angle: float | torch.Tensor) -> torch.Tensor:
