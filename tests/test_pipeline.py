@@ -80,6 +80,14 @@ def test_export_render_eval_commands(demo_run):
     ev = json.loads((run / "eval" / "eval.json").read_text())
     assert abs(ev["mean"]["psnr"] - _eval_psnr(run)) < 1e-3  # same scene, same views, same score
     assert "mean" in res.stdout
+    # scored at the training size unless told otherwise; the size is recorded and printed
+    assert ev["resolution"] == {"height": 36, "width": 48, "from": "training"}
+    res = run_cli(["eval", "run", "--against", str(test_json), "--no-lpips", "--height", "18", "--out", "eval_half"],
+                  tmp, env=_env())
+    assert res.returncode == 0, res.stderr
+    half = json.loads((run / "eval_half" / "eval.json").read_text())
+    assert half["resolution"] == {"height": 18, "width": 24, "from": "given"}  # aspect ratio kept
+    assert "at 24x18 (given size)" in res.stdout
     res = run_cli(["render", "run", "--time", "0.25", "--orbit-deg", "20"], tmp, env=_env())
     assert res.returncode == 0, res.stderr
     pngs = list((run / "render").glob("render_*_t0.250.png"))

@@ -134,10 +134,16 @@ def eval_(
     white_background: Optional[bool] = typer.Option(
         None, "--white-background/--black-background", help="Composite RGBA targets on white (D-NeRF) or black."),
     lpips: bool = typer.Option(True, "--lpips/--no-lpips", help="Also compute LPIPS when the package is installed."),
+    height: Optional[int] = typer.Option(None, "--height", help="Score at this height (default: the training size)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Score at this width (default: the training size)."),
+    native_resolution: bool = typer.Option(
+        False, "--native-resolution", help="Score at the test images' own size instead of the training size."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
-    """Render each held-out camera at its time; per-frame and mean PSNR, SSIM, LPIPS to JSON."""
+    """Render each held-out camera at its time; per-frame and mean PSNR, SSIM, LPIPS to JSON.
+
+    Scored at the size the scene was trained at unless --height/--width or --native-resolution."""
     import json
 
     from rich.table import Table
@@ -145,9 +151,11 @@ def eval_(
     if not against.exists():
         raise FourRealError(f"--against {against}: file not found")
     path = _adhoc(run_dir, "eval", {"against": str(against.resolve()), "white_background": white_background,
-                                    "lpips": lpips}, out, device)
+                                    "lpips": lpips, "height": height, "width": width,
+                                    "native_resolution": native_resolution}, out, device)
     res = json.loads((path / "eval.json").read_text())
-    table = Table(title=f"eval vs {against}")
+    r = res.get("resolution", {})
+    table = Table(title=f"eval vs {against} at {r.get('width')}x{r.get('height')} ({r.get('from')} size)")
     cols = ["frame", "time", *[k for k in ("psnr", "ssim", "lpips") if k in res["mean"]]]
     for col in cols:
         table.add_column(col)

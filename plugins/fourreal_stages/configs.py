@@ -218,6 +218,11 @@ class EvalConfig:
     scene: Optional[InputPath] = None
     white_background: Optional[bool] = None  # RGBA targets: None = white (D-NeRF convention)
     lpips: bool = True
+    # Size to score at (test images resized, intrinsics scaled). Default: the size the scene
+    # was trained at, as D-NeRF-style benchmarks do; native_resolution: the test images' own.
+    height: Optional[int] = None
+    width: Optional[int] = None
+    native_resolution: bool = False
 
 
 @dataclass

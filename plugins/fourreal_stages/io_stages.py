@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -123,14 +124,37 @@ class ExportStage(Stage):
 
 
 # ------------------------------------------------------------------------------- eval
-def run_eval(scene, rasterizer, against: Path, white_background, lpips: bool, out_json: Path) -> dict:
-    """Score ``scene`` on the views of ``against`` (rendered at each view's size and time)."""
+def eval_size(scene, against: Path, height: Optional[int], width: Optional[int], native: bool):
+    """``(height, width, source)`` to score at: as given; the native size of the test images
+    (``native``); else the size the scene was trained at (its reference camera), the usual
+    protocol of D-NeRF-style benchmarks -- a scene trained at 200x200 is scored at 200x200,
+    not asked to super-resolve 800x800 targets. When the test images have another aspect
+    ratio than training, only the height is matched and the aspect ratio kept."""
     from fourreal_core.transforms_json import load_transforms
 
-    views = load_transforms(against, white_background=white_background)
+    if height is not None or width is not None:
+        return height, width, "given"
+    ref = getattr(scene, "reference_camera", None)
+    if native or ref is None:
+        return None, None, "native"
+    cams = load_transforms(against, load_images=False).cameras
+    if abs(cams.width / cams.height - ref.width / ref.height) < 0.01:
+        return int(ref.height), int(ref.width), "training"
+    return int(ref.height), None, "training"
+
+
+def run_eval(scene, rasterizer, against: Path, white_background, lpips: bool, out_json: Path,
+             height: Optional[int] = None, width: Optional[int] = None, native: bool = False) -> dict:
+    """Score ``scene`` on the views of ``against``, each at its own camera and time, at the
+    size :func:`eval_size` picks (the training size by default)."""
+    from fourreal_core.transforms_json import load_transforms
+
+    h, w, source = eval_size(scene, against, height, width, native)
+    views = load_transforms(against, height=h, width=w, white_background=white_background)
     res = evaluate_views(scene, rasterizer, views, lpips=lpips)
-    payload = {"against": str(against), "num_views": len(views), "mean": res["mean"], "notes": res["notes"],
-               "per_frame": res["per_frame"]}
+    payload = {"against": str(against), "num_views": len(views),
+               "resolution": {"height": views.video.height, "width": views.video.width, "from": source},
+               "mean": res["mean"], "notes": res["notes"], "per_frame": res["per_frame"]}
     write_json(out_json, payload)
     return {**payload, "renders": res["renders"], "targets": views.video.frames}
 
@@ -151,7 +175,8 @@ class EvalStage(Stage):
             missing = "a 4D scene (scene4d.json)" if spath is None else "held-out views (params.against)"
             raise InputError(f"stage {ctx.name!r}: nothing to evaluate: no {missing}")
         scene = Scene4D.load(spath, ctx.registry, ctx.device)
-        res = run_eval(scene, ctx.rasterizer, against, cfg.white_background, cfg.lpips, ctx.out_dir / "eval.json")
+        res = run_eval(scene, ctx.rasterizer, against, cfg.white_background, cfg.lpips, ctx.out_dir / "eval.json",
+                       height=cfg.height, width=cfg.width, native=cfg.native_resolution)
         write_video(ctx.out_dir / "eval.mp4", torch.cat([res["targets"], res["renders"]], dim=2), fps=4)
         ctx.log("eval", stage=ctx.name, **res["mean"])
 
