@@ -2,7 +2,8 @@
 
     python bench/dnerf.py --data ../shared/data/dnerf/standup --size 200 --scale 0.25
 
-Runs, in one process, the recipe (static warm-up, then canonical Gaussians + `mlp` deformer
+Train and test images are both resized to --size (the D-NeRF protocol: one size for both;
+`fourreal eval` scores at the training size). Runs, in one process, the recipe (static warm-up, then canonical Gaussians + `mlp` deformer
 jointly) and a static-3DGS baseline (the same recipe with the deformation off), and prints
 test PSNR / SSIM / LPIPS and wall time for both, with the ratio. Results go in
 docs/benchmarks.md.
@@ -40,7 +41,7 @@ def run(data: Path, out: Path, size: int, scale: float, deform: bool, device: st
     execute(recipe, out, get_registry(), device=device)
     seconds = time.perf_counter() - t0
     ev = json.loads(next((out / "stages").glob("*_eval/eval.json")).read_text())
-    return {**ev["mean"], "seconds": seconds, "notes": ev.get("notes", [])}
+    return {**ev["mean"], "seconds": seconds, "notes": ev.get("notes", []), "resolution": ev.get("resolution", {})}
 
 
 def main() -> None:
@@ -63,7 +64,9 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"D-NeRF {args.data.name} {args.size}x{args.size}, iterations_scale {args.scale}")
+    r = next(iter(rows.values()))["resolution"]
+    t = Table(title=f"D-NeRF {args.data.name}, trained at {args.size}x{args.size} and scored at "
+                    f"{r.get('width')}x{r.get('height')}, iterations_scale {args.scale}")
     for c in ("run", "PSNR", "SSIM", "LPIPS", "wall s"):
         t.add_column(c)
     for name, r in rows.items():
