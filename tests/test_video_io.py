@@ -339,3 +339,21 @@ def test_real_fox_instant_ngp():
     p = torch.linalg.solve(A, b)
     depth = ((p - o) * d).sum(-1)
     assert torch.all(depth > 0)
+
+
+def test_eval_size_defaults_to_the_training_size(tmp_path):
+    """`fourreal eval` scores at the size the scene was trained at (the D-NeRF protocol),
+    keeps the aspect ratio when the test images have another one, and obeys explicit
+    sizes / --native-resolution."""
+    from types import SimpleNamespace
+
+    from fourreal_stages.io_stages import eval_size
+
+    path = write_transforms(tmp_path / "test" / "transforms.json", _orbit_posed())  # 40x30 images
+    cam = _orbit_posed().cameras[:1]
+    train = lambda w, h: SimpleNamespace(reference_camera=Cameras(cam.viewmats, cam.Ks, w, h))  # noqa: E731
+    assert eval_size(train(20, 15), path, None, None, False) == (15, 20, "training")
+    assert eval_size(train(20, 20), path, None, None, False) == (20, None, "training")  # aspect kept
+    assert eval_size(train(20, 15), path, None, None, True) == (None, None, "native")
+    assert eval_size(train(20, 15), path, 10, None, False) == (10, None, "given")
+    assert eval_size(SimpleNamespace(reference_camera=None), path, None, None, False) == (None, None, "native")
