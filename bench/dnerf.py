@@ -2,11 +2,11 @@
 
     python bench/dnerf.py --data ../shared/data/dnerf/standup --size 200 --scale 0.25
 
-Train and test images are both resized to --size (the D-NeRF protocol: one size for both;
-`fourreal eval` scores at the training size). Runs, in one process, the recipe (static warm-up, then canonical Gaussians + `mlp` deformer
+Runs, in one process, the recipe (static warm-up, then canonical Gaussians + `mlp` deformer
 jointly) and a static-3DGS baseline (the same recipe with the deformation off), and prints
-test PSNR / SSIM / LPIPS and wall time for both, with the ratio. Results go in
-docs/benchmarks.md.
+test PSNR / SSIM / LPIPS and wall time for both, with the ratio. Train and test images are
+both resized to --size (the D-NeRF protocol; `fourreal eval` scores at the training size).
+Results go in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    r = next(iter(rows.values()))["resolution"]
+    scored = next(iter(rows.values()))["resolution"]
     t = Table(title=f"D-NeRF {args.data.name}, trained at {args.size}x{args.size} and scored at "
-                    f"{r.get('width')}x{r.get('height')}, iterations_scale {args.scale}")
+                    f"{scored.get('width')}x{scored.get('height')}, iterations_scale {args.scale}")
     for c in ("run", "PSNR", "SSIM", "LPIPS", "wall s"):
         t.add_column(c)
     for name, r in rows.items():

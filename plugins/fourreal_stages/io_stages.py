@@ -134,7 +134,7 @@ def eval_size(scene, against: Path, height: Optional[int], width: Optional[int],
 
     if height is not None or width is not None:
         return height, width, "given"
-    ref = getattr(scene, "reference_camera", None)
+    ref = scene.reference_camera
     if native or ref is None:
         return None, None, "native"
     cams = load_transforms(against, load_images=False).cameras
