@@ -7,11 +7,21 @@ crash or Ctrl-C never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
+
+from .faults import inject
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -30,7 +40,10 @@ def atomic_path(path: os.PathLike | str, suffix: Optional[str] = None) -> Iterat
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        inject("atomic_write")
         yield tmp_path
+        # mkstemp makes 0600 files; outputs follow the umask like any other file the user writes
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -43,8 +56,43 @@ def write_text(path: os.PathLike | str, text: str) -> None:
         tmp.write_text(text)
 
 
+def finite_json(obj: Any, path: str = "", nulled: Optional[list] = None) -> Any:
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN); the dotted
+    paths replaced are appended to ``nulled``."""
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            if nulled is not None:
+                nulled.append(path or "<value>")
+            return None
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): finite_json(v, f"{path}.{k}" if path else str(k), nulled) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v, f"{path}[{i}]", nulled) for i, v in enumerate(obj)]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy / torch scalars
+        return finite_json(obj.item(), path, nulled)
+    try:
+        return finite_json(float(obj), path, nulled)
+    except (TypeError, ValueError):
+        return str(obj)
+
+
+def strict_json_dumps(obj: Any, **kw: Any) -> str:
+    """Strict JSON: non-finite numbers become null, listed under ``"non_finite"`` (a dict
+    at the top) so a reader knows a value was not a number rather than missing."""
+    nulled: list = []
+    clean = finite_json(obj, "", nulled)
+    if nulled and isinstance(clean, dict):
+        clean["non_finite"] = sorted(set(clean.get("non_finite") or []) | set(nulled))
+    return json.dumps(clean, allow_nan=False, **kw)
+
+
 def write_json(path: os.PathLike | str, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text(path, strict_json_dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def save_tensors(
@@ -55,7 +103,13 @@ def save_tensors(
 
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        try:
+            inject("save_tensors")
+            save_file(flat, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        except Exception as exc:  # safetensors reports I/O failures as SafetensorError("... No space left ...")
+            if type(exc).__name__ == "SafetensorError" and ("No space left" in str(exc) or "StorageFull" in str(exc)):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path)) from exc
+            raise
 
 
 def load_tensors(path: os.PathLike | str, device: Any = "cpu") -> tuple[dict, dict]:

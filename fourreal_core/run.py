@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .errors import RunDirError
-from .io import load_tensors, save_tensors, write_json, write_text
+from .io import load_tensors, save_tensors, strict_json_dumps, write_json, write_text
+from .lock import LOCK_FILE, FolderLock
 
 if TYPE_CHECKING:
     import torch
@@ -45,14 +46,7 @@ class RunLog:
     def __call__(self, event: str, **fields: Any) -> None:
         rec = {"time": round(time.time(), 3), "event": event, **fields}
         with open(self.path, "a") as f:
-            f.write(json.dumps(rec, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    try:
-        return float(obj)
-    except Exception:
-        return str(obj)
+            f.write(strict_json_dumps(rec) + "\n")
 
 
 class CheckpointStore:
@@ -75,14 +69,32 @@ class CheckpointStore:
             old.unlink(missing_ok=True)
         return path
 
-    def latest(self, device: Any = "cpu") -> Optional[tuple[int, dict, dict]]:
+    def candidates(self, device: Any = "cpu"):
+        """``(step, tensors, meta, path)`` of every readable checkpoint, newest first.
+
+        A file that does not load (truncated by a crash) or holds a non-finite tensor is
+        skipped, and so recorded in :attr:`rejected` (``[(file name, why)]``)."""
+        import torch
+
+        self.rejected: list[tuple[str, str]] = []
         files = sorted(self.folder.glob("step_*.safetensors")) if self.folder.exists() else []
         for path in reversed(files):
             try:
                 tensors, meta = load_tensors(path, device=device)
-            except Exception:  # a truncated file from a crash: fall back to the previous one
+                step = int(meta.get("step", 0))
+                extra = json.loads(meta.get("meta", "{}"))
+            except Exception as exc:  # a truncated file from a crash: fall back to the previous one
+                self.rejected.append((path.name, f"unreadable ({type(exc).__name__})"))
                 continue
-            return int(meta.get("step", 0)), tensors, json.loads(meta.get("meta", "{}"))
+            bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            if bad:
+                self.rejected.append((path.name, f"non-finite tensor {bad[0]!r}"))
+                continue
+            yield step, tensors, extra, path
+
+    def latest(self, device: Any = "cpu") -> Optional[tuple[int, dict, dict]]:
+        for step, tensors, meta, _ in self.candidates(device):
+            return step, tensors, meta
         return None
 
     def clear(self) -> None:
@@ -123,6 +135,14 @@ class StageContext:
     rasterizer_spec: Any = None
     stage_dirs: dict = field(default_factory=dict)
     _rasterizer: Any = None
+
+    def notice(self, message: str) -> None:
+        """One line the user should see (a discarded checkpoint, a restart from step 0):
+        printed to stderr and logged as a ``notice`` event."""
+        import sys
+
+        self.log("notice", stage=self.name, message=message)
+        print(f"note: {self.name}: {message}", file=sys.stderr, flush=True)
 
     def stage_dir(self, name: str) -> Path:
         """Output folder of an earlier, finished stage, by its recipe name."""
@@ -218,50 +238,160 @@ def stage_folder_name(index: int, name: str) -> str:
     return f"{index:02d}_{name}"
 
 
+def ensure_inside(path: Path, root: Path, what: str = "output") -> Path:
+    """``path`` if it resolves inside ``root``; else :class:`RunDirError` (a name from a
+    recipe or a command line must never make a run write outside its folder)."""
+    p, r = Path(path).resolve(), Path(root).resolve()
+    if p != r and r not in p.parents:
+        raise RunDirError(f"{path}: {what} would be written outside {root}; refusing")
+    return Path(path)
+
+
+def plain_for_fingerprint(recipe_plain: dict) -> dict:
+    """The parts of a resolved recipe that decide what its stages compute (not the device)."""
+    return {k: v for k, v in recipe_plain.items() if k != "device"}
+
+
+def stage_fingerprints(recipe_plain: dict) -> list[dict]:
+    """``[{label, fingerprint}]``: stage k's fingerprint covers the top-level settings and
+    stages 1..k, so changing a stage's params changes it and every later stage's, never an
+    earlier one's."""
+    plain = plain_for_fingerprint(recipe_plain)
+    top = {k: v for k, v in plain.items() if k != "stages"}
+    stages = plain.get("stages") or []
+    out = []
+    for k, st in enumerate(stages):
+        text = json.dumps([top, stages[: k + 1]], sort_keys=True, default=str)
+        out.append({"label": st.get("id") or st.get("name"), "fingerprint": recipe_fingerprint(text)})
+    return out
+
+
+def recipe_differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """Dotted ``--set``-style paths where two resolved recipes differ, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in list(old) + [k for k in new if k not in old]:
+            out += recipe_differences(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{path}.{k}" if path else str(k))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and all(isinstance(x, dict) for x in old + new) and path == "stages":
+        def key(x):
+            return str(x.get("id") or x.get("name"))
+        om, nm = {key(x): x for x in old}, {key(x): x for x in new}
+        if list(om) != list(nm):
+            return [f"stages: {' -> '.join(om)} became {' -> '.join(nm)}"]
+        return [d for k in om for d in recipe_differences(om[k], nm[k], f"stages.{k}")]
+    if old != new:
+        return [f"{path}: {_short(old)} -> {_short(new)}"]
+    return []
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, default=str) if not isinstance(v, str) else v
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
 class RunDir:
     """A run folder bound to one resolved recipe."""
 
-    def __init__(self, path: Path, resolved_yaml: str, recipe_name: str, fingerprint: str) -> None:
+    def __init__(self, path: Path, resolved_yaml: str, recipe_name: str, fingerprint: str,
+                 stages: Optional[list[dict]] = None) -> None:
         self.path = Path(path)
         self.resolved_yaml = resolved_yaml
         self.fingerprint = fingerprint
         self.recipe_name = recipe_name
+        self.stages = stages if stages is not None else []
 
-    def open(self) -> None:
-        """Create the folder, or check an existing one holds this same recipe's run."""
+    def check_usable(self) -> None:
+        """Refuse (writing nothing) a path that is a file or a non-empty folder that is not a
+        fourreal run."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{self.path}: is a file, not a folder; choose another --out")
+        if (self.path.is_dir() and any(p.name != LOCK_FILE for p in self.path.iterdir())
+                and not (self.path / "run.json").exists()):
+            raise RunDirError(
+                f"{self.path}: folder is not empty and holds no fourreal run; "
+                "choose another --out (nothing was overwritten)"
+            )
+
+    def open(self) -> list[str]:
+        """Create the folder, or check an existing one holds this same recipe's run (call with
+        the run lock held). A recipe that differs only in stages that have not finished (a
+        stage failed on bad input and the input was corrected) is accepted: those stages'
+        checkpoints are discarded. Returns the lines to tell the user."""
+        self.check_usable()
         run_json = self.path / "run.json"
-        if self.path.exists() and any(self.path.iterdir()):
-            if not run_json.exists():
-                raise RunDirError(
-                    f"{self.path}: folder is not empty and holds no fourreal run; "
-                    "choose another --out (nothing was overwritten)"
-                )
-            info = json.loads(run_json.read_text())
+        notices: list[str] = []
+        if run_json.exists():
+            try:
+                info = json.loads(run_json.read_text())
+            except (OSError, ValueError) as exc:
+                raise RunDirError(f"{run_json}: unreadable ({exc}); choose another --out") from None
             if info.get("fingerprint") != self.fingerprint:
-                raise RunDirError(
-                    f"{self.path}: holds a run of a different recipe "
-                    f"({info.get('recipe', '?')!r}, fingerprint {info.get('fingerprint')}); "
-                    "refusing to overwrite it -- choose another --out or delete the folder"
-                )
+                notices = self._accept_changed_recipe(info)
         (self.path / "stages").mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)
-        if not (self.path / "recipe.yaml").exists():
+        if notices or not (self.path / "recipe.yaml").exists():
             write_text(self.path / "recipe.yaml", self.resolved_yaml)
-        if not run_json.exists():
-            write_json(run_json, {"recipe": self.recipe_name, "fingerprint": self.fingerprint})
+        if notices or not run_json.exists():
+            write_json(run_json, {"recipe": self.recipe_name, "fingerprint": self.fingerprint, "stages": self.stages})
+        return notices
+
+    def _accept_changed_recipe(self, info: dict) -> list[str]:
+        import yaml
+
+        try:
+            old_plain = yaml.safe_load((self.path / "recipe.yaml").read_text())
+        except Exception:
+            old_plain = {}
+        new_plain = yaml.safe_load(self.resolved_yaml)
+        diffs = recipe_differences(plain_for_fingerprint(old_plain or {}), plain_for_fingerprint(new_plain or {}))
+        what = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+        old_stages = info.get("stages")
+        first = None
+        if isinstance(old_stages, list):
+            for k in range(max(len(old_stages), len(self.stages))):
+                if k >= len(old_stages) or k >= len(self.stages) or old_stages[k] != self.stages[k]:
+                    first = k
+                    break
+        finished = [
+            (k, st["label"]) for k, st in enumerate(old_stages or [])
+            if isinstance(st, dict) and self.is_complete(k + 1, str(st.get("label")))
+        ]
+        blocking = [f"{k + 1} {label}" for k, label in finished if first is None or k >= first]
+        if not isinstance(old_stages, list) or blocking or first is None:
+            stage_note = f"; finished stage(s) {', '.join(blocking)} used the old values" if blocking else ""
+            raise RunDirError(
+                f"{self.path}: holds a run of a different recipe ({what or 'recipe ' + repr(info.get('recipe', '?'))}"
+                f"{stage_note}); refusing to overwrite it -- rerun with the old values, choose another --out, "
+                "or delete the folder to start fresh"
+            )
+        # only stages from `first` on changed, and none of them has finished: restart them
+        for k in range(first, max(len(old_stages), len(self.stages))):
+            for st in (old_stages[k] if k < len(old_stages) else None, self.stages[k] if k < len(self.stages) else None):
+                if isinstance(st, dict):
+                    ck = self.checkpoint_dir(k + 1, str(st.get("label")))
+                    if ck.exists():
+                        shutil.rmtree(ck)
+        label = self.stages[first]["label"] if first < len(self.stages) else "?"
+        return [
+            f"recipe changed since the last attempt ({what}); finished stages before stage {first + 1} are kept, "
+            f"stage {first + 1} {label} and later start from step 0 (their checkpoints were discarded)"
+        ]
 
     @property
     def log(self) -> RunLog:
         return RunLog(self.path / "log.jsonl")
 
     def final_dir(self, index: int, name: str) -> Path:
-        return self.path / "stages" / stage_folder_name(index, name)
+        return ensure_inside(self.path / "stages" / stage_folder_name(index, name), self.path, "stage folder")
 
     def partial_dir(self, index: int, name: str) -> Path:
-        return self.path / "stages" / f".{stage_folder_name(index, name)}.partial"
+        return ensure_inside(self.path / "stages" / f".{stage_folder_name(index, name)}.partial", self.path,
+                             "stage folder")
 
     def checkpoint_dir(self, index: int, name: str) -> Path:
-        return self.path / "checkpoints" / stage_folder_name(index, name)
+        return ensure_inside(self.path / "checkpoints" / stage_folder_name(index, name), self.path,
+                             "checkpoint folder")
 
     def is_complete(self, index: int, name: str) -> bool:
         return self.final_dir(index, name).is_dir()
@@ -309,19 +439,32 @@ def execute(
     device: Optional[str] = None,
     console: Any = None,
 ) -> Path:
-    """Run every stage of ``recipe`` in ``out``; skip stages already complete there."""
+    """Run every stage of ``recipe`` in ``out``; skip stages already complete there.
+
+    The run folder is locked for the whole run (:class:`~fourreal_core.lock.FolderLock`):
+    a second writer gets a :class:`RunDirError` naming the holder."""
+    from .recipe import dump_recipe, to_plain
+
+    dev = resolve_device(device or recipe.device)
+    run = RunDir(out, dump_recipe(recipe), recipe.name, recipe_fingerprint(fingerprint_yaml(recipe)),
+                 stage_fingerprints(to_plain(recipe)))
+    run.check_usable()
+    with FolderLock(run.path, what=str(out)):
+        return _execute_locked(recipe, run, registry, dev, console)
+
+
+def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "torch.device", console: Any) -> Path:
     import random
 
     import numpy as np
     import torch
 
-    from .recipe import dump_recipe
-
-    dev = resolve_device(device or recipe.device)
-    run = RunDir(out, dump_recipe(recipe), recipe.name, recipe_fingerprint(fingerprint_yaml(recipe)))
-    run.open()
+    notices = run.open()
     log = run.log
     log("run_start", recipe=recipe.name, device=str(dev))
+    for line in notices:
+        log("notice", message=line)
+        _say(console, f"note: {line}")
     stage_dirs: dict[str, Path] = {}
     for index, spec in enumerate(recipe.stages, start=1):
         name = spec.label
@@ -332,7 +475,7 @@ def execute(
                 console.print(f"[dim]stage {index} {name}: already complete, skipped[/dim]")
             continue
         partial = run.partial_dir(index, name)
-        shutil.rmtree(partial, ignore_errors=True)  # leftovers of an interrupted attempt
+        shutil.rmtree(partial, ignore_errors=True)  # leftovers of an interrupted attempt (we hold the lock)
         partial.mkdir(parents=True)
         seed = recipe.seed + index
         random.seed(seed)
@@ -358,12 +501,58 @@ def execute(
             console.print(f"[bold cyan]stage {index} {name}[/bold cyan]")
         t0 = time.perf_counter()
         log("stage_start", stage=name, index=index)
-        stage.run(ctx)
+        with stage_errors(f"stage {index} {name}", dev):
+            stage.run(ctx)
         final = run.finish(index, name)
         stage_dirs[name] = final
         log("stage_end", stage=name, index=index, seconds=round(time.perf_counter() - t0, 3))
     log("run_end", recipe=recipe.name)
     return run.path
+
+
+def _say(console: Any, line: str) -> None:
+    import sys
+
+    if console is not None:
+        from rich.markup import escape
+
+        console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True)
+    else:
+        print(line, file=sys.stderr)
+
+
+class stage_errors:
+    """Turn out-of-memory inside a stage into one line naming the stage and what to lower."""
+
+    def __init__(self, where: str, device: Any) -> None:
+        self.where = where
+        self.device = device
+
+    def __enter__(self) -> "stage_errors":
+        return self
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        if exc is None or not is_out_of_memory(exc):
+            return False
+        from .errors import FourRealError
+
+        kind = "CUDA" if "cuda" in str(self.device) or "CUDA" in str(exc) else str(self.device).upper()
+        raise FourRealError(
+            f"{self.where}: out of {kind} memory; lower the resolution (height/width), "
+            "densify.max_gaussians, or the frames per SDS video (num_frames); finished stages and "
+            "checkpoints are kept"
+        ) from exc
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, MemoryError) or isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    )
 
 
 def completed_stage_dirs(run_dir: Path) -> dict[str, Path]:
@@ -374,6 +563,66 @@ def completed_stage_dirs(run_dir: Path) -> dict[str, Path]:
         for d in sorted(p for p in stages.iterdir() if p.is_dir() and not p.name.startswith(".")):
             out[d.name.split("_", 1)[1] if "_" in d.name else d.name] = d
     return out
+
+
+OUTPUT_MARKER = ".fourreal-output.json"
+RESERVED_OUTPUT_NAMES = {"stages", "checkpoints", "recipe.yaml", "run.json", "log.jsonl"}
+
+
+def check_output_name(out_name: str) -> str:
+    """A sub-folder name for ``fourreal export/eval/render --out``: one plain path component."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", out_name or "") or ".." in out_name:
+        raise RunDirError(
+            f"--out {out_name!r}: must be a plain sub-folder name of the run (letters, digits, '_', '-', '.'; "
+            "no '/' or '..')"
+        )
+    if out_name in RESERVED_OUTPUT_NAMES:
+        raise RunDirError(f"--out {out_name!r}: is part of the run folder itself; choose another name")
+    return out_name
+
+
+def _written_files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != OUTPUT_MARKER)
+
+
+def check_replaceable_output(folder: Path, kind: str) -> None:
+    """Refuse (touching nothing) to replace ``folder`` unless it is a fourreal output of the
+    same kind holding only the files fourreal wrote there."""
+    if not folder.exists():
+        return
+    marker = folder / OUTPUT_MARKER
+    info: dict = {}
+    if folder.is_dir() and marker.exists():
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            info = {}
+    if not folder.is_dir() or info.get("kind") != kind:
+        what = f"a fourreal {info['kind']} output" if info.get("kind") else "not a fourreal output folder"
+        raise RunDirError(
+            f"{folder}: already exists and is {what}, not a {kind} output; choose another --out (nothing was touched)"
+        )
+    extra = sorted(set(_written_files(folder)) - set(info.get("files", [])))
+    if extra:
+        raise RunDirError(
+            f"{folder}: holds files fourreal did not write ({', '.join(extra[:3])}"
+            f"{', ...' if len(extra) > 3 else ''}); move them or choose another --out (nothing was touched)"
+        )
+
+
+def _remove_own(folder: Path, kind: str) -> None:
+    """Remove a leftover folder of an earlier ``kind`` command; refuse one fourreal did not make."""
+    if not folder.exists():
+        return
+    try:
+        info = json.loads((folder / OUTPUT_MARKER).read_text())
+    except (OSError, ValueError):
+        info = {}
+    if info.get("kind") != kind:
+        raise RunDirError(f"{folder}: exists and was not made by fourreal {kind}; move it away (nothing was touched)")
+    shutil.rmtree(folder)
 
 
 def execute_adhoc(
@@ -388,7 +637,10 @@ def execute_adhoc(
     """Run one stage plugin on a finished run's outputs (``fourreal export/eval/render``).
 
     The stage sees the run's finished stages as its earlier stages, and writes into
-    ``RUN/out_name`` (replaced atomically if it exists).
+    ``RUN/out_name``: a folder this command creates, or one an earlier ``fourreal`` command of
+    the same kind wrote (which it replaces atomically). Anything else is refused untouched.
+    Two writers of one output folder exclude each other; the run itself is only read, so
+    this works while another process is still running later stages.
     """
     import torch
 
@@ -397,30 +649,37 @@ def execute_adhoc(
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").exists() or not (run_dir / "recipe.yaml").exists():
         raise RunDirError(f"{run_dir}: not a fourreal run folder (no run.json / recipe.yaml)")
+    check_output_name(out_name)
+    final = ensure_inside(run_dir / out_name, run_dir)
+    partial = ensure_inside(run_dir / f".{out_name}.partial", run_dir)
+    check_replaceable_output(final, stage)
     recipe = load_recipe(run_dir / "recipe.yaml", registry=registry, check_files=False)
     spec = component_from_plain("stage", {"name": stage, "params": params}, registry, source=f"fourreal {out_name}")
     dev = resolve_device(device or recipe.device)
-    final = run_dir / out_name
-    partial = run_dir / f".{out_name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    log = RunLog(run_dir / "log.jsonl")
-    ctx = StageContext(
-        name=out_name, index=0, run_dir=run_dir, out_dir=partial, recipe_dir=Path.cwd(), device=dev,
-        seed=recipe.seed, iterations_scale=recipe.iterations_scale,
-        checkpoints=CheckpointStore(run_dir / "checkpoints" / out_name), log=log, registry=registry,
-        rasterizer_spec=recipe.rasterizer, stage_dirs=completed_stage_dirs(run_dir),
-    )
-    torch.manual_seed(recipe.seed)
-    log("adhoc_start", stage=stage, out=out_name)
-    spec.build(registry).run(ctx)
-    if final.exists():
-        old = run_dir / f".{out_name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(partial, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, final)
-    log("adhoc_end", stage=stage, out=out_name)
+    with FolderLock(run_dir, name=f".{out_name}.lock", what=str(final)):
+        check_replaceable_output(final, stage)  # again, now that no other writer can change it
+        _remove_own(partial, stage)  # leftovers of an interrupted attempt of this command
+        partial.mkdir(parents=True)
+        write_json(partial / OUTPUT_MARKER, {"kind": stage, "partial": True, "files": []})
+        log = RunLog(run_dir / "log.jsonl")
+        ctx = StageContext(
+            name=out_name, index=0, run_dir=run_dir, out_dir=partial, recipe_dir=Path.cwd(), device=dev,
+            seed=recipe.seed, iterations_scale=recipe.iterations_scale,
+            checkpoints=CheckpointStore(run_dir / "checkpoints" / out_name), log=log, registry=registry,
+            rasterizer_spec=recipe.rasterizer, stage_dirs=completed_stage_dirs(run_dir),
+        )
+        torch.manual_seed(recipe.seed)
+        log("adhoc_start", stage=stage, out=out_name)
+        with stage_errors(f"{stage}", dev):
+            spec.build(registry).run(ctx)
+        write_json(partial / OUTPUT_MARKER, {"kind": stage, "files": _written_files(partial)})
+        if final.exists():
+            old = run_dir / f".{out_name}.old"
+            _remove_own(old, stage)
+            os.replace(final, old)  # checked above: a same-kind output holding only fourreal's files
+            os.replace(partial, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(partial, final)
+        log("adhoc_end", stage=stage, out=out_name)
     return final
