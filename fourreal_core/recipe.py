@@ -23,6 +23,8 @@ field they land on; list items may be addressed by index or by their ``name``
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -79,9 +81,13 @@ def load_yaml(path: Path) -> Any:
     if not path.exists():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise RecipeError(f"{path}:{line}: not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x}); "
+                          "save the recipe as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -263,9 +269,14 @@ class _Validator:
             return {str(k): self.value(v, vt, _join(path, str(k))) for k, v in value.items()}
         if ann is Ramp:
             try:
-                return Ramp(value)
+                ramp = Ramp(value)
             except ValueError as exc:
                 raise self.fail(path, str(exc)) from None
+            if not all(math.isfinite(v) for v in (ramp.v0, ramp.v1)):
+                raise self.fail(path, f"expected finite values, got {ramp.to_yaml()}")
+            if _is_learning_rate(path) and min(ramp.v0, ramp.v1) < 0:
+                raise self.fail(path, f"a learning rate must be >= 0, got {ramp.to_yaml()}")
+            return ramp
         if is_dataclass(ann):
             return self.dataclass_from(ann, value, path)
         if ann is bool:
@@ -279,14 +290,21 @@ class _Validator:
                 return int(value)
             raise self.fail(path, f"expected an integer, got {_tname(value)} {_short(value)}")
         if ann is float:
+            number = None
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+                number = float(value)
+            elif isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
                 try:
-                    return float(value)
+                    number = float(value)
                 except ValueError:
                     pass
-            raise self.fail(path, f"expected a number, got {_tname(value)} {_short(value)}")
+            if number is None:
+                raise self.fail(path, f"expected a number, got {_tname(value)} {_short(value)}")
+            if not math.isfinite(number):
+                raise self.fail(path, f"expected a finite number, got {number}")
+            if _is_learning_rate(path) and number < 0:
+                raise self.fail(path, f"a learning rate must be >= 0, got {number}")
+            return number
         if ann is str:
             if isinstance(value, str):
                 return value
@@ -357,6 +375,24 @@ class _Validator:
         return ComponentSpec(kind, name, params, path, sid)
 
 
+def _is_learning_rate(path: str) -> bool:
+    """Fields named ``lr``, ``*_lr``, ``lr_*`` or ``*_lr_*`` (``means_lr``, ``lr_final``)."""
+    key = path.rsplit(".", 1)[-1].split("[", 1)[0]
+    return key == "lr" or key.endswith("_lr") or key.startswith("lr_") or "_lr_" in key
+
+
+#: Names that become folder names (stage ids and labels, the recipe name): one plain component.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_path_name(value: str, file: str, yaml_path: str) -> None:
+    if not SAFE_NAME.fullmatch(value) or ".." in value:
+        raise RecipeError(
+            f"{file}: {yaml_path}: {value!r} becomes a folder name: use 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit (no '/', '..' or spaces)"
+        )
+
+
 def _marker(ann: Any, cls: type) -> Any:
     if typing.get_origin(ann) is typing.Annotated:
         for m in typing.get_args(ann)[1:]:
@@ -425,8 +461,10 @@ def load_recipe(
     v = _Validator(registry, str(path), path.resolve().parent, check_files)
     recipe = v.dataclass_from(Recipe, data, "")
     recipe.path = path.resolve()
+    check_path_name(recipe.name, str(path), "name")
     seen: dict[str, int] = {}
     for i, st in enumerate(recipe.stages):
+        check_path_name(st.label, str(path), f"stages[{i}].{'id' if st.id else 'name'}")
         if st.label in seen:
             raise RecipeError(
                 f"{path}: stages[{i}]: stage {st.label!r} already runs as stages[{seen[st.label]}]; "

@@ -81,6 +81,46 @@ def _resolve_image(root: Path, file_path: str, json_path: Path) -> Path:
     raise InputError(f"{json_path}: frame image {file_path!r} not found (looked for {p})")
 
 
+def sel_keys(data: dict, idx: int) -> set:
+    """Keys set on frame ``idx`` itself (per-frame intrinsics), to name where a bad value is."""
+    fr = data["frames"][idx]
+    return set(fr) if isinstance(fr, dict) else set()
+
+
+def _number(value: Any, where: str, positive: bool = False) -> float:
+    """A finite number from the JSON, or an :class:`InputError` naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InputError(f"{where} must be a number, got {json.dumps(value)[:40]}")
+    try:
+        v = float(value)
+    except ValueError:
+        raise InputError(f"{where} must be a number, got {json.dumps(value)[:40]}") from None
+    if not math.isfinite(v):
+        raise InputError(f"{where} must be finite, got {value}")
+    if positive and v <= 0:
+        raise InputError(f"{where} must be > 0, got {value}")
+    return v
+
+
+def _matrix(value: Any, where: str) -> "torch.Tensor":
+    """A camera-to-world 4x4 (or 3x4) matrix of finite numbers with an invertible rotation."""
+    import torch
+
+    rows = value if isinstance(value, list) else None
+    if rows is None or len(rows) not in (3, 4) or any(not isinstance(r, list) or len(r) != 4 for r in rows):
+        raise InputError(f"{where} must be a 4x4 (or 3x4) list of rows of numbers, got {json.dumps(value)[:60]}")
+    m = torch.tensor([[_number(v, f"{where}[{i}][{j}]") for j, v in enumerate(r)] for i, r in enumerate(rows)],
+                     dtype=torch.float64)
+    if m.shape == (3, 4):
+        m = torch.cat([m, torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)])
+    det = float(torch.linalg.det(m[:3, :3]))
+    if abs(det) < 1e-9:
+        raise InputError(f"{where} is singular (its rotation part has determinant {det:.3g}); not a camera pose")
+    if abs(float(torch.linalg.det(m))) < 1e-9:
+        raise InputError(f"{where} is singular (last row {m[3].tolist()}); expected [0, 0, 0, 1]")
+    return m
+
+
 def _image_size(path: Path) -> tuple[int, int]:
     """(H, W) of an image file without decoding all of it when possible."""
     try:
@@ -171,24 +211,20 @@ def load_transforms(
             raise InputError(f"{where} is not an object")
         if "transform_matrix" not in fr:
             raise InputError(f"{where} has no transform_matrix")
-        m = torch.tensor(fr["transform_matrix"], dtype=torch.float64)
-        if m.shape == (3, 4):
-            m = torch.cat([m, torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)])
-        if m.shape != (4, 4):
-            raise InputError(f"{where}: transform_matrix must be 4x4, got {list(m.shape)}")
+        m = _matrix(fr["transform_matrix"], f"{where}.transform_matrix")
         if "file_path" not in fr:
             raise InputError(f"{where} has no file_path")
         img_path = _resolve_image(root, str(fr["file_path"]), jpath)
         cam = {k: fr.get(k, data.get(k)) for k in _INTRINSIC_KEYS}
         if not dist_seen and any(
-            abs(float(fr.get(k, data.get(k, 0.0)) or 0.0)) > 0 for k in _DISTORTION_KEYS
+            abs(_number(fr.get(k, data.get(k, 0.0)) or 0.0, f"{where}: {k}")) > 0 for k in _DISTORTION_KEYS
         ):
             dist_seen = True
         c2ws.append(m)
         intr.append(cam)
         files.append(img_path)
         masks_files.append(_resolve_image(root, str(fr["mask_path"]), jpath) if fr.get("mask_path") else None)
-        times.append(fr.get("time"))
+        times.append(None if fr.get("time") is None else _number(fr["time"], f"{where}.time"))
         idxs.append(idx)
     if dist_seen:
         present = [k for k in _DISTORTION_KEYS if k in data or k in sel[0][1]]
@@ -199,7 +235,14 @@ def load_transforms(
     # --- intrinsics for the images as they are on disk ---------------------------------
     Ks, sizes = [], []
     size_cache: dict[Path, tuple[int, int]] = {}
-    for f, cam in zip(files, intr):
+    for f, cam, idx in zip(files, intr, idxs):
+        where = f"{jpath}: frames[{idx}]"
+        for k in _INTRINSIC_KEYS:
+            if cam.get(k) is not None:
+                cam[k] = _number(cam[k], f"{where}: {k}" if k in sel_keys(data, idx) else f"{jpath}: {k}",
+                                 positive=k != "cx" and k != "cy")
+        if cam.get("camera_angle_x") is not None and not cam["camera_angle_x"] < math.pi:
+            raise InputError(f"{jpath}: camera_angle_x must be below pi radians, got {cam['camera_angle_x']}")
         decl_w, decl_h = cam.get("w"), cam.get("h")
         if decl_w is None or decl_h is None or load_images:
             if f not in size_cache:
@@ -277,7 +320,7 @@ def load_transforms(
     extras = data.get("fourreal") if isinstance(data.get("fourreal"), dict) else {}
     anchor_src = extras.get("anchor", data.get("anchor"))
     anchor = None
-    if anchor_src is not None and int(anchor_src) in idxs:
+    if anchor_src is not None and int(_number(anchor_src, f"{jpath}: anchor")) in idxs:
         anchor = idxs.index(int(anchor_src))
 
     fps = float(extras.get("fps", data.get("fps", 8.0)) or 8.0) / stride

@@ -168,7 +168,7 @@ def read_image(
     try:
         arr = iio.imread(path)
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad input
-        raise InputError(f"{path}: not a readable image ({_short(e)})") from None
+        raise InputError(f"{path}: {_image_failure(path, e)}") from None
     if arr.ndim == 4:  # animated image: first frame
         arr = arr[0]
     try:
@@ -177,6 +177,23 @@ def read_image(
         raise InputError(f"{path}: {e}") from None
     h, w = target_size(img.shape[0], img.shape[1], height, width)
     return resize_frames(img[None], h, w)[0]
+
+
+def _image_failure(path: Path, exc: Exception) -> str:
+    """Why an image did not decode, in words (imageio's own message lists the plugins it
+    tried, e.g. "pip install imageio[opencv]", which misleads for a file that is no image)."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:  # pragma: no cover - pillow comes with imageio
+        return f"not a readable image ({_short(exc)})"
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except UnidentifiedImageError:
+        return "not an image file (its contents are not PNG, JPEG or another known image format)"
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt data
+        return f"image data is damaged or truncated ({_short(e)})"
+    return f"not a readable image ({_short(exc)})"
 
 
 def read_image_rgba(path: Union[str, os.PathLike]) -> "torch.Tensor":
@@ -191,7 +208,7 @@ def read_image_rgba(path: Union[str, os.PathLike]) -> "torch.Tensor":
     try:
         arr = np.asarray(iio.imread(path))
     except Exception as e:  # noqa: BLE001
-        raise InputError(f"{path}: not a readable image ({_short(e)})") from None
+        raise InputError(f"{path}: {_image_failure(path, e)}") from None
     scale = 65535.0 if arr.dtype == np.uint16 else 255.0 if arr.dtype.kind in "iu" else 1.0
     x = torch.from_numpy(arr.astype(np.float32) / scale)
     if x.ndim == 2:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -150,15 +151,39 @@ def write_ply(
 _REST = re.compile(r"^f_rest_(\d+)$")
 
 
+def read_plydata(path: os.PathLike | str):
+    """``plyfile.PlyData.read`` with one-line errors for files that are not (whole) PLYs."""
+    from plyfile import PlyData, PlyParseError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such PLY file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(5)
+        if not (head.startswith(b"ply\n") or head.startswith(b"ply\r")):
+            raise InputError(f"{path}: not a PLY file (it does not start with 'ply')")
+        return PlyData.read(str(path))
+    except PlyParseError as exc:
+        raise InputError(f"{path}: damaged or truncated PLY ({_first_line(exc)})") from None
+    except (ValueError, EOFError, IndexError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: damaged or truncated PLY ({type(exc).__name__}: {_first_line(exc)})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:120] if text else type(exc).__name__
+
+
 def read_ply(path: os.PathLike | str) -> PlyGaussians:
     """Read a standard 3DGS PLY (any SH degree; extra properties are ignored).
 
     Raises:
         InputError: when a required property is missing or the f_rest count is invalid.
     """
-    from plyfile import PlyData
-
-    ply = PlyData.read(str(path))
+    ply = read_plydata(path)
     try:
         v = ply["vertex"]
     except KeyError as e:
@@ -184,6 +209,11 @@ def read_ply(path: os.PathLike | str) -> PlyGaussians:
 
     k1 = (degree + 1) ** 2 - 1
     rest = cols([f"f_rest_{i}" for i in range(len(rest_idx))]).reshape(n, 3, k1)
+    for prop in required + [f"f_rest_{i}" for i in range(len(rest_idx))]:
+        bad = ~np.isfinite(np.asarray(data[prop], dtype=np.float64))
+        if bad.any():
+            raise InputError(f"{path}: vertex {int(np.argmax(bad))} has a non-finite {prop} "
+                             f"({int(bad.sum())} of {n} vertices); not a usable splat file")
     return PlyGaussians(
         means=cols(["x", "y", "z"]),
         quats=cols([f"rot_{i}" for i in range(4)]),

@@ -43,13 +43,24 @@ def read_points(path: Path) -> PointCloud:
     path = Path(path)
     try:
         if path.suffix == ".npz":
-            with np.load(path) as z:
-                return PointCloud(torch.from_numpy(z["points"].astype(np.float32)),
-                                  torch.from_numpy(z["colors"].astype(np.float32)))
-        from plyfile import PlyData
+            import zipfile
 
-        v = PlyData.read(str(path))["vertex"]
+            try:
+                with np.load(path) as z:
+                    pts, cols = z["points"].astype(np.float32), z["colors"].astype(np.float32)
+            except zipfile.BadZipFile:
+                raise InputError(f"{path}: not a readable .npz file") from None
+            if not np.isfinite(pts).all():
+                raise InputError(f"{path}: points hold non-finite coordinates")
+            return PointCloud(torch.from_numpy(pts), torch.from_numpy(cols))
+        from fourreal_gaussians.ply import read_plydata
+
+        v = read_plydata(path)["vertex"]
         pts = np.stack([v["x"], v["y"], v["z"]], -1).astype(np.float32)
+        bad = ~np.isfinite(pts).all(-1)
+        if bad.any():
+            raise InputError(f"{path}: point {int(np.argmax(bad))} has a non-finite coordinate "
+                             f"({int(bad.sum())} of {len(pts)} points)")
         names = v.data.dtype.names
         if "red" in names:
             cols = np.stack([v["red"], v["green"], v["blue"]], -1).astype(np.float32)
