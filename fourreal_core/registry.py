@@ -60,6 +60,13 @@ class _EmptyConfig:
     pass
 
 
+def _norm(dist: str) -> str:
+    """Distribution names compare as pip does (PEP 503: case, '-', '_' and '.' alike)."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
 class Registry:
     """Maps (kind, name) to a factory and its config dataclass."""
 
@@ -122,27 +129,40 @@ class Registry:
     def load_entry_points(self, only: Optional[Iterable[str]] = None) -> None:
         """Load plugins from the ``fourreal`` entry-point group.
 
-        ``only``: entry-point names to load (defaults to the ``FOURREAL_PLUGINS`` env var,
-        a comma list; empty or unset loads all).
+        ``only``: an allowlist (defaults to the ``FOURREAL_PLUGINS`` env var, a comma list;
+        empty or unset loads all). Each item is an entry-point name (``stages``), or a
+        distribution and entry-point name (``fourreal:stages``), or a whole distribution
+        (``my-plugins:*``). Naming the distribution is what keeps another installed package
+        that declares an entry point of the same name from loading.
         """
         if only is None:
             env = os.environ.get("FOURREAL_PLUGINS", "").strip()
             only = [s.strip() for s in env.split(",") if s.strip()] if env else None
-        wanted = set(only) if only is not None else None
+        wanted = [w for w in only] if only is not None else None
         eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+
+        def dist_of(ep) -> str:
+            return ep.dist.name if ep.dist is not None else "?"
+
+        def matches(item: str, ep) -> bool:
+            if ":" in item:
+                dist, name = item.split(":", 1)
+                return _norm(dist) == _norm(dist_of(ep)) and name in ("*", ep.name)
+            return item == ep.name
+
         if wanted is not None:
-            known = {e.name for e in eps}
-            missing = sorted(wanted - known)
+            missing = [w for w in wanted if not any(matches(w, ep) for ep in eps)]
             if missing:
+                known = sorted({f"{dist_of(e)}:{e.name}" for e in eps})
                 raise PluginError(
                     f"FOURREAL_PLUGINS names unknown entry point(s) {', '.join(missing)}"
-                    f" (installed: {', '.join(sorted(known)) or 'none'})"
+                    f" (installed: {', '.join(known) or 'none'})"
                 )
         seen: set[str] = set()
         for ep in eps:
-            if wanted is not None and ep.name not in wanted:
+            if wanted is not None and not any(matches(w, ep) for w in wanted):
                 continue
-            dist = ep.dist.name if ep.dist is not None else "?"
+            dist = dist_of(ep)
             source = f"{dist}:{ep.value}"
             if source in seen:  # the same distribution found twice on sys.path
                 continue

@@ -264,6 +264,35 @@ def _install_interrupt_handlers() -> None:
     signal.signal(signal.SIGTERM, _term)
 
 
+def _environment_error(exc: BaseException) -> Optional[str]:
+    """One line for failures of the machine rather than of fourreal: a disk that is full,
+    read-only or not a folder, and out of memory. None for anything else (a bug)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = exc.filename or ""
+        if exc.filename2:
+            where = f"{where} -> {exc.filename2}"
+        advice = {
+            errno.ENOSPC: "no space left on the disk; free some space or choose another --out "
+                          "(finished stages and checkpoints are kept; rerun to resume)",
+            errno.EROFS: "the filesystem is read-only; choose a writable --out",
+            errno.EACCES: "permission denied; choose a folder you can write to",
+            errno.EPERM: "operation not permitted; choose a folder you can write to",
+            errno.ENOTDIR: "a part of this path is a file, not a folder; choose another --out",
+            errno.EISDIR: "is a folder where a file was expected",
+            errno.ENOENT: "no such file or folder",
+            errno.EEXIST: "already exists",
+        }.get(exc.errno, exc.strerror or str(exc))
+        return f"{where}: {advice}" if where else advice
+    from fourreal_core.run import is_out_of_memory
+
+    if is_out_of_memory(exc):
+        return ("out of memory; lower the resolution (height/width), densify.max_gaussians, or the frames per "
+                "SDS video (num_frames); finished stages and checkpoints are kept")
+    return None
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry: one-line errors, exit 2, no traceback unless --debug."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -295,6 +324,10 @@ def main(argv: Optional[list[str]] = None) -> None:
             sys.exit(exc.exit_code)
         if debug:
             raise
+        line = _environment_error(exc)
+        if line is not None:
+            err_console.print(f"[bold red]error:[/bold red] {escape(line)}", highlight=False, soft_wrap=True)
+            sys.exit(2)
         err_console.print(
             f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} "
             "(rerun with --debug for the traceback)",

@@ -78,7 +78,8 @@ def load_pipeline(path: str, allowed: tuple[str, ...], what: str, example: str, 
         raise FourRealError("the diffusers priors need `pip install fourreal[video]` (diffusers, transformers)") from None
     cls = getattr(diffusers, name)
     try:
-        pipe = cls.from_pretrained(str(p), torch_dtype=dtype, local_files_only=True)
+        # safetensors only: a pickled .bin in a model folder is never unpickled
+        pipe = cls.from_pretrained(str(p), torch_dtype=dtype, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise InputError(f"{p}: cannot load {name} ({str(exc).splitlines()[0][:200]})") from None
     pipe.set_progress_bar_config(disable=True)

@@ -312,7 +312,10 @@ def train_prior(
                         pe.lerp_(pm, 1.0 - decay)
             lv = float(loss.detach())
             if not math.isfinite(lv):
-                raise FloatingPointError(f"train-prior: loss is {lv} at step {step}; lower --lr")
+                from fourreal_core.trainer import NonFiniteError
+
+                raise NonFiniteError(f"train-prior step {step}: the loss became non-finite ({lv}); lower --lr "
+                                     "(the last checkpoint is kept)")
             losses.append(lv)
             if bar_cm is not None:
                 bar_cm.update(1, loss=lv)
