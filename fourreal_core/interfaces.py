@@ -287,15 +287,31 @@ class VideoPrior(ABC):
         noise_level: "torch.Tensor | float",
         known_frames: Optional[Mapping[int, "torch.Tensor"]] = None,
         prompt: str = "",
+        *,
+        cameras: Optional["Cameras"] = None,
+        times: Optional["torch.Tensor"] = None,
     ) -> "torch.Tensor":
         """One-step denoised estimate x0 ``[F,H,W,3]`` for SDS.
 
         ``noisy`` holds the *clean* rendered frames ``[F,H,W,3]`` in [0,1] at the prior's
-        native size; the prior adds noise at ``noise_level`` (a diffusion time in (0,1), in
-        its own parameterisation -- flow-matching sigma, or a DDPM timestep fraction -- as it
-        documents), encoding and decoding inside for latent priors, conditions on
-        ``known_frames`` and ``prompt``, and returns its x0 prediction. Implementations take
-        an optional ``generator`` keyword for reproducible noise."""
+        SDS size (:meth:`sds_size`); the prior adds noise at ``noise_level`` (a diffusion
+        time in (0,1), in its own parameterisation -- flow-matching sigma, or a DDPM timestep
+        fraction -- as it documents), encoding and decoding inside for latent priors,
+        conditions on ``known_frames`` and ``prompt``, and returns its x0 prediction.
+        Implementations take an optional ``generator`` keyword for reproducible noise, and
+        may take optional ``cameras`` (:class:`Cameras`, F, at the frames' size) and
+        ``times`` (``[F]`` in [0,1]) keywords: where each frame was rendered from and when
+        (SDS passes them to priors whose signature has them; camera-conditioned models use
+        them, others need not declare them)."""
+
+    def sds_size(self) -> tuple[int, int, int]:
+        """``(height, width, multiple)``: the size SDS scores videos at -- renders are only
+        ever downsampled to it and cut (never stretched) to its aspect -- and the multiple a
+        smaller size must keep. Default: ``sds_height``/``sds_width`` when the prior has them,
+        else its native ``height``/``width``; ``size_multiple`` or 1."""
+        return (int(getattr(self, "sds_height", None) or self.height),
+                int(getattr(self, "sds_width", None) or self.width),
+                int(getattr(self, "size_multiple", 1) or 1))
 
 
 # ------------------------------------------------------------------------- pose estimator

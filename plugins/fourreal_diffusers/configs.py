@@ -28,11 +28,15 @@ class LTXPriorConfig:
     device: Device = "auto"
     num_inference_steps: int = 40
     guidance_scale: float = 3.0
-    x0_guidance_scale: float = 1.0  # classifier-free guidance inside predict_x0 (SDS)
+    x0_guidance_scale: float = 3.0  # classifier-free guidance inside predict_x0 (SDS; 1: off): its sampling default
     negative_prompt: str = "worst quality, inconsistent motion, blurry, jittery, distorted"
     num_frames: int = 16  # run as the next 8k+1 (17) and trimmed
     height: int = 512  # multiples of 32
     width: int = 768
+    # SDS working size (renders are only downsampled to it, cut -- never stretched -- to its
+    # aspect): the smallest 16:9 size in LTX's multiples of 32
+    sds_height: int = 288
+    sds_width: int = 512
     frame_rate: int = 25
     image_cond_noise_scale: float = 0.15  # pipeline default: noise on hard-conditioned latents
     decode_timestep: float = 0.05  # for timestep-conditioned VAEs (0.9.1+); ignored otherwise
@@ -58,11 +62,13 @@ class WanPriorConfig:
     device: Device = "auto"
     num_inference_steps: int = 40
     guidance_scale: float = 5.0
-    x0_guidance_scale: float = 1.0
+    x0_guidance_scale: float = 5.0  # SDS classifier-free guidance (1: off): its sampling default
     negative_prompt: str = ""
     num_frames: int = 16  # run as the next 4k+1 (17) and trimmed
     height: int = 480  # multiples of 16
     width: int = 832
+    sds_height: int = 480  # SDS working size: Wan 2.1's smallest trained size (480p), multiples of 16
+    sds_width: int = 832
     max_sequence_length: int = 512
     paste_known: bool = True
 
@@ -80,10 +86,12 @@ class CogVideoXPriorConfig:
     device: Device = "auto"
     num_inference_steps: int = 50
     guidance_scale: float = 6.0
-    x0_guidance_scale: float = 1.0
+    x0_guidance_scale: float = 6.0  # SDS classifier-free guidance (1: off): its sampling default
     negative_prompt: str = ""
     num_frames: int = 49  # 4k+1 (CogVideoX 1.0: 49 frames)
     height: int = 480  # multiples of 16
     width: int = 720
+    sds_height: int = 480  # SDS working size: CogVideoX 1.0's only trained size, multiples of 16
+    sds_width: int = 720
     max_sequence_length: int = 226
     paste_known: bool = True

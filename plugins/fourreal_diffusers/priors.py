@@ -206,7 +206,15 @@ class DiffusersPrior(VideoPrior):
         self.num_frames = int(cfg.num_frames)
         self.height = int(cfg.height)
         self.width = int(cfg.width)
+        self.sds_height = int(cfg.sds_height)
+        self.sds_width = int(cfg.sds_width)
         self._embeds: dict = {}
+
+    def sds_size(self) -> tuple[int, int, int]:
+        """SDS works at ``sds_height x sds_width`` (config), sizes multiples of the model's
+        spatial multiple (VAE stride x patch). ``cameras``/``times`` given to ``predict_x0``
+        are accepted and unused (these models are not camera-conditioned)."""
+        return self.sds_height, self.sds_width, int(self.spatial_multiple)
 
     def _gen_shape(self, n: int, h: int, w: int) -> tuple[int, int, int]:
         return round_frames(n, self.temporal_ratio), round_up(h, self.spatial_multiple), round_up(w, self.spatial_multiple)
@@ -308,7 +316,7 @@ class LTXPrior(DiffusersPrior):
         return self._cached((prompt, cfg_on), enc)
 
     @torch.no_grad()
-    def predict_x0(self, noisy, noise_level, known_frames=None, prompt="", generator=None):
+    def predict_x0(self, noisy, noise_level, known_frames=None, prompt="", generator=None, cameras=None, times=None):
         pipe, dev = self.pipe, self.device
         sigma = self._noise_level(noise_level)
         x, known, F_, H, W = self._prep_frames(noisy, known_frames)
@@ -442,7 +450,7 @@ class WanPrior(DiffusersPrior):
         return self._cached((prompt, cfg_on), enc)
 
     @torch.no_grad()
-    def predict_x0(self, noisy, noise_level, known_frames=None, prompt="", generator=None):
+    def predict_x0(self, noisy, noise_level, known_frames=None, prompt="", generator=None, cameras=None, times=None):
         pipe, dev = self.pipe, self.device
         if self.kind == "WanImageToVideoPipeline":
             raise FourRealError(
@@ -559,7 +567,7 @@ class CogVideoXPrior(DiffusersPrior):
         return Video(frames.contiguous(), fps=8.0)
 
     @torch.no_grad()
-    def predict_x0(self, noisy, noise_level, known_frames=None, prompt="", generator=None):
+    def predict_x0(self, noisy, noise_level, known_frames=None, prompt="", generator=None, cameras=None, times=None):
         t = self._noise_level(noise_level)
         x, known, F_, H, W = self._prep_frames(noisy, known_frames)
         pipe = self._pipe(known)

@@ -50,14 +50,26 @@ class SDSMultiViewConfig(SDSCommonConfig):
 
     weight: Ramp = field(default_factory=lambda: Ramp(5.0))  # paper E.1
     perturb_radius: float = 0.1
+    # motion stage (the stage passes the reference video): "sampled" -- a reference frame j
+    # drawn uniformly, the path rendered at its time t_j from its camera, frame 0 = I_j
+    # (paper §3.4 item 2, D.1); "canonical" -- pinned at t_c with I_c (ablation). The
+    # canonical stage is always at t_c.
+    time: Literal["sampled", "canonical"] = "sampled"
 
 
 @dataclass
 class SDSTemporalConfig(SDSCommonConfig):
-    """Temporal SDS (§3.4, D.1): the reference camera fixed, M times from the canonical time
-    (the known frame 0, rendered without deformation) spanning a random fraction in
-    ``[min_time_span, max_time_span]`` of the time range on one side of it."""
+    """Temporal SDS (§3.4, D.1): a fixed camera, M times from the canonical time spanning a
+    random fraction in ``[min_time_span, max_time_span]`` of the time range on one side of
+    it; frame 0 (the condition) is the undeformed canonical render from that camera.
+
+    ``camera: reference`` (default, the paper) films from the reference camera; ``camera:
+    sampled`` from a freeze-time camera perturbed within ``perturb_radius`` as multi-view SDS
+    does -- a departure from the paper, measured in bench/sds_ablation.py.
+    """
 
     weight: Ramp = field(default_factory=lambda: Ramp(20.0))  # paper E.1
     min_time_span: float = 0.25
     max_time_span: float = 1.0
+    camera: Literal["reference", "sampled"] = "reference"
+    perturb_radius: float = 0.1  # for camera: sampled

@@ -45,7 +45,7 @@ class MaskedPriorConfig:
     checkpoint: InputPath = "checkpoints/masked_prior"  # folder with model.safetensors + config.json
     num_inference_steps: int = 32  # Euler steps of generate()
     guidance_scale: float = 1.0  # classifier-free guidance of generate() (1: off)
-    x0_guidance_scale: float = 1.0  # classifier-free guidance of predict_x0() (SDS; 1: off)
+    x0_guidance_scale: float = 3.0  # classifier-free guidance of predict_x0() (SDS; 1: off); trained with prompt dropout
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     use_ema: bool = True  # load the EMA weights when the checkpoint has them
 

@@ -135,6 +135,11 @@ class MaskedPrior(VideoPrior):
         self.model.to(device)
         return self
 
+    def sds_size(self) -> tuple[int, int, int]:
+        """SDS works at the trained clip size (the paper's low-resolution stage: 36x64),
+        smaller sizes in multiples of the patch."""
+        return self.height, self.width, int(self.model.cfg.patch)
+
     # ------------------------------------------------------------------ internals
     def _work_size(self, height: int, width: int) -> tuple[int, int]:
         p = self.model.cfg.patch
@@ -209,11 +214,16 @@ class MaskedPrior(VideoPrior):
         known_frames: Optional[Mapping[int, torch.Tensor]] = None,
         prompt: str = "",
         generator: Optional[torch.Generator] = None,
+        cameras=None,
+        times=None,
     ) -> torch.Tensor:
         """One-step x0 of frames ``noisy`` ``[F,H,W,3]`` in [0,1] (clean renders: the noise is
         added here): ``x_t = (1-t) x + t eps``, ``x0 = x_t - t v``. ``noise_level`` is the
         flow time ``t`` in [0,1]. Returns ``[F,H,W,3]`` in [0,1] (detached); known frames
-        are returned exactly. ``generator`` (CPU) draws ``eps`` (deterministic per seed)."""
+        are returned exactly. ``generator`` (CPU) draws ``eps`` (deterministic per seed).
+        Classifier-free guidance with ``x0_guidance_scale`` (1: the conditional prediction
+        alone, one network call). ``cameras``/``times`` are accepted and unused (the model is
+        not camera-conditioned)."""
         frames = noisy.detach().float()
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"predict_x0 expects [F,H,W,3] frames, got {tuple(frames.shape)}")

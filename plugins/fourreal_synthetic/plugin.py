@@ -1,5 +1,6 @@
 """Registers the synthetic family: stage ``synthetic`` (procedural 4D scenes with known
-truth). The implementation (torch, rendering) is imported inside the factory."""
+truth) and the ``oracle`` video prior (their ground truth, a test instrument for SDS). The
+implementations (torch, rendering) are imported inside the factories."""
 
 from __future__ import annotations
 
@@ -61,6 +62,27 @@ class SyntheticStageConfig:
             raise ValueError(f"orbit_arc_deg must be positive, got {self.orbit_arc_deg}")
 
 
+@dataclass
+class OraclePriorConfig:
+    """The ``oracle`` video prior -- a TEST INSTRUMENT for the SDS machinery, not a video
+    model: ``predict_x0`` returns the procedural scene's ground truth at the cameras and
+    times it is given, at 36x64, blurred with sigma = 1 + 2 x noise level px (see
+    fourreal_synthetic.oracle). ``scene``/``seed``/``detail`` must match the synthetic stage."""
+
+    scene: Literal["garden", "object", "articulated"] = "garden"
+    seed: int = 0
+    detail: int = 1
+    num_frames: int = 16
+    height: int = 36  # the working size (the paper's SDS size); the blur is fixed at this size
+    width: int = 64
+
+
+def _oracle_prior(cfg: OraclePriorConfig):
+    from .oracle import OraclePrior
+
+    return OraclePrior(cfg)
+
+
 def _synthetic_stage(cfg: SyntheticStageConfig):
     from .stage import SyntheticStage
 
@@ -72,4 +94,8 @@ def fourreal_register(registry):
     registry.add(
         "stage", "synthetic", _synthetic_stage, config=SyntheticStageConfig,
         description="Procedural 4D scene -> reference + freeze-time videos, test views, init points",
+    )
+    registry.add(
+        "video_prior", "oracle", _oracle_prior, config=OraclePriorConfig,
+        description="TEST INSTRUMENT for SDS: ground truth of a procedural scene, blurred (not a video model)",
     )
