@@ -21,6 +21,7 @@ class CountConfig:
     steps: int
     trace: str
     sleep: float = 0.0
+    nan_at: Optional[int] = None  # the step whose loss is NaN (tests of the non-finite guard)
     weight: Ramp = field(default_factory=lambda: Ramp(1.0))
     deformer: Optional[Component("deformer")] = None  # type: ignore[valid-type]
     input: Optional[InputFile] = None  # a file the stage would read (checked by validate)
@@ -65,7 +66,7 @@ class CountStage:
             with open(self.cfg.trace, "a") as f:
                 f.write(f"{ctx.name}:{i}\n")
             counter.add_(self.cfg.weight.at(i))
-            return {"loss": 1.0 / (i + 1)}
+            return {"loss": float("nan") if i == self.cfg.nan_at else 1.0 / (i + 1)}
 
         def state():
             return {"counter": counter}
