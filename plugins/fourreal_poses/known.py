@@ -153,7 +153,37 @@ class KnownPoseEstimator(PoseEstimator):
             cams = Cameras.cat([p.cameras for p in posed]) if _same_size(posed) else posed[0].cameras
             points = self._random_points(cams, report["source"])
             report["num_points"] = len(points)
+        else:
+            points = self._scene_points(posed, report)
         return PoseResult(videos=posed, points=points, report=report)
+
+    # ------------------------------------------------------------------ scene points
+    def _scene_points(self, posed: list[PosedVideo], report: dict):
+        """Points for a scene (docs/real-data.md): a file beside the transforms, else
+        triangulated with the poses fixed, topped up with frustum points; ``None`` for orbits
+        under ``points: auto`` and for ``points: none``."""
+        from pathlib import Path
+
+        from .triangulate import points_beside, scene_points
+
+        cfg = self.cfg
+        mode = cfg.points
+        if mode == "none" or (mode == "auto" and report["source"] == "orbit"):
+            return None
+        pfile = Path(cfg.points_file) if cfg.points_file else None
+        if pfile is None and report["source"] == "transforms":
+            for entry in report["videos"]:
+                pfile = points_beside(Path(entry["transforms"]))
+                if pfile is not None:
+                    break
+        frames, cams = distinct_views(posed, cfg.triangulate_max_frames)
+        kw = {"max_image_size": cfg.triangulate_max_image_size, "max_pair_angle_deg": cfg.triangulate_max_pair_angle_deg,
+              "pairs_per_frame": cfg.triangulate_pairs_per_frame}
+        pts, rep = scene_points(frames, cams, mode=mode, points_file=pfile, min_points=cfg.min_points,
+                                fill_points=cfg.fill_points, seed=cfg.seed, triangulate_kw=kw)
+        report["points"] = rep
+        report["num_points"] = 0 if pts is None else len(pts)
+        return pts
 
     # -------------------------------------------------------------------- transforms
     def _from_transforms(self, videos: list[Video], names: list[str]):
@@ -287,6 +317,27 @@ def _all_transforms(names: list[str]) -> bool:
         return (p.is_file() and p.suffix.lower() == ".json") or (p.is_dir() and any(p.glob("transforms*.json")))
 
     return bool(names) and all(ok(str(n)) for n in names)
+
+
+def distinct_views(posed: list[PosedVideo], max_frames: int = 64) -> tuple[torch.Tensor, Cameras]:
+    """``(frames [M,H,W,3], cameras)``: one frame per distinct camera of the videos that share
+    the first video's frame size (a fixed reference camera counts once), at most
+    ``max_frames`` of them, evenly spaced."""
+    W, H = posed[0].cameras.width, posed[0].cameras.height
+    frames, vms, Ks = [], [], []
+    for p in posed:
+        if (p.cameras.width, p.cameras.height) != (W, H):
+            continue
+        for k in range(len(p)):
+            vm = p.cameras.viewmats[k].detach().cpu()
+            if any(torch.allclose(vm, o, atol=1e-6) for o in vms[-64:]):
+                continue
+            vms.append(vm)
+            Ks.append(p.cameras.Ks[k].detach().cpu())
+            frames.append(p.video.frames[k].detach().cpu())
+    idx = torch.linspace(0, len(vms) - 1, min(max_frames, len(vms))).round().long().unique() if vms else []
+    cams = Cameras(torch.stack([vms[i] for i in idx]), torch.stack([Ks[i] for i in idx]), W, H)
+    return torch.stack([frames[i] for i in idx]), cams
 
 
 def _same_size(posed: list[PosedVideo]) -> bool:

@@ -75,6 +75,20 @@ class KnownConfig:
     random_points: int = 0  # >0: random points seen by every camera (PoseResult.points)
     random_points_extent: float = 0.0  # half-size of the sampling cube; 0: radius * tan(fov/2)
     seed: int = 0
+    # -- scene points (docs/real-data.md) ---------------------------------------------------
+    # auto: for transforms.json cameras, a points file beside them (nerfstudio ply_file_path,
+    #   sparse_pc.ply, points3D.ply, init_pt_cld.npz...) else COLMAP's point triangulator with
+    #   the poses fixed; topped up with frustum points below min_points. Orbits: no points.
+    # triangulate / file / frustum / none: only that (a failed triangulate or a missing file
+    #   is an error).
+    points: Literal["auto", "triangulate", "file", "frustum", "none"] = "auto"
+    points_file: Optional[InputPath] = None  # explicit points file (PLY / npz / points3D.bin)
+    min_points: int = 1000  # fewer found points: add fill_points random points in every frustum
+    fill_points: int = 20000
+    triangulate_max_frames: int = 64  # frames used (evenly spaced over all videos' distinct cameras)
+    triangulate_max_image_size: int = 1024
+    triangulate_max_pair_angle_deg: float = 75.0  # match frames whose optical axes are this close
+    triangulate_pairs_per_frame: int = 8
 
 
 def _colmap(cfg: ColmapConfig):
