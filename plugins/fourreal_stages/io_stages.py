@@ -172,7 +172,7 @@ class EvalStage(Stage):
         spath = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
         against = ctx.resolve(cfg.against) if cfg.against else ctx.find_output("test/transforms.json")
         if spath is None or against is None:
-            missing = "a 4D scene (scene4d.json)" if spath is None else "held-out views (params.against)"
+            missing = "4D scene (scene4d.json) among the finished stages" if spath is None else "held-out views (params.against)"
             raise InputError(f"stage {ctx.name!r}: nothing to evaluate: no {missing}")
         scene = Scene4D.load(spath, ctx.registry, ctx.device)
         res = run_eval(scene, ctx.rasterizer, against, cfg.white_background, cfg.lpips, ctx.out_dir / "eval.json",
@@ -201,7 +201,7 @@ class RenderStage(Stage):
             raise InputError(f"{ctx.name}: --time {cfg.time} is outside [0, 1]")
         t_default = cfg.time
         if t_default is None:
-            c = scene.canonical_index
+            c = scene.canonical_frame
             t_default = float(scene.times[c]) if scene.times is not None and c is not None else 0.0
         if cfg.cameras:
             from fourreal_core.transforms_json import load_transforms
