@@ -156,12 +156,16 @@ def eval_(
     res = json.loads((path / "eval.json").read_text())
     r = res.get("resolution", {})
     table = Table(title=f"eval vs {against} at {r.get('width')}x{r.get('height')} ({r.get('from')} size)")
-    cols = ["frame", "time", *[k for k in ("psnr", "ssim", "lpips") if k in res["mean"]]]
+    cols = ["frame", "time", *[k for k in ("psnr", "ssim", "lpips", "dynamic_psnr", "dynamic_ssim")
+                               if k in res["mean"]]]
     for col in cols:
         table.add_column(col)
     for row in res["per_frame"]:
-        table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in cols])
+        table.add_row(*[f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "-")) for c in cols])
     table.add_row("[bold]mean[/bold]", "", *[f"{res['mean'][c]:.4f}" for c in cols[2:]])
+    if "dynamic_psnr" in res["mean"]:
+        console.print(f"dynamic region ({res.get('dynamic_mask', 'frames')}): "
+                      f"{100 * res['mean'].get('dynamic_fraction', 0):.1f}% of the pixels")
     console.print(table)
     for note in res.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {escape(note)}")

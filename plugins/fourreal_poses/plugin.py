@@ -91,6 +91,49 @@ class KnownConfig:
     triangulate_pairs_per_frame: int = 8
 
 
+@dataclass
+class MulticamConfig:
+    """A synchronized multi-camera capture -> the 4Real setting or the all-views setting.
+
+    capture: a Dynamic-3D-Gaussians folder (train_meta.json / test_meta.json, ims/, optional
+        seg/ and init_pt_cld.npz) or a cameras .json (nerfstudio-style, one entry per camera
+        whose file_path is that camera's video or frame folder). See docs/real-data.md.
+    setting: ``4real`` -- freeze-time = training cameras at the canonical frame, reference =
+        ``reference_camera`` over time; ``all`` -- every training camera at every time.
+    train_cameras / test_cameras: camera names ([]: the data's split -- test_meta.json's
+        cameras, or entries with ``"split": "test"`` -- and the rest for training).
+    """
+
+    capture: Optional[InputPath] = None
+    setting: Literal["4real", "all"] = "4real"
+    train_cameras: list[str] = field(default_factory=list)
+    test_cameras: list[str] = field(default_factory=list)
+    reference_camera: Optional[str] = None  # a training camera (default: the first)
+    canonical_frame: Optional[int] = None  # index into the selected times (default: the middle one)
+    start: int = 0
+    stride: int = 1
+    max_frames: Optional[int] = None
+    test_times: int = 15  # held-out cameras are scored at this many evenly spaced times (0: all)
+    long_side: Optional[int] = 256  # frames resized so the longest side is this (unless height/width)
+    height: Optional[int] = None
+    width: Optional[int] = None
+    fps: float = 30.0
+    # initial points: auto = the capture's points file, else triangulated from the training
+    # cameras at t_c (poses fixed), topped up with frustum points below min_points
+    points: Literal["auto", "triangulate", "file", "frustum", "none"] = "auto"
+    min_points: int = 2000
+    fill_points: int = 20000
+    max_points: int = 100000  # a larger file is subsampled
+    triangulate_long_side: int = 1024  # SIFT sees the frames at this size (native if smaller)
+    max_pair_angle_deg: float = 75.0
+
+
+def _multicam(cfg: MulticamConfig):
+    from .multicam import MulticamStage
+
+    return MulticamStage(cfg)
+
+
 def _colmap(cfg: ColmapConfig):
     from .colmap import ColmapPoseEstimator
 
@@ -108,6 +151,10 @@ def fourreal_register(registry):
     registry.add(
         "pose_estimator", "colmap", _colmap, config=ColmapConfig,
         description="COLMAP structure-from-motion via pycolmap (pip install fourreal[colmap])",
+    )
+    registry.add(
+        "stage", "multicam", _multicam, config=MulticamConfig,
+        description="Synchronized multi-camera capture -> 4Real setting (freeze-time + reference + held-out) or all views",
     )
     registry.add(
         "pose_estimator", "known", _known, config=KnownConfig,

@@ -51,6 +51,79 @@ class _Lpips:
             return self.model(a, b).flatten()
 
 
+# ------------------------------------------------------------------ dynamic region
+#: a pixel "changes" when some channel differs from its temporal median by more than this
+DYNAMIC_THRESHOLD = 0.1
+
+
+def camera_groups(cameras, atol: float = 1e-4) -> list[list[int]]:
+    """Indices of views that share one camera (same world-to-camera matrix and intrinsics),
+    in order of first appearance: a held-out camera scored over time is one group."""
+    V = cameras.viewmats.detach().double().cpu().reshape(len(cameras), -1)
+    K = cameras.Ks.detach().double().cpu().reshape(len(cameras), -1)
+    key = torch.cat([V, K / max(float(K.abs().max()), 1.0)], dim=1)
+    groups: list[list[int]] = []
+    reps: list[torch.Tensor] = []
+    for i in range(len(cameras)):
+        for g, r in zip(groups, reps):
+            if torch.allclose(key[i], r, atol=atol, rtol=0):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+            reps.append(key[i])
+    return groups
+
+
+def dynamic_masks(frames: torch.Tensor, cameras, given: Optional[torch.Tensor] = None,
+                  threshold: float = DYNAMIC_THRESHOLD, dilate: int = 2) -> tuple[torch.Tensor, str]:
+    """``[N,H,W]`` bool: the dynamic region of each view, and where it came from.
+
+    ``given`` masks (``[N,H,W,1]``, e.g. a capture's segmentation of the moving subject) are
+    used as they are. Otherwise, per camera (:func:`camera_groups`), from that camera's own
+    ground-truth frames over time: a pixel is dynamic when, in any of its frames, some
+    channel differs from the pixel's temporal median by more than ``threshold`` (after a
+    3x3 box filter, so sensor noise does not count); the union over the camera's frames is
+    dilated by ``dilate`` pixels. The same mask then scores every frame of that camera, so
+    a render that drops the subject (or leaves a ghost where it was) is scored there.
+    Cameras seen at a single time have no temporal signal: an empty mask.
+    """
+    N, H, W, _ = frames.shape
+    if given is not None:
+        return given[..., 0] > 0.5, "given"
+    out = torch.zeros(N, H, W, dtype=torch.bool)
+    f = frames.float().cpu()
+    for g in camera_groups(cameras):
+        if len(g) < 2:
+            continue
+        x = f[g]
+        med = x.median(dim=0).values
+        dev = (x - med).abs().amax(-1)  # [n,H,W]
+        dev = torch.nn.functional.avg_pool2d(dev[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
+        m = (dev > threshold).any(0).float()
+        if dilate > 0:
+            k = 2 * dilate + 1
+            m = torch.nn.functional.max_pool2d(m[None, None], k, stride=1, padding=dilate)[0, 0]
+        out[g] = m.bool()
+    return out, "frames"
+
+
+def masked_scores(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([N] PSNR, [N] SSIM)`` over the pixels of ``mask [N,H,W]`` (NaN where it is empty);
+    SSIM is the mean of the SSIM map over the mask."""
+    from fourreal_losses.ssim import ssim_map
+
+    m = mask.float()
+    cnt = m.flatten(1).sum(1)
+    se = ((pred.float() - gt.float()) ** 2).mean(-1)
+    mse = (se * m).flatten(1).sum(1) / cnt.clamp_min(1)
+    p = -10.0 * torch.log10(mse.clamp_min(1e-12))
+    s = torch.stack([(ssim_map(pred[i:i + 1].float(), gt[i:i + 1].float())[0].mean(-1) * m[i]).sum() / cnt[i].clamp_min(1)
+                     for i in range(len(pred))])
+    nan = torch.full_like(p, float("nan"))
+    return torch.where(cnt > 0, p, nan), torch.where(cnt > 0, s, nan)
+
+
 @torch.no_grad()
 def evaluate_views(scene, rasterizer, views: PosedVideo, lpips: bool = True) -> dict:
     """Render every view of ``views`` at its own time (``views.times``; the scene's canonical
@@ -58,7 +131,7 @@ def evaluate_views(scene, rasterizer, views: PosedVideo, lpips: bool = True) -> 
     "renders": [N,H,W,3], "notes": [...]}``."""
     times = views.times
     if times is None:
-        t_c = float(scene.times[scene.canonical_index]) if scene.times is not None and scene.canonical_index is not None else 0.0
+        t_c = float(scene.times[scene.canonical_frame]) if scene.times is not None and scene.canonical_frame is not None else 0.0
         times = torch.full((len(views),), t_c)
     renders = scene.render_each(rasterizer, views.cameras, times)
     gt = views.video.frames.cpu()
@@ -72,16 +145,32 @@ def evaluate_views(scene, rasterizer, views: PosedVideo, lpips: bool = True) -> 
             lp = metric(renders, gt)
         else:
             notes.append(f"LPIPS not computed: {metric.why}")
+    dmask, dsource = dynamic_masks(gt, views.cameras, views.masks.cpu() if views.masks is not None else None)
+    dp, ds = masked_scores(renders.cpu(), gt, dmask)
+    frac = dmask.float().flatten(1).mean(1)
     per = []
     names = views.meta.get("file_paths") or [str(i) for i in range(len(views))]
     for i in range(len(views)):
         row = {"frame": names[i], "time": float(times[i]), "psnr": float(p[i]), "ssim": float(s[i])}
         if lp is not None:
             row["lpips"] = float(lp[i])
+        if float(frac[i]) > 0:
+            row.update(dynamic_psnr=float(dp[i]), dynamic_ssim=float(ds[i]), dynamic_fraction=float(frac[i]))
         per.append(row)
     mean = {"psnr": float(p.mean()), "ssim": float(s.mean())}
     if lp is not None:
         mean["lpips"] = float(lp.mean())
     if not all(math.isfinite(v) for v in mean.values()):
         notes.append("non-finite metric (a render or target contains NaN)")
-    return {"per_frame": per, "mean": mean, "renders": renders, "notes": notes}
+    has = frac > 0
+    if bool(has.any()):
+        # pooled over every masked pixel of every view (a view's share follows its mask size)
+        se = ((renders.cpu().float() - gt.float()) ** 2).mean(-1)
+        mse = float((se * dmask).sum() / dmask.sum())
+        mean["dynamic_psnr"] = -10.0 * math.log10(max(mse, 1e-12))
+        mean["dynamic_ssim"] = float(ds[has].mean())
+        mean["dynamic_fraction"] = float(frac.mean())
+    else:
+        notes.append("no dynamic-region score: no view has masks and no camera is seen at two or more times")
+    return {"per_frame": per, "mean": mean, "renders": renders, "notes": notes,
+            "dynamic_mask": dmask, "dynamic_mask_source": dsource}

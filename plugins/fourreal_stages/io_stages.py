@@ -154,7 +154,8 @@ def run_eval(scene, rasterizer, against: Path, white_background, lpips: bool, ou
     res = evaluate_views(scene, rasterizer, views, lpips=lpips)
     payload = {"against": str(against), "num_views": len(views),
                "resolution": {"height": views.video.height, "width": views.video.width, "from": source},
-               "mean": res["mean"], "notes": res["notes"], "per_frame": res["per_frame"]}
+               "mean": res["mean"], "dynamic_mask": res["dynamic_mask_source"], "notes": res["notes"],
+               "per_frame": res["per_frame"]}
     write_json(out_json, payload)
     return {**payload, "renders": res["renders"], "targets": views.video.frames}
 

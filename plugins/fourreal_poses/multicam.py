@@ -1,0 +1,430 @@
+"""Synchronized multi-camera captures as input: the `multicam` stage.
+
+Two layouts are read (:func:`read_capture`):
+
+* **Dynamic-3D-Gaussians** (Luiten et al.; the Panoptic-dome sequences and ``rig4``): a
+  folder with ``train_meta.json`` (and optionally ``test_meta.json`` / ``meta_all.json``)
+  holding ``w``, ``h`` and, per time ``t`` and camera slot ``i``, ``k[t][i]`` (3x3 pixel
+  intrinsics), ``w2c[t][i]`` (4x4 world-to-camera, OpenCV axes), ``fn[t][i]`` (image path
+  under ``ims/``) and ``cam_id[t][i]``. Masks ``seg/<fn>.png`` and points
+  ``init_pt_cld.npz`` (``data [N,7]``: xyz, rgb, seg) are used when present.
+* **per-camera videos + a cameras file**: a nerfstudio-style ``transforms.json`` with ONE
+  entry per camera whose ``file_path`` is that camera's video (mp4/mov/webm/gif) or a
+  folder of its frames, camera-to-world OpenGL ``transform_matrix``, intrinsics per entry
+  or global (``fl_x, fl_y, cx, cy, w, h`` in pixels of the video), and an optional
+  ``camera`` name (default: the file's stem). All videos are synchronized: frame ``t`` of
+  every video is the same instant. Masks: an optional ``mask_path`` per entry (a video or
+  frame folder of the same length; white = moving subject).
+
+The stage then forms one of two settings (``setting``):
+
+* ``4real`` (the paper's): the freeze-time video = the training cameras at the canonical
+  time ``t_c``; the reference video = ``reference_camera`` over time; the held-out cameras
+  are scored over time (``test/``) and at ``t_c`` (``test_static/``). Canonical + motion
+  stages follow (recipes/multicam-to-4d.yaml).
+* ``all``: the reference "video" = every training camera at every time (the standard
+  multi-view dynamic setting, a motion stage with a static warm-up fits it;
+  recipes/multicam-all-views.yaml); the same ``test/`` views.
+
+Outputs (``stages/NN_multicam/``)::
+
+    reference/transforms.json     (+ images/)   per-frame camera and time; anchor = c
+    freeze_time/transforms.json   (+ images/)   4real only; anchor = the reference camera
+    test/transforms.json          (+ images/, masks/ when given)   held-out cameras over time
+    test_static/transforms.json   held-out cameras at t_c
+    points.ply                    initial points (file / triangulated / frustum; see triangulate.py)
+    capture.json                  what was read and chosen
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from fourreal_core.errors import InputError
+from fourreal_core.interfaces import Stage
+from fourreal_core.types import Cameras, PosedVideo, Video
+
+__all__ = ["Capture", "read_capture", "MulticamStage"]
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".gif", ".avi", ".mkv")
+
+
+@dataclass
+class Capture:
+    """A synchronized capture, lazily loaded.
+
+    Attributes:
+        root: the folder.
+        layout: ``dynamic3dgs`` or ``videos``.
+        cameras: camera names in order.
+        num_times: synchronized frames per camera.
+        width, height: native image size.
+        Ks, viewmats: ``{camera: [T,3,3] / [T,4,4]}`` per-time calibration (float64).
+        splits: ``{camera: "train" | "test"}`` as the data says (DG3 metas), else all train.
+        points_file: an initial point cloud shipped with the capture, or None.
+    """
+
+    root: Path
+    layout: str
+    cameras: list[str]
+    num_times: int
+    width: int
+    height: int
+    Ks: dict
+    viewmats: dict
+    splits: dict
+    points_file: Optional[Path] = None
+    _files: dict = field(default_factory=dict)  # dynamic3dgs: {camera: [T] image paths}
+    _masks: dict = field(default_factory=dict)  # {camera: [T] mask paths} or video paths
+    _videos: dict = field(default_factory=dict)  # videos: {camera: path}
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------------ frames
+    def frames(self, camera: str, times: list[int], height: int, width: int) -> torch.Tensor:
+        """``[len(times),height,width,3]`` float in [0,1]."""
+        from fourreal_core.video_io import read_image, read_video, resize_frames
+
+        if self.layout == "dynamic3dgs":
+            out = []
+            for t in times:
+                p = self._files[camera][t]
+                if not p.is_file():
+                    raise InputError(f"{self.root}: camera {camera} time {t}: image {p} is missing")
+                out.append(read_image(p, height=height, width=width))
+            return torch.stack(out)
+        key = (camera, height, width)
+        if key not in self._cache:
+            v = read_video(self._videos[camera])
+            if len(v) < self.num_times:
+                raise InputError(f"{self._videos[camera]}: {len(v)} frames, but the capture has {self.num_times}")
+            self._cache[key] = resize_frames(v.frames[: self.num_times], height, width)
+        return self._cache[key][list(times)]
+
+    def masks(self, camera: str, times: list[int], height: int, width: int) -> Optional[torch.Tensor]:
+        """``[len(times),height,width,1]`` in [0,1] (1 = the moving subject), or None."""
+        from fourreal_core.video_io import read_image, read_video, resize_frames
+
+        if camera not in self._masks:
+            return None
+        if self.layout == "dynamic3dgs":
+            ms = []
+            for t in times:
+                p = self._masks[camera][t]
+                if not p.is_file():
+                    return None
+                ms.append(read_image(p, height=height, width=width).mean(-1, keepdim=True))
+            return (torch.stack(ms) > 0.5).float()
+        v = read_video(self._masks[camera])
+        m = resize_frames(v.frames[: self.num_times], height, width)[list(times)]
+        return (m.mean(-1, keepdim=True) > 0.5).float()
+
+    def cameras_at(self, cams: list[str], times: list[int], height: int, width: int) -> Cameras:
+        """Cameras of (``cams[i]``, ``times[i]``) pairs, intrinsics scaled to ``width x height``."""
+        sx, sy = width / self.width, height / self.height
+        V = torch.stack([self.viewmats[c][t] for c, t in zip(cams, times)]).float()
+        K = torch.stack([self.Ks[c][t] for c, t in zip(cams, times)]).clone()
+        K[:, 0] *= sx
+        K[:, 1] *= sy
+        return Cameras(V, K.float(), width, height)
+
+
+# ================================================================================ readers
+def read_capture(path) -> Capture:
+    """A :class:`Capture` from a Dynamic-3D-Gaussians folder or a cameras transforms.json
+    (or a folder holding ``cameras.json`` / ``transforms.json``) of per-camera videos."""
+    path = Path(path)
+    if path.is_dir() and ((path / "train_meta.json").is_file() or (path / "meta_all.json").is_file()):
+        return _read_dynamic3dgs(path)
+    if path.is_dir():
+        for name in ("cameras.json", "transforms.json"):
+            if (path / name).is_file():
+                return _read_videos(path / name)
+        raise InputError(f"{path}: not a capture: expected train_meta.json (Dynamic-3D-Gaussians layout) or "
+                         "cameras.json / transforms.json with one entry per camera video")
+    if path.is_file() and path.suffix == ".json":
+        if path.name in ("train_meta.json", "test_meta.json", "meta_all.json"):
+            return _read_dynamic3dgs(path.parent)
+        return _read_videos(path)
+    raise InputError(f"{path}: no such capture (a folder or a cameras .json)")
+
+
+def _load_json(p: Path) -> dict:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+
+
+def _read_dynamic3dgs(root: Path) -> Capture:
+    metas = []
+    for name, split in (("train_meta.json", "train"), ("test_meta.json", "test")):
+        if (root / name).is_file():
+            metas.append((root / name, split))
+    if not metas:
+        metas.append((root / "meta_all.json", "train"))
+    Ks, V, files, masks, splits = {}, {}, {}, {}, {}
+    W = H = T = None
+    for mpath, split in metas:
+        m = _load_json(mpath)
+        for key in ("w", "h", "k", "w2c", "fn", "cam_id"):
+            if key not in m:
+                raise InputError(f"{mpath}: missing key {key!r} (Dynamic-3D-Gaussians layout: w, h, k, w2c, fn, cam_id)")
+        w, h = int(m["w"]), int(m["h"])
+        if W is None:
+            W, H = w, h
+        elif (w, h) != (W, H):
+            raise InputError(f"{mpath}: image size {w}x{h} differs from {W}x{H} of the other meta file")
+        t_n = len(m["fn"])
+        if T is None:
+            T = t_n
+        elif t_n != T:
+            raise InputError(f"{mpath}: {t_n} time steps, the other meta file has {T}")
+        for t in range(t_n):
+            for i, cid in enumerate(m["cam_id"][t]):
+                cam = str(cid)
+                where = f"{mpath}: k/w2c[{t}][{i}] (camera {cam})"
+                try:
+                    K = torch.tensor(m["k"][t][i], dtype=torch.float64)
+                    vm = torch.tensor(m["w2c"][t][i], dtype=torch.float64)
+                except (TypeError, ValueError, IndexError):
+                    raise InputError(f"{where}: not a number matrix") from None
+                if K.shape != (3, 3) or vm.shape != (4, 4) or not (torch.isfinite(K).all() and torch.isfinite(vm).all()):
+                    raise InputError(f"{where}: expected a finite 3x3 K and 4x4 w2c")
+                Ks.setdefault(cam, [None] * t_n)[t] = K
+                V.setdefault(cam, [None] * t_n)[t] = vm
+                fn = str(m["fn"][t][i])
+                files.setdefault(cam, [None] * t_n)[t] = root / "ims" / fn
+                seg = root / "seg" / Path(fn).with_suffix(".png")
+                masks.setdefault(cam, [None] * t_n)[t] = seg
+                splits[cam] = split
+    for cam in list(Ks):
+        if any(k is None for k in Ks[cam]):
+            raise InputError(f"{root}: camera {cam} is missing at some time steps")
+        Ks[cam], V[cam] = torch.stack(Ks[cam]), torch.stack(V[cam])
+    has_seg = (root / "seg").is_dir()
+    cams = sorted(Ks, key=lambda c: (len(c), c))
+    pf = root / "init_pt_cld.npz"
+    return Capture(root, "dynamic3dgs", cams, int(T), int(W), int(H), Ks, V, splits,
+                   points_file=pf if pf.is_file() else None, _files=files, _masks=masks if has_seg else {})
+
+
+def _read_videos(jpath: Path) -> Capture:
+    from fourreal_core.types import Cameras as _C
+
+    data = _load_json(jpath)
+    root = jpath.parent
+    frames = data.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise InputError(f"{jpath}: no 'frames' list (one entry per camera video)")
+    names, Ks, V, videos, masks = [], {}, {}, {}, {}
+    W = H = None
+    from fourreal_core.video_io import read_video
+
+    lengths = {}
+    for i, fr in enumerate(frames):
+        where = f"{jpath}: frames[{i}]"
+        if "file_path" not in fr or "transform_matrix" not in fr:
+            raise InputError(f"{where}: needs file_path (the camera's video) and transform_matrix")
+        vp = (root / str(fr["file_path"])).resolve()
+        if not vp.exists():
+            raise InputError(f"{where}: file_path {fr['file_path']!r}: no such video or frame folder ({vp})")
+        name = str(fr.get("camera", Path(str(fr["file_path"])).stem))
+        if name in Ks:
+            raise InputError(f"{where}: camera name {name!r} is used twice")
+
+        def num(key):
+            v = fr.get(key, data.get(key))
+            if v is None:
+                raise InputError(f"{where}: {key} missing (per entry or global)")
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                raise InputError(f"{where}: {key} must be a number, got {v!r}") from None
+            if not math.isfinite(f):
+                raise InputError(f"{where}: {key} is not finite")
+            return f
+
+        w, h = int(num("w")), int(num("h"))
+        if W is None:
+            W, H = w, h
+        elif (w, h) != (W, H):
+            raise InputError(f"{where}: size {w}x{h} differs from {W}x{H} (resize the videos to one size)")
+        K = torch.tensor([[num("fl_x"), 0, num("cx")], [0, num("fl_y"), num("cy")], [0, 0, 1]], dtype=torch.float64)
+        try:
+            c2w = torch.tensor(fr["transform_matrix"], dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: transform_matrix is not a 4x4 number matrix") from None
+        if c2w.shape != (4, 4) or not torch.isfinite(c2w).all():
+            raise InputError(f"{where}: transform_matrix must be a finite 4x4 matrix")
+        vm = _C.from_c2w_opengl(c2w[None].float(), K[None].float(), w, h).viewmats[0].double()
+        v = read_video(vp)
+        if (v.width, v.height) != (w, h):
+            raise InputError(f"{where}: video {vp.name} is {v.width}x{v.height}, the cameras file says {w}x{h}")
+        lengths[name] = len(v)
+        names.append(name)
+        Ks[name], V[name], videos[name] = K, vm, vp
+        if fr.get("mask_path"):
+            masks[name] = (root / str(fr["mask_path"])).resolve()
+    T = min(lengths.values())
+    if len(set(lengths.values())) > 1:
+        pass  # synchronized from frame 0; extra trailing frames are ignored (capture.json records it)
+    Ks = {n: k[None].expand(T, 3, 3).clone() for n, k in Ks.items()}
+    V = {n: v[None].expand(T, 4, 4).clone() for n, v in V.items()}
+    from .triangulate import points_beside
+
+    splits = {n: str(fr.get("split", "train")) for n, fr in zip(names, frames)}
+    return Capture(root, "videos", names, int(T), int(W), int(H), Ks, V, splits,
+                   points_file=points_beside(jpath), _masks=masks, _videos=videos)
+
+
+# ================================================================================= stage
+def _size(cap: Capture, height: Optional[int], width: Optional[int], long_side: Optional[int]) -> tuple[int, int]:
+    from fourreal_core.video_io import target_size
+
+    if height is None and width is None and long_side:
+        if cap.width >= cap.height:
+            width = int(long_side)
+        else:
+            height = int(long_side)
+    return target_size(cap.height, cap.width, height, width)
+
+
+class MulticamStage(Stage):
+    """Forms the 4Real setting (or the all-views setting) from a synchronized capture."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    def _split(self, cap: Capture) -> tuple[list[str], list[str]]:
+        cfg = self.cfg
+        known = set(cap.cameras)
+        for key in ("train_cameras", "test_cameras"):
+            for c in getattr(cfg, key):
+                if str(c) not in known:
+                    raise InputError(f"params.{key}: camera {c!r} is not in the capture ({', '.join(cap.cameras)})")
+        test = [str(c) for c in cfg.test_cameras] or [c for c in cap.cameras if cap.splits.get(c) == "test"]
+        train = [str(c) for c in cfg.train_cameras] or [c for c in cap.cameras if c not in test]
+        if not train:
+            raise InputError(f"{cap.root}: no training cameras left (test_cameras: {test})")
+        overlap = sorted(set(train) & set(test))
+        if overlap:
+            raise InputError(f"params.train_cameras and params.test_cameras share camera(s) {overlap}")
+        return train, test
+
+    def run(self, ctx) -> None:
+        from fourreal_core.io import write_json
+        from fourreal_core.transforms_json import write_transforms
+
+        from fourreal_stages.common import write_points_ply
+
+        from .triangulate import colour_from_frames, frustum_points, merge_points, scene_points
+
+        cfg = self.cfg
+        if not cfg.capture:
+            raise InputError(f"stage {ctx.name!r}: params.capture: give the capture folder (train_meta.json "
+                             "layout) or a cameras .json with one entry per camera video")
+        cap = read_capture(ctx.resolve(cfg.capture))
+        train, test = self._split(cap)
+        times = list(range(cfg.start, cap.num_times, cfg.stride))
+        if cfg.max_frames:
+            times = times[: cfg.max_frames]
+        T = len(times)
+        if T < 2:
+            raise InputError(f"{cap.root}: {T} time step(s) after start/stride/max_frames; need at least 2")
+        c = cfg.canonical_frame if cfg.canonical_frame is not None else T // 2
+        if not 0 <= c < T:
+            raise InputError(f"params.canonical_frame: {c} is outside the {T} selected time steps")
+        ref_cam = str(cfg.reference_camera) if cfg.reference_camera is not None else train[0]
+        if ref_cam not in train:
+            raise InputError(f"params.reference_camera: {ref_cam!r} is not a training camera ({', '.join(train)})")
+        H, W = _size(cap, cfg.height, cfg.width, cfg.long_side)
+        tnorm = torch.linspace(0.0, 1.0, T)
+        t_c = float(tnorm[c])
+        out = ctx.out_dir
+        info = {"capture": str(cap.root), "layout": cap.layout, "setting": cfg.setting, "train_cameras": train,
+                "test_cameras": test, "reference_camera": ref_cam, "times": times, "canonical_frame": c,
+                "t_c": t_c, "size": [W, H], "native_size": [cap.width, cap.height]}
+        ctx.log("multicam", stage=ctx.name, cameras=len(cap.cameras), train=len(train), test=len(test), times=T)
+
+        # -- the training videos
+        frz_cams = cap.cameras_at(train, [times[c]] * len(train), H, W)
+        frz_frames = torch.cat([cap.frames(cam, [times[c]], H, W) for cam in train])
+        a = train.index(ref_cam)
+        if cfg.setting == "4real":
+            ref = PosedVideo(Video(cap.frames(ref_cam, times, H, W), fps=cfg.fps),
+                             cap.cameras_at([ref_cam] * T, times, H, W), times=tnorm, anchor=c)
+            frz = PosedVideo(Video(frz_frames, fps=cfg.fps), frz_cams, times=torch.full((len(train),), t_c), anchor=a)
+            write_transforms(out / "freeze_time" / "transforms.json", frz,
+                             extra={"split": "freeze_time", "t_c": t_c, "canonical_frame": c, "cameras": train})
+        else:
+            pairs = [(cam, k) for k in range(T) for cam in train]
+            fr = torch.cat([cap.frames(cam, times, H, W) for cam in train])  # [C*T] camera-major
+            order = [train.index(cam) * T + k for cam, k in pairs]  # time-major: every camera at t, then t+1
+            anchor = c * len(train) + a
+            ref = PosedVideo(Video(fr[order], fps=cfg.fps),
+                             cap.cameras_at([p[0] for p in pairs], [times[p[1]] for p in pairs], H, W),
+                             times=torch.tensor([float(tnorm[k]) for _, k in pairs]), anchor=anchor)
+        write_transforms(out / "reference" / "transforms.json", ref,
+                         extra={"split": "reference", "t_c": t_c, "canonical_frame": c, "setting": cfg.setting,
+                                "reference_camera": ref_cam})
+
+        # -- held-out cameras over time and at t_c
+        if test:
+            n = min(cfg.test_times, T) if cfg.test_times > 0 else T
+            ks = sorted(set(torch.linspace(0, T - 1, n).round().long().tolist()))
+            tc_cams, tc_k, tfr, tms = [], [], [], []
+            for cam in test:
+                tfr.append(cap.frames(cam, [times[k] for k in ks], H, W))
+                m = cap.masks(cam, [times[k] for k in ks], H, W)
+                tms.append(m)
+                tc_cams += [cam] * len(ks)
+                tc_k += ks
+            masks = torch.cat(tms) if all(m is not None for m in tms) else None
+            tv = PosedVideo(Video(torch.cat(tfr), fps=cfg.fps), cap.cameras_at(tc_cams, [times[k] for k in tc_k], H, W),
+                            times=torch.tensor([float(tnorm[k]) for k in tc_k]), masks=masks)
+            write_transforms(out / "test" / "transforms.json", tv,
+                             extra={"split": "test", "cameras": tc_cams, "frame_indices": tc_k})
+            st = PosedVideo(Video(torch.cat([cap.frames(cam, [times[c]], H, W) for cam in test]), fps=cfg.fps),
+                            cap.cameras_at(test, [times[c]] * len(test), H, W), times=torch.full((len(test),), t_c))
+            write_transforms(out / "test_static" / "transforms.json", st, extra={"split": "test_static", "cameras": test})
+            info["test_frames"] = [times[k] for k in ks]
+            info["test_masks"] = "given" if masks is not None else "none (eval computes them from the frames)"
+
+        # -- initial points: the capture's own file, else triangulated at t_c (native-ish
+        #    resolution: SIFT needs pixels), topped up with points in every frustum
+        pts, prep = None, {"mode": cfg.points}
+        if cfg.points != "none":
+            found, tri_frames, tri_cams = None, None, None
+            if cfg.points in ("auto", "triangulate") and cap.points_file is None:
+                th, tw = _size(cap, None, None, min(cfg.triangulate_long_side, max(cap.width, cap.height)))
+                tri_cams = cap.cameras_at(train, [times[c]] * len(train), th, tw)
+                tri_frames = torch.cat([cap.frames(cam, [times[c]], th, tw) for cam in train])
+            if cfg.points != "frustum":
+                found, prep = scene_points(tri_frames, tri_cams if tri_cams is not None else frz_cams,
+                                           mode=cfg.points, points_file=cap.points_file, min_points=cfg.min_points,
+                                           fill_points=0, seed=ctx.seed,
+                                           triangulate_kw={"max_pair_angle_deg": cfg.max_pair_angle_deg})
+            if found is not None and cfg.max_points and len(found) > cfg.max_points:
+                g = torch.Generator().manual_seed(ctx.seed)
+                keep = torch.randperm(len(found), generator=g)[: cfg.max_points]
+                found = type(found)(found.points[keep], found.colors[keep])
+            fill = None
+            if cfg.fill_points > 0 and (found is None or len(found) < cfg.min_points or cfg.points == "frustum"):
+                fill = frustum_points(frz_cams, cfg.fill_points, seed=ctx.seed,
+                                      points=None if found is None else found.points)
+                fill = colour_from_frames(fill, frz_frames, frz_cams)
+                prep["num_frustum_points"] = len(fill)
+            pts = merge_points(found, fill)
+            if pts is not None:
+                write_points_ply(out / "points.ply", pts)
+            prep["num_points"] = 0 if pts is None else len(pts)
+        info["points"] = prep
+        write_json(out / "capture.json", info)
