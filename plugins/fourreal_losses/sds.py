@@ -363,7 +363,7 @@ class _VideoSDS(Loss):
         reference camera's image size. Returns ``(camera, k)``."""
         rng = inputs.get("rng")
         cams: Cameras = inputs["freeze_cameras"]
-        c = int(inputs.get("canonical_index", 0))
+        c = int(inputs.get("canonical_view", inputs.get("canonical_index", 0)))  # canonical_view: the engine's name
         n = len(cams)
         choices = [i for i in range(n) if i != c % max(n, 1)] or list(range(n))
         k = choices[int(torch.randint(0, len(choices), (1,), generator=rng))]
