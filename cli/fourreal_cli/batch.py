@@ -476,6 +476,15 @@ def progress_table(jobs: list[Job], tails: dict[int, LogTail], title: str):
 
 
 # ---------------------------------------------------------------------------------- driver
+def gpus_for(device: str, cluster_gpus: float, gpus_per_job: float) -> float:
+    """Ray GPUs for a job whose recipe asks for ``device``: ``gpus_per_job`` for ``cuda``, and
+    for ``auto`` on a cluster that has GPUs (the worker then resolves ``auto`` to the GPU Ray
+    gave it); none for ``cpu``/``mps``, or ``auto`` on a CPU-only cluster."""
+    if device == "cuda" or (device == "auto" and cluster_gpus > 0):
+        return float(gpus_per_job)
+    return 0.0
+
+
 def summary(spec: Spec, out: Path, jobs: list[Job], batch_id: str, t0: float, state: str, address: str) -> dict:
     return {
         "spec": str(spec.path.resolve()),
@@ -560,7 +569,7 @@ def run_batch(
         write_text(jobs_dir / f"{job.folder}.yaml", job.resolved)
     where = address or "local"
     write_json(out / SUMMARY, summary(spec, out, spec.jobs, batch_id, t0, "running", where))
-    _say(console, f"batch [green]{len(spec.jobs)}[/green] jobs of {spec.recipe.name} -> {out}"
+    _say(console, f"batch [green]{len(spec.jobs)}[/green] jobs of {_esc(spec.recipe.name)} -> {_esc(str(out))}"
                   + (f" ({len(spec.jobs) - len(todo)} finished earlier, skipped)" if len(todo) < len(spec.jobs) else ""))
     if not todo:
         return _finish(spec, out, batch_id, t0, where, console, {})
@@ -586,8 +595,7 @@ def run_batch(
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
         bad = []
         for job in todo:
-            wants_gpu = job.device == "cuda" or (job.device == "auto" and cluster_gpus > 0)
-            job.gpus = spec.gpus_per_job if wants_gpu else 0.0
+            job.gpus = gpus_for(job.device, cluster_gpus, spec.gpus_per_job)
             if job.device == "cuda" and cluster_gpus == 0:
                 bad.append(f"{job.where} ({job.folder}): device cuda, but the Ray cluster at {where} has no GPU "
                            "(set device=auto or cpu in the job's overrides)")
@@ -697,7 +705,13 @@ def _live(console: Any, spec: Spec, out: Path, tails: dict):
 
 def _say(console: Any, text: str) -> None:
     if console is not None:
-        console.print(text)
+        console.print(text, soft_wrap=True)
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def _say_job(console: Any, live: Any, job: Job) -> None:
