@@ -8,10 +8,28 @@ prior's native shape: what SDS downsamples renders to and what ``generate`` defa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from fourreal_core.config import InputPath
+
+LoraUse = Literal["reference", "freeze_time", "sds_multiview", "sds_temporal"]
+
+
+@dataclass
+class LoraSpec:
+    """A LoRA for the prior's transformer, from a local ``.safetensors`` file (or a folder
+    holding exactly one), loaded with diffusers' ``load_lora_weights`` once and switched on
+    per use with ``set_adapters`` (docs/priors.md#loras). ``trigger`` is added to the prompt
+    of every call the LoRA is active for (the freeze-time prompt for a freeze-time LoRA)."""
+
+    file: InputPath = ""  # (`path` is a reserved key in recipes)
+    scale: float = 1.0
+    trigger: str = ""
+    # what it is active for: a bullet-time / orbit LoRA helps freeze-time generation and
+    # multi-view SDS, not the reference video or temporal SDS
+    uses: list[LoraUse] = field(default_factory=lambda: ["freeze_time", "sds_multiview"])
+
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
@@ -43,6 +61,7 @@ class LTXPriorConfig:
     decode_noise_scale: Optional[float] = 0.025
     max_sequence_length: int = 256
     paste_known: bool = True  # write known frames into the output exactly (VideoPrior contract)
+    loras: list[LoraSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -71,6 +90,7 @@ class WanPriorConfig:
     sds_width: int = 832
     max_sequence_length: int = 512
     paste_known: bool = True
+    loras: list[LoraSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -95,3 +115,4 @@ class CogVideoXPriorConfig:
     sds_width: int = 720
     max_sequence_length: int = 226
     paste_known: bool = True
+    loras: list[LoraSpec] = field(default_factory=list)

@@ -31,6 +31,7 @@ import contextlib
 import math
 import json
 import logging
+import weakref
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -63,10 +64,20 @@ def pipeline_class_name(path: Path) -> str:
         raise InputError(f"{path / 'model_index.json'}: not a diffusers pipeline index ({exc})") from None
 
 
+#: pipelines alive in this process, by (folder, class, dtype): two priors of one model (e.g.
+#: the generate stage's prior and freeze_prior, or SDS priors differing only in their LoRA
+#: uses) share ONE copy of the weights; LoRAs are adapters switched per call (lora.py)
+_PIPELINES: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+
+
 def load_pipeline(path: str, allowed: tuple[str, ...], what: str, example: str, dtype: torch.dtype):
     """``<class>.from_pretrained(path, torch_dtype=dtype)`` for the pipeline class the folder
-    names, which must be one of ``allowed``. Local files only."""
+    names, which must be one of ``allowed``. Local files only; a pipeline already loaded in
+    this process from the same folder at the same dtype is reused."""
     p = Path(path).expanduser()
+    key = (str(p.resolve()), str(dtype))
+    if key in _PIPELINES:
+        return _PIPELINES[key]
     if not (p / "model_index.json").is_file():
         raise InputError(missing_model_message(p, what, example))
     name = pipeline_class_name(p)
@@ -83,13 +94,18 @@ def load_pipeline(path: str, allowed: tuple[str, ...], what: str, example: str, 
     except (OSError, ValueError) as exc:
         raise InputError(f"{p}: cannot load {name} ({str(exc).splitlines()[0][:200]})") from None
     pipe.set_progress_bar_config(disable=True)
+    _PIPELINES[key] = pipe
     return pipe
 
 
 def place(pipe, cfg) -> torch.device:
     """Move ``pipe`` to the configured device, or enable model CPU offload. Returns the
-    device computations run on."""
+    device computations run on. A shared pipeline already placed so is left alone."""
     dev = resolve_device(cfg.device)
+    where = (str(dev), bool(cfg.cpu_offload and dev.type == "cuda"))
+    if pipe.__dict__.get("_fourreal_placed") == where:
+        return dev
+    pipe.__dict__["_fourreal_placed"] = where
     if cfg.cpu_offload and dev.type == "cuda":
         pipe.enable_model_cpu_offload(device=dev)
     else:
@@ -209,6 +225,32 @@ class DiffusersPrior(VideoPrior):
         self.sds_height = int(cfg.sds_height)
         self.sds_width = int(cfg.sds_width)
         self._embeds: dict = {}
+        self._use: Optional[str] = None
+        self.loras = None
+
+    # -- LoRAs (lora.py): one base model, adapters switched per use -----------------------
+    def _setup_loras(self, pipes: list) -> None:
+        from .lora import LoraSet
+
+        self.loras = LoraSet(getattr(self.cfg, "loras", None) or [], pipes, self.what)
+
+    @contextlib.contextmanager
+    def use(self, name: str):
+        """``with prior.use("freeze_time"): ...``: the LoRAs of that use are active inside."""
+        prev, self._use = self._use, name
+        try:
+            yield self
+        finally:
+            self._use = prev
+
+    def _lora(self, default_use: str, prompt: str) -> str:
+        """Activate the LoRAs of the current use (``default_use`` when no caller named one)
+        and return ``prompt`` with their trigger words."""
+        if self.loras is None:
+            return prompt
+        use = self._use or default_use
+        self.loras.activate(use)
+        return self.loras.prompt(prompt, use)
 
     def sds_size(self) -> tuple[int, int, int]:
         """SDS works at ``sds_height x sds_width`` (config), sizes multiples of the model's
@@ -275,6 +317,7 @@ class LTXPrior(DiffusersPrior):
             self.pipe = LTXConditionPipeline(**{k: getattr(self.pipe, k) for k in
                                                 ("scheduler", "vae", "text_encoder", "tokenizer", "transformer")})
             self.pipe.set_progress_bar_config(disable=True)
+        self._setup_loras([self.pipe])
         self.device = place(self.pipe, cfg)
         self.temporal_ratio = int(self.pipe.vae_temporal_compression_ratio)
         stride = int(self.pipe.vae_spatial_compression_ratio) * int(self.pipe.transformer_spatial_patch_size)
@@ -284,6 +327,7 @@ class LTXPrior(DiffusersPrior):
         from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
         known = check_known(known_frames, num_frames)
+        prompt = self._lora("freeze_time" if known else "reference", prompt)
         n, h, w = self._gen_shape(num_frames, height, width)
         conds = [
             LTXVideoCondition(image=resize(img[None], h, w)[0].permute(2, 0, 1)[None], frame_index=i, strength=1.0)
@@ -317,6 +361,9 @@ class LTXPrior(DiffusersPrior):
 
     @torch.no_grad()
     def predict_x0(self, noisy, noise_level, known_frames=None, prompt="", generator=None, cameras=None, times=None):
+        from .lora import sds_use
+
+        prompt = self._lora(sds_use(cameras, times), prompt)
         pipe, dev = self.pipe, self.device
         sigma = self._noise_level(noise_level)
         x, known, F_, H, W = self._prep_frames(noisy, known_frames)
@@ -378,6 +425,7 @@ class WanPrior(DiffusersPrior):
         self.pipe = load_pipeline(cfg.model_path, ("WanPipeline", "WanVACEPipeline", "WanImageToVideoPipeline"),
                                   self.what, self.example, self.dtype)
         self.kind = type(self.pipe).__name__
+        self._setup_loras([self.pipe])
         self.device = place(self.pipe, cfg)
         self.temporal_ratio = int(self.pipe.vae_scale_factor_temporal)
         tr = self.pipe.transformer if self.pipe.transformer is not None else self.pipe.transformer_2
@@ -396,6 +444,7 @@ class WanPrior(DiffusersPrior):
         from fourreal_core.video_io import to_uint8
 
         known = check_known(known_frames, num_frames)
+        prompt = self._lora("freeze_time" if known else "reference", prompt)
         n, h, w = self._gen_shape(num_frames, height, width)
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         common = dict(prompt=prompt, negative_prompt=self.cfg.negative_prompt or None, height=h, width=w, num_frames=n,
@@ -451,6 +500,9 @@ class WanPrior(DiffusersPrior):
 
     @torch.no_grad()
     def predict_x0(self, noisy, noise_level, known_frames=None, prompt="", generator=None, cameras=None, times=None):
+        from .lora import sds_use
+
+        prompt = self._lora(sds_use(cameras, times), prompt)
         pipe, dev = self.pipe, self.device
         if self.kind == "WanImageToVideoPipeline":
             raise FourRealError(
@@ -521,6 +573,7 @@ class CogVideoXPrior(DiffusersPrior):
                 self.t2v = pipe
             else:
                 self.i2v = pipe
+        self._setup_loras([self.t2v, self.i2v])
         self.device = None
         for pipe in (self.t2v, self.i2v):
             if pipe is not None:
@@ -553,6 +606,7 @@ class CogVideoXPrior(DiffusersPrior):
     def generate(self, prompt, num_frames, height, width, known_frames=None, seed=0) -> Video:
         known = check_known(known_frames, num_frames)
         pipe = self._pipe(known)
+        prompt = self._lora("freeze_time" if known else "reference", prompt)
         n, h, w = self._gen_shape(num_frames, height, width)
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         kwargs = dict(prompt=prompt, negative_prompt=self.cfg.negative_prompt or None, height=h, width=w, num_frames=n,
@@ -568,6 +622,9 @@ class CogVideoXPrior(DiffusersPrior):
 
     @torch.no_grad()
     def predict_x0(self, noisy, noise_level, known_frames=None, prompt="", generator=None, cameras=None, times=None):
+        from .lora import sds_use
+
+        prompt = self._lora(sds_use(cameras, times), prompt)
         t = self._noise_level(noise_level)
         x, known, F_, H, W = self._prep_frames(noisy, known_frames)
         pipe = self._pipe(known)
