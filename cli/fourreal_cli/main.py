@@ -190,6 +190,27 @@ def render(
     _print_outputs(path)
 
 
+@app.command()
+def view(
+    run_or_scene: Path = typer.Argument(..., help="A run folder (its newest 4D scene) or a scene4d.json."),
+    port: int = typer.Option(8080, "--port", help="TCP port to serve on (a busy port is an error)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Rows of the still frame (default: the training size)."),
+    interactive_height: int = typer.Option(144, "--interactive-height", help="Rows while the camera moves or time plays."),
+    fps: float = typer.Option(8.0, "--fps", help="1x speed plays the reference frames at this rate."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Look at the 4D scene in the browser: time slider, play, canonical toggle, cameras (docs/viewing.md)."""
+    try:
+        from fourreal_viewer.server import ViewOptions, view as serve
+    except ImportError as exc:
+        raise FourRealError(f"fourreal view needs the view extra (pip install -e '.[view]'): {exc}") from None
+    serve(run_or_scene, ViewOptions(host=host, port=port, height=height, interactive_height=interactive_height,
+                                    fps=fps), device=device, say=lambda line: console.print(escape(line), soft_wrap=True,
+                                                                                             highlight=False))
+
+
 @app.command(name="train-prior")
 def train_prior(
     videos_dir: Path = typer.Argument(..., help="Folder of training videos (mp4s and/or frame folders; optional prompts.json)."),

@@ -1,6 +1,13 @@
 """Export a 4D scene: PLY per time step, the canonical PLY + deformer + manifest, videos
 (bullet-time orbit at a fixed time, fixed camera over time, a spiral through space and
 time) and a views x times image grid. Used by the `export` stage and `fourreal export`.
+
+The PLY sequence is laid out as Brush reads one (docs/viewing.md): a folder -- and a zip --
+holding nothing but ``.ply`` files, one per time step, whose names sort in time order
+(``t_000.ply``, ``t_001.ply``, ...; Brush sorts the names alphanumerically, treats a source
+whose files are all ``.ply`` as a splat sequence, and plays it at a fixed 24 frames/s).
+With rerun-sdk installed, ``scene.rrd`` is a Rerun recording of the same sequence:
+``GaussianSplats3D`` on a ``time`` timeline, the cameras, and the input frames.
 """
 
 from __future__ import annotations
@@ -109,10 +116,16 @@ def export_scene(scene: Scene4D, rasterizer, out: Path, opts: Optional[ExportOpt
     files: dict = {"ply": []}
 
     if opts.ply_per_time:
-        for i, t in enumerate(times.tolist()):
-            p = out / "ply" / f"t_{i:03d}.ply"
-            write_ply_at(scene, t, p)
-            files["ply"].append(str(p.relative_to(out)))
+        for p, t in zip(ply_sequence_names(len(times)), times.tolist()):
+            write_ply_at(scene, t, out / "ply" / p)
+            files["ply"].append(f"ply/{p}")
+        write_ply_zip(out, files["ply"], out / PLY_ZIP)
+        files["ply_sequence"] = {"folder": "ply", "zip": PLY_ZIP, "times": [float(t) for t in times],
+                                 "layout": "Brush PLY sequence: only .ply files, names sort in time order",
+                                 "brush_fps": BRUSH_FPS}
+    rrd = write_rerun(scene, out / RRD, times.tolist(), opts.fps, find_inputs(out, scene))
+    if rrd is not None:
+        files["rerun"] = {"file": RRD, **rrd}
     scene.save(out / "scene")
     files["scene"] = "scene/scene4d.json"
 
@@ -143,3 +156,127 @@ def export_scene(scene: Scene4D, rasterizer, out: Path, opts: Optional[ExportOpt
     files["grid_layout"] = {"rows": "views (orbit angles)", "cols": "times 0..1", "views": gv, "times": gt}
     write_json(out / "export.json", files)
     return files
+
+
+# ------------------------------------------------------------------ other viewers' formats
+PLY_ZIP = "ply_sequence.zip"
+RRD = "scene.rrd"
+BRUSH_FPS = 24  # Brush plays a PLY sequence at this fixed rate
+
+
+def ply_sequence_names(n: int) -> list[str]:
+    """``t_000.ply`` ... : zero-padded so that plain and alphanumeric sorting agree."""
+    width = max(3, len(str(max(n - 1, 0))))
+    return [f"t_{i:0{width}d}.ply" for i in range(n)]
+
+
+def write_ply_zip(root: Path, names: list, dest: Path) -> None:
+    """The sequence as one zip with the PLYs at its root (and nothing else), atomically."""
+    import zipfile
+
+    from fourreal_core.io import atomic_path
+
+    with atomic_path(dest, suffix=".zip") as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
+            for name in names:
+                p = Path(root) / name
+                z.write(p, arcname=p.name)
+
+
+def find_inputs(out: Path, scene: Scene4D) -> dict:
+    """The input frames of the run ``out`` lies in (newest ``reference/`` and
+    ``freeze_time/`` transforms.json of its finished stages), as ``[N,H,W,3]`` floats; only
+    when their counts match the scene's cameras."""
+    from fourreal_core.transforms_json import load_transforms
+
+    run = next((p for p in [Path(out).resolve(), *Path(out).resolve().parents][:4]
+                if (p / "run.json").is_file() and (p / "stages").is_dir()), None)
+    found: dict = {}
+    if run is None:
+        return found
+    counts = {"reference": len(scene.times) if scene.times is not None else None,
+              "freeze_time": len(scene.freeze_cameras) if scene.freeze_cameras is not None else None}
+    for key, n in counts.items():
+        cands = [p for p in sorted((run / "stages").glob(f"[0-9]*/{key}/transforms.json"))]
+        if not cands or n is None:
+            continue
+        try:
+            v = load_transforms(cands[-1]).video.frames
+        except Exception:  # the recording is written without those frames rather than not at all
+            continue
+        if len(v) == n:
+            found[key] = v
+    return found
+
+
+def _c2w(viewmat: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.inv(viewmat.detach().cpu().double()).float()
+
+
+def write_rerun(scene: Scene4D, path: Path, times, fps: float, inputs: Optional[dict] = None) -> Optional[dict]:
+    """A Rerun recording (``.rrd``) of the scene: one ``GaussianSplats3D`` per time step on
+    the ``time`` timeline (seconds: t * (T-1) / fps) and the ``frame`` timeline (index), the
+    reference camera (pinhole, with its input frame at each time) and the freeze-time cameras
+    (with their frames, static). Colours are the SH DC term; None when rerun-sdk is absent."""
+    try:
+        import rerun as rr
+    except ImportError:
+        return None
+    import numpy as np
+
+    from fourreal_core.io import atomic_path
+
+    inputs = inputs or {}
+    raw = scene.model.raw
+    q0 = torch.nn.functional.normalize(raw["quats"].detach(), dim=-1)
+    opac = torch.sigmoid(raw["opacities"].detach().reshape(-1))
+    rgb = (0.5 + 0.28209479177387814 * raw["sh0"].detach().reshape(-1, 3)).clamp(0, 1)
+    rgba = (torch.cat([rgb, opac[:, None]], 1) * 255).round().to(torch.uint8).cpu().numpy()
+    span = max(len(times) - 1, 1) / max(float(fps), 1e-6)
+
+    def u8(img: torch.Tensor):
+        return (img.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+    def log_camera(rec, name: str, cam: Cameras, static: bool) -> None:
+        m = _c2w(cam.viewmats[0])
+        rec.log(name, rr.Transform3D(translation=m[:3, 3].numpy(), mat3x3=m[:3, :3].numpy()), static=static)
+        rec.log(f"{name}/image", rr.Pinhole(image_from_camera=cam.Ks[0].detach().cpu().numpy(),
+                                            resolution=[cam.width, cam.height], camera_xyz=rr.ViewCoordinates.RDF),
+                static=static)
+
+    with atomic_path(path, suffix=".rrd") as tmp:
+        rec = rr.RecordingStream("fourreal", recording_id=f"fourreal-{Path(path).parent.name}")
+        rec.save(str(tmp))
+        if scene.freeze_cameras is not None:
+            frz = inputs.get("freeze_time")
+            for i in range(len(scene.freeze_cameras)):
+                name = f"world/cameras/freeze_time/{i:03d}"
+                log_camera(rec, name, scene.freeze_cameras[i:i + 1], static=True)
+                if frz is not None:
+                    rec.log(f"{name}/image", rr.Image(u8(frz[i])), static=True)
+        if scene.reference_camera is not None:
+            log_camera(rec, "world/cameras/reference", scene.reference_camera[:1], static=True)
+        ref = inputs.get("reference")
+        for k, t in enumerate(times):
+            rec.set_time("frame", sequence=k)
+            rec.set_time("time", duration=float(t) * span)
+            means, q, log_s = raw["means"].detach(), q0, raw["scales"].detach()
+            if scene.deformer is not None:
+                with torch.no_grad():
+                    d = scene.deformer.deform(means, float(t), quats=q)
+                means, q = means + d.dx, q + d.dq
+                if d.ds is not None:
+                    log_s = log_s + d.ds
+            q = torch.nn.functional.normalize(q, dim=-1)
+            rec.log("world/gaussians", rr.GaussianSplats3D(
+                means.cpu().numpy(), scales=torch.exp(log_s).cpu().numpy(),
+                quaternions=q[:, [1, 2, 3, 0]].cpu().numpy(),  # Rerun stores xyzw
+                colors=rgba))
+            if ref is not None and scene.times is not None:
+                j = int(torch.argmin((scene.times - float(t)).abs()))
+                rec.log("world/cameras/reference/image", rr.Image(u8(ref[j])))
+        rec.flush()
+        rec.disconnect()
+        del rec
+    return {"times": [float(t) for t in times], "entity": "world/gaussians", "timelines": ["time", "frame"],
+            "input_frames": sorted(inputs), "colors": "SH DC term + opacity"}
