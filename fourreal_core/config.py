@@ -3,7 +3,7 @@
 A plugin's config is a dataclass whose fields carry type annotations; the recipe loader
 (:mod:`fourreal_core.recipe`) validates YAML against them. Supported annotations:
 ``int``, ``float``, ``str``, ``bool``, ``Optional[X]``, ``list[X]``, ``tuple[X, ...]``,
-``dict[str, X]``, ``Literal[...]``, nested dataclasses, and the three below:
+``dict[str, X]``, ``Literal[...]``, nested dataclasses, and the four below:
 
 * :class:`Ramp` -- a float, or ``[start_step, v0, v1, end_step]`` ramped linearly
   (threestudio style); ``ramp.at(step)`` gives the value.
@@ -11,6 +11,11 @@ A plugin's config is a dataclass whose fields carry type annotations; the recipe
   relative paths are relative to the recipe file.
 * ``Component("kind")`` -- a nested ``{name: ..., params: {...}}`` resolved through the
   registry; the field's value becomes a :class:`ComponentSpec` whose ``build()`` makes it.
+* :data:`Steps` -- an iteration count (phase length, densification window or interval,
+  checkpoint interval, SH-degree interval...). The recipe's ``iterations_scale`` multiplies
+  every ``Steps`` field, and the step bounds of every :class:`Ramp`, exactly once:
+  :func:`scale_steps` applied to a stage's config before it builds its components.
+  ``steps_floor(n, why)`` declares a count that never scales below ``n`` (with the reason).
 """
 
 from __future__ import annotations
@@ -101,6 +106,97 @@ InputFile = Annotated[str, _InputPathMarker(file=True)]
 
 
 @dataclass(frozen=True)
+class StepCount:
+    """Annotation marker of an iteration count (see :data:`Steps`).
+
+    ``floor``: a positive count scales to ``max(min(count, floor), round(count * scale))``,
+    so it never drops below ``floor`` (nor below its own unscaled value when that is
+    smaller); ``reason`` says why the floor exists (shown in docs and tests).
+    """
+
+    floor: int = 1
+    reason: str = ""
+
+    def scale(self, count: int, factor: float) -> int:
+        count = int(count)
+        if count <= 0:
+            return count
+        return max(min(count, int(self.floor)), int(round(count * factor)))
+
+
+Steps = Annotated[int, StepCount()]
+"""An iteration count that ``iterations_scale`` multiplies (positive counts stay >= 1)."""
+
+
+def steps_floor(floor: int, reason: str) -> Any:
+    """A :data:`Steps` annotation that never scales below ``floor``, for ``reason``."""
+    return Annotated[int, StepCount(int(floor), reason)]
+
+
+def step_count_marker(ann: Any) -> Optional[StepCount]:
+    """The :class:`StepCount` of an annotation (``Steps``, ``Optional[Steps]``...), or None."""
+    import typing
+
+    if typing.get_origin(ann) is Annotated:
+        for m in typing.get_args(ann)[1:]:
+            if isinstance(m, StepCount):
+                return m
+        return None
+    if typing.get_origin(ann) is Union:
+        for a in typing.get_args(ann):
+            m = step_count_marker(a)
+            if m is not None:
+                return m
+    return None
+
+
+def scale_steps(obj: Any, factor: float) -> Any:
+    """A copy of a validated config with every :data:`Steps` field and every :class:`Ramp`'s
+    step bounds multiplied by ``factor`` (the recipe's ``iterations_scale``), recursing into
+    nested dataclasses, lists, dicts and components' params. ``factor == 1`` returns ``obj``.
+
+    Stages call this once on their own config, before building anything from it, so no
+    component ever sees an unscaled count or scales one twice."""
+    import dataclasses
+    import typing
+
+    if factor == 1.0:
+        return obj
+    if isinstance(obj, Ramp):
+        return obj.scaled_steps(factor)
+    if isinstance(obj, ComponentSpec):
+        return dataclasses.replace(obj, params=scale_steps(obj.params, factor))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        try:
+            hints = typing.get_type_hints(type(obj), include_extras=True)
+        except Exception:  # noqa: BLE001 - unresolvable hints: scale nothing at this level
+            hints = {}
+        changes = {}
+        for f in dataclasses.fields(obj):
+            if not f.init:
+                continue
+            val = getattr(obj, f.name)
+            marker = step_count_marker(hints.get(f.name))
+            if marker is not None and isinstance(val, int) and not isinstance(val, bool):
+                changes[f.name] = marker.scale(val, factor)
+            else:
+                new = scale_steps(val, factor)
+                if new is not val:
+                    changes[f.name] = new
+        return dataclasses.replace(obj, **changes) if changes else obj
+    if isinstance(obj, list):
+        new = [scale_steps(v, factor) for v in obj]
+        return new if any(a is not b for a, b in zip(new, obj)) else obj
+    if isinstance(obj, tuple):
+        new = tuple(scale_steps(v, factor) for v in obj)
+        return new if any(a is not b for a, b in zip(new, obj)) else obj
+    if isinstance(obj, dict):
+        new = {k: scale_steps(v, factor) for k, v in obj.items()}
+        return new if any(new[k] is not obj[k] for k in obj) else obj
+    return obj
+
+
+@dataclass(frozen=True)
 class _ComponentMarker:
     kind: str
 
@@ -138,4 +234,7 @@ def component_default(kind: str, name: str, **params: Any) -> Any:
     return field(default_factory=lambda: {"name": name, "params": dict(params)})
 
 
-__all__ = ["Ramp", "InputPath", "InputFile", "Component", "ComponentSpec", "component_default", "Optional"]
+__all__ = [
+    "Ramp", "InputPath", "InputFile", "Component", "ComponentSpec", "component_default", "Optional",
+    "Steps", "StepCount", "steps_floor", "scale_steps", "step_count_marker",
+]

@@ -124,28 +124,115 @@ class Rasterizer(ABC):
 
 
 # ------------------------------------------------------------------------ representation
+class DensifyStrategy(ABC):
+    """Adaptive density control in the style of gsplat's strategies: the strategy object
+    holds only its (already ``iterations_scale``-d) config; the running statistics live in a
+    plain ``state`` dict of flat tensors that the fitting engine owns and checkpoints.
+
+    The engine calls, every step: :meth:`step_pre` before rendering, then ``backward()``,
+    then :meth:`step_post_backward` (before the optimiser steps). Each returns True when it
+    changed the set of Gaussians (rows added or removed), so kNN and other per-set caches
+    are recomputed.
+    """
+
+    @abstractmethod
+    def initialize_state(self, n: int, device: Any = "cpu") -> dict[str, "torch.Tensor"]:
+        """Fresh statistics for ``n`` Gaussians."""
+
+    def step_pre(self, model: "Representation", state: dict, step: int) -> bool:
+        """Called before the render of ``step`` (e.g. to spawn or freeze). Default: nothing."""
+        return False
+
+    @abstractmethod
+    def step_post_backward(self, model: "Representation", state: dict, render: "RenderOutput", step: int) -> bool:
+        """Accumulate statistics from ``render`` (its loss back-propagated) and, on schedule,
+        clone / split / prune. Returns whether the Gaussian set changed."""
+
+    def step_end(self, model: "Representation", state: dict) -> None:
+        """Called once after the last step (e.g. to unfreeze). Default: nothing."""
+
+    def state_dict(self, state: dict) -> dict[str, "torch.Tensor"]:
+        """Flat tensors to checkpoint (default: ``state`` itself)."""
+        return {k: v.detach().clone() for k, v in state.items()}
+
+    def load_state_dict(self, state: dict, saved: Mapping[str, "torch.Tensor"]) -> None:
+        """Restore :meth:`state_dict` output into ``state``."""
+        state.update({k: v.detach().clone() for k, v in saved.items()})
+
+
 class Representation(ABC):
-    """The canonical Gaussians: parameters, optimisers, densification, PLY I/O.
+    """The canonical Gaussians: parameters, their optimiser, densification, PLY I/O.
 
     Stored parameters are unconstrained (log-scales, opacity logits); :meth:`params`
-    returns them activated.
+    returns them activated. Everything the fitting engine (``fourreal_stages.fit``) calls is
+    declared here; optional parts raise ``NotImplementedError`` with a message, and the
+    engine only calls them when a recipe asks for what needs them (densify, growth, freeze).
     """
+
+    #: the scene radius learning rates and densification thresholds scale with
+    scene_extent: float = 1.0
 
     @abstractmethod
     def __len__(self) -> int:
         """Number of Gaussians N."""
 
     @abstractmethod
-    def params(self) -> GaussianParams:
-        """Activated parameters of all N Gaussians (differentiable views)."""
+    def params(self, step: Optional[int] = None) -> GaussianParams:
+        """Activated parameters of all N Gaussians (differentiable views). ``step`` lets the
+        representation follow its own schedule (e.g. the active SH degree)."""
 
+    @abstractmethod
+    def init_from_points(self, points: "PointCloud", scene_extent: float) -> None:
+        """One Gaussian per point (colours from the points), sized from their spacing."""
+
+    @abstractmethod
+    def to(self, device: Any) -> "Representation":
+        """Move everything (parameters, optimiser state) to ``device``; returns self."""
+
+    # --- optimisation (the representation owns its optimiser: per-attribute learning rates)
+    @abstractmethod
+    def update_learning_rate(self, step: int, total_steps: int) -> None:
+        """Set this step's learning rates (e.g. 3DGS's exponential decay of positions)."""
+
+    @abstractmethod
+    def optimizer_step(self, groups: Optional[Any] = None) -> None:
+        """One optimiser step over the accumulated gradients, then zero them. Frozen
+        Gaussians (:meth:`freeze`) never move."""
+
+    @abstractmethod
+    def zero_grad(self) -> None:
+        """Drop accumulated gradients without stepping."""
+
+    def freeze(self, mask: Optional["torch.Tensor"] = None) -> None:
+        """Exclude ``mask`` rows (default: all current Gaussians) from optimisation and
+        densification (the motion stage's growth phase, paper D.2)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot freeze Gaussians (needed by a growth phase)")
+
+    def unfreeze(self) -> None:
+        """Make every Gaussian trainable again."""
+        raise NotImplementedError(f"{type(self).__name__} cannot freeze Gaussians (needed by a growth phase)")
+
+    def densify_strategy(self) -> DensifyStrategy:
+        """The representation's adaptive density control (3DGS: clone / split / prune /
+        opacity reset) with its config's (scaled) schedule, for phases with ``densify: true``."""
+        raise NotImplementedError(f"{type(self).__name__} has no densification strategy")
+
+    def growth_strategy(self, start: int, end: int, grad_threshold: float, prune_opacity: float) -> DensifyStrategy:
+        """The motion stage's growth (paper D.2) over steps ``[start, end)``: statistics
+        accumulate before ``start``; at ``start`` the Gaussians freeze and new ones spawn
+        where the gradients are high; only those grow (clone / split / prune with
+        ``prune_opacity`` = tau_alpha) until ``end``, when everything unfreezes."""
+        raise NotImplementedError(f"{type(self).__name__} has no growth strategy (motion-stage growth phase)")
+
+    # --- files and checkpoints
     @abstractmethod
     def save_ply(self, path: Path) -> None:
         """Write the standard 3DGS PLY layout (see docs/conventions.md)."""
 
     @abstractmethod
     def load_ply(self, path: Path) -> None:
-        """Replace all parameters by those in a standard 3DGS PLY file."""
+        """Replace all parameters by those in a standard 3DGS PLY file (the active SH degree
+        becomes the file's)."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, "torch.Tensor"]:
@@ -154,6 +241,13 @@ class Representation(ABC):
     @abstractmethod
     def load_state_dict(self, state: Mapping[str, "torch.Tensor"]) -> None:
         """Restore from :meth:`state_dict` output."""
+
+    def optimizer_state_dict(self) -> dict[str, "torch.Tensor"]:
+        """The optimiser's state as flat tensors (default: none, i.e. not resumable exactly)."""
+        return {}
+
+    def load_optimizer_state_dict(self, state: Mapping[str, "torch.Tensor"]) -> None:
+        """Restore :meth:`optimizer_state_dict` output (after :meth:`load_state_dict`)."""
 
 
 # ------------------------------------------------------------------------------ deformer
@@ -173,23 +267,40 @@ class Deformation:
 
 
 class Deformer(ABC):
-    """A deformation field w(x, t) or w(x, k).
+    """A deformation field: w_mv(x, k) over the K frames of the freeze-time video (canonical
+    stage) or w_t(x, t) over time t in [0,1] (motion stage). The contract, which the fitting
+    engine checks when it sets a deformer up (docs/plugins.md, "Deformers"):
 
-    Implementations are ``torch.nn.Module`` subclasses too, so their weights save as
-    safetensors through ``state_dict()``.
+    1. It is a ``torch.nn.Module``: ``parameters()`` are its trainable weights (there may be
+       none), ``state_dict()`` / ``load_state_dict()`` save and restore it (safetensors),
+       ``.to(device)`` moves it.
+    2. ``lr`` / ``lr_final``: its learning rate decays exponentially from ``lr`` to
+       ``lr_final`` over the stage (:meth:`learning_rate`; paper D.4: 1e-3 -> 1e-5).
+    3. :meth:`setup` is called once before the optimiser is built, with the number of frames,
+       the canonical input and the canonical Gaussian positions.
+    4. :meth:`deform` ``(means [N,3], t_or_k, quats=None)`` returns a :class:`Deformation`
+       that is **exactly zero at the canonical input** given to :meth:`setup` -- the
+       canonical view k_c for w_mv, the canonical time t_c for w_t (paper §3.3: the
+       canonical frame is undeformed).
     """
+
+    lr: float = 1e-3
+    lr_final: float = 1e-5
 
     def setup(
         self,
         *,
         num_frames: Optional[int] = None,
-        canonical_index: Optional[int] = None,
+        canonical: "int | float | None" = None,
         canonical_means: Optional["torch.Tensor"] = None,
     ) -> None:
         """Called by a stage before training, with what only the data knows: the number of
-        frames K (per-frame deformation), the canonical frame index c (whose deformation must
-        be zero), and the canonical Gaussian positions ``[N,3]`` (e.g. to place LBS bones).
-        The default does nothing."""
+        frames K (per-frame deformation), ``canonical`` -- the input at which the deformation
+        must be exactly zero: an int frame index for per-frame deformers (w_mv: the canonical
+        view k_c, the freeze-time frame showing the canonical frame c), a float time for
+        temporal ones (w_t: the canonical time t_c) -- and the canonical Gaussian positions
+        ``[N,3]`` (e.g. to place LBS bones). The default does nothing (right for a deformer
+        that is zero at its canonical input by construction)."""
 
     @abstractmethod
     def deform(
@@ -201,21 +312,37 @@ class Deformer(ABC):
         for per-frame deformation (w_mv), as the deformer's config says. ``quats`` ``[N,4]``
         (normalised canonical rotations, wxyz) lets deformers that rotate Gaussians (e.g.
         skinning) return the additive ``dq`` that composes their rotation with each Gaussian's.
+        Exactly zero at the canonical input of :meth:`setup`.
         """
+
+    def learning_rate(self, step: int, total: int) -> float:
+        """The learning rate at ``step`` of ``total``: log-linear from :attr:`lr` to
+        :attr:`lr_final` (3DGS style)."""
+        import math
+
+        lr0, lr1 = float(self.lr), float(self.lr_final)
+        if total <= 0 or lr0 <= 0 or lr1 <= 0:
+            return lr0
+        f = min(max(step / total, 0.0), 1.0)
+        return math.exp(math.log(lr0) * (1 - f) + math.log(lr1) * f)
 
 
 # ---------------------------------------------------------------------------------- loss
 class Loss(ABC):
-    """One term of the objective. The trainer multiplies it by its (possibly ramped) weight.
+    """One term of the objective. The engine multiplies it by its (possibly ramped) weight.
 
     ``inputs`` is a dict the stage fills; the names a loss reads are listed in
-    :attr:`requires` so a stage can refuse a loss it cannot feed, with a clear message.
+    :attr:`requires`: the fitting engine refuses, with a clear message, a loss that needs an
+    input its stage never provides, and skips it on steps where an input is absent (e.g. a
+    regulariser of the deformation in a phase with ``deform: false``).
     Common keys: ``render`` (:class:`RenderOutput`), ``target`` ``[C,H,W,3]``,
     ``deformation`` (:class:`Deformation`), ``gaussians`` (:class:`GaussianParams`),
     ``step`` (int).
     """
 
     requires: tuple[str, ...] = ()
+    #: ``weight.at(step)`` multiplies the loss (a :class:`~fourreal_core.config.Ramp`); 1 if absent
+    weight: Any = None
 
     @abstractmethod
     def __call__(self, inputs: Mapping[str, Any]) -> "torch.Tensor":
@@ -225,7 +352,11 @@ class Loss(ABC):
 # ----------------------------------------------------------------------------- scheduler
 @dataclass
 class Phase:
-    """What is active at one iteration of a training stage."""
+    """What is active at one iteration of a training stage.
+
+    ``options``: ``deform`` (bool: apply the stage's deformation field), ``frames``
+    (``all`` / ``reference`` / ``freeze_time``: which training frames to sample).
+    """
 
     name: str
     start: int
@@ -237,25 +368,33 @@ class Phase:
 
 
 class Scheduler(ABC):
-    """Iteration -> phase, learning rates and loss weights."""
+    """Iteration -> phase and learning rates. Built from a config whose step counts are
+    already multiplied by ``iterations_scale`` (see :func:`fourreal_core.config.scale_steps`)."""
 
     @property
     @abstractmethod
-    def total_steps(self) -> int:
-        """Number of iterations of the stage (after ``iterations_scale``)."""
+    def phases(self) -> list[Phase]:
+        """Every phase, in order, with absolute ``[start, end)`` steps."""
 
-    @abstractmethod
+    @property
+    def total_steps(self) -> int:
+        """Number of iterations of the stage."""
+        return self.phases[-1].end if self.phases else 0
+
     def phase_at(self, step: int) -> Phase:
-        """The phase active at ``step`` (0-based)."""
+        """The phase active at ``step`` (0-based; the last one past the end)."""
+        for p in self.phases:
+            if p.start <= step < p.end:
+                return p
+        return self.phases[-1]
+
+    def phase_named(self, name: str) -> Optional[Phase]:
+        """The phase called ``name``, or None."""
+        return next((p for p in self.phases if p.name == name), None)
 
     @abstractmethod
     def lr_at(self, group: str, step: int, base_lr: float) -> float:
-        """Learning rate of parameter group ``group`` at ``step``."""
-
-    def with_iterations_scale(self, scale: float) -> "Scheduler":
-        """The same schedule with every iteration count multiplied by ``scale`` (the recipe's
-        ``iterations_scale``). The default ignores it."""
-        return self
+        """Learning rate of parameter group ``group`` at ``step`` (``base_lr``: its own)."""
 
 
 # ---------------------------------------------------------------------------- video prior

@@ -58,7 +58,7 @@ def _run(root, name: str, deformer, losses) -> dict:
         "freeze_time": str(data / "freeze_time" / "transforms.json"),
         "init_points": str(data / "init_points.npz"),
         "eval_views": str(data / "test_static" / "transforms.json"),
-        "deformer": deformer,
+        "w_mv": deformer,
         "losses": losses,
         "refine_cameras": False,
         "representation": {"name": "gaussians", "params": {"densify": {"max_gaussians": 6000}}},
@@ -115,16 +115,16 @@ def test_small_motion_loss_keeps_deformation_small(runs, dataset):
 
 
 def test_anchor_frame_has_no_deformation(runs, dataset):
-    """w_mv(x, c) = 0: the canonical render at the anchor equals the deformed one."""
+    """w_mv(x, k_c) = 0: the canonical render at the canonical view equals the deformed one."""
     from fourreal_core.io import load_tensors
 
     root, _ = dataset
     tensors, meta = load_tensors(root / "per_frame" / "per_frame_deformer.safetensors")
-    assert int(meta["canonical_index"]) == 6
+    assert int(meta["canonical_view"]) == 6
     info = json.loads((root / "per_frame" / "per_frame_deformer.json").read_text())
     spec = component_from_plain("deformer", {"name": info["name"], "params": info["params"]}, get_registry())
     d = spec.build(get_registry())
-    d.setup(num_frames=12, canonical_index=6)
+    d.setup(num_frames=12, canonical=6)
     d.load_state_dict(tensors)
     x = torch.randn(100, 3)
     assert torch.count_nonzero(d.deform(x, 6).dx) == 0

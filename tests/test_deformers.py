@@ -56,9 +56,9 @@ def variants():
     return [
         ("mlp", {"width": 32}, {}, 0.37),
         ("mlp", {"width": 32, "time_input": "frame_code", "predict_scale": False},
-         {"num_frames": 6, "canonical_index": 2}, 4),
+         {"num_frames": 6, "canonical": 2}, 4),
         ("lbs", {"num_bones": 4}, {}, 0.37),
-        ("lbs", {"num_bones": 4, "motion": "per_frame"}, {"num_frames": 6, "canonical_index": 2}, 4),
+        ("lbs", {"num_bones": 4, "motion": "per_frame"}, {"num_frames": 6, "canonical": 2}, 4),
     ]
 
 
@@ -104,7 +104,7 @@ def test_zero_deformation_at_initialisation(variant):
 ])
 def test_per_frame_deformation_exactly_zero_at_canonical_frame_after_training(name, params):
     x, q = points(80)
-    d = make_variant(name, params, {"num_frames": 5, "canonical_index": 3}, x)
+    d = make_variant(name, params, {"num_frames": 5, "canonical": 3}, x)
     opt = torch.optim.Adam(d.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(1)
     target = 0.1 * torch.randn(80, 3, generator=g)
@@ -151,7 +151,7 @@ def test_gradients_reach_every_parameter(variant):
         opt.step()
     for pname, p in d.named_parameters():
         if pname == "codes":  # only the codes of the frame used get a gradient
-            assert p.grad[t].abs().sum() > 0 and p.grad[setup["canonical_index"]].abs().sum() == 0
+            assert p.grad[t].abs().sum() > 0 and p.grad[setup["canonical"]].abs().sum() == 0
         elif pname == "frame_params":
             assert p.grad[t].abs().sum() > 0
         else:
@@ -190,13 +190,13 @@ def test_input_errors_are_clear():
     fc = build("mlp", width=16, time_input="frame_code")
     with pytest.raises(RuntimeError, match="setup"):
         fc.deform(x, 0)
-    fc.setup(num_frames=3, canonical_index=0)
+    fc.setup(num_frames=3, canonical=0)
     with pytest.raises(TypeError, match="frame index"):
         fc.deform(x, 0.5)
     with pytest.raises(IndexError):
         fc.deform(x, 3)
     with pytest.raises(IndexError):
-        fc.setup(canonical_index=5)
+        fc.setup(canonical=5)
     with pytest.raises(RuntimeError, match="setup"):
         build("lbs").deform(x, 0.5)
     with pytest.raises(ValueError, match="num_frames"):
@@ -208,7 +208,7 @@ def test_lbs_single_bone_is_an_exact_rigid_transform():
     """One bone, per-frame motion: every Gaussian follows x -> R (x - c) + c + t, q -> r q."""
     x, q = points(40)
     d = build("lbs", num_bones=1, motion="per_frame")
-    d.setup(canonical_means=x, num_frames=2, canonical_index=0)
+    d.setup(canonical_means=x, num_frames=2, canonical=0)
     assert torch.allclose(d.pivots[0], x.mean(0), atol=1e-6)  # k-means with one cluster
     r = torch.tensor([0.9, 0.3, -0.2, 0.25])
     r = r / r.norm()
@@ -261,8 +261,8 @@ def test_safetensors_round_trip(variant, tmp_path):
     a, b = d.deform(x, t, quats=q), fresh.deform(x, t, quats=q)
     assert torch.equal(a.dx, b.dx) and torch.equal(a.dq, b.dq)
     assert torch.count_nonzero(a.dx) > 0
-    if "canonical_index" in setup:  # the canonical frame survives the round trip
-        assert_all_zero(fresh.deform(x, setup["canonical_index"], quats=q))
+    if "canonical" in setup:  # the canonical frame survives the round trip
+        assert_all_zero(fresh.deform(x, setup["canonical"], quats=q))
 
 
 # ------------------------------------------------------------- fitting articulated motion
@@ -390,3 +390,26 @@ def test_rendered_fit_of_articulated_motion(name, params, steps, lr, floor):
         sched.step()
     after = mean_psnr()
     assert after > floor and after > before + 3.0, (before, after)
+
+
+# ------------------------------------------------------------------ canonical time (w_t)
+@pytest.mark.parametrize("name,params", [("mlp", {"width": 32}), ("lbs", {"num_bones": 4}),
+                                         ("lbs", {"num_bones": 4, "motion": "per_frame"})])
+def test_temporal_deformation_exactly_zero_at_canonical_time(name, params):
+    """setup(canonical=t_c): w_t(x, t_c) is exactly zero whatever the weights (the Deformer
+    contract), elsewhere it is not; deform_batch and the mlp's deform_pair agree with deform."""
+    x, q = points(60)
+    t_c = float(torch.tensor(0.4))  # as the motion stage passes it: a float32 frame time
+    d = make_variant(name, params, {"num_frames": 6, "canonical": t_c}, x)
+    randomize_(d, seed=3)
+    assert_all_zero(d.deform(x, t_c, quats=q))
+    assert torch.count_nonzero(d.deform(x, 0.9, quats=q).dx) > 0
+    batch = d.deform_batch(x, [0.9, t_c], quats=q)
+    assert torch.count_nonzero(batch.dx[1]) == 0 and torch.count_nonzero(batch.dq[1]) == 0
+    assert torch.allclose(batch.dx[0], d.deform(x, 0.9, quats=q).dx, atol=1e-5)
+    if hasattr(d, "deform_pair"):
+        a, b = d.deform_pair(x, 0.9, 0.7, quats=q)
+        assert torch.allclose(a.dx, d.deform(x, 0.9).dx, atol=1e-5) and torch.allclose(b.dx, d.deform(x, 0.7).dx, atol=1e-5)
+        assert a.dx.requires_grad and not b.dx.requires_grad
+        a, b = d.deform_pair(x, t_c, 0.9, quats=q)
+        assert torch.count_nonzero(a.dx) == 0

@@ -24,8 +24,8 @@ def test_dnerf_recipe_small(tmp_path):
         "iterations_scale": 0.02,  # 800 of the recipe's 40,000 iterations
         "stages.motion.params.num_random_points": 5000,
         "stages.motion.params.representation.params.densify.max_gaussians": 8000,
-        "stages.motion.params.deformer.params.width": 64,
-        "stages.motion.params.deformer.params.depth": 4,
+        "stages.motion.params.w_t.params.width": 64,
+        "stages.motion.params.w_t.params.depth": 4,
         "stages.export.params.orbit_frames": 4,
         "stages.export.params.ply_per_time": "false",
     }

@@ -29,7 +29,7 @@ TINY = [
     "--set", "stages.export.params.orbit_frames=6",
     "--set", "stages.export.params.grid_views=2",
     "--set", "stages.export.params.grid_times=2",
-    "--set", "stages.motion.params.checkpoint_every=20",
+    "--set", "stages.motion.params.checkpoint_every=3334",  # a Steps count: x 0.006 -> every 20 steps
 ]
 
 
@@ -69,6 +69,32 @@ def test_demo_writes_videos_plys_and_scores(demo_run):
     # held-out cameras at held-out times; floor for this tiny, short run (make demo: >= 25 dB)
     assert ev["mean"]["psnr"] > 18.0, ev["mean"]
     assert "scores" in res.stdout and "05_eval/eval.json" in res.stdout
+
+
+def test_w_t_is_exactly_zero_at_the_canonical_time(demo_run):
+    """Through the real motion stage (the demo's `mlp` w_t, trained): w_t(x, t_c) is exactly
+    zero -- the canonical frame is undeformed (paper §3.3; video SDS conditions on it) -- and
+    w_t moves the Gaussians at every other reference time; the canonical stage's w_mv is
+    exactly zero at the canonical view k_c."""
+    import torch
+
+    from fourreal_core.io import load_tensors
+    from fourreal_core.registry import get_registry
+    from fourreal_stages.scene4d import Scene4D
+
+    tmp, _ = demo_run
+    stages = tmp / "run" / "stages"
+    scene = Scene4D.load(stages / "03_motion", get_registry())
+    c = scene.canonical_frame
+    t_c = float(scene.times[c])
+    x, q = scene.model.params().means, scene.model.params().quats
+    with torch.no_grad():
+        d = scene.deformer.deform(x, t_c, quats=q)
+        assert all(torch.count_nonzero(v) == 0 for v in (d.dx, d.dq, d.ds) if v is not None)
+        moved = [float(scene.deformer.deform(x, float(t), quats=q).dx.abs().mean()) for t in scene.times]
+    assert moved[c] == 0.0 and min(m for i, m in enumerate(moved) if i != c) > 0.0, moved
+    _, meta = load_tensors(stages / "02_canonical" / "per_frame_deformer.safetensors")
+    assert "canonical_view" in meta
 
 
 def test_export_render_eval_commands(demo_run):
@@ -140,7 +166,7 @@ stages:
   - name: motion
     params:
       per_frame_deformer: false
-      deformer: {{name: {deformer}, params: {{}}}}
+      w_t: {{name: {deformer}, params: {{}}}}
       losses: [{{name: l1}}]
       scheduler:
         name: stagewise
@@ -149,7 +175,7 @@ stages:
             - {{name: motion, iterations: 250, losses: [l1], train: [gaussians, deformer], frames: reference}}
 """)
     res = run_cli(["run", str(recipe), "--out", "run",
-                   "--set", f"stages.motion.params.deformer.params.{'width' if deformer == 'mlp' else 'num_bones'}="
+                   "--set", f"stages.motion.params.w_t.params.{'width' if deformer == 'mlp' else 'num_bones'}="
                             f"{64 if deformer == 'mlp' else 6}"], tmp_path, env=_env(), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "stages" / "02_motion" / "metrics.json").read_text())

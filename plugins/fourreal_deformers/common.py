@@ -143,18 +143,51 @@ def median_spacing(centres: torch.Tensor) -> float:
     return v if v > 0 else 1.0
 
 
-def setup_frame_table(module, name: str, num_frames, canonical_index, make, what: str) -> None:
+def setup_frame_table(module, name: str, num_frames, canonical, make, what: str) -> None:
     """Shared ``setup`` of a per-frame parameter table (``mlp`` codes, ``lbs`` per-frame bone
     motion): (re)create ``module.<name>`` with ``make(K)`` when K changes, and record the
-    canonical frame c (whose deformation is zero)."""
+    canonical frame index (``module.zero_frame``: the deformation is exactly zero there)."""
     if num_frames is None and module.num_frames == 0:
         raise ValueError(f"{what} needs setup(num_frames=K)")
     if num_frames is not None and int(num_frames) != module.num_frames:
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         setattr(module, name, make(int(num_frames)))
-    if canonical_index is not None:
-        c = int(canonical_index)
+    if canonical is not None:
+        if not is_integer_time(canonical):
+            raise TypeError(f"{what}: the canonical input must be an int frame index, got {canonical!r}")
+        c = int(canonical)
         if not 0 <= c < module.num_frames:
-            raise IndexError(f"canonical_index {c} out of range for {module.num_frames} frames")
-        module.canonical_index.fill_(c)
+            raise IndexError(f"canonical frame {c} out of range for {module.num_frames} frames")
+        module.zero_frame.fill_(c)
+
+
+def register_canonical_buffers(module) -> None:
+    """The buffers that remember a deformer's canonical input: ``zero_frame`` (long, -1:
+    none) and ``zero_time`` (float, -1: none; checkpoints must stay finite)."""
+    module.register_buffer("zero_frame", torch.tensor(-1, dtype=torch.long))
+    module.register_buffer("zero_time", torch.tensor(-1.0))
+
+
+def set_zero_time(module, canonical) -> None:
+    """Record a temporal deformer's canonical time t_c (``None`` leaves it unset)."""
+    if canonical is None:
+        return
+    t = float(canonical)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"the canonical time must be in [0,1], got {t}")
+    module.zero_time.fill_(t)
+
+
+def has_zero_time(module) -> bool:
+    return bool(module.zero_time >= 0)
+
+
+def upgrade_canonical_state(state_dict, prefix: str, module) -> None:
+    """Load state saved before the rename ``canonical_index`` -> ``zero_frame`` (and before
+    ``zero_time`` existed: such deformers were not made zero at t_c, so it stays unset)."""
+    old = prefix + "canonical_index"
+    if old in state_dict and prefix + "zero_frame" not in state_dict:
+        state_dict[prefix + "zero_frame"] = state_dict.pop(old)
+    if prefix + "zero_time" not in state_dict:
+        state_dict[prefix + "zero_time"] = torch.tensor(-1.0)

@@ -2,7 +2,7 @@
 
 Both deformers implement :class:`fourreal_core.interfaces.Deformer` with the same call::
 
-    deformer.setup(num_frames=K, canonical_index=c, canonical_means=x0)   # before the optimiser
+    deformer.setup(num_frames=K, canonical=k_c or t_c, canonical_means=x0)   # before the optimiser
     d = deformer.deform(means, time, quats=None)   # Deformation(dx [N,3], dq [N,4], ds [N,3]|None)
     d = deformer.deform_batch(means, times, quats=None)   # dx [T,N,3], dq [T,N,4], ds [T,N,3]|None
 
@@ -24,12 +24,13 @@ class MLPDeformerConfig:
 
     * ``time_input: time`` -- temporal deformation w_t(x, t): ``time`` is a float t in [0,1]
       (or a tensor ``[N]``/``[N,1]`` of per-Gaussian times), encoded with ``t_multires``
-      frequencies.
+      frequencies. The output is exactly zero at the canonical time ``setup(canonical=t_c)``
+      (it is ``f(x, t) - f(x, t_c)``).
     * ``time_input: frame_code`` -- per-frame deformation w_mv(x, k) (paper Sec. 3.3):
       ``time`` is an int frame index k in [0, K); a learned code of ``code_dim`` numbers
       per frame (K from ``setup(num_frames=K)``) is fed to the network *without* positional
       encoding (a learned latent needs none, as in Nerfies / NeRF-W). The output is exactly
-      zero at the canonical frame ``setup(canonical_index=c)``.
+      zero at the canonical frame ``setup(canonical=k_c)``.
     """
 
     width: int = 256
@@ -63,7 +64,7 @@ class LBSDeformerConfig:
       bone; ``time`` is a float t in [0,1].
     * ``motion: per_frame`` -- a learned table of per-bone transforms per frame (K from
       ``setup(num_frames=K)``); ``time`` is an int frame index k (identity exactly at
-      ``canonical_index``), or a float t in [0,1] which interpolates linearly between
+      ``setup(canonical=k)``), or a float t in [0,1] which interpolates linearly between
       frames ``k = t (K-1)``.
     """
 

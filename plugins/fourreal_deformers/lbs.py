@@ -40,12 +40,16 @@ from .common import (
     PositionalEncoding,
     chunk_ranges,
     compose_dq,
+    has_zero_time,
     is_integer_time,
     median_spacing,
     quat_to_matrix,
+    register_canonical_buffers,
     resize_parameter,
     residual_quat,
+    set_zero_time,
     setup_frame_table,
+    upgrade_canonical_state,
 )
 from .configs import LBSDeformerConfig
 
@@ -127,9 +131,11 @@ class LBSDeformer(nn.Module, Deformer):
     """Linear-blend-skinning deformer; see the module docstring and
     :class:`~fourreal_deformers.configs.LBSDeformerConfig`.
 
-    Call ``setup(canonical_means=x0 [N,3])`` (and ``num_frames=K`` for ``motion: per_frame``,
-    optionally ``canonical_index=c``) before the optimiser is built; ``setup`` with
-    ``canonical_means`` (re)places the bones by k-means and resets the skinning.
+    Call ``setup(canonical_means=x0 [N,3])`` (and ``num_frames=K`` for ``motion: per_frame``)
+    before the optimiser is built; ``setup`` with ``canonical_means`` (re)places the bones by
+    k-means and resets the skinning. ``canonical``: an int frame index k_c (per-frame table:
+    its row is the identity) or a float time t_c (the bone parameters at t_c are subtracted,
+    so the deformation is exactly zero at t_c).
 
     ``deform(means [N,3], time, quats=None)`` -> ``Deformation(dx [N,3], dq [N,4], ds=None)``.
     ``time``: float t in [0,1] (``motion: mlp``); int frame index k or float t
@@ -147,7 +153,8 @@ class LBSDeformer(nn.Module, Deformer):
         self.register_buffer("x_center", torch.zeros(3))  # skinning-MLP input normalisation
         self.register_buffer("x_scale", torch.ones(()))
         self.register_buffer("initialized", torch.tensor(False))
-        self.register_buffer("canonical_index", torch.tensor(-1, dtype=torch.long))
+        register_canonical_buffers(self)
+        self.lr, self.lr_final = float(cfg.lr), float(cfg.lr_final)
         self.skin_centres = nn.Parameter(torch.zeros(B, 3))
         self.skin_log_sigma = nn.Parameter(torch.zeros(B))
         if cfg.skin_mlp_width > 0 and B > 1:
@@ -177,12 +184,12 @@ class LBSDeformer(nn.Module, Deformer):
         self,
         *,
         num_frames: Optional[int] = None,
-        canonical_index: Optional[int] = None,
+        canonical: "int | float | None" = None,
         canonical_means: Optional[torch.Tensor] = None,
     ) -> None:
         """Place the bones (k-means on ``canonical_means [N,3]``), size the per-frame table
-        (``num_frames``) and remember the canonical frame (``canonical_index``, per-frame
-        motion only: the deformation is exactly zero there)."""
+        (``num_frames``) and remember the canonical input (``canonical``: an int frame index
+        -- per-frame motion -- or a float time t_c): the deformation is exactly zero there."""
         dev = self.pivots.device
         if canonical_means is not None:
             x = canonical_means.detach().to(dev, torch.float32)
@@ -201,14 +208,18 @@ class LBSDeformer(nn.Module, Deformer):
                 self.initialized.fill_(True)
         elif not bool(self.initialized):
             raise ValueError("the lbs deformer needs setup(canonical_means=...) to place its bones")
+        frame_index = canonical if canonical is not None and is_integer_time(canonical) else None
+        if canonical is not None and frame_index is None:
+            set_zero_time(self, canonical)
         if self.motion_mlp is None:
             setup_frame_table(
-                self, "frame_params", num_frames, canonical_index,
+                self, "frame_params", num_frames, frame_index,
                 lambda k: nn.Parameter(torch.zeros(k, self.cfg.num_bones, 7, device=dev)),
                 "lbs with motion: per_frame",
             )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        upgrade_canonical_state(state_dict, prefix, self)
         key = prefix + "frame_params"
         if self.motion_mlp is None and key in state_dict:
             resize_parameter(self, "frame_params", tuple(state_dict[key].shape))
@@ -227,7 +238,16 @@ class LBSDeformer(nn.Module, Deformer):
     def bone_params(self, times: torch.Tensor, frames: bool) -> torch.Tensor:
         """Raw per-bone parameters ``[T,B,7]`` (quaternion residual, translation) at
         ``times [T]`` (floats in [0,1], or frame indices when ``frames`` and the motion is
-        per-frame)."""
+        per-frame); with a canonical time t_c, minus their value at t_c (exactly zero there)."""
+        p = self._bone_params(times, frames)
+        if frames or not has_zero_time(self):
+            return p
+        t_c = self.zero_time.to(p.dtype).reshape(1)
+        p = p - self._bone_params(t_c, False)
+        same = (times.to(p.dtype).reshape(-1) == t_c)[:, None, None]
+        return torch.where(same, torch.zeros((), dtype=p.dtype, device=p.device), p)
+
+    def _bone_params(self, times: torch.Tensor, frames: bool) -> torch.Tensor:
         B = self.cfg.num_bones
         if self.motion_mlp is not None:  # an int time is just t (0 or 1)
             return self.motion_mlp(self.t_enc(times.to(self.pivots.dtype)[:, None])).reshape(-1, B, 7)
@@ -235,7 +255,7 @@ class LBSDeformer(nn.Module, Deformer):
         if K == 0:
             raise RuntimeError("call setup(num_frames=K) before deform() with motion: per_frame")
         table = self.frame_params
-        c = int(self.canonical_index)
+        c = int(self.zero_frame)
         if c >= 0:  # the canonical frame is the identity, whatever its table row holds
             keep = torch.ones(K, 1, 1, dtype=table.dtype, device=table.device)
             keep[c] = 0
@@ -307,7 +327,7 @@ class LBSDeformer(nn.Module, Deformer):
         if t.numel() != 1:
             raise ValueError("the lbs deformer takes one time per call; use deform_batch for several")
         t = t.reshape(1)
-        if self.motion_mlp is None and frames and int(t) == int(self.canonical_index):
+        if self.motion_mlp is None and frames and int(t) == int(self.zero_frame):
             n = means.shape[0]
             z = lambda d: torch.zeros(n, d, dtype=self.pivots.dtype, device=self.pivots.device)  # noqa: E731
             return Deformation(dx=z(3), dq=z(4), ds=None)

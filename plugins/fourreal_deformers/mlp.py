@@ -32,9 +32,13 @@ from .common import (
     as_frame_index,
     as_time_tensor,
     chunk_ranges,
+    has_zero_time,
     is_integer_time,
+    register_canonical_buffers,
     resize_parameter,
+    set_zero_time,
     setup_frame_table,
+    upgrade_canonical_state,
 )
 from .configs import MLPDeformerConfig
 
@@ -59,9 +63,11 @@ class MLPDeformer(nn.Module, Deformer):
     ``deform(means [N,3], time, quats=None) -> Deformation(dx [N,3], dq [N,4], ds [N,3]|None)``:
 
     * ``time_input="time"``: ``time`` is a float t in [0,1], a 0-d tensor, or per-Gaussian
-      times ``[N]`` / ``[N,1]``. ``setup`` arguments are not needed (and ignored).
+      times ``[N]`` / ``[N,1]``. After ``setup(canonical=t_c)`` the output is
+      ``f(x, t) - f(x, t_c)``: exactly zero at t_c (paper §3.3: the canonical frame is
+      undeformed), at the cost of a second network row per call (batched with the first).
     * ``time_input="frame_code"``: ``time`` is an int frame index k (or an integer tensor
-      ``[N]``); call ``setup(num_frames=K, canonical_index=c)`` first. At k == c the
+      ``[N]``); call ``setup(num_frames=K, canonical=k_c)`` first. At k == k_c the
       output is exactly zero (by construction, whatever the weights).
 
     ``quats`` is accepted for interface parity with the LBS deformer and ignored (the MLP
@@ -86,7 +92,8 @@ class MLPDeformer(nn.Module, Deformer):
         else:
             self.t_enc = PositionalEncoding(1, cfg.t_multires)
             t_dim = self.t_enc.out_dim
-        self.register_buffer("canonical_index", torch.tensor(-1, dtype=torch.long))
+        register_canonical_buffers(self)
+        self.lr, self.lr_final = float(cfg.lr), float(cfg.lr_final)
         self.x_dim, self.t_dim = self.x_enc.out_dim, t_dim
         in_dim = self.x_dim + self.t_dim
         self.skip = cfg.depth // 2
@@ -112,22 +119,25 @@ class MLPDeformer(nn.Module, Deformer):
         self,
         *,
         num_frames: Optional[int] = None,
-        canonical_index: Optional[int] = None,
+        canonical: "int | float | None" = None,
         canonical_means: Optional[torch.Tensor] = None,
     ) -> None:
         """Frame-code mode: make ``num_frames`` codes ``N(0, code_init_std^2)`` (kept if the
-        table already has that size) and remember the canonical frame. Call before building
-        the optimiser. Temporal mode ignores all arguments."""
+        table already has that size) and remember the canonical frame index ``canonical``.
+        Temporal mode: remember the canonical time ``canonical`` = t_c (the output becomes
+        exactly zero there). Call before building the optimiser."""
         if not self.frame_mode:
+            set_zero_time(self, canonical)
             return
         dev = self.head_dx.weight.device
         setup_frame_table(
-            self, "codes", num_frames, canonical_index,
+            self, "codes", num_frames, canonical,
             lambda k: nn.Parameter(torch.randn(k, self.cfg.code_dim, device=dev) * self.cfg.code_init_std),
             "per-frame deformation (time_input: frame_code)",
         )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        upgrade_canonical_state(state_dict, prefix, self)
         key = prefix + "codes"
         if self.frame_mode and key in state_dict:
             resize_parameter(self, "codes", tuple(state_dict[key].shape))
@@ -191,7 +201,7 @@ class MLPDeformer(nn.Module, Deformer):
         n = x.shape[0]
         if self.frame_mode:
             k = as_frame_index(time, self.num_frames, n, x.device)
-            c = int(self.canonical_index)
+            c = int(self.zero_frame)
             if k.numel() == 1 and int(k) == c:
                 return self._zeros((n,), ref)
             out = self._evaluate(self.x_enc(x), self.codes[k])
@@ -200,9 +210,48 @@ class MLPDeformer(nn.Module, Deformer):
         else:
             if is_integer_time(time) and isinstance(time, torch.Tensor):
                 time = time.to(ref.dtype)
-            t = as_time_tensor(time, n, x.device, ref.dtype)
-            out = self._evaluate(self.x_enc(x), self.t_enc(t))
+            t = as_time_tensor(time, n, x.device, ref.dtype)  # [1,1] or [N,1]
+            if not has_zero_time(self):
+                out = self._evaluate(self.x_enc(x), self.t_enc(t))
+            else:
+                t_c = self.zero_time.to(ref.dtype).reshape(1, 1)
+                if t.numel() == 1 and bool(t.reshape(()) == t_c.reshape(())):
+                    return self._zeros((n,), ref)
+                xe = self.x_enc(x)
+                if t.shape[0] == 1:  # one time: [t, t_c] as one batch of two rows
+                    both = self._evaluate(xe[None], self.t_enc(torch.cat([t, t_c])[:, None, :]))
+                    out = both[0] - both[1]
+                else:
+                    out = self._evaluate(xe, self.t_enc(t)) - self._evaluate(xe, self.t_enc(t_c))
+                    out = torch.where(t != t_c, out, torch.zeros((), dtype=out.dtype, device=out.device))
         return self._split(out)
+
+    def deform_pair(
+        self, means: torch.Tensor, t: float, t_prev: float, quats: Optional[torch.Tensor] = None
+    ) -> tuple[Deformation, Deformation]:
+        """``(w(x, t), w(x, t_prev))`` for the motion stage's temporal regularisers, the second
+        without autograd (a fixed reference), sharing the position encoding and -- with a
+        canonical time -- the row ``f(x, t_c)`` between the two. Temporal mode only."""
+        if self.frame_mode:
+            raise TypeError("deform_pair is for temporal deformation (time_input: time)")
+        ref = self.head_dx.weight
+        x = means.to(ref.dtype)
+        n = x.shape[0]
+        xe = self.x_enc(x)
+        tt = torch.tensor([[float(t)], [float(t_prev)]], dtype=ref.dtype, device=x.device)
+        if not has_zero_time(self):
+            f_t = self._evaluate(xe, self.t_enc(tt[0:1]))
+            with torch.no_grad():
+                f_p = self._evaluate(xe, self.t_enc(tt[1:2]))
+            return self._split(f_t), self._split(f_p)
+        t_c = self.zero_time.to(ref.dtype).reshape(1, 1)
+        both = self._evaluate(xe[None], self.t_enc(torch.cat([tt[0:1], t_c])[:, None, :]))  # [2,N,C]
+        f_c = both[1]
+        at_c = (tt == t_c).reshape(2).tolist()  # compared in the deformer's dtype, as deform() does
+        d = self._zeros((n,), ref) if at_c[0] else self._split(both[0] - f_c)
+        with torch.no_grad():
+            dp = self._zeros((n,), ref) if at_c[1] else self._split(self._evaluate(xe, self.t_enc(tt[1:2])) - f_c.detach())
+        return d, dp
 
     def deform_batch(
         self,
@@ -226,11 +275,17 @@ class MLPDeformer(nn.Module, Deformer):
             k = as_frame_index(ks, self.num_frames, ks.numel(), x.device)
             te = self.codes[k][:, None, :]  # [T,1,Dc]
             out = self._evaluate(xe, te)
-            keep = (k != int(self.canonical_index))[:, None, None]
+            keep = (k != int(self.zero_frame))[:, None, None]
             out = torch.where(keep, out, torch.zeros((), dtype=out.dtype, device=out.device))
         else:
             t = torch.as_tensor(times, dtype=ref.dtype, device=x.device).reshape(-1, 1, 1)  # [T,1,1]
-            out = self._evaluate(xe, self.t_enc(t))
+            if not has_zero_time(self):
+                out = self._evaluate(xe, self.t_enc(t))
+            else:  # f(x, t) - f(x, t_c), exactly zero where t == t_c
+                t_c = self.zero_time.to(ref.dtype).reshape(1, 1, 1)
+                both = self._evaluate(xe, self.t_enc(torch.cat([t, t_c])))
+                out = both[:-1] - both[-1:]
+                out = torch.where(t != t_c, out, torch.zeros((), dtype=out.dtype, device=out.device))
         if out.shape[-2] != n:  # broadcasting safety: always [T,N,C]
             out = out.expand(out.shape[0], n, out.shape[-1])
         return self._split(out)

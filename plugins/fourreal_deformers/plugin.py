@@ -1,7 +1,8 @@
 """Registers the deformers family: ``mlp`` (Deformable-3DGS MLP, temporal or per-frame)
 and ``lbs`` (linear blend skinning). Implementations are imported inside the factories.
 
-Both take ``setup(num_frames=, canonical_index=, canonical_means=)`` and
+Both take ``setup(num_frames=, canonical=, canonical_means=)`` (zero at ``canonical``: a frame
+index k_c or a time t_c) and
 ``deform(means [N,3], time, quats=None)``; swapping one for the other in a recipe is a
 one-line change (``deformer: {name: lbs, params: {num_bones: 12}}``).
 """

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fourreal_core.config import Steps, steps_floor
+
+#: the refinement interval's floor under iterations_scale: gradient statistics need several
+#: views to mean anything, and refining every step or two makes the Gaussian count explode
+MIN_DENSIFY_EVERY = 10
+
 
 # ----------------------------------------------------------------------------- rasterizers
 @dataclass
@@ -42,7 +48,8 @@ class AutoRasterizerConfig:
 class DensifyConfig:
     """3DGS adaptive density control (clone / split / prune / opacity reset).
 
-    Steps are iterations of the phase that densifies. Thresholds per paper Appendix E.2.
+    Steps are iterations of the stage (``Steps``: ``iterations_scale`` multiplies them;
+    ``every`` never below :data:`MIN_DENSIFY_EVERY`). Thresholds per paper Appendix E.2.
     """
 
     grad_threshold: float = 2e-4  # tau_grad, on the accumulated view-space gradient
@@ -50,10 +57,11 @@ class DensifyConfig:
     grow_scale3d: float = 0.01  # clone below / split above this fraction of scene extent
     prune_scale3d: float = 0.1  # prune Gaussians larger than this fraction of scene extent
     prune_screen_radius: float = 0.0  # prune if 2D radius > this fraction of image size (0: off)
-    start: int = 500
-    stop: int = 15000
-    every: int = 100
-    reset_opacity_every: int = 3000
+    start: Steps = 500
+    stop: Steps = 15000
+    every: steps_floor(MIN_DENSIFY_EVERY, "gradient statistics need several views; refining "  # type: ignore[valid-type]
+                       "every step makes the Gaussian count explode") = 100
+    reset_opacity_every: Steps = 3000
     reset_opacity_value: float = 0.01
     split_into: int = 2
     max_gaussians: int = 0  # 0: unlimited
@@ -65,7 +73,7 @@ class GaussiansConfig:
     """3D Gaussians with SH colour; learning rates per 3DGS and the paper (Appendix D.4)."""
 
     sh_degree: int = 3
-    sh_degree_interval: int = 1000  # raise the active SH degree every this many steps
+    sh_degree_interval: Steps = 1000  # raise the active SH degree every this many steps
     init: Literal["points", "box"] = "points"
     init_num_points: int = 100_000  # for init: box
     init_extent: float = 1.0  # half-size of the box for init: box

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from fourreal_core.interfaces import DensifyStrategy as DensifyStrategyBase
 from fourreal_core.interfaces import RenderOutput
 from fourreal_core.quaternions import quat_to_matrix
 
@@ -50,6 +51,16 @@ if TYPE_CHECKING:
     from .model import GaussianModel
 
 STATE_KEYS = ("grad2d", "count", "radii")
+
+
+class DensifyReport(dict):
+    """What a densification step did: ``cloned``, ``split``, ``pruned`` (counts), ``reset``
+    (bool), ``n`` (Gaussians after), ``spawned`` (growth start). Its truth value is the
+    :class:`~fourreal_core.interfaces.DensifyStrategy` contract's: whether the set of
+    Gaussians changed (rows added or removed)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.get("cloned") or self.get("split") or self.get("pruned") or self.get("spawned"))
 
 
 def _sample_in_gaussians(model: "GaussianModel", idx: torch.Tensor, samples: int, generator=None):
@@ -75,7 +86,7 @@ def _rows(model: "GaussianModel", idx: torch.Tensor, repeats: int = 1) -> dict[s
 
 
 @dataclass
-class DensifyStrategy:
+class DensifyStrategy(DensifyStrategyBase):
     """3DGS adaptive density control over a :class:`~.model.GaussianModel`.
 
     Attributes:
@@ -134,15 +145,16 @@ class DensifyStrategy:
     # ------------------------------------------------------------------ main entry
     def step_post_backward(
         self, model: "GaussianModel", state: dict, render: RenderOutput, step: int
-    ) -> dict:
+    ) -> DensifyReport:
         """Accumulate statistics from ``render`` and, on schedule, densify / prune / reset.
 
         Call after ``backward()``; before or after the optimiser step (grads and moments are
-        carried through row changes). Returns a report: ``cloned``, ``split``, ``pruned``
-        (counts), ``reset`` (bool), ``n`` (Gaussians after the step).
+        carried through row changes). Returns a :class:`DensifyReport`: ``cloned``,
+        ``split``, ``pruned`` (counts), ``reset`` (bool), ``n`` (Gaussians after the step);
+        truthy when the set of Gaussians changed.
         """
         cfg = self.cfg
-        report = {"cloned": 0, "split": 0, "pruned": 0, "reset": False, "n": len(model)}
+        report = DensifyReport(cloned=0, split=0, pruned=0, reset=False, n=len(model))
         if step >= cfg.stop:
             return report
         self.update_state(state, model, render)
@@ -154,13 +166,13 @@ class DensifyStrategy:
         report["n"] = len(model)
         return report
 
-    def refine(self, model: "GaussianModel", state: dict, step: int) -> dict:
+    def refine(self, model: "GaussianModel", state: dict, step: int) -> DensifyReport:
         """Clone / split / prune now from the accumulated ``state``; statistics restart."""
         self._ensure_state(state, model)
         cloned, split, radii = self._grow(model, state)
         pruned = self._prune(model, radii, step)
         state.update(self.initialize_state(len(model), model.device))
-        return {"cloned": cloned, "split": split, "pruned": pruned}
+        return DensifyReport(cloned=cloned, split=split, pruned=pruned)
 
     # ------------------------------------------------------------------ operations
     def _grow(self, model: "GaussianModel", state: dict) -> tuple[int, int, torch.Tensor]:
@@ -246,17 +258,65 @@ class DensifyStrategy:
         return added
 
     # ------------------------------------------------------------------ checkpoints
-    @staticmethod
-    def state_dict(state: dict) -> dict[str, torch.Tensor]:
+    def state_dict(self, state: dict) -> dict[str, torch.Tensor]:
         """Flat copy of ``state`` for safetensors (keys ``grad2d``, ``count``, ``radii``)."""
         return {k: state[k].detach().clone() for k in STATE_KEYS if k in state}
 
-    @staticmethod
-    def load_state_dict(state: dict, saved: dict) -> None:
+    def load_state_dict(self, state: dict, saved: dict) -> None:
         """Restore statistics saved by :meth:`state_dict` into ``state``."""
         for k in STATE_KEYS:
             if k in saved:
                 state[k] = saved[k].detach().clone().float()
+
+
+@dataclass
+class GrowthStrategy(DensifyStrategy):
+    """The motion stage's growth of new Gaussians (paper C.2 (b), D.2) over steps
+    ``[start, end)`` of the stage, as a strategy:
+
+    * before ``start``: view-space gradient statistics of the canonical Gaussians accumulate;
+    * at ``start`` (:meth:`step_pre`): every Gaussian is frozen and one trainable copy is
+      spawned from each whose mean gradient exceeds ``cfg.grad_threshold`` (the strongest
+      ``cfg.max_gaussians - N`` when capped); statistics restart;
+    * in ``[start, end)``: only the new Gaussians grow -- clone / split / prune (with
+      ``cfg.prune_opacity`` = tau_alpha) every ``cfg.every`` steps;
+    * at ``end`` (or :meth:`step_end`): everything unfreezes.
+
+    ``cfg``'s own ``start`` / ``stop`` / opacity reset are not used.
+    """
+
+    start: int = 0
+    end: int = 0
+
+    def step_pre(self, model: "GaussianModel", state: dict, step: int) -> DensifyReport:
+        report = DensifyReport(spawned=0, n=len(model))
+        if step == self.start:
+            model.freeze()
+            mask = self.spawn_mask(model, state)
+            cap = self.cfg.max_gaussians
+            if cap > 0 and int(mask.sum()) > max(cap - len(model), 0):  # keep the strongest gradients
+                grads = self.average_grads(state).to(mask.device).masked_fill(~mask, -1.0)
+                keep = torch.topk(grads, max(cap - len(model), 0)).indices
+                mask = torch.zeros_like(mask)
+                mask[keep] = True
+            report["spawned"] = spawn_from(model, mask, generator=torch.Generator().manual_seed(self.seed))
+            state.update(self.initialize_state(len(model), model.device))
+            report["n"] = len(model)
+        elif step == self.end:
+            model.unfreeze()
+        return report
+
+    def step_post_backward(self, model: "GaussianModel", state: dict, render: RenderOutput,
+                           step: int) -> DensifyReport:
+        if step >= self.end:
+            return DensifyReport(n=len(model))
+        self.update_state(state, model, render)
+        if step > self.start and self.cfg.every > 0 and (step - self.start) % self.cfg.every == 0:
+            return self.refine(model, state, step)
+        return DensifyReport(n=len(model))
+
+    def step_end(self, model: "GaussianModel", state: dict) -> None:
+        model.unfreeze()
 
 
 def spawn_from(

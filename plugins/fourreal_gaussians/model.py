@@ -465,6 +465,25 @@ class GaussianModel(Representation):
         """Make every Gaussian trainable again."""
         self.frozen = torch.zeros(len(self), dtype=torch.bool, device=self.device)
 
+    # ------------------------------------------------------------------ strategies
+    def densify_strategy(self, seed: int = 0):
+        """3DGS adaptive density control with this model's ``cfg.densify`` (its steps already
+        scaled by the stage): a :class:`~.densify.DensifyStrategy`."""
+        from .densify import DensifyStrategy
+
+        return DensifyStrategy(self.cfg.densify, seed=seed)
+
+    def growth_strategy(self, start: int, end: int, grad_threshold: float, prune_opacity: float, seed: int = 0):
+        """The motion stage's growth (paper D.2) over ``[start, end)``: a
+        :class:`~.densify.GrowthStrategy` with ``cfg.densify``'s interval, scale thresholds
+        and cap, and the given gradient threshold and tau_alpha."""
+        from dataclasses import replace
+
+        from .densify import GrowthStrategy
+
+        cfg = replace(self.cfg.densify, grad_threshold=float(grad_threshold), prune_opacity=float(prune_opacity))
+        return GrowthStrategy(cfg, seed=seed, start=int(start), end=int(end))
+
     # ------------------------------------------------------------------ device
     def to(self, device: "torch.device | str") -> "GaussianModel":
         """Move parameters, grads, Adam moments and the frozen mask to ``device``."""

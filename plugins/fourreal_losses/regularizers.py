@@ -22,9 +22,12 @@ weight 1/e). Scenes here have arbitrary scale, so by default (``lambda_w: null``
 ``lambda_w = 1 / mean_{i,j} |x_{j,0} - x_{i,0}|^2`` over the kNN pairs, i.e. a typical
 neighbour gets weight ~1/e whatever the scene's scale and density. A number sets it
 absolutely. The neighbours and ``lambda_w`` are recomputed only when ``gaussians_version``
-changes; the weights use the current canonical positions (detached) every call.
+changes -- from the fitting engine's shared kNN (``inputs["knn"]``, one KD-tree search per
+change of the Gaussian set for all losses) when present; the weights use the current
+canonical positions (detached) every step.
 
-Gradients flow into both ``d`` and ``d_prev`` (both come from the deformer being trained).
+Gradients flow into ``d`` and, when it requires grad, ``d_prev`` (the fitting engine
+passes ``d_prev`` detached: the previous state is a fixed reference, as in Dynamic 3DGS).
 """
 
 from __future__ import annotations
@@ -103,9 +106,13 @@ class _NeighbourLoss(BaseLoss):
         self._lambda = 0.0
 
     def neighbours(self, inputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(index [N,k], weights [N,k])`` for the current canonical Gaussians."""
+        """``(index [N,k], weights [N,k])`` for the current canonical Gaussians: from the
+        engine's shared kNN (``inputs["knn"]``, also sharing this step's weights with the
+        other neighbourhood loss) when given, else from this loss's own cache."""
         x0 = inputs["canonical"].means.detach()
-        nn_ = self.cache.get(x0, int(inputs["gaussians_version"]))
+        version = int(inputs["gaussians_version"])
+        shared = inputs.get("knn")
+        nn_ = shared.get(x0, self.cfg.k, version) if shared is not None else self.cache.get(x0, version)
         if self._lambda_for is not nn_:
             if self.cfg.lambda_w is not None:
                 self._lambda = float(self.cfg.lambda_w)
@@ -113,9 +120,17 @@ class _NeighbourLoss(BaseLoss):
                 m = float(nn_.dist2.mean()) if nn_.dist2.numel() else 0.0
                 self._lambda = 1.0 / m if m > 0 else 0.0
             self._lambda_for = nn_
-        idx = nn_.index
-        d2 = ((x0[idx] - x0[:, None, :]) ** 2).sum(-1)
-        return idx, torch.exp(-self._lambda * d2)
+        lam = self._lambda
+
+        def weights() -> tuple[torch.Tensor, torch.Tensor]:
+            idx = nn_.index
+            n, k = idx.shape
+            nb = x0.index_select(0, idx.reshape(-1)).view(n, k, -1)
+            return idx, torch.exp(-lam * ((nb - x0[:, None, :]) ** 2).sum(-1))
+
+        if shared is None:
+            return weights()
+        return shared.memo(("weights", inputs.get("step"), version, self.cfg.k, lam, x0.data_ptr()), weights)
 
     @property
     def lambda_w(self) -> float:
@@ -144,8 +159,10 @@ class RigidLoss(_NeighbourLoss):
         idx, w = self.neighbours(inputs)
         if idx.shape[1] == 0:
             return x_t.sum() * 0.0
-        rel_t = x_t[idx] - x_t[:, None, :]  # [N,k,3]
-        rel_p = x_p[idx] - x_p[:, None, :]
+        n, k = idx.shape
+        flat = idx.reshape(-1)
+        rel_t = x_t.index_select(0, flat).view(n, k, 3) - x_t[:, None, :]  # [N,k,3]
+        rel_p = x_p.index_select(0, flat).view(n, k, 3) - x_p[:, None, :]
         # R_{t-1} R_t^-1 as one quaternion q_{t-1} q_t^-1: exactly I when q_t == q_{t-1}
         qt = q_t / q_t.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         qp = q_p / q_p.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -166,4 +183,5 @@ class RotLoss(_NeighbourLoss):
         qt = q_t / q_t.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         qp = q_p / q_p.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         rel = quat_multiply(qt, quat_conjugate(qp))  # [N,4]
-        return (w * safe_norm(rel[idx] - rel[:, None, :])).mean()
+        n, k = idx.shape
+        return (w * safe_norm(rel.index_select(0, idx.reshape(-1)).view(n, k, 4) - rel[:, None, :])).mean()

@@ -20,47 +20,88 @@ import time
 
 import torch
 
+from fourreal_core.config import scale_steps
 from fourreal_core.interfaces import Stage
-from fourreal_core.io import save_tensors, write_json
-from fourreal_core.trainer import train
 
 from .common import (
     CameraRefiner,
     background_for,
     build_losses,
-    deformer_lr,
     generation_prompt,
     initial_points,
     posed_input,
     psnr,
     random_init_points,
     scene_extent,
-    load_training_state,
-    sds_inputs,
-    training_state,
-    uses_sds,
-    weighted_loss,
     write_component_json,
 )
 from .configs import CanonicalConfig
+from .fit import Fit, Trainable, View, setup_deformer
 
 
-MIN_DENSIFY_EVERY = 10
+class CanonicalFit(Fit):
+    """Paper §3.3 on the engine: frames of the freeze-time video; w_mv(x, k) (zero at the
+    canonical view k_c) and per-frame camera corrections train with the Gaussians; 3DGS
+    densification in phases with ``densify: true``; multi-view SDS renders the canonical
+    Gaussians, undeformed (Eq. 4)."""
 
+    description = "canonical"
+    provides = ("deformation", "frame", "canonical_view")
 
-def scaled_densify(cfg, scale: float):
-    """The representation's densification schedule under ``iterations_scale``: start, stop
-    and the opacity-reset interval scale; the refinement interval too, but never below
-    ``MIN_DENSIFY_EVERY`` iterations (gradient statistics need several views to mean
-    anything, and refining every step makes the Gaussian count explode)."""
-    from dataclasses import replace
+    def __init__(self, ctx, cfg: CanonicalConfig, data, frames, model, w_mv, refiner, k_c: int, **kw) -> None:
+        super().__init__(ctx, model=model, **kw)
+        self.cfg, self.data, self.frames = cfg, data, frames
+        self.w_mv, self.refiner, self.k_c = w_mv, refiner, k_c
+        self.cameras0 = refiner.base
 
-    def s(v: int) -> int:
-        return 0 if v <= 0 else max(1, int(round(v * scale)))
+    def sample(self, i, phase, gen) -> View:
+        k = int(torch.randint(0, len(self.data), (1,), generator=gen))
+        return View("freeze_time", k, self.frames[k:k + 1], k, inputs={"frame": k, "canonical_view": self.k_c})
 
-    every = max(min(cfg.every, MIN_DENSIFY_EVERY), s(cfg.every)) if cfg.every > 0 else 0
-    return replace(cfg, start=s(cfg.start), stop=s(cfg.stop), every=every,
-                   reset_opacity_every=s(cfg.reset_opacity_every))
+    def _train_cameras(self, phase) -> bool:
+        return self.cfg.refine_cameras and "cameras" in phase.param_groups
+
+    def camera(self, view, phase):
+        if self._train_cameras(phase):
+            return self.refiner(view.index)
+        with torch.no_grad():
+            return self.refiner(view.index)
+
+    def _deform_on(self, phase) -> bool:
+        return self.w_mv is not None and phase.options.get("deform", True)
+
+    def deform(self, g0, view, phase):
+        if not self._deform_on(phase):
+            return g0, {"deformation": None}
+        d = self.w_mv.deform(g0.means.detach(), view.key, quats=g0.quats.detach())
+        return g0.deformed(d), {"deformation": d}
+
+    def sds_context(self, g0, i, gen):
+        ras, bg = self.rasterizer, self.background
+        return {
+            # Eq. 4: the canonical Gaussians, no per-frame deformation
+            "render_video": lambda cams_m, times_m: ras.rasterize(g0, cams_m, background=bg, render_depth=False).rgb,
+            "freeze_cameras": self.refiner.all(),
+            "canonical_view": self.k_c,
+            "canonical_index": self.k_c,  # the name fourreal_losses.sds reads until it reads canonical_view
+            "canonical_image": self.frames[self.k_c],
+            "reference_camera": self.cameras0[self.k_c],
+            "canonical_time": 0.0,
+        }, gen
+
+    def modules(self):
+        out = {"cameras": Trainable(self.refiner, "cameras",
+                                    lambda i, total: self.scheduler.lr_at("cameras", i, 1e-4),
+                                    active=self._train_cameras)}
+        if self.w_mv is not None:
+            out["deformer"] = Trainable(self.w_mv, "deformer", self.w_mv.learning_rate, active=self._deform_on)
+        return out
+
+    def strategies(self):
+        return {"densify": self.model.densify_strategy(seed=self.ctx.seed)}
+
+    def strategy_active(self, name, phase) -> bool:
+        return phase.densify
 
 
 class CanonicalStage(Stage):
@@ -68,14 +109,12 @@ class CanonicalStage(Stage):
         self.cfg = cfg
 
     def run(self, ctx) -> None:
-        from fourreal_gaussians.densify import DensifyStrategy
-
-        cfg = self.cfg
+        cfg = scale_steps(self.cfg, ctx.iterations_scale)  # once, before anything is built
         dev = ctx.device
         data = posed_input(ctx, cfg.freeze_time, "freeze_time/transforms.json", "freeze-time video",
                            "params.freeze_time", height=cfg.height, width=cfg.width)
         K = len(data)
-        c = data.anchor if data.anchor is not None else 0
+        k_c = data.anchor if data.anchor is not None else 0  # the canonical view
         frames = data.video.frames.to(dev)
         bg = background_for(cfg.background, data, dev)
         cams0 = data.cameras.to(dev)
@@ -86,97 +125,28 @@ class CanonicalStage(Stage):
         model.init_from_points(points, extent)
         model = model.to(dev)
 
-        deformer = None
-        if cfg.deformer is not None:
-            deformer = cfg.deformer.build(ctx.registry)
-            deformer.setup(num_frames=K, canonical_index=c, canonical_means=model.params().means.detach())
-            deformer = deformer.to(dev)
-        refiner = CameraRefiner(cams0, fixed=c).to(dev)
-        scheduler = cfg.scheduler.build(ctx.registry).with_iterations_scale(ctx.iterations_scale)
-        total = scheduler.total_steps
-        def_opt = torch.optim.Adam(deformer.parameters(), lr=1e-3) if deformer is not None else None
-        cam_opt = torch.optim.Adam(refiner.parameters(), lr=1e-4)
-        losses = build_losses(cfg.losses, ctx.registry)
-        strategy = DensifyStrategy(scaled_densify(model.cfg.densify, ctx.iterations_scale), seed=ctx.seed)
-        dstate = strategy.initialize_state(len(model), dev)
-        version = [0]
-        rasterizer = ctx.rasterizer
-        prompt = generation_prompt(ctx)
-
-        def step(i: int) -> dict:
-            phase = scheduler.phase_at(i)
-            gen = torch.Generator().manual_seed(ctx.seed * 1_000_003 + i)
-            k = int(torch.randint(0, K, (1,), generator=gen))
-            deform_on = deformer is not None and phase.options.get("deform", True)
-            train_cams = cfg.refine_cameras and "cameras" in phase.param_groups
-            cams = refiner(k) if train_cams else refiner.all()[k]
-            g = model.params(i)
-            d = None
-            if deform_on:
-                d = deformer.deform(g.means.detach(), k, quats=g.quats.detach())
-                g = g.deformed(d)
-            out = rasterizer.rasterize(g, cams, background=bg, render_depth=False)
-            inputs = {"render": out, "target": frames[k:k + 1], "deformation": d, "step": i,
-                      "gaussians_version": version[0], "frame": k, "canonical_index": c}
-            active = tuple(n for n in phase.losses if d is not None or n != "small_motion")
-            if uses_sds(active, losses):
-                g_canon = model.params(i)  # Eq. 4: the canonical Gaussians, no per-frame deformation
-                inputs.update(sds_inputs(
-                    render_video=lambda cams_m, times_m: rasterizer.rasterize(
-                        g_canon, cams_m, background=bg, render_depth=False).rgb,
-                    freeze_cameras=refiner.all(), canonical_index=c, canonical_image=frames[c],
-                    reference_camera=cams0[c], canonical_time=0.0, phase=phase, step=i, prompt=prompt,
-                    gen=gen, active=active, losses=losses))
-            loss, parts = weighted_loss(losses, active, inputs, i)
-            loss.backward()
-            # learning rates
-            model.update_learning_rate(i, total)
-            groups = None if "gaussians" in phase.param_groups else []
-            if groups is None or groups:
-                model.optimizer_step(groups)
-            else:
-                model.zero_grad()
-            if def_opt is not None:
-                if deform_on and "deformer" in phase.param_groups:
-                    for gp in def_opt.param_groups:
-                        gp["lr"] = deformer_lr(cfg.deformer, i, total)
-                    def_opt.step()
-                def_opt.zero_grad(set_to_none=True)
-            if train_cams:
-                for gp in cam_opt.param_groups:
-                    gp["lr"] = scheduler.lr_at("cameras", i, gp["lr"])
-                cam_opt.step()
-            cam_opt.zero_grad(set_to_none=True)
-            if phase.densify:
-                rep = strategy.step_post_backward(model, dstate, out, i)
-                if rep["cloned"] or rep["split"] or rep["pruned"]:
-                    version[0] += 1
-            return {"loss": float(loss.detach()), "psnr": psnr(out.rgb, frames[k:k + 1]), "n": len(model), **parts}
-
-        parts = ({"cameras": refiner, **({"deformer": deformer} if deformer is not None else {})},
-                 {"cameras_opt": cam_opt, **({"deformer_opt": def_opt} if def_opt is not None else {})},
-                 {"densify": (strategy, dstate)})
-
-        def state() -> dict:
-            return training_state(model, *parts)
-
-        def load(t: dict, meta: dict) -> None:
-            load_training_state(t, model, *parts)
-            version[0] = int(meta.get("version", 0))
-
+        w_mv = None
+        if cfg.w_mv is not None:
+            w_mv = setup_deformer(cfg.w_mv.build(ctx.registry), cfg.w_mv, num_frames=K, canonical=int(k_c),
+                                  canonical_means=model.params().means.detach(), device=dev,
+                                  where=f"stage {ctx.name!r}: params.w_mv")
+        refiner = CameraRefiner(cams0, fixed=k_c).to(dev)
+        scheduler = cfg.scheduler.build(ctx.registry)
+        fit = CanonicalFit(ctx, cfg, data, frames, model, w_mv, refiner, k_c, scheduler=scheduler,
+                           losses=build_losses(cfg.losses, ctx.registry), loss_specs=cfg.losses, background=bg,
+                           checkpoint_every=cfg.checkpoint_every, prompt=generation_prompt(ctx))
         t0 = time.perf_counter()
-        train(ctx, total, step, state, load, checkpoint_every=cfg.checkpoint_every,
-              description="canonical", meta=lambda: {"version": version[0]})
-        self._write_outputs(ctx, model, deformer, refiner, data, frames, bg, c, time.perf_counter() - t0)
+        fit.run()
+        self._write_outputs(ctx, cfg, model, w_mv, refiner, data, frames, bg, k_c, time.perf_counter() - t0)
 
     # ---------------------------------------------------------------------- outputs
     @torch.no_grad()
-    def _write_outputs(self, ctx, model, deformer, refiner, data, frames, bg, c, seconds) -> None:
+    def _write_outputs(self, ctx, cfg, model, deformer, refiner, data, frames, bg, c, seconds) -> None:
+        from fourreal_core.io import save_tensors, write_json
         from fourreal_core.transforms_json import write_transforms
         from fourreal_core.types import PosedVideo
         from fourreal_core.video_io import write_video
 
-        cfg = self.cfg
         out = ctx.out_dir
         model.save_ply(out / "canonical.ply")
         cams = refiner.all()
@@ -198,9 +168,9 @@ class CanonicalStage(Stage):
         write_transforms(out / "freeze_time" / "transforms.json", refined)
         if deformer is not None:
             save_tensors(out / "per_frame_deformer.safetensors", deformer.state_dict(),
-                         {"num_frames": str(len(data)), "canonical_index": str(c)})
-            write_component_json(out / "per_frame_deformer.json", cfg.deformer,
-                                 {"num_frames": len(data), "canonical_index": c})
+                         {"num_frames": str(len(data)), "canonical_view": str(c)})
+            write_component_json(out / "per_frame_deformer.json", self.cfg.w_mv,
+                                 {"num_frames": len(data), "canonical_view": c})
         metrics = {
             "num_gaussians": len(model),
             "train_psnr_deformed": psnr(deformed_t, inputs),
@@ -211,7 +181,7 @@ class CanonicalStage(Stage):
             "scene_extent": scene_extent(data.cameras),
             "seconds": round(seconds, 2),
         }
-        held_out = self._eval_views(ctx)
+        held_out = self._eval_views(ctx, cfg)
         if held_out is not None:
             views = held_out.to(ctx.device)
             sc = views.cameras
@@ -223,10 +193,9 @@ class CanonicalStage(Stage):
         write_json(out / "metrics.json", metrics)
         ctx.log("metrics", stage=ctx.name, **metrics)
 
-    def _eval_views(self, ctx):
+    def _eval_views(self, ctx, cfg):
         from fourreal_core.transforms_json import load_transforms
 
-        cfg = self.cfg
         path = ctx.resolve(cfg.eval_views) if cfg.eval_views else ctx.find_output("test_static/transforms.json")
         if path is None:
             return None

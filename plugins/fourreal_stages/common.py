@@ -1,11 +1,12 @@
-"""What the canonical and motion stages share: inputs, camera refinement, losses, outputs."""
+"""Inputs and outputs the canonical and motion stages share: posed videos, points, the
+background, camera refinement, component files. The training loop itself is
+:mod:`fourreal_stages.fit`."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import torch
 
@@ -166,27 +167,7 @@ def build_losses(specs: list, registry) -> dict[str, Loss]:
     return out
 
 
-def weighted_loss(losses: Mapping[str, Loss], active: tuple[str, ...], inputs: Mapping[str, Any], step: int):
-    """Sum of ``weight.at(step) * loss(inputs)`` over the active losses that are configured.
-    Returns (total, {name: value})."""
-    total = None
-    parts: dict[str, float] = {}
-    for name in active:
-        loss = losses.get(name)
-        if loss is None:
-            continue
-        w = loss.weight.at(step) if hasattr(loss, "weight") else 1.0
-        if w == 0.0:
-            continue
-        val = loss(inputs)
-        parts[name] = float(val.detach())
-        total = w * val if total is None else total + w * val
-    return total, parts
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean((a.detach().float() - b.detach().float()) ** 2).item()
-    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+from .fit import psnr  # noqa: E402,F401 (re-exported: stages and tests use it from here)
 
 
 def write_component_json(path: Path, spec, extra: Optional[dict] = None) -> None:
@@ -202,15 +183,6 @@ def read_json(path: Path) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
-
-
-def deformer_lr(spec, step: int, total: int) -> float:
-    """The deformer's learning rate at ``step``: exponential decay lr -> lr_final from its
-    config (paper D.4: 1e-3 -> 1e-5)."""
-    from .scheduler import exp_decay
-
-    p = spec.params
-    return exp_decay(step, total, float(getattr(p, "lr", 1e-3)), float(getattr(p, "lr_final", 1e-5)))
 
 
 def background_for(explicit, posed: PosedVideo, device) -> torch.Tensor:
@@ -230,66 +202,3 @@ def generation_prompt(ctx) -> str:
     """The prompt of an earlier `generate` stage (for SDS), or ''."""
     path = ctx.find_output("generation.json")
     return str(read_json(path).get("prompt", "")) if path is not None else ""
-
-
-def uses_sds(active: tuple[str, ...], losses: Mapping[str, Loss]) -> bool:
-    return any(n.startswith("sds") and n in losses for n in active)
-
-
-def sds_inputs(*, render_video, freeze_cameras, canonical_index, canonical_image, reference_camera,
-               canonical_time: float, phase, step: int, prompt: str, gen: torch.Generator,
-               active: tuple[str, ...], losses: Mapping[str, Loss]) -> dict:
-    """What the video SDS losses read (see fourreal_losses.sds): a differentiable video
-    renderer, the cameras and canonical frame, annealing progress over the SDS phase, and
-    -- when both kinds are active -- which one runs this step (paper D.1 alternation)."""
-    out = {
-        "render_video": render_video,
-        "freeze_cameras": freeze_cameras,
-        "canonical_index": int(canonical_index),
-        "canonical_image": canonical_image,
-        "reference_camera": reference_camera,
-        "canonical_time": float(canonical_time),
-        "sds_progress": (step - phase.start) / max(phase.end - phase.start - 1, 1),
-        "prompt": prompt,
-        "rng": gen,
-    }
-    if "sds_multiview" in active and "sds_temporal" in active and "sds_multiview" in losses and "sds_temporal" in losses:
-        from fourreal_losses.sds import alternate
-
-        out["sds_mode"] = alternate(step, gen)
-    return out
-
-
-def training_state(model, modules: Mapping[str, Any], optimizers: Mapping[str, Any],
-                   densify: Mapping[str, tuple]) -> dict:
-    """Everything a training stage checkpoints, as flat tensors: the Gaussians and their Adam
-    moments, extra modules (deformer, cameras) and their optimisers, densification statistics."""
-    from fourreal_core.trainer import optimizer_tensors
-
-    s = {f"model.{k}": v for k, v in model.state_dict().items()}
-    s.update({f"model_opt.{k}": v for k, v in model.optimizer_state_dict().items()})
-    for name, module in modules.items():
-        s.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
-    for name, opt in optimizers.items():
-        s.update(optimizer_tensors(opt, f"{name}."))
-    for name, (strategy, state) in densify.items():
-        s.update({f"{name}.{k}": v for k, v in strategy.state_dict(state).items()})
-    return s
-
-
-def load_training_state(t: Mapping[str, torch.Tensor], model, modules: Mapping[str, Any],
-                        optimizers: Mapping[str, Any], densify: Mapping[str, tuple]) -> None:
-    """Restore what :func:`training_state` saved (same names)."""
-    from fourreal_core.trainer import load_optimizer_tensors
-
-    def sub(prefix: str) -> dict:
-        return {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
-
-    model.load_state_dict(sub("model."))
-    model.load_optimizer_state_dict(sub("model_opt."))
-    for name, module in modules.items():
-        module.load_state_dict(sub(f"{name}."))
-    for name, opt in optimizers.items():
-        load_optimizer_tensors(opt, t, f"{name}.")
-    for name, (strategy, state) in densify.items():
-        strategy.load_state_dict(state, sub(f"{name}."))

@@ -1,7 +1,8 @@
 """Torch-free config dataclasses of the 4Real stages and the `stagewise` scheduler.
 
 Default phase lists follow the paper's Appendix C; `iterations_scale` in the recipe
-multiplies every phase length (CPU recipes run the same phases, shorter).
+multiplies every phase length and every other step count (each is typed ``Steps``; the
+stage applies the scale once, to its whole config, before building anything).
 """
 
 from __future__ import annotations
@@ -9,7 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from fourreal_core.config import Component, InputPath, component_default
+from fourreal_core.config import Component, InputPath, Steps, component_default
+
+
+def _renamed(old: str, new: str, what: str) -> None:
+    """Old recipes: one line saying what was renamed (recipe validation reports it)."""
+    raise ValueError(f"{old!r} was renamed {new!r} ({what}); write `{new}:` instead of `{old}:`")
 
 
 # -------------------------------------------------------------------------- scheduler
@@ -19,14 +25,15 @@ class PhaseConfig:
 
     losses: labels of the stage's losses active in this phase (a loss's label is its name).
     train: parameter groups optimised: ``gaussians`` (every Gaussian attribute), ``new_gaussians``
-        (only Gaussians added in this stage; the rest frozen), ``deformer``, ``cameras``.
+        (only Gaussians added in this stage; the rest frozen), ``deformer`` (the stage's
+        deformation field: w_mv in the canonical stage, w_t in the motion stage), ``cameras``.
     deform: apply the stage's deformation field in this phase.
     densify: run Gaussian growth (clone/split/prune) in this phase.
     frames: which training frames to sample: ``all``, ``reference`` or ``freeze_time``.
     """
 
     name: str
-    iterations: int
+    iterations: Steps
     losses: list[str] = field(default_factory=list)
     train: list[str] = field(default_factory=lambda: ["gaussians"])
     deform: bool = True
@@ -86,10 +93,12 @@ class CanonicalConfig:
     """Paper §3.3: canonical 3DGS + per-frame deformation w_mv(x, k) from a freeze-time video.
 
     freeze_time: the freeze-time video's transforms.json (default: an earlier stage's
-        ``freeze_time/transforms.json``). Its ``anchor`` is the canonical frame c.
+        ``freeze_time/transforms.json``). Its ``anchor`` is the canonical view k_c: the
+        freeze-time frame that shows the canonical frame c of the reference video.
     init_points: sparse points (.ply/.npz; default: an earlier stage's ``points.ply`` or
         ``init_points.npz``; else ``num_random_points`` random points).
-    deformer: the per-frame deformation field w_mv; ``null`` turns it off (ablation).
+    w_mv: the per-frame deformation field w_mv(x, k), zero at k_c; ``null`` turns it off
+        (ablation). (Was ``deformer``.)
     losses: the loss terms; phases name which are active. Turn the small-motion loss off
         (ablation) by removing it or setting its weight to 0.
     refine_cameras: fine-tune per-frame camera poses (frame c fixed).
@@ -105,7 +114,7 @@ class CanonicalConfig:
     background: Optional[list[float]] = None  # RGB behind the Gaussians; None: the data's (fourreal.background) or black
     num_random_points: int = 20000
     representation: Component("representation") = component_default("representation", "gaussians")  # type: ignore[valid-type]
-    deformer: Optional[Component("deformer")] = component_default(  # type: ignore[valid-type]
+    w_mv: Optional[Component("deformer")] = component_default(  # type: ignore[valid-type]
         "deformer", "mlp", time_input="frame_code", predict_scale=False
     )
     losses: list[Component("loss")] = field(  # type: ignore[valid-type]
@@ -113,8 +122,13 @@ class CanonicalConfig:
     )
     scheduler: Component("scheduler") = scheduler_default(canonical_phases())  # type: ignore[valid-type]
     refine_cameras: bool = True
-    checkpoint_every: int = 500
+    checkpoint_every: Steps = 500
     video_fps: float = 8.0
+    deformer: Any = None  # renamed w_mv: kept only to say so
+
+    def __post_init__(self) -> None:
+        if self.deformer is not None:
+            _renamed("deformer", "w_mv", "the canonical stage's per-frame deformation field")
 
 
 # ------------------------------------------------------------------------- motion stage
@@ -124,11 +138,13 @@ class MotionConfig:
 
     reference: the reference video's transforms.json (default: an earlier stage's
         ``reference/transforms.json``); per-frame ``time`` in [0,1] (else evenly spaced);
-        its ``anchor`` is the canonical frame c. A monocular D-NeRF capture works the same way.
+        its ``anchor`` is the canonical frame c (t_c = its time; w_t is zero at t_c). A
+        monocular D-NeRF capture works the same way.
     freeze_time: the freeze-time video (default: the newest earlier ``freeze_time/transforms.json``,
         i.e. the canonical stage's refined cameras); used by phases with ``frames: all``.
     canonical: canonical Gaussians (default: an earlier stage's ``canonical.ply``; without one the
         Gaussians start from points, as in a plain dynamic reconstruction, e.g. D-NeRF).
+    w_t: the temporal deformation field w_t(x, t), zero at t_c. (Was ``deformer``.)
     per_frame_deformer: keep applying the canonical stage's w_mv (frozen) to freeze-time frames.
     growth_opacity: tau_alpha for the growth phase (paper E.2: 1e-2).
     """
@@ -144,15 +160,20 @@ class MotionConfig:
     num_random_points: int = 20000
     per_frame_deformer: bool = True
     representation: Component("representation") = component_default("representation", "gaussians")  # type: ignore[valid-type]
-    deformer: Component("deformer") = component_default("deformer", "mlp", time_input="time")  # type: ignore[valid-type]
+    w_t: Component("deformer") = component_default("deformer", "mlp", time_input="time")  # type: ignore[valid-type]
     losses: list[Component("loss")] = field(  # type: ignore[valid-type]
         default_factory=lambda: [{"name": n, "params": {}} for n in ("align", "norm", "diff", "rigid", "rot")]
     )
     scheduler: Component("scheduler") = scheduler_default(motion_phases())  # type: ignore[valid-type]
     growth_opacity: float = 1e-2
     growth_grad_threshold: float = 2e-4
-    checkpoint_every: int = 500
+    checkpoint_every: Steps = 500
     video_fps: float = 8.0
+    deformer: Any = None  # renamed w_t: kept only to say so
+
+    def __post_init__(self) -> None:
+        if self.deformer is not None:
+            _renamed("deformer", "w_t", "the motion stage's temporal deformation field")
 
 
 # ------------------------------------------------------------------------- poses stage

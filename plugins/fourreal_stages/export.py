@@ -111,7 +111,7 @@ def export_scene(scene: Scene4D, rasterizer, out: Path, opts: Optional[ExportOpt
     cam = cam[:1]
     times = (scene.times if (opts.num_times <= 0 and scene.times is not None)
              else torch.linspace(0, 1, max(opts.num_times, 2)))
-    c = scene.canonical_index
+    c = scene.canonical_frame
     t_c = float(scene.times[c]) if (scene.times is not None and c is not None) else 0.5
     files: dict = {"ply": []}
 

@@ -24,15 +24,13 @@ import time
 
 import torch
 
+from fourreal_core.config import scale_steps
 from fourreal_core.interfaces import Deformation, Stage
 from fourreal_core.io import write_json
-from fourreal_core.trainer import train
 
-from .canonical import scaled_densify
 from .common import (
     background_for,
     build_losses,
-    deformer_lr,
     generation_prompt,
     initial_points,
     posed_input,
@@ -40,13 +38,9 @@ from .common import (
     random_init_points,
     read_json,
     scene_extent,
-    load_training_state,
-    sds_inputs,
-    training_state,
-    uses_sds,
-    weighted_loss,
 )
 from .configs import MotionConfig
+from .fit import Fit, Trainable, View, deform_pair, setup_deformer
 from .scene4d import Scene4D
 
 
@@ -57,13 +51,112 @@ def _frame_times(posed) -> torch.Tensor:
     return torch.linspace(0.0, 1.0, n) if n > 1 else torch.zeros(1)
 
 
+class MotionFit(Fit):
+    """Paper §3.4 / C.2 on the engine: frames of the reference video (and, in phases with
+    ``frames: all``, of the freeze-time video at t_c, with the canonical stage's frozen
+    w_mv); w_t(x, t), zero at t_c, with ``deformation_prev`` at the previous frame time for
+    the temporal regularisers; the growth phase as the representation's growth strategy;
+    3DGS densification in other phases with ``densify: true`` (D-NeRF recipe); temporal
+    and multi-view SDS render with w_t."""
+
+    description = "motion"
+    provides = ("deformation", "deformation_prev", "time")
+
+    def __init__(self, ctx, cfg: MotionConfig, model, w_t, w_mv, ref, freeze, c: int, **kw) -> None:
+        super().__init__(ctx, model=model, **kw)
+        dev = ctx.device
+        self.cfg, self.w_t, self.w_mv, self.c = cfg, w_t, w_mv, c
+        self.T = len(ref)
+        self.ref_times = _frame_times(ref).to(dev)
+        self.t_c = float(self.ref_times[c])
+        self.ref_frames, self.ref_cams = ref.video.frames.to(dev), ref.cameras.to(dev)
+        self.K = len(freeze) if freeze is not None else 0
+        self.freeze_frames = freeze.video.frames.to(dev) if freeze is not None else None
+        self.freeze_cams = freeze.cameras.to(dev) if freeze is not None else None
+        self.k_c = freeze.anchor if (freeze is not None and freeze.anchor is not None) else 0
+        self.dt = 1.0 / max(self.T - 1, 1)
+        self.growth = self.scheduler.phase_named("growth")
+        self.meta = {"spawned": 0}
+
+    def sample(self, i, phase, gen) -> View:
+        kind = phase.options.get("frames", "all")
+        if kind == "freeze_time" and self.K:
+            src, j = "freeze_time", int(torch.randint(0, self.K, (1,), generator=gen))
+        elif kind == "all" and self.K:
+            j = int(torch.randint(0, self.T + self.K, (1,), generator=gen))
+            src, j = ("reference", j) if j < self.T else ("freeze_time", j - self.T)
+        else:
+            src, j = "reference", int(torch.randint(0, self.T, (1,), generator=gen))
+        if src == "reference":
+            t = float(self.ref_times[j])
+            return View(src, j, self.ref_frames[j:j + 1], t, self.ref_cams[j], inputs={"time": t})
+        return View(src, j, self.freeze_frames[j:j + 1], self.t_c, self.freeze_cams[j], inputs={"time": self.t_c})
+
+    def _deform_on(self, phase) -> bool:
+        return phase.options.get("deform", True)
+
+    def deform(self, g0, view, phase):
+        extra = {"deformation": None, "deformation_prev": None}
+        g = g0
+        if self._deform_on(phase):
+            t = float(view.key)
+            t_prev = t - self.dt if t - self.dt >= 0 else t + self.dt
+            d, dp = deform_pair(self.w_t, g0.means.detach(), g0.quats.detach(), t, t_prev)
+            g = g0.deformed(d)
+            extra = {"deformation": d, "deformation_prev": dp}
+        if view.source == "freeze_time" and self.w_mv is not None:
+            with torch.no_grad():
+                dmv = self.w_mv.deform(g0.means.detach(), view.index, quats=g0.quats.detach())
+            g = g.deformed(Deformation(dmv.dx, dmv.dq, None))
+        return g, extra
+
+    def sds_context(self, g0, i, gen):
+        ras, bg, w_t = self.rasterizer, self.background, self.w_t
+        x, q = g0.means.detach(), g0.quats.detach()
+
+        def render_video(cams_m, times_m):
+            frames_m = []
+            for m in range(len(cams_m)):
+                gm = g0.deformed(w_t.deform(x, float(times_m[m]), quats=q))
+                frames_m.append(ras.rasterize(gm, cams_m[m], background=bg, render_depth=False).rgb)
+            return torch.cat(frames_m)
+
+        rng = torch.Generator().manual_seed(self.ctx.seed * 7_000_003 + i)
+        return {
+            "render_video": render_video,
+            "freeze_cameras": self.freeze_cams if self.freeze_cams is not None else self.ref_cams[self.c],
+            "canonical_view": self.k_c,
+            "canonical_index": self.k_c,  # the name fourreal_losses.sds reads until it reads canonical_view
+            "canonical_image": self.ref_frames[self.c],
+            "reference_camera": self.ref_cams[self.c],
+            "canonical_time": self.t_c,
+        }, rng
+
+    def modules(self):
+        return {"deformer": Trainable(self.w_t, "deformer", self.w_t.learning_rate, active=self._deform_on)}
+
+    def strategies(self):
+        out = {}
+        if self.growth is not None:  # growth of new Gaussians (paper D.2)
+            out["growth"] = self.model.growth_strategy(self.growth.start, self.growth.end,
+                                                       grad_threshold=self.cfg.growth_grad_threshold,
+                                                       prune_opacity=self.cfg.growth_opacity, seed=self.ctx.seed)
+        if any(p.densify and p is not self.growth for p in self.scheduler.phases):
+            out["densify"] = self.model.densify_strategy(seed=self.ctx.seed)  # plain 3DGS (D-NeRF recipe)
+        return out
+
+    def strategy_active(self, name, phase) -> bool:
+        if name == "growth":
+            return True  # its own window: statistics before, growth inside, nothing after
+        return phase.densify and phase is not self.growth
+
+
 class MotionStage(Stage):
     def __init__(self, cfg: MotionConfig) -> None:
         self.cfg = cfg
 
     # ------------------------------------------------------------------------ inputs
-    def _load(self, ctx):
-        cfg = self.cfg
+    def _load(self, ctx, cfg):
         ref = posed_input(ctx, cfg.reference, "reference/transforms.json", "reference video",
                           "params.reference", height=cfg.height, width=cfg.width)
         freeze = None
@@ -74,9 +167,9 @@ class MotionStage(Stage):
             freeze = load_transforms(fpath, height=ref.video.height, width=ref.video.width)
         return ref, freeze
 
-    def _per_frame_deformer(self, ctx, freeze, device):
+    def _per_frame_deformer(self, ctx, cfg, freeze, device):
         """The canonical stage's w_mv (frozen), to keep absorbing freeze-time inconsistencies."""
-        if not self.cfg.per_frame_deformer or freeze is None:
+        if not cfg.per_frame_deformer or freeze is None:
             return None
         wpath = ctx.find_output("per_frame_deformer.safetensors")
         jpath = ctx.find_output("per_frame_deformer.json")
@@ -88,8 +181,9 @@ class MotionStage(Stage):
         info = read_json(jpath)
         spec = component_from_plain("deformer", {"name": info["name"], "params": info["params"]}, ctx.registry,
                                     source=str(jpath))
+        k_c = info.get("canonical_view", info.get("canonical_index"))  # canonical_index: before the rename
         d = spec.build(ctx.registry)
-        d.setup(num_frames=int(info["num_frames"]), canonical_index=int(info["canonical_index"]))
+        d.setup(num_frames=int(info["num_frames"]), canonical=None if k_c is None else int(k_c))
         tensors, _ = load_tensors(wpath)
         d.load_state_dict(tensors)
         d = d.to(device)
@@ -99,17 +193,11 @@ class MotionStage(Stage):
 
     # --------------------------------------------------------------------------- run
     def run(self, ctx) -> None:
-        from fourreal_gaussians.densify import DensifyStrategy, spawn_from
-
-        cfg = self.cfg
+        cfg = scale_steps(self.cfg, ctx.iterations_scale)  # once, before anything is built
         dev = ctx.device
-        ref, freeze = self._load(ctx)
+        ref, freeze = self._load(ctx, cfg)
         T = len(ref)
-        ref_times = _frame_times(ref).to(dev)
-        c = ref.anchor if ref.anchor is not None else T // 2
-        t_c = float(ref_times[c])
-        ref_frames = ref.video.frames.to(dev)
-        ref_cams = ref.cameras.to(dev)
+        c = ref.anchor if ref.anchor is not None else T // 2  # the canonical frame
         bg = background_for(cfg.background, ref, dev)
         all_cams = ref.cameras if freeze is None else ref.cameras.__class__.cat([ref.cameras, freeze.cameras])
         extent = scene_extent(all_cams)
@@ -117,160 +205,37 @@ class MotionStage(Stage):
         model = cfg.representation.build(ctx.registry)
         canon_path = ctx.resolve(cfg.canonical) if cfg.canonical else ctx.find_output("canonical.ply")
         if canon_path is not None:
-            model.load_ply(canon_path)
+            model.load_ply(canon_path)  # the active SH degree becomes the file's
             model.scene_extent = extent
         else:
             pts = initial_points(ctx, cfg.init_points) or random_init_points(all_cams, cfg.num_random_points, ctx.seed)
             model.init_from_points(pts, extent)
         model = model.to(dev)
-        if canon_path is not None:
-            model.set_active_sh_degree(model.max_sh_degree)
 
-        deformer = cfg.deformer.build(ctx.registry)
-        deformer.setup(num_frames=T, canonical_index=c, canonical_means=model.params().means.detach())
-        deformer = deformer.to(dev)
-        w_mv = self._per_frame_deformer(ctx, freeze, dev)
-        freeze_frames = freeze.video.frames.to(dev) if freeze is not None else None
-        freeze_cams = freeze.cameras.to(dev) if freeze is not None else None
-        K = len(freeze) if freeze is not None else 0
-
-        scheduler = cfg.scheduler.build(ctx.registry).with_iterations_scale(ctx.iterations_scale)
-        total = scheduler.total_steps
-        def_opt = torch.optim.Adam(deformer.parameters(), lr=1e-3)
-        losses = build_losses(cfg.losses, ctx.registry)
-        from dataclasses import replace
-
-        growth_cfg = replace(scaled_densify(model.cfg.densify, ctx.iterations_scale), prune_opacity=cfg.growth_opacity,
-                             grad_threshold=cfg.growth_grad_threshold, start=0, stop=10**9)
-        strategy = DensifyStrategy(growth_cfg, seed=ctx.seed)  # growth of new Gaussians (paper D.2)
-        dstate = strategy.initialize_state(len(model), dev)
-        standard = DensifyStrategy(scaled_densify(model.cfg.densify, ctx.iterations_scale), seed=ctx.seed)
-        sstate = standard.initialize_state(len(model), dev)  # plain 3DGS densification (D-NeRF recipe)
-        growth = scheduler.phase_named("growth")
-        st = {"version": 0, "spawned": 0}
-        dt = 1.0 / max(T - 1, 1)
-        rasterizer = ctx.rasterizer
-        prompt = generation_prompt(ctx)
-
-        def sample(i: int, frames_kind: str):
-            gen = torch.Generator().manual_seed(ctx.seed * 1_000_003 + i)
-            if frames_kind == "freeze_time" and K:
-                return "freeze", int(torch.randint(0, K, (1,), generator=gen))
-            if frames_kind == "all" and K:
-                j = int(torch.randint(0, T + K, (1,), generator=gen))
-                return ("ref", j) if j < T else ("freeze", j - T)
-            return "ref", int(torch.randint(0, T, (1,), generator=gen))
-
-        def step(i: int) -> dict:
-            phase = scheduler.phase_at(i)
-            # growth phase start: freeze the canonical Gaussians, spawn new ones (paper D.2)
-            if growth is not None and i == growth.start:
-                model.freeze()
-                mask = strategy.spawn_mask(model, dstate)
-                cap = growth_cfg.max_gaussians
-                if cap > 0 and int(mask.sum()) > max(cap - len(model), 0):  # keep the strongest gradients
-                    grads = strategy.average_grads(dstate).to(mask.device).masked_fill(~mask, -1.0)
-                    keep = torch.topk(grads, max(cap - len(model), 0)).indices
-                    mask = torch.zeros_like(mask)
-                    mask[keep] = True
-                st["spawned"] = spawn_from(model, mask, generator=torch.Generator().manual_seed(ctx.seed))
-                dstate.update(strategy.initialize_state(len(model), dev))
-                st["version"] += 1
-                ctx.log("growth_spawn", stage=ctx.name, step=i, added=st["spawned"], n=len(model))
-            if growth is not None and i == growth.end:
-                model.unfreeze()
-            src, j = sample(i, phase.options.get("frames", "all"))
-            if src == "ref":
-                t, cam, target = float(ref_times[j]), ref_cams[j], ref_frames[j:j + 1]
-            else:
-                t, cam, target = t_c, freeze_cams[j], freeze_frames[j:j + 1]
-            g0 = model.params(i)
-            deform_on = phase.options.get("deform", True)
-            d = d_prev = None
-            g = g0
-            if deform_on:
-                x, q = g0.means.detach(), g0.quats.detach()
-                d = deformer.deform(x, t, quats=q)
-                d_prev = deformer.deform(x, t - dt if t - dt >= 0 else t + dt, quats=q)
-                g = g0.deformed(d)
-            if src == "freeze" and w_mv is not None:
-                with torch.no_grad():
-                    dmv = w_mv.deform(g0.means.detach(), j, quats=g0.quats.detach())
-                g = g.deformed(Deformation(dmv.dx, dmv.dq, None))
-            out = rasterizer.rasterize(g, cam, background=bg, render_depth=False)
-            inputs = {"render": out, "target": target, "deformation": d, "deformation_prev": d_prev,
-                      "canonical": g0, "gaussians_version": st["version"], "step": i, "time": t}
-            active = tuple(n for n in phase.losses if d is not None or n not in ("norm", "diff", "rigid", "rot"))
-            if uses_sds(active, losses):
-                gen = torch.Generator().manual_seed(ctx.seed * 7_000_003 + i)
-
-                def render_video(cams_m, times_m):
-                    frames_m = []
-                    for m in range(len(cams_m)):
-                        gm = g0.deformed(deformer.deform(g0.means.detach(), float(times_m[m]), quats=g0.quats.detach()))
-                        frames_m.append(rasterizer.rasterize(gm, cams_m[m], background=bg, render_depth=False).rgb)
-                    return torch.cat(frames_m)
-
-                inputs.update(sds_inputs(
-                    render_video=render_video,
-                    freeze_cameras=freeze_cams if freeze_cams is not None else ref_cams[c],
-                    canonical_index=freeze.anchor if (freeze is not None and freeze.anchor is not None) else 0,
-                    canonical_image=ref_frames[c], reference_camera=ref_cams[c], canonical_time=t_c,
-                    phase=phase, step=i, prompt=prompt, gen=gen, active=active, losses=losses))
-            loss, parts = weighted_loss(losses, active, inputs, i)
-            loss.backward()
-            model.update_learning_rate(i, total)
-            if "gaussians" in phase.param_groups or "new_gaussians" in phase.param_groups:
-                model.optimizer_step()  # frozen rows (canonical, in growth) never move
-            else:
-                model.zero_grad()
-            if deform_on and "deformer" in phase.param_groups:
-                for gp in def_opt.param_groups:
-                    gp["lr"] = deformer_lr(cfg.deformer, i, total)
-                def_opt.step()
-            def_opt.zero_grad(set_to_none=True)
-            # statistics for spawning at growth start; growth of new Gaussians only in its phase
-            if growth is not None and i < growth.start:
-                strategy.update_state(dstate, model, out)
-            elif growth is not None and phase is growth:
-                strategy.update_state(dstate, model, out)
-                if (i - phase.start) > 0 and (i - phase.start) % strategy.cfg.every == 0:
-                    strategy.refine(model, dstate, i)
-                    st["version"] += 1
-            elif phase.densify:
-                rep = standard.step_post_backward(model, sstate, out, i)
-                if rep["cloned"] or rep["split"] or rep["pruned"]:
-                    st["version"] += 1
-            return {"loss": float(loss.detach()), "psnr": psnr(out.rgb, target), "n": len(model), **parts}
-
-        parts = ({"deformer": deformer}, {"deformer_opt": def_opt},
-                 {"densify": (strategy, dstate), "densify_std": (standard, sstate)})
-
-        def state() -> dict:
-            return training_state(model, *parts)  # the frozen mask travels in the model's state
-
-        def load(t: dict, meta: dict) -> None:
-            load_training_state(t, model, *parts)
-            st.update(meta)
-
+        t_c = float(_frame_times(ref)[c])
+        w_t = setup_deformer(cfg.w_t.build(ctx.registry), cfg.w_t, num_frames=T, canonical=t_c,
+                             canonical_means=model.params().means.detach(), device=dev,
+                             where=f"stage {ctx.name!r}: params.w_t")
+        w_mv = self._per_frame_deformer(ctx, cfg, freeze, dev)
+        scheduler = cfg.scheduler.build(ctx.registry)
+        fit = MotionFit(ctx, cfg, model, w_t, w_mv, ref, freeze, c, scheduler=scheduler,
+                        losses=build_losses(cfg.losses, ctx.registry), loss_specs=cfg.losses, background=bg,
+                        checkpoint_every=cfg.checkpoint_every, prompt=generation_prompt(ctx))
         t0 = time.perf_counter()
-        train(ctx, total, step, state, load, checkpoint_every=cfg.checkpoint_every, description="motion",
-              meta=lambda: dict(st))
-        model.unfreeze()
-        scene = Scene4D(model, deformer, bg, times=ref_times.cpu(), canonical_index=c,
+        fit.run()
+        scene = Scene4D(model, w_t, bg, times=fit.ref_times.cpu(), canonical_frame=c,
                         reference_camera=ref.cameras[c], freeze_cameras=None if freeze is None else freeze.cameras,
-                        deformer_spec=cfg.deformer, representation_spec=cfg.representation)
+                        deformer_spec=cfg.w_t, representation_spec=cfg.representation)
         scene.save(ctx.out_dir)
-        self._write_outputs(ctx, scene, ref, time.perf_counter() - t0, st["spawned"])
+        self._write_outputs(ctx, cfg, scene, ref, time.perf_counter() - t0, int(fit.meta.get("spawned", 0)))
 
     # ---------------------------------------------------------------------- outputs
     @torch.no_grad()
-    def _write_outputs(self, ctx, scene: Scene4D, ref, seconds: float, spawned: int) -> None:
+    def _write_outputs(self, ctx, cfg, scene: Scene4D, ref, seconds: float, spawned: int) -> None:
         from fourreal_core.video_io import write_video
 
         from .evaluate import evaluate_views
 
-        cfg = self.cfg
         out = ctx.out_dir
         preds = scene.render_each(ctx.rasterizer, ref.cameras, scene.times)
         write_video(out / "reference_rerender.mp4", torch.cat([ref.video.frames, preds], dim=2), fps=cfg.video_fps)

@@ -9,7 +9,7 @@ rebuild it without the recipe::
      "deformer": {"kind": "deformer", "name": "mlp", "params": {...}},
      "deformer_weights": "motion_deformer.safetensors",
      "background": [0, 0, 0],
-     "reference": {"times": [...], "canonical_index": c, "camera": {...}},
+     "reference": {"times": [...], "canonical_frame": c, "camera": {...}},
      "freeze_time_cameras": {...}}
 """
 
@@ -45,7 +45,7 @@ class Scene4D:
     deformer: Any  # temporal deformer or None (static scene)
     background: torch.Tensor
     times: Optional[torch.Tensor] = None  # reference frame times
-    canonical_index: Optional[int] = None
+    canonical_frame: Optional[int] = None  # the canonical frame c of the reference video
     reference_camera: Optional[Cameras] = None
     freeze_cameras: Optional[Cameras] = None
     deformer_spec: Any = None  # ComponentSpec the deformer was built from (saved in the manifest)
@@ -95,8 +95,8 @@ class Scene4D:
         ref: dict = {}
         if self.times is not None:
             ref["times"] = [float(x) for x in self.times]
-        if self.canonical_index is not None:
-            ref["canonical_index"] = int(self.canonical_index)
+        if self.canonical_frame is not None:
+            ref["canonical_frame"] = int(self.canonical_frame)
         if self.reference_camera is not None:
             ref["camera"] = cameras_to_json(self.reference_camera)
         manifest["reference"] = ref
@@ -134,8 +134,9 @@ class Scene4D:
             spec = component_from_plain("deformer", {"name": m["deformer"]["name"], "params": m["deformer"]["params"]},
                                         registry, source=str(path))
             deformer = spec.build(registry)
+            # the canonical input (zero_frame / zero_time) is part of the deformer's saved state
             ref = m.get("reference", {})
-            deformer.setup(num_frames=len(ref.get("times", [])) or None, canonical_index=ref.get("canonical_index"),
+            deformer.setup(num_frames=len(ref.get("times", [])) or None, canonical=None,
                            canonical_means=model.params().means.detach())
             tensors, _ = load_tensors(folder / m["deformer_weights"], device="cpu")
             deformer.load_state_dict(tensors)
@@ -147,7 +148,7 @@ class Scene4D:
             deformer=deformer,
             background=torch.tensor(m.get("background", [0, 0, 0]), dtype=torch.float32, device=device),
             times=torch.tensor(ref["times"]) if "times" in ref else None,
-            canonical_index=ref.get("canonical_index"),
+            canonical_frame=ref.get("canonical_frame", ref.get("canonical_index")),  # canonical_index: before the rename
             reference_camera=cameras_from_json(ref["camera"]) if "camera" in ref else None,
             freeze_cameras=cameras_from_json(m["freeze_time_cameras"]) if "freeze_time_cameras" in m else None,
             deformer_spec=spec,

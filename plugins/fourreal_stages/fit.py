@@ -1,0 +1,335 @@
+"""The fitting engine the canonical and motion stages share (paper §3.3, §3.4, Appendix C).
+
+A stage subclasses :class:`Fit` and declares only what differs -- which frames a step
+samples (:meth:`Fit.sample`), how the Gaussians are deformed for it (:meth:`Fit.deform`),
+what the video SDS losses see (:meth:`Fit.sds_context`), which extra modules train
+(:meth:`Fit.modules`) and which densification strategies run (:meth:`Fit.strategies`).
+:meth:`Fit.run` owns the rest, and drives it through :func:`fourreal_core.trainer.train`
+(progress, logs, checkpoints, resume and the trainer's guards). Per step ``i``::
+
+    phase = scheduler.phase_at(i)
+    strategies' step_pre                      (growth start: freeze + spawn; growth end: unfreeze)
+    view = sample(i, phase, rng)              (a frame: target, camera, deformer input)
+    g0 = representation.params(i)             (canonical Gaussians)
+    g, extra = deform(g0, view, phase)        (deformed Gaussians + loss inputs: deformation, ...)
+    render = rasterizer.rasterize(g, view.camera)
+    inputs = {render, target, canonical, step, gaussians_version, knn, ...}
+             + sds inputs when an active loss requires render_video
+    loss = sum over the phase's losses whose `requires` are present of weight.at(i) * loss(inputs)
+    loss.backward()
+    representation lr + optimizer_step   (if "gaussians" / "new_gaussians" in phase.train)
+    each module's optimiser step          (if its group is in phase.train)
+    strategies' step_post_backward        (densify / grow; bumps gaussians_version on change)
+
+Losses are matched to inputs by their ``requires``: one that needs an input the stage never
+provides is refused before training (one line naming the recipe path); one whose input is
+absent on a step (``deformation`` in a ``deform: false`` phase) is skipped on that step.
+kNN for the neighbourhood regularisers is computed once per change of the Gaussian set and
+shared by every loss through ``inputs["knn"]`` (:class:`fourreal_losses.knn.SharedKNN`).
+
+The stage's config has ``iterations_scale`` applied once, before anything is built from it
+(:func:`fourreal_core.config.scale_steps`; every ``Steps`` field and every ramp).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+
+from fourreal_core.errors import InputError
+from fourreal_core.interfaces import DensifyStrategy, Deformation, Deformer, GaussianParams, Loss, Phase
+from fourreal_core.trainer import load_optimizer_tensors, optimizer_tensors, train
+from fourreal_core.types import Cameras
+
+#: inputs every step provides (a stage's :attr:`Fit.provides` adds its own)
+BASE_INPUTS = ("render", "target", "canonical", "gaussians", "step", "gaussians_version", "knn")
+#: what the engine adds when an active loss requires ``render_video`` (video SDS)
+SDS_INPUTS = ("render_video", "freeze_cameras", "canonical_view", "canonical_index", "canonical_image",
+              "reference_camera", "canonical_time", "sds_progress", "prompt", "rng", "sds_mode")
+
+
+# ------------------------------------------------------------------------------ pieces
+@dataclass
+class View:
+    """One training sample.
+
+    Attributes:
+        source: ``"reference"`` or ``"freeze_time"``.
+        index: the frame's index in its video.
+        target: ``[1,H,W,3]`` the frame.
+        key: what the deformer gets: the frame index k (w_mv) or the time t (w_t).
+        camera: its camera (``Cameras`` of 1), or None when :meth:`Fit.camera` makes it.
+    """
+
+    source: str
+    index: int
+    target: torch.Tensor
+    key: "int | float"
+    camera: Optional[Cameras] = None
+    inputs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Trainable:
+    """A module the engine optimises with its own Adam when ``group`` is in the phase's
+    ``train`` list and ``active(phase)`` holds; ``lr(step, total)`` sets its learning rate."""
+
+    module: torch.nn.Module
+    group: str
+    lr: Callable[[int, int], float]
+    active: Callable[[Phase], bool] = lambda phase: True
+    optimizer: Optional[torch.optim.Optimizer] = None
+
+    def build(self) -> None:
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=self.lr(0, 1)) if params else None
+
+
+def exp_decay(step: int, total: int, lr0: float, lr1: float) -> float:
+    """Log-linear interpolation from lr0 at step 0 to lr1 at step ``total`` (3DGS style)."""
+    if total <= 0 or lr0 <= 0 or lr1 <= 0:
+        return lr0
+    f = min(max(step / total, 0.0), 1.0)
+    return math.exp(math.log(lr0) * (1 - f) + math.log(lr1) * f)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = torch.mean((a.detach().float() - b.detach().float()) ** 2).item()
+    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+
+
+# ------------------------------------------------------------------- deformer contract
+def setup_deformer(deformer: Any, spec: Any, *, num_frames: Optional[int], canonical: "int | float | None",
+                   canonical_means: Optional[torch.Tensor], device: Any, where: str) -> Any:
+    """Set a deformer up and check the :class:`~fourreal_core.interfaces.Deformer` contract
+    (docs/plugins.md, "Deformers"): an ``nn.Module``, a :class:`Deformer`, ``setup`` with the
+    documented keywords, and ``deform`` exactly zero at ``canonical``. Returns it on ``device``.
+    Breaches end in one :class:`InputError` line naming ``where`` (the recipe path)."""
+    name = getattr(spec, "name", type(deformer).__name__)
+    doc = "see the Deformer contract in docs/plugins.md"
+    if not isinstance(deformer, torch.nn.Module) or not isinstance(deformer, Deformer):
+        missing = "a torch.nn.Module" if not isinstance(deformer, torch.nn.Module) else "a fourreal Deformer"
+        raise InputError(f"{where}: deformer {name!r} is not {missing} ({type(deformer).__name__}); {doc}")
+    try:
+        deformer.setup(num_frames=num_frames, canonical=canonical, canonical_means=canonical_means)
+    except TypeError as exc:
+        if "canonical" in str(exc) or "unexpected keyword" in str(exc):
+            raise InputError(
+                f"{where}: deformer {name!r}: setup() must take keywords num_frames, canonical, canonical_means "
+                f"(renamed: canonical_index -> canonical) ({exc}); {doc}"
+            ) from None
+        raise
+    deformer = deformer.to(device)
+    if canonical is not None and canonical_means is not None and len(canonical_means):
+        x = canonical_means[:256].detach().to(device)
+        q = torch.zeros(len(x), 4, device=device)
+        q[:, 0] = 1.0
+        with torch.no_grad():
+            d = deformer.deform(x, canonical, quats=q)
+        parts = [d.dx, d.dq] + ([d.ds] if d.ds is not None else [])
+        if any(bool((p != 0).any()) for p in parts):
+            kind = "frame index" if isinstance(canonical, int) else "time"
+            raise InputError(
+                f"{where}: deformer {name!r} is not zero at the canonical {kind} {canonical} "
+                f"(deform(x, {canonical}) must return exactly zero offsets there); {doc}"
+            )
+    return deformer
+
+
+def deform_pair(deformer: Any, x: torch.Tensor, q: torch.Tensor, t: float, t_prev: float):
+    """``(w(x, t), w(x, t_prev))``; the second without autograd -- the previous state is a
+    fixed reference for the temporal regularisers (``diff``, ``rigid``, ``rot``), as the
+    previous frame is in Dynamic 3D Gaussians -- which halves the deformer's backward.
+    A deformer with ``deform_pair`` (the ``mlp``) computes both at once, sharing work."""
+    if hasattr(deformer, "deform_pair") and not getattr(deformer, "frame_mode", False):
+        return deformer.deform_pair(x, t, t_prev, quats=q)
+    d = deformer.deform(x, t, quats=q)
+    with torch.no_grad():
+        dp = deformer.deform(x, t_prev, quats=q)
+    return d, dp
+
+
+# ---------------------------------------------------------------------------- engine
+class Fit:
+    """The shared fitting loop; see the module docstring. Subclasses set the attributes
+    below in their ``__init__`` (after calling ``super().__init__``) and override hooks."""
+
+    description = "fit"
+    #: loss inputs this stage provides beyond :data:`BASE_INPUTS`
+    provides: tuple[str, ...] = ()
+
+    def __init__(self, ctx, *, model, scheduler, losses: Mapping[str, Loss], loss_specs: list,
+                 background: torch.Tensor, checkpoint_every: int, prompt: str = "") -> None:
+        from fourreal_losses.knn import SharedKNN
+
+        self.ctx = ctx
+        self.model = model
+        self.scheduler = scheduler
+        self.losses = dict(losses)
+        self.loss_specs = {s.name: s for s in loss_specs}
+        self.background = background
+        self.checkpoint_every = max(1, int(checkpoint_every))
+        self.prompt = prompt
+        self.rasterizer = ctx.rasterizer
+        self.total = scheduler.total_steps
+        self.version = 0
+        self.meta: dict = {}
+        self.knn = SharedKNN()
+        self.trainables: dict[str, Trainable] = {}
+        self.strategy_states: dict[str, tuple[DensifyStrategy, dict]] = {}
+
+    # ------------------------------------------------------------------- stage hooks
+    def sample(self, i: int, phase: Phase, gen: torch.Generator) -> View:
+        raise NotImplementedError
+
+    def camera(self, view: View, phase: Phase) -> Cameras:
+        return view.camera
+
+    def deform(self, g0: GaussianParams, view: View, phase: Phase) -> tuple[GaussianParams, dict]:
+        """Deformed Gaussians for ``view`` and the loss inputs that come with them."""
+        return g0, {}
+
+    def sds_context(self, g0: GaussianParams, i: int, gen: torch.Generator) -> tuple[dict, torch.Generator]:
+        """What the video SDS losses read besides ``sds_progress`` / ``prompt`` / ``rng`` /
+        ``sds_mode`` (see fourreal_losses.sds), and the generator they draw from."""
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, Trainable]:
+        return {}
+
+    def strategies(self) -> dict[str, DensifyStrategy]:
+        return {}
+
+    def strategy_active(self, name: str, phase: Phase) -> bool:
+        return True
+
+    # ---------------------------------------------------------------------- helpers
+    def check_losses(self) -> None:
+        """Refuse, before training, a loss that needs an input this stage never provides."""
+        offered = set(BASE_INPUTS) | set(self.provides) | set(SDS_INPUTS)
+        for name, loss in self.losses.items():
+            missing = [r for r in getattr(loss, "requires", ()) if r not in offered]
+            if missing:
+                src = getattr(self.loss_specs.get(name), "source", f"losses.{name}")
+                raise InputError(
+                    f"{src}: loss {name!r} needs {', '.join(missing)}, which stage {self.ctx.name!r} does not "
+                    f"provide (it provides: {', '.join(sorted(set(BASE_INPUTS) | set(self.provides)))})"
+                )
+
+    def weighted_loss(self, active: list[str], inputs: Mapping[str, Any], step: int):
+        total = None
+        parts: dict[str, float] = {}
+        for name in active:
+            loss = self.losses[name]
+            weight = getattr(loss, "weight", None)
+            w = 1.0 if weight is None else (weight.at(step) if hasattr(weight, "at") else float(weight))
+            if w == 0.0:
+                continue
+            val = loss(inputs)
+            parts[name] = float(val.detach())
+            total = w * val if total is None else total + w * val
+        if total is None:  # nothing active this step: keep the loop uniform
+            total = inputs["render"].rgb.sum() * 0.0
+        return total, parts
+
+    def sds_inputs(self, g0: GaussianParams, phase: Phase, i: int, gen: torch.Generator, active: list[str]) -> dict:
+        ctx_inputs, rng = self.sds_context(g0, i, gen)
+        out = {**ctx_inputs,
+               "sds_progress": (i - phase.start) / max(phase.end - phase.start - 1, 1),
+               "prompt": self.prompt, "rng": rng}
+        kinds = {getattr(self.losses[n], "mode", None) for n in active}
+        if {"multiview", "temporal"} <= kinds:  # both kinds: alternate (paper D.1)
+            from fourreal_losses.sds import alternate
+
+            out["sds_mode"] = alternate(i, rng)
+        return out
+
+    # --------------------------------------------------------------------------- loop
+    def step(self, i: int) -> dict:
+        sched, model = self.scheduler, self.model
+        phase = sched.phase_at(i)
+        for sname, (strategy, state) in self.strategy_states.items():
+            rep = strategy.step_pre(model, state, i)
+            if rep:
+                self.version += 1
+                if isinstance(rep, dict) and rep.get("spawned"):
+                    self.meta["spawned"] = int(rep["spawned"])
+                    self.ctx.log("growth_spawn", stage=self.ctx.name, step=i, added=int(rep["spawned"]), n=len(model))
+        gen = torch.Generator().manual_seed(self.ctx.seed * 1_000_003 + i)
+        view = self.sample(i, phase, gen)
+        g0 = model.params(i)
+        g, extra = self.deform(g0, view, phase)
+        cam = self.camera(view, phase)
+        out = self.rasterizer.rasterize(g, cam, background=self.background, render_depth=False)
+        inputs = {"render": out, "target": view.target, "canonical": g0, "gaussians": g, "step": i,
+                  "gaussians_version": self.version, "knn": self.knn, **view.inputs, **extra}
+        wanted = [n for n in phase.losses if n in self.losses]
+        if any("render_video" in getattr(self.losses[n], "requires", ()) for n in wanted):
+            inputs.update(self.sds_inputs(g0, phase, i, gen, wanted))
+        active = [n for n in wanted if all(inputs.get(r) is not None for r in getattr(self.losses[n], "requires", ()))]
+        loss, parts = self.weighted_loss(active, inputs, i)
+        loss.backward()
+        model.update_learning_rate(i, self.total)
+        if "gaussians" in phase.param_groups or "new_gaussians" in phase.param_groups:
+            model.optimizer_step()  # frozen rows (canonical, during growth) never move
+        else:
+            model.zero_grad()
+        for tr in self.trainables.values():
+            if tr.optimizer is None:
+                continue
+            if tr.group in phase.param_groups and tr.active(phase):
+                for gp in tr.optimizer.param_groups:
+                    gp["lr"] = tr.lr(i, self.total)
+                tr.optimizer.step()
+            tr.optimizer.zero_grad(set_to_none=True)
+        for sname, (strategy, state) in self.strategy_states.items():
+            if self.strategy_active(sname, phase) and strategy.step_post_backward(model, state, out, i):
+                self.version += 1
+        return {"loss": float(loss.detach()), "psnr": psnr(out.rgb, view.target), "n": len(model), **parts}
+
+    # --------------------------------------------------------------------- checkpoints
+    def state(self) -> dict:
+        s = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        s.update({f"model_opt.{k}": v for k, v in self.model.optimizer_state_dict().items()})
+        for name, tr in self.trainables.items():
+            s.update({f"{name}.{k}": v for k, v in tr.module.state_dict().items()})
+            if tr.optimizer is not None:
+                s.update(optimizer_tensors(tr.optimizer, f"{name}_opt."))
+        for name, (strategy, state) in self.strategy_states.items():
+            s.update({f"{name}.{k}": v for k, v in strategy.state_dict(state).items()})
+        return s
+
+    def load(self, t: Mapping[str, torch.Tensor], meta: dict) -> None:
+        def sub(prefix: str) -> dict:
+            return {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
+
+        self.model.load_state_dict(sub("model."))
+        self.model.load_optimizer_state_dict(sub("model_opt."))
+        for name, tr in self.trainables.items():
+            tr.module.load_state_dict(sub(f"{name}."))
+            if tr.optimizer is not None:
+                load_optimizer_tensors(tr.optimizer, t, f"{name}_opt.")
+        for name, (strategy, state) in self.strategy_states.items():
+            strategy.load_state_dict(state, sub(f"{name}."))
+        self.version = int(meta.get("version", 0))
+        self.meta.update({k: v for k, v in meta.items() if k != "version"})
+
+    # ---------------------------------------------------------------------------- run
+    def run(self) -> int:
+        """Train (or resume) all ``scheduler.total_steps`` steps through
+        :func:`fourreal_core.trainer.train`; returns the first step run."""
+        self.check_losses()
+        self.trainables = self.modules()
+        for tr in self.trainables.values():
+            tr.build()
+        dev = self.ctx.device
+        self.strategy_states = {n: (s, s.initialize_state(len(self.model), dev)) for n, s in self.strategies().items()}
+        try:
+            return train(self.ctx, self.total, self.step, self.state, self.load, checkpoint_every=self.checkpoint_every,
+                         description=self.description, meta=lambda: {"version": self.version, **self.meta})
+        finally:
+            for strategy, state in self.strategy_states.values():
+                strategy.step_end(self.model, state)

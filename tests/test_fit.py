@@ -1,0 +1,219 @@
+"""The fitting engine's contracts: every step count scaled once by iterations_scale, kNN by
+KD-tree equal to brute force and shared by the losses, losses refused by `requires`, the
+Deformer contract checked where a stage sets a deformer up, renamed recipe keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+
+import pytest
+import torch
+
+from fourreal_core.config import ComponentSpec, Ramp, scale_steps, step_count_marker
+from fourreal_core.errors import FourRealError
+from fourreal_core.recipe import component_from_plain
+from fourreal_core.registry import get_registry
+from fourreal_core.run import CheckpointStore, RunLog, StageContext
+
+# int fields that count iterations of a fit must be typed Steps; these count something else
+NOT_FIT_STEPS = {
+    "num_inference_steps",  # diffusion sampling steps of a prior's generate()
+    "kmeans_iters",  # k-means iterations when placing LBS bones
+    "steps", "warmup_steps", "save_every", "log_every",  # train-prior's own loop (no iterations_scale)
+}
+STEP_NAME = re.compile(r"(^|_)(iterations|iters|steps|every|start|stop|interval)$")
+
+
+def _config_classes():
+    """The configs of what a fit builds: the canonical and motion stages and every registered
+    component kind they take."""
+    reg = get_registry()
+    seen = {f"stage:{n}": reg.get("stage", n).config for n in ("canonical", "motion")}
+    for kind in ("representation", "deformer", "loss", "scheduler", "rasterizer"):
+        for name in reg.names(kind):
+            cls = reg.get(kind, name).config
+            if cls is not None:
+                seen[f"{kind}:{name}"] = cls
+    return seen
+
+
+def _walk(cls, prefix=""):
+    """(path, annotation) of every field of a config dataclass, nested ones included."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for f in dataclasses.fields(cls):
+        ann = hints.get(f.name)
+        yield f"{prefix}{f.name}", ann
+        base = ann
+        for _ in range(3):  # Optional[...] / list[...] of a dataclass
+            args = [a for a in typing.get_args(base) if dataclasses.is_dataclass(a)]
+            if args:
+                base = args[0]
+                break
+            inner = [a for a in typing.get_args(base) if a is not type(None)]
+            base = inner[0] if len(inner) == 1 else base
+        if dataclasses.is_dataclass(base) and isinstance(base, type):
+            yield from _walk(base, f"{prefix}{f.name}.")
+
+
+def test_every_iteration_count_is_a_steps_field():
+    """A test that finds every step count: an int field named like one is typed Steps."""
+    untyped = []
+    found = 0
+    for where, cls in _config_classes().items():
+        for path, ann in _walk(cls):
+            leaf = path.rsplit(".", 1)[-1]
+            if step_count_marker(ann) is not None:
+                found += 1
+            elif ann in (int, typing.Optional[int]) and STEP_NAME.search(leaf) and leaf not in NOT_FIT_STEPS:
+                untyped.append(f"{where}: {path}")
+    assert not untyped, f"step counts not typed Steps (iterations_scale would miss them): {untyped}"
+    assert found >= 8  # phases, densify start/stop/every/reset, SH interval, checkpoint_every x2
+
+
+def test_scale_steps_reaches_every_count_once():
+    """The motion stage's default config under iterations_scale 0.1: phases, densification
+    window and interval (with its floor), SH-degree interval, checkpoint interval, ramps."""
+    reg = get_registry()
+    spec = component_from_plain("stage", {"name": "motion", "params": {
+        "losses": [{"name": "align", "params": {"weight": [1000, 0.0, 1.0, 3000]}}],
+        "representation": {"name": "gaussians", "params": {"densify": {"every": 40}}},
+    }}, reg)
+    cfg = scale_steps(spec.params, 0.1)
+    assert [p.iterations for p in cfg.scheduler.params.phases] == [1000, 500, 2000, 500]
+    d = cfg.representation.params.densify
+    assert (d.start, d.stop, d.reset_opacity_every) == (50, 1500, 300)
+    assert d.every == 10  # 40 * 0.1 = 4, floored at MIN_DENSIFY_EVERY = 10 (the declared reason)
+    assert cfg.representation.params.sh_degree_interval == 100
+    assert cfg.checkpoint_every == 50
+    w = cfg.losses[0].params.weight
+    assert isinstance(w, Ramp) and (w.start, w.end) == (100, 300)
+    # the original is untouched (scaling happens once, on a copy), and scale 1 is the identity
+    assert spec.params.scheduler.params.phases[0].iterations == 10000
+    assert scale_steps(spec.params, 1.0) is spec.params
+    # the scheduler built from the scaled config does not scale again
+    sched = cfg.scheduler.build(reg)
+    assert sched.total_steps == 4000 and sched.phase_named("growth").start == 1000
+    assert isinstance(cfg.scheduler, ComponentSpec)
+
+
+# ------------------------------------------------------------------------------- kNN
+@pytest.mark.parametrize("n,k,dup", [(500, 8, False), (3000, 20, False), (300, 5, True)])
+def test_kdtree_knn_equals_brute_force(n, k, dup):
+    from fourreal_losses.knn import knn, knn_brute_force
+
+    g = torch.Generator().manual_seed(n)
+    pts = torch.randn(n, 3, generator=g) * torch.tensor([3.0, 1.0, 0.2])
+    if dup:  # duplicated points (clones sit exactly on their source)
+        pts[n // 2:] = pts[: n - n // 2]
+    a, b = knn(pts, k), knn_brute_force(pts, k)
+    assert a.index.shape == b.index.shape == (n, k)
+    assert torch.allclose(a.dist2, b.dist2, rtol=1e-5, atol=1e-6)
+    assert not bool((a.index == torch.arange(n)[:, None]).any())  # self excluded
+    exact = ((pts[a.index] - pts[:, None]) ** 2).sum(-1)  # the indices give the distances
+    assert torch.allclose(exact, a.dist2, rtol=1e-5, atol=1e-6)
+    if not dup:  # no ties: the same neighbours
+        assert torch.equal(a.index, b.index)
+
+
+def test_shared_knn_computes_once_per_set_for_all_losses():
+    from fourreal_core.interfaces import Deformation, GaussianParams
+    from fourreal_losses.knn import SharedKNN, knn
+
+    calls = []
+
+    def counting(points, k):
+        calls.append(k)
+        return knn(points, k)
+
+    reg = get_registry()
+    rigid = component_from_plain("loss", {"name": "rigid", "params": {"k": 8}}, reg).build(reg)
+    rot = component_from_plain("loss", {"name": "rot", "params": {"k": 6}}, reg).build(reg)
+    shared = SharedKNN(counting)
+    n = 400
+    x0 = torch.randn(n, 3)
+    can = GaussianParams(x0, torch.nn.functional.normalize(torch.randn(n, 4), dim=-1), torch.ones(n, 3),
+                         torch.ones(n), torch.ones(n, 3))
+    d = Deformation(torch.randn(n, 3) * 0.01, torch.randn(n, 4) * 0.01)
+    dp = Deformation(torch.zeros(n, 3), torch.zeros(n, 4))
+    for step, version in ((0, 0), (1, 0), (2, 0), (3, 1)):
+        inputs = {"deformation": d, "deformation_prev": dp, "canonical": can, "gaussians_version": version,
+                  "step": step, "knn": shared}
+        a, b = rigid(inputs), rot(inputs)
+        own = {k: v for k, v in inputs.items() if k != "knn"}
+        assert torch.allclose(a, rigid.__class__(rigid.cfg)(own)) and torch.allclose(b, rot.__class__(rot.cfg)(own))
+    assert calls == [8, 8]  # one search per Gaussian set (versions 0 and 1), for both losses
+
+
+# ------------------------------------------------------------- engine: contracts
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from fourreal_synthetic.stage import make_dataset
+
+    root = tmp_path_factory.mktemp("fit")
+    make_dataset("garden", root / "data", width=32, height=24, num_reference_frames=4, num_freeze_frames=4,
+                 num_test_views=1, num_test_static_views=1, seed=0, write_videos=False)
+    return root
+
+
+def _canonical(root, registry, name, **params):
+    data = root / "data"
+    base = {"freeze_time": str(data / "freeze_time" / "transforms.json"),
+            "init_points": str(data / "init_points.npz"), "refine_cameras": False}
+    spec = component_from_plain("stage", {"name": "canonical", "params": {**base, **params}}, registry)
+    out = root / name
+    out.mkdir()
+    ctx = StageContext(name="canonical", index=1, run_dir=root, out_dir=out, recipe_dir=root,
+                       device=torch.device("cpu"), seed=0, iterations_scale=0.001,
+                       checkpoints=CheckpointStore(root / f"ck_{name}"), log=RunLog(root / "log.jsonl"),
+                       registry=registry, rasterizer_spec=component_from_plain("rasterizer", {"name": "torch"}, registry))
+    spec.build(registry).run(ctx)
+    return out
+
+
+def test_a_deformer_breaking_the_contract_is_refused_in_one_line(tiny, registry):
+    """The toy plugin's `shift` deformer (x += amount * t, a plain Deformer) is no nn.Module."""
+    with pytest.raises(FourRealError) as e:
+        _canonical(tiny, registry, "bad_deformer", w_mv={"name": "shift", "params": {}})
+    msg = str(e.value)
+    assert "\n" not in msg and "params.w_mv" in msg and "'shift' is not a torch.nn.Module" in msg, msg
+
+
+def test_a_loss_the_stage_cannot_feed_is_refused_by_requires(tiny, registry):
+    from fourreal_losses.plugin import L1Config
+    from fourreal_losses.recon import L1Loss
+
+    class DepthLoss(L1Loss):
+        requires = ("render", "target", "depth_prior")
+
+    import types
+
+    from fourreal_core import hookimpl
+
+    @hookimpl
+    def fourreal_register(registry):
+        registry.add("loss", "depth_test", lambda cfg: DepthLoss(cfg), config=L1Config, description="test")
+
+    mod = types.ModuleType("depth_test_plugin")
+    mod.fourreal_register = fourreal_register
+    registry.register_module(mod, source="tests:depth_test")
+    try:
+        phases = [{"name": "a", "iterations": 1000, "losses": ["l1", "depth_test"], "train": ["gaussians"],
+                   "deform": False}]
+        with pytest.raises(FourRealError) as e:
+            _canonical(tiny, registry, "bad_loss", losses=[{"name": "l1"}, {"name": "depth_test"}],
+                       scheduler={"name": "stagewise", "params": {"phases": phases}})
+    finally:
+        registry.unregister_source("tests:depth_test")
+    assert "loss 'depth_test' needs depth_prior, which stage 'canonical' does not provide" in str(e.value)
+
+
+def test_renamed_recipe_keys_fail_in_one_line(tmp_path):
+    from fourreal_core.recipe import load_recipe
+
+    (tmp_path / "r.yaml").write_text("name: old\nstages:\n  - name: canonical\n    params:\n"
+                                     "      deformer: {name: mlp, params: {}}\n")
+    with pytest.raises(FourRealError) as e:
+        load_recipe(tmp_path / "r.yaml", [], get_registry())
+    assert "'deformer' was renamed 'w_mv'" in str(e.value) and "\n" not in str(e.value)
