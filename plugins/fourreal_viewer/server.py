@@ -422,6 +422,7 @@ def view(path: Path, opts: ViewOptions, device: Optional[str] = None, say: Calla
     except ImportError:
         raise FourRealError("fourreal view needs viser: pip install -e '.[view]'") from None
     source = ViewSource(path, device=device)
+    check_port_free(opts.host, opts.port)  # before the (slower) scene load
     app = ViewerApp(source, opts, say=say)
     url = app.start()
     say(f"fourreal view: {app.loaded.manifest} at {url} (Ctrl-C to stop)")
