@@ -1,0 +1,264 @@
+"""Real footage (issue 13): scene points for known cameras, multi-camera captures, the
+dynamic-region score.
+
+Always run: frustum points, the dynamic-region mask and masked scores, both capture
+layouts on tiny captures written here, and the multicam stage through a recipe.
+With ``../shared/data`` (realdata): triangulation with the fox capture's known poses, and
+the multicam stage + a toy 4Real fit on rig4 (floors measured, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fourreal_core.errors import InputError
+from fourreal_core.types import Cameras, PosedVideo, Video
+from fourreal_poses.known import orbit_cameras, points_in_view
+from fourreal_poses.triangulate import camera_pairs, depth_range, frustum_points, scene_points
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+FOX, RIG4 = DATA / "fox", DATA / "rig4"
+
+
+def _project(points, cams):
+    V, K = cams.viewmats.double(), cams.Ks.double()
+    cam = torch.einsum("cij,pj->cpi", V[:, :3, :3], points.double()) + V[:, None, :3, 3]
+    uv = torch.einsum("cij,cpj->cpi", K, cam)
+    return uv[..., :2] / cam[..., 2:3], cam[..., 2]
+
+
+# ============================================================================ frustum points
+def test_frustum_points_cover_every_camera_and_the_depth_range():
+    cams = orbit_cameras(6, 64, 48, radius=3.0, elevation_deg=10.0, arc_deg=180.0, start_azimuth_deg=0.0,
+                         look_at=[0, 0, 0], fov_deg=60.0)
+    near, far = depth_range(cams)
+    # from the cameras alone: 0.2 and 3 x the distance to what they look at (3 units)
+    assert torch.allclose(near, torch.full((6,), 0.6, dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(far, torch.full((6,), 9.0, dtype=torch.float64), atol=1e-3)
+    pts = frustum_points(cams, 6000, seed=0)
+    uv, z = _project(pts.points, cams)
+    for c in range(6):  # round robin: camera c's own points land inside its image over [near, far]
+        own = torch.arange(6000) % 6 == c
+        assert bool(((uv[c, own] >= -1e-6).all(-1) & (uv[c, own, 0] < 64) & (uv[c, own, 1] < 48)).all())
+        assert bool(((z[c, own] > 0.6 - 1e-3) & (z[c, own] < 9.0 + 1e-3)).all())
+        # the background is covered: a fair share lies beyond the look-at point (depth > 3)
+        assert float((z[c, own] > 3.0).float().mean()) > 0.3
+    # a cube "seen by all cameras" would leave the image corners empty; frustum points do not
+    seen = points_in_view(pts.points, cams)
+    assert float((seen == 6).float().mean()) < 0.5
+    # with points, the range follows their depths (quantiles, widened by 1.5)
+    sparse = torch.randn(500, 3, generator=torch.Generator().manual_seed(0)) * 0.3
+    n2, f2 = depth_range(cams, sparse)
+    assert bool((n2 > 1.2).all() and (f2 < 6.5).all())
+
+
+def test_camera_pairs_need_overlap_and_a_baseline():
+    cams = orbit_cameras(8, 64, 48, radius=3.0, elevation_deg=0.0, arc_deg=360.0, start_azimuth_deg=0.0,
+                         look_at=[0, 0, 0], fov_deg=60.0)  # 45 degrees apart
+    pairs = camera_pairs(cams, max_angle_deg=50.0, per_frame=8)
+    assert pairs == sorted({(min(i, (i + 1) % 8), max(i, (i + 1) % 8)) for i in range(8)})
+    same = Cameras(cams.viewmats[:1].expand(3, 4, 4).clone(), cams.Ks[:1].expand(3, 3, 3).clone(), 64, 48)
+    assert camera_pairs(same) == []  # a fixed camera over time: no baseline
+
+
+def test_scene_points_fall_back_to_the_frusta_when_nothing_triangulates():
+    cams = orbit_cameras(4, 48, 32, radius=3.0, elevation_deg=10.0, arc_deg=90.0, start_azimuth_deg=0.0,
+                         look_at=[0, 0, 0], fov_deg=60.0)
+    pts, rep = scene_points(None, cams, mode="auto", min_points=100, fill_points=800)
+    assert len(pts) == 800 and rep["num_frustum_points"] == 800
+    assert scene_points(None, cams, mode="none")[0] is None
+
+
+# ============================================================================ dynamic region
+def _moving_square(T=6, H=32, W=40, cams=2):
+    g = torch.Generator().manual_seed(0)
+    bg = torch.rand(H, W, 3, generator=g) * 0.5
+    frames, V = [], []
+    for c in range(cams):
+        for t in range(T):
+            f = bg.clone()
+            f[10:16, 4 + 5 * t:10 + 5 * t] = torch.tensor([1.0, 0.9, 0.2])
+            frames.append(f)
+            v = torch.eye(4)
+            v[0, 3] = float(c)
+            V.append(v)
+    K = Cameras.intrinsics(40.0, 40.0, W / 2, H / 2).expand(len(V), 3, 3).clone()
+    return torch.stack(frames), Cameras(torch.stack(V), K, W, H), bg
+
+
+def test_dynamic_mask_is_where_the_subject_moves_and_dropping_it_scores_badly():
+    from fourreal_stages.evaluate import camera_groups, dynamic_masks, masked_scores, psnr_per_frame
+
+    gt, cams, bg = _moving_square()
+    assert camera_groups(cams) == [list(range(6)), list(range(6, 12))]
+    mask, src = dynamic_masks(gt, cams)
+    assert src == "frames"
+    path = torch.zeros(32, 40, dtype=torch.bool)
+    path[10:16, 4:35] = True  # every place the square visits
+    assert bool(mask[0][path].all())  # the whole path is in, grown by the 3x3 filter + 2 px dilation ...
+    assert int(mask[0].sum()) <= (6 + 6) * (31 + 6)
+    assert not bool(mask[0, :6].any()) and not bool(mask[0, 20:].any())  # ... and nothing far from it
+    # a render that drops the subject: fine overall, bad inside the mask
+    dropped = bg.expand_as(gt).clone()
+    whole = psnr_per_frame(dropped, gt).mean()
+    dyn, ssim = masked_scores(dropped, gt, mask)
+    assert float(whole) > float(dyn.mean()) + 4.0  # measured 20.2 vs 15.6 dB (the square is 2.8% of the image)
+    from fourreal_stages.evaluate import ssim_per_frame
+
+    assert float(ssim.mean()) < float(ssim_per_frame(dropped, gt).mean()) - 0.05  # measured 0.854 vs 0.949
+    exact, ssim1 = masked_scores(gt, gt, mask)
+    assert float(exact.min()) > 100 and float(ssim1.min()) > 0.999
+    # given masks win; a camera seen once has none
+    given = torch.zeros(12, 32, 40, 1)
+    given[:, 0:2, 0:2] = 1
+    m2, src2 = dynamic_masks(gt, cams, given)
+    assert src2 == "given" and int(m2[0].sum()) == 4
+    m3, _ = dynamic_masks(gt[:1], cams[:1])
+    assert not bool(m3.any())
+
+
+# ============================================================================ captures
+def _write_dg3(root: Path, cams=4, T=5, W=20, H=16, test=(3,)):
+    from fourreal_core.video_io import write_image
+
+    root.mkdir(parents=True, exist_ok=True)
+    orbit = orbit_cameras(cams, W, H, radius=3.0, elevation_deg=10.0, arc_deg=120.0, start_azimuth_deg=0.0,
+                          look_at=[0, 0, 0], fov_deg=60.0)
+    g = torch.Generator().manual_seed(1)
+    for split, ids in (("train", [c for c in range(cams) if c not in test]), ("test", list(test))):
+        meta = {"w": W, "h": H, "k": [], "w2c": [], "fn": [], "cam_id": []}
+        for t in range(T):
+            meta["k"].append([orbit.Ks[c].tolist() for c in ids])
+            meta["w2c"].append([orbit.viewmats[c].tolist() for c in ids])
+            meta["fn"].append([f"{c}/{t:06d}.jpg" for c in ids])
+            meta["cam_id"].append(ids)
+            for c in ids:
+                img = torch.full((H, W, 3), 0.1 * c)
+                img[2:6, t:t + 4] = torch.rand(3, generator=g)
+                write_image(root / "ims" / str(c) / f"{t:06d}.jpg", img)
+        (root / f"{split}_meta.json").write_text(json.dumps(meta))
+    return orbit
+
+
+def _run_stage(tmp_path, params: dict, name="mc"):
+    import yaml
+
+    from fourreal_core.recipe import load_recipe
+    from fourreal_core.registry import get_registry
+    from fourreal_core.run import execute
+
+    r = tmp_path / f"{name}.yaml"
+    r.write_text(yaml.safe_dump({"name": name, "seed": 0, "device": "cpu",
+                                 "stages": [{"name": "multicam", "params": params}]}))
+    out = tmp_path / f"run-{name}"
+    execute(load_recipe(r, [], get_registry()), out, get_registry(), device="cpu")
+    return out / "stages" / "01_multicam"
+
+
+def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
+    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.multicam import read_capture
+
+    orbit = _write_dg3(tmp_path / "cap")
+    cap = read_capture(tmp_path / "cap")
+    assert cap.layout == "dynamic3dgs" and cap.cameras == ["0", "1", "2", "3"] and cap.num_times == 5
+    assert cap.splits == {"0": "train", "1": "train", "2": "train", "3": "test"}
+    st = _run_stage(tmp_path, {"capture": str(tmp_path / "cap"), "long_side": 40, "points": "frustum",
+                               "fill_points": 500, "reference_camera": "1", "test_times": 3})
+    info = json.loads((st / "capture.json").read_text())
+    assert info["canonical_frame"] == 2 and info["train_cameras"] == ["0", "1", "2"] and info["size"] == [40, 32]
+    frz = load_transforms(st / "freeze_time")
+    ref = load_transforms(st / "reference")
+    test = load_transforms(st / "test")
+    assert len(frz) == 3 and frz.anchor == 1 and torch.allclose(frz.times, torch.full((3,), 0.5))
+    assert torch.allclose(frz.cameras.viewmats, orbit.viewmats[:3], atol=1e-5)
+    assert torch.allclose(frz.cameras.Ks[0], orbit.scaled(2.0).Ks[0], atol=1e-4)
+    assert len(ref) == 5 and ref.anchor == 2 and torch.allclose(ref.times, torch.linspace(0, 1, 5))
+    assert torch.allclose(ref.cameras.viewmats, orbit.viewmats[1].expand(5, 4, 4), atol=1e-5)
+    # the reference video's frame c is the freeze-time anchor view (same instant, same camera)
+    assert torch.allclose(ref.video.frames[2], frz.video.frames[1], atol=2 / 255)
+    assert len(test) == 3 and torch.allclose(test.times, torch.tensor([0.0, 0.5, 1.0]))
+    assert len(load_transforms(st / "test_static")) == 1
+    assert (st / "points.ply").is_file() and info["points"]["num_points"] == 500
+    # the all-views setting: every training camera at every time, time-major
+    st2 = _run_stage(tmp_path, {"capture": str(tmp_path / "cap"), "long_side": 40, "points": "none",
+                                "setting": "all"}, name="all")
+    allv = load_transforms(st2 / "reference")
+    assert len(allv) == 15 and allv.anchor == 2 * 3 + 0
+    assert torch.allclose(allv.times[:3], torch.zeros(3)) and not (st2 / "freeze_time").exists()
+    with pytest.raises(InputError, match="camera '9' is not in the capture"):
+        _run_stage(tmp_path, {"capture": str(tmp_path / "cap"), "test_cameras": ["9"]}, name="bad")
+
+
+def test_per_camera_videos_and_a_cameras_file(tmp_path):
+    from fourreal_core.transforms_json import load_transforms
+    from fourreal_core.video_io import write_video
+    from fourreal_poses.multicam import read_capture
+
+    cams = orbit_cameras(3, 32, 24, radius=3.0, elevation_deg=10.0, arc_deg=90.0, start_azimuth_deg=0.0,
+                         look_at=[0, 0, 0], fov_deg=60.0)
+    c2w = cams.to_c2w_opengl()
+    frames = []
+    for i in range(3):
+        v = torch.rand(6, 24, 32, 3, generator=torch.Generator().manual_seed(i))
+        write_video(tmp_path / "videos" / f"cam{i}.mp4", v, fps=10)
+        frames.append({"file_path": f"videos/cam{i}.mp4", "transform_matrix": c2w[i].tolist(),
+                       **({"split": "test"} if i == 2 else {})})
+    K = cams.Ks[0]
+    (tmp_path / "cameras.json").write_text(json.dumps({"w": 32, "h": 24, "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]),
+                                                       "cx": float(K[0, 2]), "cy": float(K[1, 2]), "frames": frames}))
+    cap = read_capture(tmp_path)
+    assert cap.layout == "videos" and cap.cameras == ["cam0", "cam1", "cam2"] and cap.num_times == 6
+    assert torch.allclose(cap.viewmats["cam1"][0].float(), cams.viewmats[1], atol=1e-5)
+    st = _run_stage(tmp_path, {"capture": str(tmp_path / "cameras.json"), "long_side": 32, "points": "none"})
+    assert len(load_transforms(st / "freeze_time")) == 2 and len(load_transforms(st / "reference")) == 6
+    assert len(load_transforms(st / "test")) == 6
+    bad = json.loads((tmp_path / "cameras.json").read_text())
+    bad["frames"][1]["file_path"] = "videos/missing.mp4"
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(InputError, match=r"frames\[1\]: file_path 'videos/missing.mp4': no such video"):
+        read_capture(tmp_path / "bad.json")
+
+
+# ============================================================================ real data
+@pytest.mark.realdata
+@pytest.mark.skipif(not (FOX / "transforms.json").is_file(), reason=f"real data not found at {FOX}")
+def test_triangulation_from_the_fox_captures_known_poses():
+    pytest.importorskip("pycolmap")
+    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.triangulate import triangulate_known
+
+    tj = load_transforms(FOX, height=320, stride=4)  # 17 frames, 180x320
+    pts, rep = triangulate_known(tj.video.frames, tj.cameras, num_threads=2)
+    # measured: 78 pairs, ~690 SIFT features per frame, 820 points (7-8 s on 2 shared cores)
+    assert rep["num_pairs"] >= 60 and rep["num_points"] >= 500, rep
+    uv, z = _project(pts.points, tj.cameras)
+    inside = (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < 180) & (uv[..., 1] >= 0) & (uv[..., 1] < 320)
+    assert float(inside.sum(0).ge(2).float().mean()) > 0.95  # the poses were held fixed: points sit in the views
+    # the points' colours are the fox's, not random: the mean is far from grey noise's 0.5 spread
+    assert float(pts.colors.std(0).mean()) < 0.3
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (RIG4 / "train_meta.json").is_file(), reason=f"real data not found at {RIG4}")
+def test_rig4_multicam_reads_the_capture_and_falls_back_to_frustum_points(tmp_path):
+    from fourreal_core.transforms_json import load_transforms
+
+    st = _run_stage(tmp_path, {"capture": str(RIG4), "long_side": 64, "max_frames": 6, "stride": 10,
+                               "test_times": 3, "fill_points": 2000, "points": "frustum"})
+    info = json.loads((st / "capture.json").read_text())
+    assert info["train_cameras"] == ["0", "1", "2"] and info["test_cameras"] == ["3"] and info["size"] == [36, 64]
+    frz = load_transforms(st / "freeze_time")
+    # rig4's cameras are wide apart (optical axes 45-120 degrees from each other)
+    c2w = torch.linalg.inv(frz.cameras.viewmats.double())
+    f = torch.nn.functional.normalize(c2w[:, :3, 2], dim=-1)
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        assert 40 < math.degrees(math.acos(float(f[i] @ f[j]))) < 140  # measured 49, 89, 132
+    assert info["points"]["num_points"] == 2000
