@@ -13,6 +13,18 @@
    the end of a window (``masked``, ``ltx``, ``wan`` with a VACE checkpoint); with a
    first-frame-only prior use ``direction: forward``.
 
+Priors that hold context firmly only at the start of a window (``context_at_start =
+True``: LTX, whose frame-0 video condition is hard but whose later context is keyframe
+tokens; CogVideoX image-to-video, first frame only) get their backward windows
+time-reversed: the context, reversed, at the start; the output reversed back. A freeze-time
+video shows a static scene, so reversed it is the same scene seen by a camera orbiting the
+other way.
+
+Each extension window records its ``seam`` (mean absolute difference between its first
+generated frame and the last context frame next to it) and ``context_drift`` (how far the
+prior's output strayed from the context frames before they were written back), which the
+freeze-time report scores.
+
 The result records the anchor index (where the canonical frame sits in the stitched
 video). Priors must return known frames exactly at their indices (the VideoPrior
 contract), so overlapping frames are consistent by construction; :func:`generate_freeze_time`
@@ -138,7 +150,8 @@ class FreezeTimeResult:
         anchor: index of the canonical (input) frame in ``video``.
         prompt: the prompt the prior was given.
         windows: one dict per prior call: ``{"direction", "start" (global index of the
-            window's frame 0), "known" (window indices that were conditioned on)}``.
+            window's frame 0), "known" (window indices that were conditioned on, in video
+            order), and for extension windows "reversed", "context_drift", "seam"}``.
     """
 
     video: Video
@@ -159,6 +172,7 @@ def generate_freeze_time(
     direction: Literal["both", "forward", "backward"] = "both",
     seed: int = 0,
     on_window: Optional[Callable[[int, int], None]] = None,
+    reverse_backward: Optional[bool] = None,
 ) -> FreezeTimeResult:
     """Generate a freeze-time video of ``num_frames`` frames around ``image``.
 
@@ -173,6 +187,8 @@ def generate_freeze_time(
         direction: extend "both" ways (half the new frames each side), or one way.
         seed: base seed; window i uses ``seed + i``.
         on_window: ``callback(i, total_windows)`` after each prior call (progress).
+        reverse_backward: hand backward windows to the prior time-reversed (context at the
+            start); default the prior's ``context_at_start`` attribute (False if absent).
 
     Returns:
         :class:`FreezeTimeResult` (the anchor is 0 unless frames were added backwards).
@@ -197,6 +213,10 @@ def generate_freeze_time(
         raise FourRealError(f"freeze-time: direction {direction!r} is not one of both, forward, backward")
     total = 1 + -(-n_fwd // step_new) + -(-n_bwd // step_new)
     windows = []
+    rev = bool(getattr(prior, "context_at_start", False)) if reverse_backward is None else bool(reverse_backward)
+
+    def mad(a, b) -> float:
+        return round(float((a - b).abs().mean()), 6)
 
     first = prior.generate(prompt, W, H_, W_, known_frames={0: img}, seed=seed).frames.float().cpu()
     first[0] = img
@@ -215,17 +235,26 @@ def generate_freeze_time(
             ctx = torch.stack(frames[-overlap:])
             known = {j: ctx[j] for j in range(overlap)}
             out = prior.generate(prompt, W, H_, W_, known_frames=known, seed=seed + i).frames.float().cpu()
+            drift = mad(out[:overlap], ctx)
             out[:overlap] = ctx
-            windows.append({"direction": "forward", "start": len(frames) - overlap, "known": list(range(overlap))})
+            windows.append({"direction": "forward", "start": len(frames) - overlap, "known": list(range(overlap)),
+                            "reversed": False, "context_drift": drift, "seam": mad(out[overlap], ctx[-1])})
             frames.extend(out[overlap : overlap + need])
             todo_f -= need
         else:
             need = min(step_new, todo_b)
             ctx = torch.stack(frames[:overlap])
-            known = {W - overlap + j: ctx[j] for j in range(overlap)}
-            out = prior.generate(prompt, W, H_, W_, known_frames=known, seed=seed + i).frames.float().cpu()
+            if rev:  # context reversed at the window's start; the output reversed back
+                known = {j: ctx[overlap - 1 - j] for j in range(overlap)}
+                out = prior.generate(prompt, W, H_, W_, known_frames=known, seed=seed + i).frames.float().cpu()
+                out = out.flip(0)
+            else:
+                known = {W - overlap + j: ctx[j] for j in range(overlap)}
+                out = prior.generate(prompt, W, H_, W_, known_frames=known, seed=seed + i).frames.float().cpu()
+            drift = mad(out[W - overlap:], ctx)
             out[W - overlap:] = ctx
-            windows.append({"direction": "backward", "start": -(W - overlap), "known": list(range(W - overlap, W))})
+            windows.append({"direction": "backward", "start": -(W - overlap), "known": list(range(W - overlap, W)),
+                            "reversed": rev, "context_drift": drift, "seam": mad(out[W - overlap - 1], ctx[0])})
             # shift earlier windows' starts: frames are prepended
             for w in windows[:-1]:
                 w["start"] += need

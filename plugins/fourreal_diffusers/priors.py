@@ -295,14 +295,58 @@ class DiffusersPrior(VideoPrior):
 
 
 # ----------------------------------------------------------------------------------- LTX
+def ltx_condition_plan(known_indices, r: int = 4) -> list[tuple[int, int]]:
+    """How LTXConditionPipeline can hold known frames as firmly as it allows:
+    ``[(frame_index, num_frames)]``, one condition each.
+
+    Hard (in place, never denoised): a video condition at frame 0 puts all its latent
+    frames in place, so a run of known frames starting at 0 goes in as one video of its
+    longest ``r*k+1`` prefix; a video condition at ``f > 0`` (``f`` a multiple of ``r``, so
+    latents align) puts all but its first two latent frames in place (those become keyframe
+    tokens), worth it for runs of at least ``2r+1`` frames. Soft: every other known frame is
+    a single-image keyframe condition at its own index (extra tokens placed there)."""
+    idx = sorted(set(int(i) for i in known_indices))
+    runs, cur = [], []
+    for i in idx:
+        if cur and i == cur[-1] + 1:
+            cur.append(i)
+        else:
+            if cur:
+                runs.append(cur)
+            cur = [i]
+    if cur:
+        runs.append(cur)
+    plan: list[tuple[int, int]] = []
+    for run in runs:
+        a, b = run[0], run[-1]
+        f = a if a == 0 else -(-a // r) * r
+        length = b - f + 1
+        k = (length - 1) // r if length >= 1 else -1
+        if (f == 0 and k >= 1) or (f > 0 and k >= 2):
+            n = k * r + 1
+            plan += [(i, 1) for i in range(a, f)]
+            plan.append((f, n))
+            plan += [(i, 1) for i in range(f + n, b + 1)]
+        else:
+            plan += [(i, 1) for i in run]
+    return sorted(plan)
+
+
 class LTXPrior(DiffusersPrior):
     """LTX-Video (LTXConditionPipeline). Conditioning: known frames at any indices.
 
-    Frame 0 is *hard* conditioning (its latent frame is replaced by the encoded image and
-    kept at timestep 0; reproduced within the VAE error when ``image_cond_noise_scale`` is
-    0); other indices are LTX keyframe conditions (extra tokens placed at that frame's
-    position: soft conditioning, the model is guided towards them).
+    Known frames are held as firmly as the pipeline allows (:func:`ltx_condition_plan`): a
+    run starting at frame 0 (a forward freeze-time window's context) is a video condition
+    whose latent frames are replaced by the encoded frames and never denoised (they come
+    back as their VAE round trip when ``image_cond_noise_scale`` is 0); the frames past its
+    ``4k+1`` prefix, and isolated known frames, are keyframe conditions (extra tokens at
+    their own index: soft). Context at the end of a window is soft in LTX, so the
+    freeze-time extension hands LTX its backward windows time-reversed
+    (``context_at_start = True``): every window's context is then at its start.
     """
+
+    #: freeze-time extension: give this prior its context at the start of a window
+    context_at_start = True
 
     what = "LTX-Video (LTXConditionPipeline)"
     example = "Lightricks/LTX-Video-0.9.5"
@@ -329,10 +373,13 @@ class LTXPrior(DiffusersPrior):
         known = check_known(known_frames, num_frames)
         prompt = self._lora("freeze_time" if known else "reference", prompt)
         n, h, w = self._gen_shape(num_frames, height, width)
-        conds = [
-            LTXVideoCondition(image=resize(img[None], h, w)[0].permute(2, 0, 1)[None], frame_index=i, strength=1.0)
-            for i, img in sorted(known.items())
-        ]
+        conds = []
+        for f, m in ltx_condition_plan(known, self.temporal_ratio):
+            clip = resize(torch.stack([known[f + j] for j in range(m)]), h, w).permute(0, 3, 1, 2)  # [m,3,h,w]
+            if m == 1:
+                conds.append(LTXVideoCondition(image=clip, frame_index=f, strength=1.0))
+            else:
+                conds.append(LTXVideoCondition(video=clip[None], frame_index=f, strength=1.0))
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         out = self.pipe(
             conditions=conds or None, prompt=prompt, negative_prompt=self.cfg.negative_prompt, height=h, width=w,
@@ -562,6 +609,8 @@ class CogVideoXPrior(DiffusersPrior):
 
     what = "CogVideoX (CogVideoXPipeline / CogVideoXImageToVideoPipeline)"
     example = "THUDM/CogVideoX-5b"
+    #: first frame only: the freeze-time extension reverses backward windows (overlap 1)
+    context_at_start = True
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -588,7 +637,8 @@ class CogVideoXPrior(DiffusersPrior):
             if bad:
                 raise FourRealError(
                     f"CogVideoX conditions on the first frame only (CogVideoXImageToVideoPipeline); got known frames "
-                    f"at {bad}. Use the ltx, wan (VACE) or masked prior for known frames at other positions"
+                    f"at {bad}. Use the ltx, wan (VACE) or masked prior for known frames at other positions (for "
+                    "freeze-time extension with CogVideoX set freeze_overlap: 1)"
                 )
             if self.i2v is None:
                 raise FourRealError(

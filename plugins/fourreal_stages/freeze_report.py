@@ -55,9 +55,9 @@ REPORT_NAME = "freeze_time_report.json"
 @dataclass
 class ReportOptions:
     """Thresholds and working parameters of :func:`freeze_time_report`. Defaults were set
-    on the procedural garden orbit (24 frames over 90 deg, 128x96, known cameras): clean
-    1.000 static, the demo's imperfections 0.999, the ball drifting four radii
-    (``moving_object: 0.3``) 0.983 (docs/poses.md#freeze-time-report)."""
+    on the procedural garden orbit (24 frames over 90 deg, 160x120, known cameras): clean
+    1.000 static, the demo's imperfections 0.997, the ball drifting four radii
+    (``moving_object: 0.3``) 0.955 (docs/priors.md#freeze-time-report)."""
 
     max_side: int = 256  # working size: longest side in pixels
     stride: int = 1  # frame pairs (k, k + stride)

@@ -1,18 +1,27 @@
 """Stage ``generate`` (paper §3.2): prompt -> reference video -> freeze-time video.
 
-1. ``prior.generate(prompt)`` makes the reference video (``num_frames`` frames).
+1. ``prior.generate(prompt)`` makes the reference video (``num_frames`` frames) -- or,
+   with ``reference: clip.mp4`` (a video file or a folder of frames), the user's own clip
+   is the reference video and only the freeze-time video is generated (monocular video ->
+   4D, what CAT4D and Free4D offer; ``recipes/clip-to-4d.yaml``).
 2. Frame ``c = canonical_frame`` of it seeds the freeze-time video: the prompt is rewritten
    ("Camera circulating around ..., time elapse", action verbs dropped; or ``freeze_prompt``
    verbatim, or any ``prompt_rewriter`` function), and the video is extended
    autoregressively (8 known + 8 new frames per step, both directions) to ``freeze_frames``
-   frames; the anchor (where frame c sits in it) is recorded.
+   frames; the anchor (where frame c sits in it) is recorded. LoRAs of the prior are
+   switched per use (``reference`` for step 1, ``freeze_time`` for step 2; their trigger
+   words are added to the freeze-time prompt).
+3. The freeze-time usability report (``freeze_time_report.json`` + one summary line,
+   :mod:`fourreal_stages.freeze_report`) is computed on the result.
 
 Outputs (``ctx.out_dir``)::
 
     reference.mp4  reference/00000.png ...     the reference video (frames are lossless)
     freeze_time.mp4  freeze_time/00000.png ...  the freeze-time video
     generation.json  {prompt, freeze_prompt, canonical_frame, freeze_time_anchor, fps,
-                      prior, num_frames, freeze_frames, height, width, seed, windows}
+                      prior, num_frames, freeze_frames, height, width, seed, windows,
+                      reference_source, loras}
+    freeze_time_report.json                    the usability report
 
 The ``poses`` stage reads ``reference.mp4``, ``freeze_time.mp4`` and ``generation.json``.
 torch and the prior's libraries are imported inside :meth:`GenerateStage.run`.
@@ -24,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
-from fourreal_core.config import Component, component_default
+from fourreal_core.config import Component, InputPath, component_default
 from fourreal_core.errors import FourRealError, InputError
 from fourreal_core.interfaces import Stage
 
@@ -45,6 +54,10 @@ class GenerateConfig:
     freeze_prompt: used verbatim when set; else ``prompt_rewriter`` (a dotted function path,
         ``str -> str``) rewrites ``prompt``.
     seed: default the run's stage seed.
+    reference: a video file or frame folder used as the reference video instead of
+        generating one (``num_frames`` caps its length, ``reference_stride`` keeps every
+        n-th frame; ``height``/``width`` default to the prior's).
+    report: write the freeze-time usability report (needs OpenCV).
     """
 
     prompt: str = "a corgi running on a sunny beach"
@@ -62,6 +75,9 @@ class GenerateConfig:
     prompt_rewriter: str = _REWRITER
     seed: Optional[int] = None
     fps: float = 8.0
+    reference: Optional[InputPath] = None
+    reference_stride: int = 1
+    report: bool = True
 
 
 def _model_folder_check(spec, stage: str, field: str) -> None:
@@ -89,6 +105,7 @@ class GenerateStage(Stage):
         from fourreal_core.io import write_json
         from fourreal_core.video_io import write_frames, write_video
         from fourreal_diffusers.freeze_time import generate_freeze_time, load_function
+        from fourreal_diffusers.lora import add_triggers, describe, lora_use
 
         cfg = self.cfg
         if not cfg.prompt.strip():
@@ -106,22 +123,38 @@ class GenerateStage(Stage):
             except Exception:  # noqa: BLE001 - diffusers priors place themselves
                 pass
         seed = ctx.seed if cfg.seed is None else int(cfg.seed)
-        T = int(cfg.num_frames or prior.num_frames)
         H = int(cfg.height or prior.height)
         W = int(cfg.width or prior.width)
+        clip = None
+        if cfg.reference:
+            from fourreal_core.video_io import read_video
+
+            src = ctx.resolve(cfg.reference)
+            clip = read_video(src, height=H, width=W, stride=max(1, int(cfg.reference_stride)),
+                              max_frames=cfg.num_frames, min_frames=1).frames.float().cpu()
+            T = len(clip)
+        else:
+            T = int(cfg.num_frames or prior.num_frames)
         c = cfg.canonical_frame if cfg.canonical_frame >= 0 else T + cfg.canonical_frame
         if not 0 <= c < T:
             raise InputError(f"stage {ctx.name}: params.canonical_frame {cfg.canonical_frame} is outside the "
                              f"{T}-frame reference video")
 
-        ctx.log("generate_reference", stage=ctx.name, prompt=cfg.prompt, frames=T, height=H, width=W)
-        with torch.no_grad():
-            ref = prior.generate(cfg.prompt, T, H, W, known_frames=None, seed=seed).frames.float().cpu()
+        if clip is not None:
+            ctx.log("generate_reference_clip", stage=ctx.name, source=str(cfg.reference), frames=T, height=H, width=W)
+            ref = clip
+        else:
+            ctx.log("generate_reference", stage=ctx.name, prompt=cfg.prompt, frames=T, height=H, width=W)
+            with torch.no_grad(), lora_use(prior, "reference"):
+                ref = prior.generate(cfg.prompt, T, H, W, known_frames=None, seed=seed).frames.float().cpu()
         if ref.shape != (T, H, W, 3):
             raise FourRealError(f"video prior {cfg.prior.name!r} returned frames {tuple(ref.shape)}, "
                                 f"expected {(T, H, W, 3)}")
 
         freeze_prompt = cfg.freeze_prompt.strip() or str(load_function(cfg.prompt_rewriter)(cfg.prompt))
+        fl = getattr(freeze_prior, "loras", None)
+        if fl is not None:  # the freeze-time LoRAs' trigger words
+            freeze_prompt = add_triggers(freeze_prompt, fl.triggers("freeze_time"))
         ctx.log("generate_freeze_time", stage=ctx.name, prompt=freeze_prompt, frames=cfg.freeze_frames,
                 canonical_frame=c)
         window = int(cfg.freeze_window or freeze_prior.num_frames)
@@ -133,7 +166,7 @@ class GenerateStage(Stage):
             def on_window(i: int, n: int) -> None:
                 bar.update(1)
 
-            with torch.no_grad():
+            with torch.no_grad(), lora_use(freeze_prior, "freeze_time"):
                 res = generate_freeze_time(
                     freeze_prior, ref[c], freeze_prompt, cfg.freeze_frames, window=cfg.freeze_window,
                     overlap=cfg.freeze_overlap, height=H, width=W, direction=cfg.freeze_direction, seed=seed + 1000,
@@ -159,7 +192,14 @@ class GenerateStage(Stage):
             "width": W,
             "seed": seed,
             "windows": res.windows,
+            "reference_source": str(cfg.reference) if cfg.reference else "generated",
+            "loras": {"prior": describe(getattr(prior, "loras", None)), "freeze_prior": describe(fl)},
         })
+        if cfg.report:
+            from .freeze_report import write_report
+
+            write_report(out, res.video.frames, cameras=None, anchor=res.anchor, windows=res.windows,
+                         source="generate: freeze_time.mp4", ctx=ctx)
         ctx.log("generate_done", stage=ctx.name, reference_frames=T, freeze_frames=len(res.video),
                 freeze_time_anchor=res.anchor)
 

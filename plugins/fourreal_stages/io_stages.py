@@ -37,6 +37,16 @@ def _plain(report) -> dict:
     return {k: v for k, v in (report or {}).items() if isinstance(v, (int, float, str, list, dict, bool))}
 
 
+def _freeze_report(ctx, cfg, frz, anchor, info, frz_path) -> None:
+    """The freeze-time usability report (fourreal_stages.freeze_report) with the cameras
+    this stage hands on; window seams when the video is the generate stage's."""
+    from .freeze_report import write_report
+
+    windows = info.get("windows") if not cfg.freeze_time else None
+    write_report(ctx.out_dir, frz.video.frames, cameras=frz.cameras, anchor=anchor, windows=windows,
+                 source=f"poses: {frz_path}", ctx=ctx)
+
+
 class PosesStage(Stage):
     def __init__(self, cfg: PosesConfig) -> None:
         self.cfg = cfg
@@ -67,6 +77,7 @@ class PosesStage(Stage):
             a = cfg.freeze_time_anchor or 0
             frz = PosedVideo(frz.video, frz.cameras, times=torch.zeros(len(frz)), anchor=int(a))
             write_transforms(ctx.out_dir / "freeze_time" / "transforms.json", frz)
+            _freeze_report(ctx, cfg, frz, a, info, frz_path)
             if result.points is not None and len(result.points):
                 write_points_ply(ctx.out_dir / "points.ply", result.points)
             write_json(ctx.out_dir / "poses.json", {"estimator": cfg.pose_estimator.name, "freeze_time_anchor": a,
@@ -98,6 +109,7 @@ class PosesStage(Stage):
         frz = PosedVideo(frz.video, frz.cameras, times=torch.full((len(frz),), t_c), anchor=int(a))
         write_transforms(ctx.out_dir / "reference" / "transforms.json", ref)
         write_transforms(ctx.out_dir / "freeze_time" / "transforms.json", frz)
+        _freeze_report(ctx, cfg, frz, a, info, frz_path)
         if result.points is not None and len(result.points):
             write_points_ply(ctx.out_dir / "points.ply", result.points)
         write_json(ctx.out_dir / "poses.json", {"estimator": cfg.pose_estimator.name, "canonical_frame": c,
