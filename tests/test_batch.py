@@ -18,48 +18,43 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fourreal_env, run_cli
+from conftest import ROOT, fourreal_env, run_cli
 
-# the demo's stages (minus export) at a size that runs in seconds on one CPU thread
-TINY_RECIPE = """\
-name: tiny
-seed: 0
-device: auto
-iterations_scale: 0.002
-rasterizer: auto
-stages:
-  - name: synthetic
-    params: {scene: garden, width: 32, height: 24, num_reference_frames: 4, num_freeze_frames: 6,
-             num_test_views: 2, num_test_static_views: 2, num_init_points: 1500,
-             imperfections: {wobble: 0.1, moving_object: 0.05, flicker: 0.02}}
-  - name: canonical
-    params:
-      representation: {name: gaussians, params: {densify: {grad_threshold: 0.0006, max_gaussians: 2000}}}
-      deformer: {name: mlp, params: {time_input: frame_code, predict_scale: false, width: 32, depth: 2, x_multires: 2}}
-  - name: motion
-    params:
-      representation: {name: gaussians, params: {densify: {grad_threshold: 0.0006, max_gaussians: 3000}}}
-      deformer: {name: mlp, params: {time_input: time, width: 32, depth: 2, x_multires: 2, t_multires: 2}}
-      checkpoint_every: 10
-  - name: eval
-    params: {lpips: false}
-"""
+# the demo recipe at a size that runs in seconds on one CPU thread (as tests/test_pipeline.py)
+DEMO = ROOT / "recipes" / "demo.yaml"
+TINY = [
+    "iterations_scale=0.001",
+    "stages.synthetic.params.width=32",
+    "stages.synthetic.params.height=24",
+    "stages.synthetic.params.num_reference_frames=4",
+    "stages.synthetic.params.num_freeze_frames=6",
+    "stages.synthetic.params.num_test_views=2",
+    "stages.synthetic.params.num_test_static_views=2",
+    "stages.synthetic.params.num_init_points=1500",
+    "stages.canonical.params.representation.params.densify.max_gaussians=2000",
+    "stages.motion.params.representation.params.densify.max_gaussians=3000",
+    "stages.export.params.orbit_frames=2",
+    "stages.export.params.grid_views=1",
+    "stages.export.params.grid_times=1",
+    "stages.eval.params.lpips=false",
+]
+STAGES = ["01_synthetic", "02_canonical", "03_motion", "04_export", "05_eval"]
 
-# job 0 is the one whose worker gets killed: it checkpoints its motion stage every 5 of 40 steps
-SPEC = """\
-recipe: tiny.yaml
-set: [iterations_scale=0.001]
+# job 0 is the one whose worker gets killed mid-motion: it checkpoints that stage every 5 of 40 steps
+SPEC = f"""\
+recipe: {DEMO}
+set: {json.dumps(TINY)}
 cpus_per_job: 1
 jobs:
-  - {name: victim, set: {seed: 1, stages.motion.params.checkpoint_every: 5}}
-  - {set: {seed: 2}}
-  - {set: [seed=3]}
-  - {name: bad points, set: {stages.canonical.params.init_points: bad.npz}}
+  - {{name: victim, set: {{seed: 1, stages.motion.params.checkpoint_every: 5}}}}
+  - {{set: {{seed: 2}}}}
+  - {{set: [seed=3]}}
+  - {{name: bad points, set: {{stages.canonical.params.init_points: bad.npz}}}}
 """
 GOOD = {  # folder -> the same job's overrides for a plain `fourreal run`
-    "000_victim": ["iterations_scale=0.001", "seed=1", "stages.motion.params.checkpoint_every=5"],
-    "001_seed-2": ["iterations_scale=0.001", "seed=2"],
-    "002_seed-3": ["iterations_scale=0.001", "seed=3"],
+    "000_victim": [*TINY, "seed=1", "stages.motion.params.checkpoint_every=5"],
+    "001_seed-2": [*TINY, "seed=2"],
+    "002_seed-3": [*TINY, "seed=3"],
 }
 BAD = "003_bad-points"
 FOURREAL = str(Path(sys.executable).parent / "fourreal")
@@ -70,7 +65,7 @@ def _env() -> dict:
 
 
 def _mean(run: Path) -> dict:
-    return json.loads((run / "stages" / "04_eval" / "eval.json").read_text())["mean"]
+    return json.loads((run / "stages" / "05_eval" / "eval.json").read_text())["mean"]
 
 
 def _log(run: Path) -> list[dict]:
@@ -83,13 +78,12 @@ def batch(tmp_path_factory):
     good job run alone with `fourreal run` at the same thread count."""
     pytest.importorskip("ray", reason="fourreal batch needs the batch extra (pip install -e .[batch])")
     tmp = tmp_path_factory.mktemp("batch")
-    (tmp / "tiny.yaml").write_text(TINY_RECIPE)
     (tmp / "spec.yaml").write_text(SPEC)
     (tmp / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")  # exists (validates), fails when read
     cmd = [FOURREAL, "batch", "spec.yaml", "--out", "out", "--num-cpus", "2"]
     proc = subprocess.Popen(cmd, cwd=tmp, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     plain = {
-        name: subprocess.Popen([FOURREAL, "run", "tiny.yaml", "--out", f"plain/{name}",
+        name: subprocess.Popen([FOURREAL, "run", str(DEMO), "--out", f"plain/{name}",
                                 *[a for o in sets for a in ("--set", o)]],
                                cwd=tmp, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for name, sets in GOOD.items()
@@ -104,11 +98,12 @@ def batch(tmp_path_factory):
         time.sleep(0.05)
     killed = json.loads(attempts.read_text().splitlines()[0])["pid"]
     os.kill(killed, signal.SIGKILL)
+    saved = max(int(p.stem.split("_")[1]) for p in ck.glob("step_*.safetensors"))  # checkpointed before the kill
     out, err = proc.communicate(timeout=600)
     for name, p in plain.items():
         _, perr = p.communicate(timeout=600)
         assert p.returncode == 0, (name, perr[-2000:])
-    return {"tmp": tmp, "cmd": cmd, "rc": proc.returncode, "stdout": out, "stderr": err, "killed": killed,
+    return {"tmp": tmp, "cmd": cmd, "rc": proc.returncode, "stdout": out, "stderr": err, "killed": killed, "saved": saved,
             "summary": json.loads((tmp / "out" / "batch.json").read_text())}
 
 
@@ -124,15 +119,14 @@ def test_batch_runs_every_job_with_the_scores_of_a_plain_run(batch):
         run, alone = tmp / "out" / name, tmp / "plain" / name
         job = _job(summary, name)
         assert job["status"] == "done" and job["error"] is None, job
-        assert sorted(p.name for p in (run / "stages").iterdir()) == ["01_synthetic", "02_canonical", "03_motion",
-                                                                      "04_eval"]
+        assert sorted(p.name for p in (run / "stages").iterdir()) == STAGES
         assert (run / "recipe.yaml").read_text() == (alone / "recipe.yaml").read_text()
         a, b = _mean(run), _mean(alone)
         assert abs(a["psnr"] - b["psnr"]) < 1e-6 and abs(a["ssim"] - b["ssim"]) < 1e-6, (name, a, b)
-        assert job["scores"] == {"04_eval": a}
+        assert job["scores"] == {"05_eval": a}
         assert job["device"] == "cpu" and job["gpus"] == 0 and job["wall_seconds"] > 0
     # the jobs differ (different seeds), so equal scores are not an accident
-    assert len({round(_job(summary, n)["scores"]["04_eval"]["psnr"], 6) for n in GOOD}) == 3
+    assert len({round(_job(summary, n)["scores"]["05_eval"]["psnr"], 6) for n in GOOD}) == 3
     assert summary["state"] == "incomplete" and summary["counts"] == {"bad_input": 1, "done": 3}
     # the final table names every job with its state and scores
     for name in [*GOOD, BAD]:
@@ -149,7 +143,8 @@ def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(batch):
     log = _log(tmp / "out" / "000_victim")
     assert sum(e["event"] == "run_start" for e in log) == 2
     resumes = [e for e in log if e["event"] == "resume"]
-    assert len(resumes) == 1 and resumes[0]["stage"] == "motion" and resumes[0]["step"] >= 5, resumes
+    assert len(resumes) == 1 and resumes[0]["stage"] == "motion", resumes
+    assert resumes[0]["step"] >= batch["saved"] >= 1, (resumes, batch["saved"])
     # the first two stages ran once: the retry skipped them
     assert sum(e["event"] == "stage_skip" and e["stage"] in ("synthetic", "canonical") for e in log) == 2
     assert "000_victim: done after 2 attempts" in batch["stdout"]
@@ -179,17 +174,16 @@ def test_rerun_skips_finished_jobs_and_finishes_the_fixed_one(batch):
     assert "3 finished earlier, skipped" in res.stdout
     for n in GOOD:  # untouched
         assert (tmp / "out" / n / "log.jsonl").read_bytes() == logs[n]
-        assert _job(summary, n)["scores"] == {"04_eval": _mean(tmp / "out" / n)}
+        assert _job(summary, n)["scores"] == {"05_eval": _mean(tmp / "out" / n)}
     log = _log(tmp / "out" / BAD)
     assert [e["stage"] for e in log if e["event"] == "stage_skip"] == ["synthetic"]  # the run resumed
-    assert (tmp / "out" / BAD / "stages" / "04_eval" / "eval.json").is_file()
+    assert (tmp / "out" / BAD / "stages" / "05_eval" / "eval.json").is_file()
 
 
 def test_bad_jobs_are_refused_before_anything_starts(tmp_path):
     pytest.importorskip("ray", reason="fourreal batch needs the batch extra (pip install -e .[batch])")
-    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE)
     (tmp_path / "spec.yaml").write_text(
-        "recipe: tiny.yaml\n"
+        f"recipe: {DEMO}\n"
         "jobs:\n"
         "  - {set: {seed: 1}}\n"
         "  - {name: typo, set: {stages.canonical.params.num_random_pionts: 5}}\n"
@@ -211,14 +205,13 @@ def test_without_ray_says_how_to_install(tmp_path):
     block = tmp_path / "noray" / "ray"
     block.mkdir(parents=True)
     (block / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
-    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE)
-    (tmp_path / "spec.yaml").write_text("recipe: tiny.yaml\njobs: [{set: {seed: 1}}]\n")
+    (tmp_path / "spec.yaml").write_text(f"recipe: {DEMO}\njobs: [{{set: {{seed: 1}}}}]\n")
     env = _env()
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "noray"), env.get("PYTHONPATH", "")])
     res = run_cli(["batch", "spec.yaml"], tmp_path, env=env)
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.strip() == ("error: fourreal batch needs Ray: pip install 'fourreal[batch]' "
-                                  "(or pip install 'ray[default]>=2.9')")
+                                  "(or pip install 'ray>=2.9')")
     assert not (tmp_path / "runs").exists()
 
 
@@ -226,7 +219,7 @@ def test_without_ray_says_how_to_install(tmp_path):
 def test_spec_expands_prompts_into_named_jobs(tmp_path):
     from fourreal_cli.batch import load_spec
 
-    (tmp_path / "r.yaml").write_text(TINY_RECIPE)
+    (tmp_path / "r.yaml").write_text(DEMO.read_text())
     (tmp_path / "prompts.txt").write_text("A red fox, running!\n\n# a comment\n  a cat jumping  \n")
     (tmp_path / "s.yaml").write_text("recipe: r.yaml\nset: {iterations_scale: 0.5}\n"
                                      "jobs: [{name: First One, set: [seed=4]}]\n"
@@ -252,7 +245,7 @@ def test_spec_mistakes_are_one_line(tmp_path, text, message):
     from fourreal_cli.batch import load_spec
     from fourreal_core.errors import RecipeError
 
-    (tmp_path / "r.yaml").write_text(TINY_RECIPE)
+    (tmp_path / "r.yaml").write_text(DEMO.read_text())
     (tmp_path / "s.yaml").write_text(text)
     with pytest.raises(RecipeError) as info:
         load_spec(tmp_path / "s.yaml")

@@ -50,7 +50,7 @@ PROMPT_KEYS = ("file", "key")
 DEFAULT_PROMPT_KEY = "stages.generate.params.prompt"
 SUMMARY = "batch.json"
 JOBS_DIR = "jobs"
-INSTALL_HINT = "fourreal batch needs Ray: pip install 'fourreal[batch]' (or pip install 'ray[default]>=2.9')"
+INSTALL_HINT = "fourreal batch needs Ray: pip install 'fourreal[batch]' (or pip install 'ray>=2.9')"
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2  # jobs pass file paths, not arrays: a small store is plenty
 MAX_TABLE_ROWS = 25
 
@@ -463,8 +463,8 @@ def progress_table(jobs: list[Job], tails: dict[int, LogTail], title: str):
         state = j.state.replace("_", " ")
         if j.attempts > 1 and j.state in (RUNNING, RETRYING, DONE, FAILED):
             state += f" (attempt {j.attempts})"
-        if j.error:
-            state += f": {j.error}"
+        if j.error:  # the whole line is in batch.json and printed when the job ends
+            state += f": {j.error if len(j.error) <= 90 else j.error[:87] + '...'}"
         wall = ""
         if j.started is not None:
             wall = f"{(j.finished or time.time()) - j.started:.0f} s"
@@ -494,7 +494,8 @@ def summary(spec: Spec, out: Path, jobs: list[Job], batch_id: str, t0: float, st
         "address": address,
         "started": round(t0, 3),
         "wall_seconds": round(time.time() - t0, 3),
-        "resources_per_job": {"CPU": spec.cpus_per_job, "GPU (GPU jobs)": spec.gpus_per_job},
+        "cpus_per_job": spec.cpus_per_job,
+        "gpus_per_job": spec.gpus_per_job,  # of the jobs that run on a GPU (each job's "gpus")
         "counts": {s: sum(j.state == s for j in jobs) for s in sorted({j.state for j in jobs})},
         "jobs": [
             {
@@ -544,6 +545,9 @@ def run_batch(
     from fourreal_core.io import write_json, write_text
 
     ray = _import_ray()
+    if address and num_cpus:
+        raise FourRealError("--num-cpus sizes the local Ray instance; with --address the cluster's nodes "
+                            "set their CPUs (ray start --num-cpus)")
     spec = load_spec(spec_path)
     for key, value in (("max_parallel", max_parallel), ("cpus_per_job", cpus_per_job),
                        ("gpus_per_job", gpus_per_job), ("retries", retries)):
@@ -567,6 +571,7 @@ def run_batch(
     jobs_dir.mkdir(parents=True, exist_ok=True)
     for job in spec.jobs:
         write_text(jobs_dir / f"{job.folder}.yaml", job.resolved)
+    address = address or os.environ.get("RAY_ADDRESS") or None  # as ray.init itself would
     where = address or "local"
     write_json(out / SUMMARY, summary(spec, out, spec.jobs, batch_id, t0, "running", where))
     _say(console, f"batch [green]{len(spec.jobs)}[/green] jobs of {_esc(spec.recipe.name)} -> {_esc(str(out))}"
@@ -582,9 +587,8 @@ def run_batch(
     else:
         init["num_cpus"] = num_cpus or os.cpu_count() or 1
         init["object_store_memory"] = LOCAL_OBJECT_STORE_BYTES
-    if address and address.startswith("ray://"):
-        init.pop("include_dashboard")
-        init.pop("logging_level")
+    if address and address.startswith("ray://"):  # Ray Client takes fewer options
+        init = {"address": address}
     try:
         ray.init(**init)
     except Exception as exc:
