@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
-EXTRAS ?= test,colmap,video,batch
+EXTRAS ?= test,colmap,video,view,browser,batch
 STAMP  := $(VENV)/.fourreal-installed
 
 .PHONY: install demo test test-all bench clean
