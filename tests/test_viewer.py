@@ -115,10 +115,12 @@ def test_bad_path_is_one_line_exit_2(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "nowhere" in lines[0] and "no such run folder" in lines[0]
-    (tmp_path / "empty").mkdir()
-    res = run_cli(["view", "empty"], tmp_path, env=_env(), timeout=60)
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
-    assert "not a fourreal run folder" in res.stderr
+    from fourreal_core.errors import FourRealError
+    from fourreal_viewer.source import ViewSource
+
+    (tmp_path / "empty").mkdir()  # the same one-line error class, in-process (a CLI start is slow)
+    with pytest.raises(FourRealError, match="not a fourreal run folder"):
+        ViewSource(tmp_path / "empty")
 
 
 def test_busy_port_is_one_line_exit_2(view_run):
