@@ -69,6 +69,7 @@ class OraclePrior(VideoPrior):
         self.width = self.sds_width = int(cfg.width)
         self.last: dict = {}
         self.psnrs: list[float] = []
+        self.times_seen: list[tuple] = []  # the times of each call (the last 10,000)
 
     def sds_size(self) -> tuple[int, int, int]:
         return self.height, self.width, 1
@@ -123,8 +124,11 @@ class OraclePrior(VideoPrior):
         sigma = (BLUR_BASE + BLUR_SLOPE * t) * (W / self.width)
         sharp = self.ground_truth(cams, times)
         out = gaussian_blur(sharp, sigma).clamp(0.0, 1.0)
-        self.last = {"psnr": _psnr(out, sharp), "sigma": sigma, "noise_level": t}
+        tl = [float(v) for v in torch.as_tensor(times).reshape(-1)]
+        self.last = {"psnr": _psnr(out, sharp), "sigma": sigma, "noise_level": t, "times": tl}
         self.psnrs.append(self.last["psnr"])
+        self.times_seen.append(tuple(tl))
+        del self.psnrs[:-10000], self.times_seen[:-10000]
         for i, img in (known_frames or {}).items():
             out[int(i) % Fr] = torch.as_tensor(img).detach().float().cpu()
         return out.to(noisy.device)
