@@ -16,6 +16,7 @@ also writes the orbit view with the cameras shown there (docs/viewer.png was mad
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -208,14 +209,19 @@ def test_browser_time_slider_and_reference_view(view_run, tmp_path):
     assert proc.returncode == 0 and "stopped" in out and "Traceback" not in err, (proc.returncode, out, err)
 
     m = valid[..., None]
+    errs = [float((np.abs(g - w_) * m).sum() / (m.sum() * 3)) for g, w_ in ((a, r0), (b, r1), (d, r1))]
+    change = np.abs(a - b).max(-1)
+    measured = {"ref_error_t0": errs[0], "ref_error_t1": errs[1], "ref_error_after_jump": errs[2],
+                "change_moving": float(change[moving].mean()), "change_static": float(change[static].mean()),
+                "orbit_change": float(np.abs(c - b).mean())}
+    (shots / "measured.json").write_text(json.dumps(measured, indent=1))
+    print("viewer test:", json.dumps(measured))
     for img in (a, b):  # not blank: varied pixels
         assert img.std() > 0.05 and len(np.unique((img * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 200
     # the reference camera's view matches `fourreal render` of the same camera and time
-    for got, want in ((a, r0), (b, r1), (d, r1)):
-        err = float((np.abs(got - want) * m).sum() / (m.sum() * 3))
-        assert err < 0.03, err
+    for err in errs:
+        assert err < 0.015, measured
     # time changes the picture where the scene moves, not where it is static
-    change = np.abs(a - b).max(-1)
     assert change[moving].mean() > 0.1, change[moving].mean()
     assert change[static].mean() < 0.02, change[static].mean()
     # the mouse really moved the camera (and the button brought it back)
