@@ -7,6 +7,7 @@ driven by playwright without ``playwright install``), on a demo-sized procedural
   static (the regions come from ``fourreal render`` at the two times);
 * the reference-camera view (first at connection, then again through its button after an
   orbit with the mouse) matches ``fourreal render`` of the same camera and time;
+* the canonical toggle shows the undeformed Gaussians; play/pause moves the time slider;
 * Ctrl-C stops the server cleanly; a bad path or a busy port ends in one line, exit 2.
 
 Screenshots are test artefacts under pytest's tmp dir. ``FOURREAL_DOCS_SCREENSHOT=path``
@@ -202,6 +203,13 @@ def test_browser_time_slider_and_reference_view(view_run, tmp_path):
             page.get_by_role("button", name="reference camera").click()
             time.sleep(1.0)
             d = _to_size(shot("reference", f"frame: full {w}x{h}, t={T1:.3f}"), w, h)
+            # the canonical toggle renders the undeformed Gaussians; play moves time, pause stops it
+            page.get_by_text("canonical", exact=True).click()
+            e = _to_size(shot("canonical", f"t={T1:.3f} canonical"), w, h)
+            page.get_by_role("button", name="play").click()
+            time.sleep(2.0)
+            page.get_by_role("button", name="pause").click()
+            played = float(page.locator(".mantine-NumberInput-input").first.input_value())
             ctx.close()
     finally:
         proc.send_signal(signal.SIGINT)
@@ -226,3 +234,7 @@ def test_browser_time_slider_and_reference_view(view_run, tmp_path):
     assert change[static].mean() < 0.02, change[static].mean()
     # the mouse really moved the camera (and the button brought it back)
     assert float(np.abs(c - b).mean()) > 0.03
+    # canonical: not the scene at t=0.8 where it moves; the same where nothing moves
+    canon = np.abs(e - b).max(-1)
+    assert canon[moving].mean() > 0.05 and canon[static].mean() < 0.03, (canon[moving].mean(), canon[static].mean())
+    assert abs(played - T1) > 0.01, played

@@ -27,6 +27,7 @@ from .common import (
     CameraRefiner,
     background_for,
     build_losses,
+    freeze_prompt,
     generation_prompt,
     initial_points,
     posed_input,
@@ -86,7 +87,9 @@ class CanonicalFit(Fit):
             "canonical_index": self.k_c,  # the name fourreal_losses.sds reads until it reads canonical_view
             "canonical_image": self.frames[self.k_c],
             "reference_camera": self.cameras0[self.k_c],
-            "canonical_time": 0.0,
+            # the time the freeze-time video shows (t_c), when it says
+            "canonical_time": float(self.data.times[self.k_c]) if self.data.times is not None else 0.0,
+            "freeze_prompt": freeze_prompt(self.ctx),
         }, gen
 
     def modules(self):

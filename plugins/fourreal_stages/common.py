@@ -202,3 +202,9 @@ def generation_prompt(ctx) -> str:
     """The prompt of an earlier `generate` stage (for SDS), or ''."""
     path = ctx.find_output("generation.json")
     return str(read_json(path).get("prompt", "")) if path is not None else ""
+
+
+def freeze_prompt(ctx) -> str:
+    """The freeze-time prompt of an earlier `generate` stage (multi-view SDS), or ''."""
+    path = ctx.find_output("generation.json")
+    return str(read_json(path).get("freeze_prompt", "")) if path is not None else ""

@@ -31,6 +31,7 @@ from fourreal_core.io import write_json
 from .common import (
     background_for,
     build_losses,
+    freeze_prompt,
     generation_prompt,
     initial_points,
     posed_input,
@@ -130,6 +131,13 @@ class MotionFit(Fit):
             "canonical_image": self.ref_frames[self.c],
             "reference_camera": self.ref_cams[self.c],
             "canonical_time": self.t_c,
+            # issue 14: multi-view SDS at a sampled reference time t, frame 0 = the reference frame
+            # at t (paper §3.4 item 2, D.1); temporal SDS frame 0 = the undeformed canonical render
+            "reference_frames": self.ref_frames,
+            "reference_times": self.ref_times,
+            "reference_cameras": self.ref_cams,
+            "render_canonical": lambda cams: ras.rasterize(g0, cams, background=bg, render_depth=False).rgb,
+            "freeze_prompt": freeze_prompt(self.ctx),
         }, rng
 
     def modules(self):
