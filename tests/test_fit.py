@@ -217,3 +217,28 @@ def test_renamed_recipe_keys_fail_in_one_line(tmp_path):
     with pytest.raises(FourRealError) as e:
         load_recipe(tmp_path / "r.yaml", [], get_registry())
     assert "'deformer' was renamed 'w_mv'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_neighbourhood_losses_on_a_random_subset_are_unbiased():
+    """rigid/rot with `sample: 0.25` average over a fresh random quarter of the Gaussians each
+    step: different steps differ, and their mean over steps is the full loss."""
+    from fourreal_core.interfaces import Deformation, GaussianParams
+
+    reg = get_registry()
+    n = 600
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(n, 3, generator=g)
+    can = GaussianParams(x0, torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1),
+                         torch.ones(n, 3), torch.ones(n), torch.ones(n, 3))
+    d = Deformation(torch.randn(n, 3, generator=g) * 0.05, torch.randn(n, 4, generator=g) * 0.05)
+    dp = Deformation(torch.zeros(n, 3), torch.zeros(n, 4))
+    for name in ("rigid", "rot"):
+        full = component_from_plain("loss", {"name": name, "params": {"k": 6}}, reg).build(reg)
+        part = component_from_plain("loss", {"name": name, "params": {"k": 6, "sample": 0.25}}, reg).build(reg)
+        base = {"deformation": d, "deformation_prev": dp, "canonical": can, "gaussians_version": 0}
+        ref = float(full({**base, "step": 0}))
+        vals = [float(part({**base, "step": s})) for s in range(200)]
+        assert len(set(vals)) > 100  # a fresh subset every step
+        assert abs(sum(vals) / len(vals) - ref) < 0.03 * ref, (name, ref, sum(vals) / len(vals))
+    with pytest.raises(FourRealError, match="sample must be in"):
+        component_from_plain("loss", {"name": "rigid", "params": {"sample": 0.0}}, reg)

@@ -150,6 +150,11 @@ class RigidConfig:
     weight: Ramp = _w(0.01)
     k: int = 20
     lambda_w: Optional[float] = None
+    sample: float = 1.0  # fraction of Gaussians averaged over per step (fresh random subset; 1: all)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.sample <= 1.0:
+            raise ValueError(f"sample must be in (0, 1], got {self.sample}")
 
 
 @dataclass
@@ -160,6 +165,11 @@ class RotConfig:
     weight: Ramp = _w(0.01)
     k: int = 20
     lambda_w: Optional[float] = None
+    sample: float = 1.0  # as rigid's
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.sample <= 1.0:
+            raise ValueError(f"sample must be in (0, 1], got {self.sample}")
 
 
 @register_loss("small_motion", SmallMotionConfig, "L1 magnitude of the per-frame deformation (paper Eq. 3)")

@@ -17,6 +17,10 @@ Gaussians; canonical positions ``x0 = inputs["canonical"].means [N,3]`` and rota
 * ``rot`` (Eq. 12): ``w_ij |q_{j,t} q_{j,t-1}^-1 - q_{i,t} q_{i,t-1}^-1|_2`` over the same
   neighbours (normalised quaternions), averaged over ``k N``.
 
+``sample`` (``rigid``, ``rot``): the fraction of Gaussians i each step averages over -- a fresh
+random subset every step, an unbiased estimate of the full mean at that fraction of the cost
+(1, the default, is every Gaussian, as the paper and Dynamic 3DGS).
+
 ``lambda_w``: Dynamic 3DGS uses 2000 for metre-scale captures (a neighbour 2.2 cm away gets
 weight 1/e). Scenes here have arbitrary scale, so by default (``lambda_w: null``) it adapts:
 ``lambda_w = 1 / mean_{i,j} |x_{j,0} - x_{i,0}|^2`` over the kNN pairs, i.e. a typical
@@ -32,6 +36,7 @@ passes ``d_prev`` detached: the previous state is a fixed reference, as in Dynam
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional
 
 import torch
@@ -132,6 +137,17 @@ class _NeighbourLoss(BaseLoss):
             return weights()
         return shared.memo(("weights", inputs.get("step"), version, self.cfg.k, lam, x0.data_ptr()), weights)
 
+    def anchors(self, inputs: Mapping[str, Any], n: int, device) -> Optional[torch.Tensor]:
+        """The Gaussians i this step averages over: all (None) when ``cfg.sample`` is 1, else
+        a fresh random ``ceil(sample * N)`` of them, drawn from the step number (an unbiased
+        estimate of the full mean at ``sample`` times the cost)."""
+        frac = float(getattr(self.cfg, "sample", 1.0))
+        if frac >= 1.0 or n < 2:
+            return None
+        m = max(1, math.ceil(frac * n))
+        g = torch.Generator().manual_seed(int(inputs.get("step", 0) or 0) * 1_000_003 + self.salt)
+        return torch.randperm(n, generator=g)[:m].to(device)
+
     @property
     def lambda_w(self) -> float:
         """The weight scale in use (after the first call)."""
@@ -153,16 +169,25 @@ class _NeighbourLoss(BaseLoss):
 class RigidLoss(_NeighbourLoss):
     """Eqs. 9-11: local rigidity of neighbourhoods between t-1 and t (see module doc)."""
 
+    salt = 1
+
     def __call__(self, inputs: Mapping[str, Any]) -> torch.Tensor:
         self.check_inputs(inputs)
         x_t, q_t, x_p, q_p = self._states(inputs)
         idx, w = self.neighbours(inputs)
         if idx.shape[1] == 0:
             return x_t.sum() * 0.0
+        rows = self.anchors(inputs, idx.shape[0], idx.device)
+        if rows is not None:
+            idx, w = idx[rows], w[rows]
         n, k = idx.shape
         flat = idx.reshape(-1)
-        rel_t = x_t.index_select(0, flat).view(n, k, 3) - x_t[:, None, :]  # [N,k,3]
-        rel_p = x_p.index_select(0, flat).view(n, k, 3) - x_p[:, None, :]
+        xi_t = x_t if rows is None else x_t[rows]
+        xi_p = x_p if rows is None else x_p[rows]
+        rel_t = x_t.index_select(0, flat).view(n, k, 3) - xi_t[:, None, :]  # [n,k,3]
+        rel_p = x_p.index_select(0, flat).view(n, k, 3) - xi_p[:, None, :]
+        if rows is not None:
+            q_t, q_p = q_t[rows], q_p[rows]
         # R_{t-1} R_t^-1 as one quaternion q_{t-1} q_t^-1: exactly I when q_t == q_{t-1}
         qt = q_t / q_t.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         qp = q_p / q_p.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -174,6 +199,8 @@ class RigidLoss(_NeighbourLoss):
 class RotLoss(_NeighbourLoss):
     """Eq. 12: neighbours share their rotation from t-1 to t (see module doc)."""
 
+    salt = 2
+
     def __call__(self, inputs: Mapping[str, Any]) -> torch.Tensor:
         self.check_inputs(inputs)
         _, q_t, _, q_p = self._states(inputs)
@@ -183,5 +210,9 @@ class RotLoss(_NeighbourLoss):
         qt = q_t / q_t.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         qp = q_p / q_p.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         rel = quat_multiply(qt, quat_conjugate(qp))  # [N,4]
+        rows = self.anchors(inputs, idx.shape[0], idx.device)
+        rel_i = rel
+        if rows is not None:
+            idx, w, rel_i = idx[rows], w[rows], rel[rows]
         n, k = idx.shape
-        return (w * safe_norm(rel.index_select(0, idx.reshape(-1)).view(n, k, 4) - rel[:, None, :])).mean()
+        return (w * safe_norm(rel.index_select(0, idx.reshape(-1)).view(n, k, 4) - rel_i[:, None, :])).mean()
