@@ -52,6 +52,14 @@ WAN_1_3B = {
     "text_dim": 4096,
     "shift": 3.0,
 }
+COGVIDEOX_5B = {  # THUDM/CogVideoX-5b transformer; the VAE's defaults are the published ones
+    "transformer": dict(num_attention_heads=48, attention_head_dim=64, in_channels=16, out_channels=16,
+                        time_embed_dim=512, text_embed_dim=4096, num_layers=42, sample_width=90, sample_height=60,
+                        sample_frames=49, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=226,
+                        use_rotary_positional_embeddings=True, use_learned_positional_embeddings=False),
+    "vae": dict(),
+    "text_dim": 4096,
+}
 # tiny versions (CPU): the diffusers test suites' dummy components
 LTX_TINY = {
     "transformer": dict(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
@@ -100,6 +108,15 @@ def build(kind: str, spec: dict, folder: Path, dtype) -> str:
         pipe = LTXConditionPipeline(scheduler=FlowMatchEulerDiscreteScheduler(),
                                     vae=AutoencoderKLLTXVideo(**spec["vae"]), text_encoder=enc,
                                     tokenizer=tok, transformer=LTXVideoTransformer3DModel(**spec["transformer"]))
+    elif kind == "cogvideox":
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXImageToVideoPipeline, CogVideoXTransformer3DModel, \
+            DDIMScheduler
+
+        tr = dict(spec["transformer"], in_channels=2 * spec["transformer"]["in_channels"])  # I2V: + image latents
+        pipe = CogVideoXImageToVideoPipeline(
+            tokenizer=tok, text_encoder=enc, vae=AutoencoderKLCogVideoX(**spec["vae"]),
+            transformer=CogVideoXTransformer3DModel(**tr),
+            scheduler=DDIMScheduler(prediction_type="v_prediction", timestep_spacing="trailing", clip_sample=False))
     else:
         from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
@@ -111,16 +128,26 @@ def build(kind: str, spec: dict, folder: Path, dtype) -> str:
 
 
 def bench_one(kind: str, spec: dict, cuda: bool, dtype_name: str, frames: int, h: int, w: int, steps: int,
-              sds_steps: int, tmp: Path) -> dict:
-    from fourreal_diffusers.configs import LTXPriorConfig, WanPriorConfig
-    from fourreal_diffusers.priors import LTXPrior, WanPrior
+              sds_steps: int, tmp: Path, cpu_offload: bool = False, window: bool = False,
+              path: str | None = None) -> dict:
+    """One prior: SDS steps (``predict_x0`` + backward), one generation (text-to-video; LTX
+    with a known first frame) and, with ``window``, one freeze-time extension window (8
+    known frames at the window's start; CogVideoX: its first frame only)."""
+    from fourreal_diffusers.configs import CogVideoXPriorConfig, LTXPriorConfig, WanPriorConfig
+    from fourreal_diffusers.priors import CogVideoXPrior, LTXPrior, WanPrior
 
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype_name]
-    path = build(kind, spec, tmp / kind, dtype)
+    path = path or build(kind, spec, tmp / kind, dtype)
     dev = "cuda" if cuda else "cpu"
     common = dict(model_path=path, torch_dtype=dtype_name, device=dev, num_inference_steps=steps, guidance_scale=1.0,
-                  num_frames=frames, height=h, width=w, max_sequence_length=128 if cuda else 16)
-    prior = LTXPrior(LTXPriorConfig(**common, decode_noise_scale=None)) if kind == "ltx" else WanPrior(WanPriorConfig(**common))
+                  num_frames=frames, height=h, width=w, max_sequence_length=128 if cuda else 16,
+                  cpu_offload=cpu_offload)
+    if kind == "ltx":
+        prior = LTXPrior(LTXPriorConfig(**common, decode_noise_scale=None))
+    elif kind == "cogvideox":
+        prior = CogVideoXPrior(CogVideoXPriorConfig(**common))
+    else:
+        prior = WanPrior(WanPriorConfig(**common))
     g = torch.Generator().manual_seed(0)
     render = torch.rand(frames, 288 if cuda else h, 512 if cuda else w, 3, device=dev, requires_grad=True)
     prompt = "a corgi on a beach"
@@ -150,17 +177,32 @@ def bench_one(kind: str, spec: dict, cuda: bool, dtype_name: str, frames: int, h
         torch.cuda.reset_peak_memory_stats()
     sync()
     t0 = time.perf_counter()
-    known = {0: render[0].detach()} if kind == "ltx" else None  # WanPipeline: text-to-video only
+    first = torch.nn.functional.interpolate(render[:1].detach().permute(0, 3, 1, 2), size=(h, w),
+                                            mode="bilinear").permute(0, 2, 3, 1)[0]
+    known = {0: first} if kind in ("ltx", "cogvideox") else None  # WanPipeline: text-to-video only
     prior.generate(prompt, frames, h, w, known_frames=known, seed=0)
     sync()
     gen = time.perf_counter() - t0
     peak_gen = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-    params = sum(p.numel() for p in prior.pipe.transformer.parameters()) / 1e9
+    win_s = win_peak = float("nan")
+    if window and kind != "wan":  # (WanPipeline is text-to-video only; a VACE folder would take 8 frames)
+        ctx = {j: first for j in range(8 if kind == "ltx" else 1)}
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        t0 = time.perf_counter()
+        prior.generate(prompt, frames, h, w, known_frames=ctx, seed=1)
+        sync()
+        win_s = time.perf_counter() - t0
+        win_peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    pipe = prior.pipe if kind != "cogvideox" else (prior.i2v or prior.t2v)
+    params = sum(p.numel() for p in pipe.transformer.parameters()) / 1e9
     del prior
     if cuda:
         torch.cuda.empty_cache()
     return {"prior": kind, "params_B": params, "shape": f"{frames}x{h}x{w}", "sds_s": sds, "sds_peak_GiB": peak_sds,
-            "gen_s": gen, "gen_steps": steps, "gen_peak_GiB": peak_gen}
+            "gen_s": gen, "gen_steps": steps, "gen_peak_GiB": peak_gen, "window_s": win_s,
+            "window_peak_GiB": win_peak, "cpu_offload": cpu_offload}
 
 
 def main(argv=None) -> None:

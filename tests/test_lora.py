@@ -149,3 +149,20 @@ def test_lora_errors_and_triggers(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     err = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error")]
     assert len(err) == 1 and "another architecture" in err[0], r.stderr[-2000:]
+
+
+def test_gpu_check_dry_run(capsys):
+    """bench/gpu_check.py without a GPU: every full-size config built on the meta device."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "bench" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.dry_run(["ltx", "wan", "cogvideox"])
+    got = {r["prior"]: r for r in rows}
+    # the published sizes: LTX-Video 2B (1.9B transformer), Wan 2.1 1.3B, CogVideoX 5B
+    assert 1.8 < got["ltx"]["transformer_B"] < 2.0 and 1.2 < got["wan"]["transformer_B"] < 1.5
+    assert 5.0 < got["cogvideox"]["transformer_B"] < 6.0
+    assert got["ltx"]["latent"] == "1x128x3x9x16" and got["wan"]["run_shape"] == "17x480x832"
+    assert mod.main(["--dry-run", "--priors", "ltx"]) == 0
+    assert "dry run" in capsys.readouterr().out
