@@ -179,9 +179,11 @@ def main() -> None:
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise SystemExit(f"--arms: unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
-    if args.out.exists() and any(args.out.iterdir()) and not (args.out / "bench-sds.json").exists():
+    marker = args.out / "made-by-bench-sds-ablation"  # rerunning resumes; anything else is left alone
+    if args.out.exists() and any(args.out.iterdir()) and not marker.exists():
         raise SystemExit(f"{args.out}: exists and was not made by this bench; choose another --out")
     args.out.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     views = held_out_views()
     rows, seconds = {}, {}
     bases: dict[bool, tuple[Path, float]] = {}
