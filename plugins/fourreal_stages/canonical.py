@@ -124,7 +124,14 @@ class CanonicalStage(Stage):
         extent = scene_extent(data.cameras)
 
         model = cfg.representation.build(ctx.registry)
-        points = initial_points(ctx, cfg.init_points) or random_init_points(data.cameras, cfg.num_random_points, ctx.seed)
+        points = initial_points(ctx, cfg.init_points)
+        if points is None and cfg.random_init == "frustum":  # scenes: every view and its background
+            from fourreal_poses.triangulate import colour_from_frames, frustum_points
+
+            points = colour_from_frames(frustum_points(data.cameras, cfg.num_random_points, seed=ctx.seed),
+                                        data.video.frames, data.cameras)
+        elif points is None:
+            points = random_init_points(data.cameras, cfg.num_random_points, ctx.seed)
         model.init_from_points(points, extent)
         model = model.to(dev)
 

@@ -113,6 +113,10 @@ class CanonicalConfig:
     height: Optional[int] = None
     background: Optional[list[float]] = None  # RGB behind the Gaussians; None: the data's (fourreal.background) or black
     num_random_points: int = 20000
+    # without points: ``frustum`` -- random points over every camera's view frustum and the
+    # scene's depth range (background included; fourreal_poses.triangulate.frustum_points),
+    # coloured from the frames; ``box`` -- a cube around where the optical axes meet
+    random_init: Literal["frustum", "box"] = "frustum"
     representation: Component("representation") = component_default("representation", "gaussians")  # type: ignore[valid-type]
     w_mv: Optional[Component("deformer")] = component_default(  # type: ignore[valid-type]
         "deformer", "mlp", time_input="frame_code", predict_scale=False
