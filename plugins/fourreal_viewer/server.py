@@ -101,15 +101,24 @@ class ViewerApp:
         self._build_scene()
         server.on_client_connect(self._on_connect)
         server.on_client_disconnect(self._on_disconnect)
-        threading.Thread(target=self._play_loop, daemon=True, name="fourreal-view-play").start()
-        threading.Thread(target=self._poll_loop, daemon=True, name="fourreal-view-poll").start()
+        self._threads = [threading.Thread(target=self._play_loop, daemon=True, name="fourreal-view-play"),
+                         threading.Thread(target=self._poll_loop, daemon=True, name="fourreal-view-poll")]
+        for th in self._threads:
+            th.start()
         host = "localhost" if o.host in ("0.0.0.0", "::") else o.host
         return f"http://{host}:{o.port}"
 
     def stop(self) -> None:
         self._stop.set()
-        for loop in list(self._clients.values()):
+        loops = list(self._clients.values())
+        for loop in loops:
+            loop.stopped = True
             loop.wake.set()
+        # wait for the render/play threads to leave torch before the interpreter exits: a
+        # thread still inside a torch op at exit aborts the process ("terminate called ...")
+        for th in [*getattr(self, "_threads", []), *(loop.thread for loop in loops)]:
+            if th.is_alive() and th is not threading.current_thread():
+                th.join(timeout=10)
         if self.server is not None:
             with _quiet():
                 self.server.stop()
