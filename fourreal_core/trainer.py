@@ -30,11 +30,6 @@ StateFn = Callable[[], Mapping[str, "torch.Tensor"]]
 LoadFn = Callable[[Mapping[str, "torch.Tensor"], dict], None]
 
 
-def scaled_steps(steps: int, scale: float) -> int:
-    """Iteration counts under ``iterations_scale`` (at least 1 when ``steps`` > 0)."""
-    return 0 if steps <= 0 else max(1, int(round(steps * scale)))
-
-
 class NonFiniteError(FourRealError):
     """Training produced NaN/inf: the stage stops before publishing or checkpointing it."""
 
