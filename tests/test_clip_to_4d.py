@@ -57,7 +57,7 @@ def test_clip_to_4d_recipe(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     st = tmp_path / "run" / "stages"
     gen = json.loads((st / "01_generate" / "generation.json").read_text())
-    assert gen["reference_source"] == str(CLIP) and gen["num_frames"] == 6
+    assert gen["reference_source"] == str(CLIP.resolve()) and gen["num_frames"] == 6
     assert gen["freeze_prompt"].startswith("orbit shot, Camera circulating around")
     assert gen["loras"]["prior"][0]["uses"] == ["freeze_time", "sds_multiview"]
     # the reference video IS the clip (every 4th frame, resized), not a generation
