@@ -61,6 +61,18 @@ def knn(points: torch.Tensor, k: int, block_elements: int = DEFAULT_BLOCK_ELEMEN
     return knn_kdtree(points, k)
 
 
+def _prepare(points: torch.Tensor, k: int) -> tuple[int, int, Optional[KNNResult]]:
+    """Shape check and ``k`` clamped to ``N-1``; the empty result when no neighbour exists."""
+    if points.ndim != 2:
+        raise ValueError(f"points must be [N,D], got {tuple(points.shape)}")
+    n = points.shape[0]
+    k = min(int(k), n - 1)
+    if k < 1:
+        e = torch.zeros(n, 0, device=points.device)
+        return n, k, KNNResult(e.long(), e)
+    return n, k, None
+
+
 @torch.no_grad()
 def knn_kdtree(points: torch.Tensor, k: int) -> KNNResult:
     """:func:`knn` with ``scipy.spatial.cKDTree`` (CPU; O(N log N)). Non-finite points get
@@ -69,13 +81,9 @@ def knn_kdtree(points: torch.Tensor, k: int) -> KNNResult:
     import numpy as np
     from scipy.spatial import cKDTree
 
-    if points.ndim != 2:
-        raise ValueError(f"points must be [N,D], got {tuple(points.shape)}")
-    n = points.shape[0]
-    k = min(int(k), n - 1)
-    if k < 1:
-        empty = torch.zeros(n, 0, device=points.device)
-        return KNNResult(empty.long(), empty)
+    n, k, empty = _prepare(points, k)
+    if empty is not None:
+        return empty
     p = points.detach().cpu().double().numpy()
     p = np.where(np.isfinite(p), p, 0.0)
     tree = cKDTree(p)
@@ -100,13 +108,9 @@ def knn_brute_force(points: torch.Tensor, k: int, block_elements: int = DEFAULT_
     winners) and keeps the ``k`` smallest, so memory is ``chunk x N``. O(N^2): the path for
     CUDA tensors (seconds for 300k points on a GPU), and the reference the KD-tree is tested
     against. Ties are broken by index order of ``topk``."""
-    if points.ndim != 2:
-        raise ValueError(f"points must be [N,D], got {tuple(points.shape)}")
-    n = points.shape[0]
-    k = min(int(k), n - 1)
-    if k < 1:
-        empty = torch.zeros(n, 0, device=points.device)
-        return KNNResult(empty.long(), empty)
+    n, k, empty = _prepare(points, k)
+    if empty is not None:
+        return empty
     p = points.detach().float()
     sq = (p * p).sum(-1)  # [N]
     chunk = max(1, min(n, block_elements // max(n, 1)))

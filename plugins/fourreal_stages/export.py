@@ -79,20 +79,28 @@ def orbit_cameras(camera: Cameras, target: torch.Tensor, angles_deg, up: Optiona
     return Cameras(torch.stack(mats), camera.Ks[:1].cpu().expand(n, 3, 3).clone(), camera.width, camera.height)
 
 
+@torch.no_grad()
+def deformed_raw(scene: Scene4D, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Means, quaternions (wxyz, not renormalised) and log-scales of the Gaussians deformed to
+    time ``t`` -- the raw (file) parametrisation, unlike :meth:`Scene4D.gaussians_at`."""
+    raw = scene.model.raw
+    q = torch.nn.functional.normalize(raw["quats"].detach(), dim=-1)
+    means, log_scales = raw["means"].detach(), raw["scales"].detach()
+    if scene.deformer is not None:
+        d = scene.deformer.deform(means, float(t), quats=q)
+        means, q = means + d.dx, q + d.dq
+        if d.ds is not None:
+            log_scales = log_scales + d.ds
+    return means, q, log_scales
+
+
 def write_ply_at(scene: Scene4D, t: float, path: Path) -> None:
     """The Gaussians deformed to time ``t`` as a standard 3DGS PLY (SH colours are not
     rotated with the Gaussians)."""
     from fourreal_gaussians.ply import write_ply
 
     raw = scene.model.raw
-    q = torch.nn.functional.normalize(raw["quats"].detach(), dim=-1)
-    means, scales = raw["means"].detach(), raw["scales"].detach()
-    if scene.deformer is not None:
-        with torch.no_grad():
-            d = scene.deformer.deform(means, float(t), quats=q)
-        means, q = means + d.dx, q + d.dq
-        if d.ds is not None:
-            scales = scales + d.ds
+    means, q, scales = deformed_raw(scene, t)
     write_ply(path, means, q, scales, raw["opacities"].detach(), raw["sh0"].detach(), raw["shN"].detach())
 
 
@@ -228,7 +236,6 @@ def write_rerun(scene: Scene4D, path: Path, times, fps: float, inputs: Optional[
 
     inputs = inputs or {}
     raw = scene.model.raw
-    q0 = torch.nn.functional.normalize(raw["quats"].detach(), dim=-1)
     opac = torch.sigmoid(raw["opacities"].detach().reshape(-1))
     rgb = (0.5 + 0.28209479177387814 * raw["sh0"].detach().reshape(-1, 3)).clamp(0, 1)
     rgba = (torch.cat([rgb, opac[:, None]], 1) * 255).round().to(torch.uint8).cpu().numpy()
@@ -260,13 +267,7 @@ def write_rerun(scene: Scene4D, path: Path, times, fps: float, inputs: Optional[
         for k, t in enumerate(times):
             rec.set_time("frame", sequence=k)
             rec.set_time("time", duration=float(t) * span)
-            means, q, log_s = raw["means"].detach(), q0, raw["scales"].detach()
-            if scene.deformer is not None:
-                with torch.no_grad():
-                    d = scene.deformer.deform(means, float(t), quats=q)
-                means, q = means + d.dx, q + d.dq
-                if d.ds is not None:
-                    log_s = log_s + d.ds
+            means, q, log_s = deformed_raw(scene, t)
             q = torch.nn.functional.normalize(q, dim=-1)
             rec.log("world/gaussians", rr.GaussianSplats3D(
                 means.cpu().numpy(), scales=torch.exp(log_s).cpu().numpy(),
