@@ -66,7 +66,7 @@ def fox_split(data: Path, out: Path, height: int, poses: str, every: int = 8) ->
                          "registered_fraction": res.report.get("registered_fraction")}
     rep["pose_seconds"] = round(time.perf_counter() - t0, 1)
     for name, idx in (("train", train_idx), ("test", test_idx)):
-        pv = PosedVideo(Video(tj.video.frames[idx]), cams[idx], anchor=0 if name == "train" else None)
+        pv = PosedVideo(Video(tj.video.frames[idx]), cams[idx], canonical_view=0 if name == "train" else None)
         write_transforms(out / name / "transforms.json", pv)
     np.savez(out / "points.npz", points=pts.points.numpy().astype(np.float32),
              colors=pts.colors.numpy().astype(np.float32))

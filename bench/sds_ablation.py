@@ -80,8 +80,8 @@ stages:
       num_reference_frames: {T_REF}
       num_freeze_frames: {K_FREEZE}
       orbit_arc_deg: {ARC}
-      anchor_index: 0
-      freeze_anchor_index: 0
+      canonical_frame: 0
+      canonical_view: 0
       num_test_views: 0
       num_test_static_views: 0
       write_videos: false

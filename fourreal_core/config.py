@@ -234,7 +234,14 @@ def component_default(kind: str, name: str, **params: Any) -> Any:
     return field(default_factory=lambda: {"name": name, "params": dict(params)})
 
 
+def renamed(old: str, new: str, what: str) -> None:
+    """A recipe key that was renamed: a config keeps ``old`` as a ``None``-default field only to
+    say so and calls this from ``__post_init__`` when it is set; recipe validation reports the
+    one line (with the YAML path)."""
+    raise ValueError(f"{old!r} was renamed {new!r} ({what}); write `{new}:` instead of `{old}:`")
+
+
 __all__ = [
     "Ramp", "InputPath", "InputFile", "Component", "ComponentSpec", "component_default", "Optional",
-    "Steps", "StepCount", "steps_floor", "scale_steps", "step_count_marker",
+    "Steps", "StepCount", "steps_floor", "scale_steps", "step_count_marker", "renamed",
 ]

@@ -160,7 +160,8 @@ def load_transforms(
 
     Returns:
         PosedVideo with frames ``[N,H,W,3]``, OpenCV cameras, ``times [N]`` when every frame
-        has ``time``, ``anchor`` from the fourreal extras (re-indexed after striding), masks
+        has ``time``, ``canonical_view`` from the fourreal extras (re-indexed after striding; files
+        written before the rename say ``anchor``, still read), masks
         ``[N,H,W,1]`` when frames have ``mask_path``, and ``meta`` with ``source``,
         ``file_paths``, ``frame_indices`` (into the file's frame list), ``warnings`` and the
         file's other top-level keys (``aabb_scale``...).
@@ -318,10 +319,13 @@ def load_transforms(
         warnings.append("some frames have 'time' and some do not: times ignored")
 
     extras = data.get("fourreal") if isinstance(data.get("fourreal"), dict) else {}
-    anchor_src = extras.get("anchor", data.get("anchor"))
-    anchor = None
-    if anchor_src is not None and int(_number(anchor_src, f"{jpath}: anchor")) in idxs:
-        anchor = idxs.index(int(anchor_src))
+    canonical_view = None
+    for key in ("canonical_view", "anchor"):  # ``anchor``: files written before the rename
+        src = extras.get(key, data.get(key))
+        if src is not None:
+            k = int(_number(src, f"{jpath}: {key}"))
+            canonical_view = idxs.index(k) if k in idxs else None
+            break
 
     fps = float(extras.get("fps", data.get("fps", 8.0)) or 8.0) / stride
     meta: dict[str, Any] = {
@@ -338,7 +342,7 @@ def load_transforms(
         video=Video(frames.contiguous(), fps=fps),
         cameras=cameras,
         times=times_t,
-        anchor=anchor,
+        canonical_view=canonical_view,
         masks=masks,
         meta=meta,
     )
@@ -358,11 +362,11 @@ def write_transforms(
     frame), ``camera_angle_x`` (for D-NeRF loaders), ``camera_model: OPENCV`` with zero
     distortion, ``frames`` with ``file_path`` (``image_folder/file_pattern``), camera-to-world
     OpenGL ``transform_matrix``, ``time`` when ``posed.times`` is set and ``mask_path`` when
-    ``posed.masks`` is; fourreal extras (``anchor``, ``fps``, ``extra``) under ``"fourreal"``.
+    ``posed.masks`` is; fourreal extras (``canonical_view``, ``fps``, ``extra``) under ``"fourreal"``.
 
     Args:
         path: the json file to write (its folder receives ``image_folder/``).
-        posed: the frames, cameras and optional times/anchor/masks.
+        posed: the frames, cameras and optional times/canonical_view/masks.
         image_folder: folder for the PNGs, relative to the json.
         write_images: False writes only the json (images assumed present).
         file_pattern: ``str.format`` pattern for image names.
@@ -416,9 +420,11 @@ def write_transforms(
         frames_json.append(fr)
     out["frames"] = frames_json
     fourreal: dict[str, Any] = {"version": 1, "fps": float(posed.video.fps), "num_frames": len(posed)}
-    if posed.anchor is not None:
-        fourreal["anchor"] = int(posed.anchor)
+    if posed.canonical_view is not None:
+        fourreal["canonical_view"] = int(posed.canonical_view)
     if extra:
+        if "canonical_view" in extra:  # the video's own: posed.canonical_view
+            raise ValueError("write_transforms: set posed.canonical_view, not extra['canonical_view']")
         fourreal.update(extra)
     out["fourreal"] = fourreal
     write_json(path, out)

@@ -212,15 +212,16 @@ class PosedVideo:
         video: the frames.
         cameras: ``len(video)`` cameras, image size equal to the frames'.
         times: ``[N]`` float32 in [0,1] or None (a freeze-time video has one time).
-        anchor: index of the frame shared with the reference video (the canonical
-            frame ``c``), or None.
+        canonical_view: index of the frame that shows the canonical frame c from the
+            reference camera (at t_c), or None: the canonical view k_c of a freeze-time video;
+            in the reference video it is the canonical frame c itself. (Was ``anchor``.)
         masks: optional ``[N,H,W,1]`` float32 in [0,1]: which pixels to supervise.
     """
 
     video: Video
     cameras: Cameras
     times: Optional["torch.Tensor"] = None
-    anchor: Optional[int] = None
+    canonical_view: Optional[int] = None
     masks: Optional["torch.Tensor"] = None
     meta: dict = field(default_factory=dict)
 

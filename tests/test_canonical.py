@@ -25,7 +25,7 @@ DEFORMER = {"name": "mlp", "params": {"time_input": "frame_code", "predict_scale
 # 0.5 x 0.6 around the 0.35-radius sphere) cannot be absorbed by any gradient-based fit from a
 # static start and costs the held-out views with or without w_mv (docs/benchmarks.md).
 IMPERFECTIONS = {"wobble": 0.2, "wobble_radius": 2.0, "moving_object": 0.08}
-NUM_FREEZE, ANCHOR = 12, 6
+NUM_FREEZE, K_C = 12, 6
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("canon")
     torch.set_num_threads(1)
     ds = make_dataset("garden", root / "data", width=64, height=48, num_reference_frames=8,
-                      num_freeze_frames=NUM_FREEZE, freeze_anchor_index=ANCHOR, num_test_views=1,
+                      num_freeze_frames=NUM_FREEZE, canonical_view=K_C, num_test_views=1,
                       num_test_static_views=4, flicker=0.0, seed=0, write_videos=False, **IMPERFECTIONS)
     return root, ds
 
@@ -44,7 +44,7 @@ def _injected_mean_abs_dx(ds) -> float:
     """Mean |dx|_1 of the injected inconsistency over the true Gaussians and freeze frames."""
     from fourreal_synthetic.scenes import Imperfections
 
-    imp = Imperfections(anchor=ANCHOR, num_frames=NUM_FREEZE, seed=0, **IMPERFECTIONS)
+    imp = Imperfections(canonical_view=K_C, num_frames=NUM_FREEZE, seed=0, **IMPERFECTIONS)
     truth = ds.scene.gaussians(ds.t_c).means
     imperfect = ds.scene.with_imperfections(imp)
     return float(torch.stack([(imperfect.gaussians(ds.t_c, frame=k).means - truth).abs().sum(-1)
@@ -116,7 +116,7 @@ def test_small_motion_loss_keeps_deformation_small(runs, dataset):
     assert off["heldout_static_psnr"] < on["heldout_static_psnr"] + 1.0, (on, off)
 
 
-def test_anchor_frame_has_no_deformation(runs, dataset):
+def test_canonical_view_has_no_deformation(runs, dataset):
     """w_mv(x, k_c) = 0: the canonical render at the canonical view equals the deformed one."""
     from fourreal_core.io import load_tensors
 

@@ -66,7 +66,7 @@ def test_clip_to_4d_recipe(tmp_path):
     assert ref.shape == (6, 32, 32, 3) and float((ref - want).abs().max()) <= 1.5 / 255
     frz = read_video(st / "01_generate" / "freeze_time").frames
     assert frz.shape == (24, 32, 32, 3)
-    assert torch.allclose(frz[gen["freeze_time_anchor"]], ref[2], atol=1.5 / 255)  # seeded from the clip's frame c
+    assert torch.allclose(frz[gen["canonical_view"]], ref[2], atol=1.5 / 255)  # seeded from the clip's frame c
     # the report, from the generate stage (no cameras) and the poses stage (its cameras)
     for stage, poses in (("01_generate", "estimated"), ("02_poses", "given")):
         rep = json.loads((st / stage / "freeze_time_report.json").read_text())

@@ -78,7 +78,7 @@ def test_ltx_freeze_time_context_is_kept(tmp_path, monkeypatch):
         assert win["context_drift"] >= 0 and win["seam"] >= 0
     # the backward window got the video's first 8 frames of its time, reversed
     # (the video's first 8 frames then; after 8 frames were prepended they sit at a..a+7)
-    known_b, v, a = outs[2][0], res.video.frames, res.anchor
+    known_b, v, a = outs[2][0], res.video.frames, res.canonical_view
     assert a == 8 and all(torch.allclose(known_b[j], v[a + 7 - j]) for j in range(8))
 
 
@@ -97,7 +97,7 @@ def test_report_scores_imperfections_and_warns_on_a_moving_object(tmp_path):
     scores = {}
     for name, imp in (("clean", {}), ("demo", dict(wobble=0.1, moving_object=0.05, flicker=0.02))):
         fz = _orbit(tmp_path, name, **imp).freeze_time
-        scores[name] = freeze_time_report(fz.video.frames, cameras=fz.cameras, anchor=0)
+        scores[name] = freeze_time_report(fz.video.frames, cameras=fz.cameras, canonical_view=0)
     assert scores["clean"]["usable"] is True and scores["clean"]["warnings"] == []
     assert abs(scores["clean"]["orbit_deg"] - 90.0) < 1.0
     assert scores["demo"]["static_fraction"] < scores["clean"]["static_fraction"]

@@ -59,21 +59,21 @@ def test_load_function():
 
 
 @pytest.mark.parametrize("direction,K", [("both", 36), ("forward", 27), ("backward", 24)])
-def test_extension_counts_overlaps_anchor(direction, K):
+def test_extension_counts_overlaps_canonical_view(direction, K):
     spy = Spy(_random_masked_prior())
     img = torch.rand(16, 16, 3, generator=torch.Generator().manual_seed(1))
     res = generate_freeze_time(spy, img, "Camera circulating around a vase, time elapse", K, overlap=8,
                                direction=direction, seed=5)
     v = res.video.frames
     assert v.shape == (K, 16, 16, 3)
-    assert torch.equal(v[res.anchor], img)  # the anchor frame is the input frame
+    assert torch.equal(v[res.canonical_view], img)  # the canonical view is the input frame
     new = K - 16
     if direction == "both":
-        assert res.anchor == new // 2
+        assert res.canonical_view == new // 2
     elif direction == "forward":
-        assert res.anchor == 0
+        assert res.canonical_view == 0
     else:
-        assert res.anchor == new
+        assert res.canonical_view == new
     fwd, bwd = {"both": ((new + 1) // 2, new // 2), "forward": (new, 0), "backward": (0, new)}[direction]
     assert len(spy.calls) == len(res.windows) == 1 + -(-fwd // 8) + -(-bwd // 8)
     # every window's conditioning frames are frames of the final video, unchanged, at their positions
@@ -100,6 +100,6 @@ def test_window_longer_than_target_and_bad_overlap():
     spy = Spy(_random_masked_prior(frames=8, size=8))
     img = torch.rand(8, 8, 3)
     res = generate_freeze_time(spy, img, "p", 5, overlap=4)
-    assert len(res.video) == 8 and res.anchor == 0 and len(spy.calls) == 1
+    assert len(res.video) == 8 and res.canonical_view == 0 and len(spy.calls) == 1
     with pytest.raises(FourRealError, match="overlap"):
         generate_freeze_time(spy, img, "p", 16, overlap=8)

@@ -53,7 +53,7 @@ def test_generate_stage_outputs(tmp_path, checkpoint):
     ref = read_video(out / "reference").frames
     frz = read_video(out / "freeze_time").frames
     assert ref.shape == (12, 16, 16, 3) and frz.shape == (28, 16, 16, 3)
-    a = info["freeze_time_anchor"]
+    a = info["canonical_view"]
     assert a == (28 - 16) // 2
     assert torch.equal(frz[a], ref[5])  # 8-bit PNGs of the same float frame
     assert len(read_video(out / "reference.mp4")) == 12 and len(read_video(out / "freeze_time.mp4")) == 28

@@ -339,12 +339,12 @@ def test_known_orbit_geometry(up):
     assert cams.Ks[0, 0, 0].item() == pytest.approx(40.0 / math.tan(math.radians(30.0)), rel=1e-6)
 
 
-def test_known_fixed_reference_video_sits_at_the_anchor():
+def test_known_fixed_reference_video_sits_at_the_canonical_view():
     freeze, ref = Video(torch.zeros(10, 36, 48, 3)), Video(torch.zeros(5, 72, 96, 3))
-    cfg = KnownConfig(radius=2.0, arc_deg=120.0, anchor_frame=4, random_points=300, seed=1)
+    cfg = KnownConfig(radius=2.0, arc_deg=120.0, canonical_view=4, random_points=300, seed=1)
     res = KnownPoseEstimator(cfg).estimate([freeze, ref], ["freeze.mp4", "ref.mp4"])
     orbit, fixed = res.videos
-    assert orbit.anchor == 4 and fixed.anchor is None
+    assert orbit.canonical_view == 4 and fixed.canonical_view is None
     assert fixed.meta["trajectory"] == "fixed" and orbit.meta["trajectory"] == "orbit"
     assert torch.allclose(fixed.cameras.viewmats, orbit.cameras.viewmats[4].expand(5, 4, 4))
     assert (fixed.cameras.width, fixed.cameras.height) == (96, 72)
@@ -354,8 +354,8 @@ def test_known_fixed_reference_video_sits_at_the_anchor():
     assert len(pts) == 300 and bool(((pts.colors >= 0) & (pts.colors <= 1)).all())
     seen = points_in_view(pts.points, Cameras.cat([orbit.cameras, fixed.cameras.scaled(0.5)]))
     assert bool((seen == 15).all())
-    with pytest.raises(InputError, match="anchor_frame 12"):
-        KnownPoseEstimator(KnownConfig(anchor_frame=12)).estimate([freeze, ref], ["a", "b"])
+    with pytest.raises(InputError, match="canonical_view 12"):
+        KnownPoseEstimator(KnownConfig(canonical_view=12)).estimate([freeze, ref], ["a", "b"])
     with pytest.raises(InputError, match="trajectories"):
         KnownPoseEstimator(KnownConfig(trajectories=["orbit"])).estimate([freeze, ref], ["a", "b"])
 
@@ -364,7 +364,7 @@ def test_known_from_transforms_json(tmp_path):
     from fourreal_core.transforms_json import write_transforms
 
     cams = _orbit(6, W=64, H=48)
-    posed = PosedVideo(Video(torch.rand(6, 48, 64, 3)), cams, times=torch.linspace(0, 1, 6), anchor=2)
+    posed = PosedVideo(Video(torch.rand(6, 48, 64, 3)), cams, times=torch.linspace(0, 1, 6), canonical_view=2)
     path = write_transforms(tmp_path / "a" / "transforms.json", posed)
     # the video was resized to 128x96: intrinsics follow, poses do not change
     video = Video(torch.zeros(6, 96, 128, 3))
@@ -372,7 +372,7 @@ def test_known_from_transforms_json(tmp_path):
     got = res.videos[0]
     assert torch.allclose(got.cameras.viewmats, cams.viewmats, atol=1e-5)
     assert torch.allclose(got.cameras.Ks, cams.scaled(2.0).Ks, atol=1e-4)
-    assert got.anchor == 2 and torch.allclose(got.times, torch.linspace(0, 1, 6))
+    assert got.canonical_view == 2 and torch.allclose(got.times, torch.linspace(0, 1, 6))
     assert got.video is video
     # source: auto with no list reads the transforms.json named by each video (a stage can
     # pass the input paths as names)

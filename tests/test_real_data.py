@@ -177,12 +177,12 @@ def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
     frz = load_transforms(st / "freeze_time")
     ref = load_transforms(st / "reference")
     test = load_transforms(st / "test")
-    assert len(frz) == 3 and frz.anchor == 1 and torch.allclose(frz.times, torch.full((3,), 0.5))
+    assert len(frz) == 3 and frz.canonical_view == 1 and torch.allclose(frz.times, torch.full((3,), 0.5))
     assert torch.allclose(frz.cameras.viewmats, orbit.viewmats[:3], atol=1e-5)
     assert torch.allclose(frz.cameras.Ks[0], orbit.scaled(2.0).Ks[0], atol=1e-4)
-    assert len(ref) == 5 and ref.anchor == 2 and torch.allclose(ref.times, torch.linspace(0, 1, 5))
+    assert len(ref) == 5 and ref.canonical_view == 2 and torch.allclose(ref.times, torch.linspace(0, 1, 5))
     assert torch.allclose(ref.cameras.viewmats, orbit.viewmats[1].expand(5, 4, 4), atol=1e-5)
-    # the reference video's frame c is the freeze-time anchor view (same instant, same camera)
+    # the reference video's frame c is the freeze-time canonical view k_c (same instant, same camera)
     assert torch.allclose(ref.video.frames[2], frz.video.frames[1], atol=2 / 255)
     assert len(test) == 3 and torch.allclose(test.times, torch.tensor([0.0, 0.5, 1.0]))
     assert len(load_transforms(st / "test_static")) == 1
@@ -191,7 +191,7 @@ def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
     st2 = _run_stage(tmp_path, {"capture": str(tmp_path / "cap"), "long_side": 40, "points": "none",
                                 "setting": "all"}, name="all")
     allv = load_transforms(st2 / "reference")
-    assert len(allv) == 15 and allv.anchor == 2 * 3 + 0
+    assert len(allv) == 15 and allv.canonical_view == 2 * 3 + 0
     assert torch.allclose(allv.times[:3], torch.zeros(3)) and not (st2 / "freeze_time").exists()
     with pytest.raises(InputError, match="camera '9' is not in the capture"):
         _run_stage(tmp_path, {"capture": str(tmp_path / "cap"), "test_cameras": ["9"]}, name="bad")

@@ -366,7 +366,7 @@ iterations_scale: 0.002
 stages:
   - name: synthetic
     params: {{scene: garden, seed: 0, width: 72, height: 40, num_reference_frames: 6, num_freeze_frames: 4,
-             orbit_arc_deg: 90, anchor_index: 0, num_test_views: 0, num_test_static_views: 0, write_videos: false,
+             orbit_arc_deg: 90, canonical_frame: 0, num_test_views: 0, num_test_static_views: 0, write_videos: false,
              num_init_points: 800}}
   - name: motion
     params:

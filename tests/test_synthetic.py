@@ -39,7 +39,7 @@ def clean(tmp_path_factory):
     """Garden dataset with every imperfection off."""
     out = tmp_path_factory.mktemp("clean")
     return make_dataset("garden", out, width=W, height=H, num_reference_frames=T, num_freeze_frames=K,
-                        anchor_index=2, freeze_anchor_index=1, orbit_arc_deg=150, num_test_views=2,
+                        canonical_frame=2, canonical_view=1, orbit_arc_deg=150, num_test_views=2,
                         num_test_static_views=2, seed=3, num_init_points=500)
 
 
@@ -48,7 +48,7 @@ def imperfect(tmp_path_factory):
     """The same dataset with wobble, a moving object and flicker in the freeze-time video."""
     out = tmp_path_factory.mktemp("imperfect")
     return make_dataset("garden", out, width=W, height=H, num_reference_frames=T, num_freeze_frames=K,
-                        anchor_index=2, freeze_anchor_index=1, orbit_arc_deg=150, num_test_views=0,
+                        canonical_frame=2, canonical_view=1, orbit_arc_deg=150, num_test_views=0,
                         num_test_static_views=0, seed=3, wobble=0.15, moving_object=0.3, flicker=0.08,
                         write_videos=False)
 
@@ -160,19 +160,19 @@ def test_articulated_bones_reproduce_the_motion():
 
 
 @pytest.mark.parametrize("kind", ["wobble", "moving_object", "flicker"])
-def test_each_imperfection_differs_from_truth_except_at_the_anchor(kind):
+def test_each_imperfection_differs_from_truth_except_at_the_canonical_view(kind):
     scene = make_scene("garden", seed=0)
-    anchor, n = 2, 6
-    imp = Imperfections(anchor=anchor, num_frames=n, **{kind: {"wobble": 0.2, "moving_object": 0.4,
+    k_c, n = 2, 6
+    imp = Imperfections(canonical_view=k_c, num_frames=n, **{kind: {"wobble": 0.2, "moving_object": 0.4,
                                                                 "flicker": 0.1}[kind]})
     bad = scene.with_imperfections(imp)
     cams = scene.orbit(n, 40, 30, arc_deg=150, start_azimuth_deg=scene.ref_azimuth_deg - 2 * 30)
     t_c = 0.5
-    for k in (anchor, 0, 5):
+    for k in (k_c, 0, 5):
         truth = scene.render(cams[k], t_c)
         img = bad.render(cams[k], t_c, frame=k)
         d = (img - truth).abs()
-        if k == anchor:
+        if k == k_c:
             assert torch.equal(img, truth)
         else:
             assert float(d.mean()) > 5e-4 and float(d.max()) > 0.03, (kind, k, float(d.mean()))
@@ -205,11 +205,11 @@ def test_freeze_time_geometry(clean):
     assert clean.t_c == pytest.approx(2 / (T - 1))
     assert torch.allclose(ref.times, torch.linspace(0, 1, T))
     assert torch.all(fz.times == clean.t_c)
-    # one world frame: the freeze-time anchor camera IS the reference camera
-    ka = clean.freeze_anchor_index
-    assert fz.anchor == ka == 1 and ref.anchor == clean.anchor_index == 2
-    assert torch.equal(fz.cameras.viewmats[ka], ref.cameras.viewmats[0])
-    assert torch.equal(fz.cameras.Ks[ka], ref.cameras.Ks[0])
+    # one world frame: the canonical view's camera IS the reference camera
+    k_c = clean.canonical_view
+    assert fz.canonical_view == k_c == 1 and ref.canonical_view == clean.canonical_frame == 2
+    assert torch.equal(fz.cameras.viewmats[k_c], ref.cameras.viewmats[0])
+    assert torch.equal(fz.cameras.Ks[k_c], ref.cameras.Ks[0])
     assert torch.equal(ref.cameras.viewmats, ref.cameras.viewmats[:1].expand(T, 4, 4))
     # the orbit spans >= 120 degrees around the scene, monotonically, at constant distance
     az = _azimuths_deg(fz.cameras, clean.scene.center)
@@ -217,8 +217,8 @@ def test_freeze_time_geometry(clean):
     assert np.all(np.diff(az) > 0)
     dist = (fz.cameras.centers - clean.scene.center).norm(dim=-1)
     assert torch.allclose(dist, dist[:1].expand_as(dist), atol=1e-4)
-    # and the anchor frame shows exactly the reference frame c
-    assert torch.equal(fz.video.frames[ka], ref.video.frames[clean.anchor_index])
+    # and the canonical view shows exactly the reference frame c
+    assert torch.equal(fz.video.frames[k_c], ref.video.frames[clean.canonical_frame])
 
 
 def test_clean_freeze_time_equals_the_true_scene(clean):
@@ -238,13 +238,13 @@ def test_clean_freeze_time_equals_the_true_scene(clean):
     assert not any(torch.isclose(t, clean.reference.times).any() for t in te.times)
 
 
-def test_imperfect_freeze_time_differs_except_at_anchor(imperfect, clean):
-    ka = imperfect.freeze_anchor_index
+def test_imperfect_freeze_time_differs_except_at_canonical_view(imperfect, clean):
+    k_c = imperfect.canonical_view
     a, b = imperfect.freeze_time.video.frames, clean.freeze_time.video.frames
     assert torch.equal(imperfect.freeze_time.cameras.viewmats, clean.freeze_time.cameras.viewmats)
     for k in range(K):
         d = float((a[k] - b[k]).abs().mean())
-        if k == ka:
+        if k == k_c:
             assert d == 0.0
         else:
             assert d > 2e-3, (k, d)
@@ -255,7 +255,7 @@ def test_imperfect_freeze_time_differs_except_at_anchor(imperfect, clean):
 def test_written_files_load_back(clean):
     root = clean.root
     info = json.loads((root / "scene.json").read_text())
-    assert info["anchor_index"] == 2 and info["freeze_anchor_index"] == 1
+    assert info["canonical_frame"] == 2 and info["canonical_view"] == 1
     assert info["orbit_arc_deg"] >= 120 and info["scene"]["name"] == "garden"
     for name in ("reference", "freeze_time", "test", "test_static"):
         mem = clean.split(name)
@@ -263,10 +263,11 @@ def test_written_files_load_back(clean):
         assert torch.allclose(disk.cameras.viewmats, mem.cameras.viewmats, atol=1e-5), name
         assert torch.allclose(disk.cameras.Ks, mem.cameras.Ks, atol=1e-5), name
         assert torch.allclose(disk.times, mem.times), name
-        assert disk.anchor == mem.anchor, name
+        assert disk.canonical_view == mem.canonical_view, name
         extras = disk.meta["fourreal"]
         assert extras["background"] == pytest.approx(clean.scene.background.tolist()), name
-        assert (extras["canonical_frame"], extras["freeze_time_anchor"]) == (2, 1), name
+        # canonical_view is the video's own (k_c = 1 in the freeze-time video, c = 2 in the reference)
+        assert extras["canonical_frame"] == 2 and extras.get("canonical_view") == mem.canonical_view, name
         assert torch.allclose(disk.video.frames, mem.video.frames, atol=1 / 255 + 1e-6), name
         vid = read_video(root / f"{name}.mp4")
         assert vid.frames.shape == (len(mem), H, W, 3), name
@@ -301,7 +302,7 @@ def test_stage_runs_from_a_recipe(tmp_path):
     assert info["scene"]["name"] == "object" and info["num_freeze_frames"] == 4
     assert info["imperfections"]["wobble"] == 0.1 and info["imperfections"]["moving_object"] == 0.05
     fz = load_transforms(out / "freeze_time")
-    assert len(fz) == 4 and fz.anchor == 0 and fz.video.frames.shape == (4, 24, 32, 3)
+    assert len(fz) == 4 and fz.canonical_view == 0 and fz.video.frames.shape == (4, 24, 32, 3)
     assert (out / "reference.mp4").is_file() and (out / "init_points.npz").is_file()
     events = [json.loads(line)["event"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert "synthetic_done" in events

@@ -169,7 +169,7 @@ def _orbit_posed(n=6, w=40, h=30, times=True) -> PosedVideo:
     cams = Cameras(vm, Ks, w, h)
     frames = smooth_video(n=n, h=h, w=w)
     t = torch.linspace(0, 1, n) if times else None
-    return PosedVideo(Video(frames, fps=6.0), cams, times=t, anchor=2)
+    return PosedVideo(Video(frames, fps=6.0), cams, times=t, canonical_view=2)
 
 
 def test_transforms_round_trip(tmp_path):
@@ -180,7 +180,7 @@ def test_transforms_round_trip(tmp_path):
     assert (data["w"], data["h"]) == (40, 30)
     assert data["fl_x"] == pytest.approx(37.5) and data["cy"] == pytest.approx(14.25)
     assert data["camera_angle_x"] == pytest.approx(2 * math.atan(40 / (2 * 37.5)))
-    assert data["fourreal"]["anchor"] == 2
+    assert data["fourreal"]["canonical_view"] == 2
     fr = data["frames"][3]
     assert fr["file_path"] == "images/00003.png" and (path.parent / fr["file_path"]).is_file()
     # transform_matrix is camera-to-world OpenGL: its translation is the camera centre and
@@ -196,17 +196,17 @@ def test_transforms_round_trip(tmp_path):
     assert torch.allclose(back.cameras.Ks, posed.cameras.Ks, atol=1e-5)
     assert (back.cameras.width, back.cameras.height) == (40, 30)
     assert torch.allclose(back.times, posed.times)
-    assert back.anchor == 2
+    assert back.canonical_view == 2
     assert back.video.fps == pytest.approx(6.0)
     assert torch.allclose(back.video.frames, posed.video.frames, atol=1 / 255 + 1e-6)
     assert back.meta["warnings"] == []
 
-    # resize scales the intrinsics; stride re-indexes the anchor
+    # resize scales the intrinsics; stride re-indexes the canonical view
     half = load_transforms(path, height=15, stride=2)
     assert half.video.frames.shape == (3, 15, 20, 3)
     assert torch.allclose(half.cameras.Ks[0], posed.cameras.Ks[0] * torch.tensor([[0.5], [0.5], [1.0]]))
     assert torch.allclose(half.cameras.viewmats, posed.cameras.viewmats[::2], atol=1e-5)
-    assert half.anchor == 1 and torch.allclose(half.times, posed.times[::2])
+    assert half.canonical_view == 1 and torch.allclose(half.times, posed.times[::2])
 
 
 def test_transforms_per_frame_intrinsics_and_masks(tmp_path):
@@ -221,7 +221,7 @@ def test_transforms_per_frame_intrinsics_and_masks(tmp_path):
     assert "fl_x" not in data and data["frames"][2]["fl_x"] == pytest.approx(32.0)
     assert "time" not in data["frames"][0]
     back = load_transforms(path)
-    assert back.times is None and back.anchor is None
+    assert back.times is None and back.canonical_view is None
     assert torch.allclose(back.cameras.Ks, Ks, atol=1e-5)
     assert torch.equal(back.masks, masks)
 

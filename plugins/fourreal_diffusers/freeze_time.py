@@ -25,7 +25,7 @@ generated frame and the last context frame next to it) and ``context_drift`` (ho
 prior's output strayed from the context frames before they were written back), which the
 freeze-time report scores.
 
-The result records the anchor index (where the canonical frame sits in the stitched
+The result records the canonical view k_c (where the canonical frame sits in the stitched
 video). Priors must return known frames exactly at their indices (the VideoPrior
 contract), so overlapping frames are consistent by construction; :func:`generate_freeze_time`
 writes the conditioning frames back anyway so the stitched video never depends on it.
@@ -147,7 +147,7 @@ class FreezeTimeResult:
 
     Attributes:
         video: ``[K,H,W,3]`` frames.
-        anchor: index of the canonical (input) frame in ``video``.
+        canonical_view: k_c, the index of the canonical (input) frame in ``video``.
         prompt: the prompt the prior was given.
         windows: one dict per prior call: ``{"direction", "start" (global index of the
             window's frame 0), "known" (window indices that were conditioned on, in video
@@ -155,7 +155,7 @@ class FreezeTimeResult:
     """
 
     video: Video
-    anchor: int
+    canonical_view: int
     prompt: str
     windows: list = field(default_factory=list)
 
@@ -191,7 +191,7 @@ def generate_freeze_time(
             start); default the prior's ``context_at_start`` attribute (False if absent).
 
     Returns:
-        :class:`FreezeTimeResult` (the anchor is 0 unless frames were added backwards).
+        :class:`FreezeTimeResult` (``canonical_view`` is 0 unless frames were added backwards).
     """
     from fourreal_core.video_io import resize_frames
 
@@ -221,7 +221,7 @@ def generate_freeze_time(
     first = prior.generate(prompt, W, H_, W_, known_frames={0: img}, seed=seed).frames.float().cpu()
     first[0] = img
     frames = list(first)
-    anchor = 0
+    k_c = 0
     windows.append({"direction": "first", "start": 0, "known": [0]})
     i = 1
     if on_window:
@@ -260,10 +260,10 @@ def generate_freeze_time(
                 w["start"] += need
             windows[-1]["start"] = need - (W - overlap)
             frames[:0] = list(out[W - overlap - need : W - overlap])
-            anchor += need
+            k_c += need
             todo_b -= need
         i += 1
         if on_window:
             on_window(i, total)
     video = torch.stack(frames[:K]).clamp(0.0, 1.0)
-    return FreezeTimeResult(Video(video.contiguous(), fps=8.0), anchor, prompt, windows)
+    return FreezeTimeResult(Video(video.contiguous(), fps=8.0), k_c, prompt, windows)

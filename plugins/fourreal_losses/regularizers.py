@@ -137,7 +137,7 @@ class _NeighbourLoss(BaseLoss):
             return weights()
         return shared.memo(("weights", inputs.get("step"), version, self.cfg.k, lam, x0.data_ptr()), weights)
 
-    def anchors(self, inputs: Mapping[str, Any], n: int, device) -> Optional[torch.Tensor]:
+    def sampled_rows(self, inputs: Mapping[str, Any], n: int, device) -> Optional[torch.Tensor]:
         """The Gaussians i this step averages over: all (None) when ``cfg.sample`` is 1, else
         a fresh random ``ceil(sample * N)`` of them, drawn from the step number (an unbiased
         estimate of the full mean at ``sample`` times the cost)."""
@@ -177,7 +177,7 @@ class RigidLoss(_NeighbourLoss):
         idx, w = self.neighbours(inputs)
         if idx.shape[1] == 0:
             return x_t.sum() * 0.0
-        rows = self.anchors(inputs, idx.shape[0], idx.device)
+        rows = self.sampled_rows(inputs, idx.shape[0], idx.device)
         if rows is not None:
             idx, w = idx[rows], w[rows]
         n, k = idx.shape
@@ -210,7 +210,7 @@ class RotLoss(_NeighbourLoss):
         qt = q_t / q_t.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         qp = q_p / q_p.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         rel = quat_multiply(qt, quat_conjugate(qp))  # [N,4]
-        rows = self.anchors(inputs, idx.shape[0], idx.device)
+        rows = self.sampled_rows(inputs, idx.shape[0], idx.device)
         rel_i = rel
         if rows is not None:
             idx, w, rel_i = idx[rows], w[rows], rel[rows]

@@ -5,13 +5,13 @@
 * ``source: transforms`` -- one nerfstudio / instant-ngp / D-NeRF ``transforms.json`` per
   video (``transforms``, or the video names when that list is empty; read with
   :func:`fourreal_core.transforms_json.load_transforms`, intrinsics scaled
-  to the video's frame size; ``time`` and the fourreal ``anchor`` are passed on).
+  to the video's frame size; ``time`` and the fourreal ``canonical_view`` are passed on).
 * ``source: orbit`` -- a parametric orbit for generated videos whose camera path is known:
   frame ``k`` of an orbit video looks at ``look_at`` from azimuth
   ``start_azimuth_deg + k * arc_deg / (n - 1)`` (``/ n`` for a full 360 degree orbit, whose
   end point would duplicate the start), elevation ``elevation_deg``, distance ``radius``;
   a ``fixed`` video (the 4Real reference video) keeps the orbit's camera at
-  ``anchor_frame`` for all its frames. The convention is exactly the one of
+  ``canonical_view`` (k_c) for all its frames. The convention is exactly the one of
   :func:`fourreal_synthetic.scenes.orbit_cameras` (z up, azimuth from +x toward +y,
   horizontal ``fov_deg``), generalised to any axis-aligned ``up``.
 
@@ -217,7 +217,8 @@ class KnownPoseEstimator(PoseEstimator):
                 "transforms": tj.meta.get("source", str(path)),
                 "warnings": list(tj.meta.get("warnings", [])),
             }
-            posed.append(PosedVideo(video=video, cameras=tj.cameras, times=tj.times, anchor=tj.anchor, meta=meta))
+            posed.append(PosedVideo(video=video, cameras=tj.cameras, times=tj.times, canonical_view=tj.canonical_view,
+                                    meta=meta))
             rep.append({"name": name, "frames": len(video), "transforms": meta["transforms"],
                         "warnings": meta["warnings"]})
         return posed, {"pose_estimator": "known", "source": "transforms", "videos": rep}
@@ -247,9 +248,9 @@ class KnownPoseEstimator(PoseEstimator):
             raise InputError(f"pose estimator 'known': look_at must have 3 numbers, got {cfg.look_at}")
         traj = self._trajectories(len(videos))
         orbit_len = next((len(v) for v, t in zip(videos, traj) if t == "orbit"), None)
-        if orbit_len is not None and not 0 <= cfg.anchor_frame < orbit_len:
+        if orbit_len is not None and not 0 <= cfg.canonical_view < orbit_len:
             raise InputError(
-                f"pose estimator 'known': anchor_frame {cfg.anchor_frame} is outside the orbit "
+                f"pose estimator 'known': canonical_view {cfg.canonical_view} is outside the orbit "
                 f"video's {orbit_len} frames"
             )
         posed, rep = [], []
@@ -258,24 +259,24 @@ class KnownPoseEstimator(PoseEstimator):
             meta = {"pose_estimator": "known", "source": "orbit", "name": name, "trajectory": kind}
             if kind == "orbit":
                 cams = self._orbit(len(video), W, H)
-                anchor = cfg.anchor_frame
+                k_c = cfg.canonical_view
             else:
-                # the anchor camera of the orbit (as the orbit video samples it)
+                # the orbit's camera at the canonical view (as the orbit video samples it)
                 n_ref = orbit_len if orbit_len is not None else 1
-                a = cfg.anchor_frame if orbit_len is not None else 0
+                a = cfg.canonical_view if orbit_len is not None else 0
                 one = self._orbit(n_ref, W, H)[a]
                 cams = Cameras(
                     one.viewmats.expand(len(video), 4, 4).clone(), one.Ks.expand(len(video), 3, 3).clone(), W, H
                 )
-                anchor = None
-                meta["anchor_frame"] = a
-            posed.append(PosedVideo(video=video, cameras=cams, anchor=anchor, meta=meta))
+                k_c = None
+                meta["canonical_view"] = a
+            posed.append(PosedVideo(video=video, cameras=cams, canonical_view=k_c, meta=meta))
             rep.append({"name": name, "frames": len(video), "trajectory": kind})
         orbit = {
             k: getattr(cfg, k)
             for k in (
                 "radius", "elevation_deg", "arc_deg", "start_azimuth_deg", "look_at", "fov_deg", "up",
-                "anchor_frame",
+                "canonical_view",
             )
         }
         return posed, {"pose_estimator": "known", "source": "orbit", "orbit": orbit, "videos": rep}

@@ -28,8 +28,8 @@ The stage then forms one of two settings (``setting``):
 
 Outputs (``stages/NN_multicam/``)::
 
-    reference/transforms.json     (+ images/)   per-frame camera and time; anchor = c
-    freeze_time/transforms.json   (+ images/)   4real only; anchor = the reference camera
+    reference/transforms.json     (+ images/)   per-frame camera and time; canonical_view = c
+    freeze_time/transforms.json   (+ images/)   4real only; canonical_view = k_c, the reference camera
     test/transforms.json          (+ images/, masks/ when given)   held-out cameras over time
     test_static/transforms.json   held-out cameras at t_c
     points.ply                    initial points (file / triangulated / frustum; see triangulate.py)
@@ -357,21 +357,21 @@ class MulticamStage(Stage):
         # -- the training videos
         frz_cams = cap.cameras_at(train, [times[c]] * len(train), H, W)
         frz_frames = torch.cat([cap.frames(cam, [times[c]], H, W) for cam in train])
-        a = train.index(ref_cam)
+        k_c = train.index(ref_cam)
         if cfg.setting == "4real":
             ref = PosedVideo(Video(cap.frames(ref_cam, times, H, W), fps=cfg.fps),
-                             cap.cameras_at([ref_cam] * T, times, H, W), times=tnorm, anchor=c)
-            frz = PosedVideo(Video(frz_frames, fps=cfg.fps), frz_cams, times=torch.full((len(train),), t_c), anchor=a)
+                             cap.cameras_at([ref_cam] * T, times, H, W), times=tnorm, canonical_view=c)
+            frz = PosedVideo(Video(frz_frames, fps=cfg.fps), frz_cams, times=torch.full((len(train),), t_c), canonical_view=k_c)
             write_transforms(out / "freeze_time" / "transforms.json", frz,
                              extra={"split": "freeze_time", "t_c": t_c, "canonical_frame": c, "cameras": train})
         else:
             pairs = [(cam, k) for k in range(T) for cam in train]
             fr = torch.cat([cap.frames(cam, times, H, W) for cam in train])  # [C*T] camera-major
             order = [train.index(cam) * T + k for cam, k in pairs]  # time-major: every camera at t, then t+1
-            anchor = c * len(train) + a
             ref = PosedVideo(Video(fr[order], fps=cfg.fps),
                              cap.cameras_at([p[0] for p in pairs], [times[p[1]] for p in pairs], H, W),
-                             times=torch.tensor([float(tnorm[k]) for _, k in pairs]), anchor=anchor)
+                             times=torch.tensor([float(tnorm[k]) for _, k in pairs]),
+                             canonical_view=c * len(train) + k_c)  # the reference camera at t_c
         write_transforms(out / "reference" / "transforms.json", ref,
                          extra={"split": "reference", "t_c": t_c, "canonical_frame": c, "setting": cfg.setting,
                                 "reference_camera": ref_cam})

@@ -5,10 +5,10 @@ implementations are imported inside the factories. See docs/poses.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from fourreal_core import hookimpl
-from fourreal_core.config import InputPath
+from fourreal_core.config import InputPath, renamed
 
 CameraModel = Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"]
 
@@ -54,8 +54,9 @@ class KnownConfig:
     ``source: auto`` reads transforms.json files when ``transforms`` lists them or when
     every video's name is the path of one (a transforms.json or a folder holding one),
     and uses the orbit otherwise. ``source: orbit`` gives the videos listed as ``orbit`` in ``trajectories`` the orbit
-    described below and the ``fixed`` ones the orbit's camera at ``anchor_frame`` (the
-    4Real reference video is filmed from the freeze-time video's anchor pose).
+    described below and the ``fixed`` ones the orbit's camera at ``canonical_view`` (the
+    4Real reference video is filmed from the freeze-time video's canonical view k_c).
+    (``canonical_view`` was ``anchor_frame``.)
     """
 
     source: Literal["auto", "transforms", "orbit"] = "auto"
@@ -70,7 +71,7 @@ class KnownConfig:
     look_at: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     fov_deg: float = 50.0  # horizontal field of view; square pixels, centred principal point
     up: Literal["+z", "-z", "+y", "-y", "+x", "-x"] = "+z"
-    anchor_frame: int = 0  # orbit frame whose camera the fixed videos use
+    canonical_view: int = 0  # k_c: the orbit frame whose camera the fixed videos use
     # -- optional initial points ----------------------------------------------------------
     random_points: int = 0  # >0: random points seen by every camera (PoseResult.points)
     random_points_extent: float = 0.0  # half-size of the sampling cube; 0: radius * tan(fov/2)
@@ -89,6 +90,11 @@ class KnownConfig:
     triangulate_max_image_size: int = 1024
     triangulate_max_pair_angle_deg: float = 75.0  # match frames whose optical axes are this close
     triangulate_pairs_per_frame: int = 8
+    anchor_frame: Any = None  # renamed canonical_view: kept only to say so
+
+    def __post_init__(self) -> None:
+        if self.anchor_frame is not None:
+            renamed("anchor_frame", "canonical_view", "k_c, the orbit frame the fixed videos are filmed from")
 
 
 @dataclass

@@ -117,7 +117,7 @@ class CanonicalStage(Stage):
         data = posed_input(ctx, cfg.freeze_time, "freeze_time/transforms.json", "freeze-time video",
                            "params.freeze_time", height=cfg.height, width=cfg.width)
         K = len(data)
-        k_c = data.anchor if data.anchor is not None else 0  # the canonical view
+        k_c = data.canonical_view if data.canonical_view is not None else 0
         frames = data.video.frames.to(dev)
         bg = background_for(cfg.background, data, dev)
         cams0 = data.cameras.to(dev)
@@ -151,7 +151,7 @@ class CanonicalStage(Stage):
 
     # ---------------------------------------------------------------------- outputs
     @torch.no_grad()
-    def _write_outputs(self, ctx, cfg, model, deformer, refiner, data, frames, bg, c, seconds) -> None:
+    def _write_outputs(self, ctx, cfg, model, deformer, refiner, data, frames, bg, k_c, seconds) -> None:
         from fourreal_core.io import save_tensors, write_json
         from fourreal_core.transforms_json import write_transforms
         from fourreal_core.types import PosedVideo
@@ -174,18 +174,18 @@ class CanonicalStage(Stage):
         canon_t, deformed_t = torch.stack(canon), torch.stack(deformed)
         inputs = frames.cpu()
         write_video(out / "freeze_time_rerender.mp4", torch.cat([inputs, canon_t, deformed_t], dim=2), fps=cfg.video_fps)
-        refined = PosedVideo(data.video, cams.to("cpu"), times=data.times, anchor=c)
+        refined = PosedVideo(data.video, cams.to("cpu"), times=data.times, canonical_view=k_c)
         write_transforms(out / "freeze_time" / "transforms.json", refined)
         if deformer is not None:
             save_tensors(out / "per_frame_deformer.safetensors", deformer.state_dict(),
-                         {"num_frames": str(len(data)), "canonical_view": str(c)})
+                         {"num_frames": str(len(data)), "canonical_view": str(k_c)})
             write_component_json(out / "per_frame_deformer.json", self.cfg.w_mv,
-                                 {"num_frames": len(data), "canonical_view": c})
+                                 {"num_frames": len(data), "canonical_view": k_c})
         metrics = {
             "num_gaussians": len(model),
             "train_psnr_deformed": psnr(deformed_t, inputs),
             "train_psnr_canonical": psnr(canon_t, inputs),
-            "anchor_psnr": psnr(canon_t[c], inputs[c]),
+            "canonical_view_psnr": psnr(canon_t[k_c], inputs[k_c]),
             "mean_abs_dx": (sum(dxs) / len(dxs)) if dxs else 0.0,
             "mean_abs_dq": (sum(dqs) / len(dqs)) if dqs else 0.0,
             "scene_extent": scene_extent(data.cameras),

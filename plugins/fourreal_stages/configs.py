@@ -11,11 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from fourreal_core.config import Component, InputPath, Steps, component_default
-
-
-def _renamed(old: str, new: str, what: str) -> None:
-    """Old recipes: one line saying what was renamed (recipe validation reports it)."""
-    raise ValueError(f"{old!r} was renamed {new!r} ({what}); write `{new}:` instead of `{old}:`")
+from fourreal_core.config import renamed as _renamed  # old recipes: one line saying what was renamed
 
 
 # -------------------------------------------------------------------------- scheduler
@@ -93,8 +89,8 @@ class CanonicalConfig:
     """Paper §3.3: canonical 3DGS + per-frame deformation w_mv(x, k) from a freeze-time video.
 
     freeze_time: the freeze-time video's transforms.json (default: an earlier stage's
-        ``freeze_time/transforms.json``). Its ``anchor`` is the canonical view k_c: the
-        freeze-time frame that shows the canonical frame c of the reference video.
+        ``freeze_time/transforms.json``). Its ``canonical_view`` is k_c: the freeze-time
+        frame that shows the canonical frame c of the reference video.
     init_points: sparse points (.ply/.npz; default: an earlier stage's ``points.ply`` or
         ``init_points.npz``; else ``num_random_points`` random points).
     w_mv: the per-frame deformation field w_mv(x, k), zero at k_c; ``null`` turns it off
@@ -142,7 +138,7 @@ class MotionConfig:
 
     reference: the reference video's transforms.json (default: an earlier stage's
         ``reference/transforms.json``); per-frame ``time`` in [0,1] (else evenly spaced);
-        its ``anchor`` is the canonical frame c (t_c = its time; w_t is zero at t_c). A
+        its ``canonical_view`` is the canonical frame c (t_c = its time; w_t is zero at t_c). A
         monocular D-NeRF capture works the same way.
     freeze_time: the freeze-time video (default: the newest earlier ``freeze_time/transforms.json``,
         i.e. the canonical stage's refined cameras); used by phases with ``frames: all``.
@@ -190,9 +186,9 @@ class PosesConfig:
         Default: an earlier stage's ``reference.mp4`` / ``freeze_time.mp4`` (the generate stage).
     canonical_frame: the reference frame c the freeze-time video was generated from
         (default: the generate stage's ``generation.json``, else the middle frame).
-    freeze_time_anchor: the freeze-time frame that is reference frame c seen from the
-        reference camera (default: ``generation.json``'s, else 0).
-    reference_camera: ``fixed`` -- the reference video is filmed from the freeze-time anchor's
+    canonical_view: k_c, the freeze-time frame that is reference frame c seen from the
+        reference camera (default: ``generation.json``'s, else 0). (Was ``freeze_time_anchor``.)
+    reference_camera: ``fixed`` -- the reference video is filmed from the canonical view's
         camera (the 4Real setting: only the freeze-time video goes through SfM);
         ``estimate`` -- register every reference frame in the same reconstruction.
     """
@@ -206,10 +202,15 @@ class PosesConfig:
     max_frames: Optional[int] = None
     min_frames: int = 4
     canonical_frame: Optional[int] = None
-    freeze_time_anchor: Optional[int] = None
+    canonical_view: Optional[int] = None
     reference_camera: Literal["fixed", "estimate"] = "fixed"
     orbit_only: bool = False  # only a freeze-time/orbit video (a static scene): no reference video
     fps: float = 8.0
+    freeze_time_anchor: Any = None  # renamed canonical_view: kept only to say so
+
+    def __post_init__(self) -> None:
+        if self.freeze_time_anchor is not None:
+            _renamed("freeze_time_anchor", "canonical_view", "k_c, the freeze-time index of the canonical frame")
 
 
 # ----------------------------------------------------------------- export / eval stages

@@ -182,7 +182,7 @@ def _rotation_deg(R: np.ndarray) -> float:
 def freeze_time_report(
     frames: torch.Tensor,
     cameras=None,
-    anchor: Optional[int] = None,
+    canonical_view: Optional[int] = None,
     windows: Optional[Sequence[dict]] = None,
     options: Optional[ReportOptions] = None,
     source: str = "",
@@ -193,7 +193,7 @@ def freeze_time_report(
         frames: ``[K,H,W,3]`` in [0,1].
         cameras: optional :class:`~fourreal_core.types.Cameras` (K of them, any image size:
             the intrinsics are rescaled to the frames) -- the poses the poses stage uses.
-        anchor: index of the canonical frame (recorded).
+        canonical_view: k_c, the index of the canonical frame (recorded).
         windows: the freeze-time windows of ``generation.json`` (``start``, ``known``,
             ``direction``) for the seam scores.
         options: thresholds (:class:`ReportOptions`).
@@ -207,7 +207,7 @@ def freeze_time_report(
     opt = options or ReportOptions()
     frames = torch.as_tensor(frames).detach().float().cpu()
     K, H, W = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
-    out: dict[str, Any] = {"source": source, "frames": K, "height": H, "width": W, "anchor": anchor,
+    out: dict[str, Any] = {"source": source, "frames": K, "height": H, "width": W, "canonical_view": canonical_view,
                            "poses": "given" if cameras is not None else "estimated from the video (no cameras)",
                            "options": asdict(opt)}
     warnings: list[str] = []
@@ -346,14 +346,14 @@ def summary_line(report: dict) -> str:
     return head + ": WARNING, unlikely to reconstruct: " + "; ".join(report["warnings"]) + f". Advice: {report['advice']}"
 
 
-def write_report(out_dir: Path, frames: torch.Tensor, cameras=None, anchor: Optional[int] = None,
+def write_report(out_dir: Path, frames: torch.Tensor, cameras=None, canonical_view: Optional[int] = None,
                  windows: Optional[Sequence[dict]] = None, options: Optional[ReportOptions] = None,
                  source: str = "", ctx=None) -> dict:
     """:func:`freeze_time_report` -> ``out_dir/freeze_time_report.json``; the summary line goes
     to ``ctx.notice`` (stderr + the run log) when a stage context is given."""
     from fourreal_core.io import write_json
 
-    report = freeze_time_report(frames, cameras=cameras, anchor=anchor, windows=windows, options=options,
+    report = freeze_time_report(frames, cameras=cameras, canonical_view=canonical_view, windows=windows, options=options,
                                 source=source)
     report["summary"] = summary_line(report)
     write_json(Path(out_dir) / REPORT_NAME, report)

@@ -8,7 +8,7 @@
    ("Camera circulating around ..., time elapse", action verbs dropped; or ``freeze_prompt``
    verbatim, or any ``prompt_rewriter`` function), and the video is extended
    autoregressively (8 known + 8 new frames per step, both directions) to ``freeze_frames``
-   frames; the anchor (where frame c sits in it) is recorded. LoRAs of the prior are
+   frames; the canonical view k_c (where frame c sits in it) is recorded. LoRAs of the prior are
    switched per use (``reference`` for step 1, ``freeze_time`` for step 2; their trigger
    words are added to the freeze-time prompt).
 3. The freeze-time usability report (``freeze_time_report.json`` + one summary line,
@@ -18,7 +18,7 @@ Outputs (``ctx.out_dir``)::
 
     reference.mp4  reference/00000.png ...     the reference video (frames are lossless)
     freeze_time.mp4  freeze_time/00000.png ...  the freeze-time video
-    generation.json  {prompt, freeze_prompt, canonical_frame, freeze_time_anchor, fps,
+    generation.json  {prompt, freeze_prompt, canonical_frame, canonical_view, fps,
                       prior, num_frames, freeze_frames, height, width, seed, windows,
                       reference_source, loras}
     freeze_time_report.json                    the usability report
@@ -182,7 +182,7 @@ class GenerateStage(Stage):
             "prompt": cfg.prompt,
             "freeze_prompt": freeze_prompt,
             "canonical_frame": c,
-            "freeze_time_anchor": res.anchor,
+            "canonical_view": res.canonical_view,  # k_c (was freeze_time_anchor)
             "fps": cfg.fps,
             "prior": cfg.prior.name,
             "freeze_prior": (cfg.freeze_prior or cfg.prior).name,
@@ -198,10 +198,10 @@ class GenerateStage(Stage):
         if cfg.report:
             from .freeze_report import write_report
 
-            write_report(out, res.video.frames, cameras=None, anchor=res.anchor, windows=res.windows,
+            write_report(out, res.video.frames, cameras=None, canonical_view=res.canonical_view, windows=res.windows,
                          source="generate: freeze_time.mp4", ctx=ctx)
         ctx.log("generate_done", stage=ctx.name, reference_frames=T, freeze_frames=len(res.video),
-                freeze_time_anchor=res.anchor)
+                canonical_view=res.canonical_view)
 
 
 def make_generate(cfg: GenerateConfig) -> GenerateStage:

@@ -37,13 +37,13 @@ def _plain(report) -> dict:
     return {k: v for k, v in (report or {}).items() if isinstance(v, (int, float, str, list, dict, bool))}
 
 
-def _freeze_report(ctx, cfg, frz, anchor, info, frz_path) -> None:
+def _freeze_report(ctx, cfg, frz, k_c, info, frz_path) -> None:
     """The freeze-time usability report (fourreal_stages.freeze_report) with the cameras
     this stage hands on; window seams when the video is the generate stage's."""
     from .freeze_report import write_report
 
     windows = info.get("windows") if not cfg.freeze_time else None
-    write_report(ctx.out_dir, frz.video.frames, cameras=frz.cameras, anchor=anchor, windows=windows,
+    write_report(ctx.out_dir, frz.video.frames, cameras=frz.cameras, canonical_view=k_c, windows=windows,
                  source=f"poses: {frz_path}", ctx=ctx)
 
 
@@ -74,46 +74,48 @@ class PosesStage(Stage):
         if cfg.orbit_only:  # an orbit video alone (a static scene): cameras + points, no reference
             result = cfg.pose_estimator.build(ctx.registry).estimate([frz_video], [str(frz_path)])
             frz = result.videos[0]
-            a = cfg.freeze_time_anchor or 0
-            frz = PosedVideo(frz.video, frz.cameras, times=torch.zeros(len(frz)), anchor=int(a))
+            k_c = cfg.canonical_view or 0
+            frz = PosedVideo(frz.video, frz.cameras, times=torch.zeros(len(frz)), canonical_view=int(k_c))
             write_transforms(ctx.out_dir / "freeze_time" / "transforms.json", frz)
-            _freeze_report(ctx, cfg, frz, a, info, frz_path)
+            _freeze_report(ctx, cfg, frz, k_c, info, frz_path)
             if result.points is not None and len(result.points):
                 write_points_ply(ctx.out_dir / "points.ply", result.points)
-            write_json(ctx.out_dir / "poses.json", {"estimator": cfg.pose_estimator.name, "freeze_time_anchor": a,
+            write_json(ctx.out_dir / "poses.json", {"estimator": cfg.pose_estimator.name, "canonical_view": k_c,
                                                     "report": _plain(result.report)})
             return
         ref_video, _ = read_any_video(ref_path, cfg)
         T = len(ref_video)
         c = cfg.canonical_frame if cfg.canonical_frame is not None else info.get("canonical_frame", T // 2)
-        a = cfg.freeze_time_anchor if cfg.freeze_time_anchor is not None else info.get("freeze_time_anchor", 0)
+        # generation.json written before the rename says ``freeze_time_anchor``
+        k_c = cfg.canonical_view if cfg.canonical_view is not None else \
+            info.get("canonical_view", info.get("freeze_time_anchor", 0))
         if not 0 <= c < T:
             raise InputError(f"params.canonical_frame: {c} is outside the reference video's {T} frames ({ref_path})")
-        if not 0 <= a < len(frz_video):
-            raise InputError(f"params.freeze_time_anchor: {a} is outside the freeze-time video's "
+        if not 0 <= k_c < len(frz_video):
+            raise InputError(f"params.canonical_view: {k_c} is outside the freeze-time video's "
                              f"{len(frz_video)} frames ({frz_path})")
         estimator = cfg.pose_estimator.build(ctx.registry)
         ctx.log("poses_start", stage=ctx.name, estimator=cfg.pose_estimator.name, frames=[len(frz_video), T])
         if cfg.reference_camera == "fixed":
             result = estimator.estimate([frz_video], [str(frz_path)])
             frz = result.videos[0]
-            cam = frz.cameras[a]
+            cam = frz.cameras[k_c]
             ref_cams = Cameras(cam.viewmats.expand(T, 4, 4).clone(), cam.Ks.expand(T, 3, 3).clone(), cam.width, cam.height)
             ref = PosedVideo(ref_video, ref_cams)
         else:
             result = estimator.estimate([frz_video, ref_video], [str(frz_path), str(ref_path)])
             frz, ref = result.videos
         times = torch.linspace(0.0, 1.0, len(ref)) if len(ref) > 1 else torch.zeros(1)
-        ref = PosedVideo(ref.video, ref.cameras, times=times, anchor=int(c))
+        ref = PosedVideo(ref.video, ref.cameras, times=times, canonical_view=int(c))  # the reference video's is c
         t_c = float(times[c]) if c < len(times) else 0.0
-        frz = PosedVideo(frz.video, frz.cameras, times=torch.full((len(frz),), t_c), anchor=int(a))
+        frz = PosedVideo(frz.video, frz.cameras, times=torch.full((len(frz),), t_c), canonical_view=int(k_c))
         write_transforms(ctx.out_dir / "reference" / "transforms.json", ref)
         write_transforms(ctx.out_dir / "freeze_time" / "transforms.json", frz)
-        _freeze_report(ctx, cfg, frz, a, info, frz_path)
+        _freeze_report(ctx, cfg, frz, k_c, info, frz_path)
         if result.points is not None and len(result.points):
             write_points_ply(ctx.out_dir / "points.ply", result.points)
         write_json(ctx.out_dir / "poses.json", {"estimator": cfg.pose_estimator.name, "canonical_frame": c,
-                                                "freeze_time_anchor": a, "report": _plain(result.report)})
+                                                "canonical_view": k_c, "report": _plain(result.report)})
 
 
 # ----------------------------------------------------------------------------- export

@@ -74,7 +74,7 @@ class MotionFit(Fit):
         self.K = len(freeze) if freeze is not None else 0
         self.freeze_frames = freeze.video.frames.to(dev) if freeze is not None else None
         self.freeze_cams = freeze.cameras.to(dev) if freeze is not None else None
-        self.k_c = freeze.anchor if (freeze is not None and freeze.anchor is not None) else 0
+        self.k_c = freeze.canonical_view if (freeze is not None and freeze.canonical_view is not None) else 0
         self.dt = 1.0 / max(self.T - 1, 1)
         self.growth = self.scheduler.phase_named("growth")
         self.meta = {"spawned": 0}
@@ -205,7 +205,7 @@ class MotionStage(Stage):
         dev = ctx.device
         ref, freeze = self._load(ctx, cfg)
         T = len(ref)
-        c = ref.anchor if ref.anchor is not None else T // 2  # the canonical frame
+        c = ref.canonical_view if ref.canonical_view is not None else T // 2  # the canonical frame
         bg = background_for(cfg.background, ref, dev)
         all_cams = ref.cameras if freeze is None else ref.cameras.__class__.cat([ref.cameras, freeze.cameras])
         extent = scene_extent(all_cams)

@@ -5,14 +5,15 @@ implementations (torch, rendering) are imported inside the factories."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from fourreal_core import hookimpl
+from fourreal_core.config import renamed
 
 
 @dataclass
 class SyntheticImperfectionsConfig:
-    """Inconsistencies injected into the freeze-time video (all zero at its anchor frame),
+    """Inconsistencies injected into the freeze-time video (all zero at its canonical view k_c),
     imitating what a video model gets wrong. Set a value to 0 to turn that one off."""
 
     wobble: float = 0.1  # peak non-rigid displacement in a region, fraction of its radius
@@ -32,8 +33,8 @@ class SyntheticStageConfig:
     height: int = 96
     num_reference_frames: int = 16
     num_freeze_frames: int = 16
-    anchor_index: Optional[int] = None  # reference frame c (None: the middle one)
-    freeze_anchor_index: int = 0  # freeze-time frame shot from the reference camera
+    canonical_frame: Optional[int] = None  # c: the reference frame at t_c (None: the middle one)
+    canonical_view: int = 0  # k_c: the freeze-time frame shot from the reference camera
     orbit_arc_deg: float = 150.0
     num_test_views: int = 4
     num_test_static_views: int = 4
@@ -44,19 +45,25 @@ class SyntheticStageConfig:
     write_videos: bool = True
     rasterizer: Literal["torch", "recipe"] = "torch"  # truth renderer
     imperfections: SyntheticImperfectionsConfig = field(default_factory=SyntheticImperfectionsConfig)
+    anchor_index: Any = None  # renamed canonical_frame: kept only to say so
+    freeze_anchor_index: Any = None  # renamed canonical_view: kept only to say so
 
     def __post_init__(self) -> None:
+        if self.anchor_index is not None:
+            renamed("anchor_index", "canonical_frame", "c, the reference frame the freeze-time video shows")
+        if self.freeze_anchor_index is not None:
+            renamed("freeze_anchor_index", "canonical_view", "k_c, the freeze-time frame shot from the reference camera")
         if self.width < 8 or self.height < 8:
             raise ValueError(f"width and height must be >= 8, got {self.width}x{self.height}")
         if self.num_reference_frames < 2 or self.num_freeze_frames < 2:
             raise ValueError("num_reference_frames and num_freeze_frames must be >= 2")
-        if self.anchor_index is not None and not 0 <= self.anchor_index < self.num_reference_frames:
+        if self.canonical_frame is not None and not 0 <= self.canonical_frame < self.num_reference_frames:
             raise ValueError(
-                f"anchor_index {self.anchor_index} outside 0..{self.num_reference_frames - 1}"
+                f"canonical_frame {self.canonical_frame} outside 0..{self.num_reference_frames - 1}"
             )
-        if not 0 <= self.freeze_anchor_index < self.num_freeze_frames:
+        if not 0 <= self.canonical_view < self.num_freeze_frames:
             raise ValueError(
-                f"freeze_anchor_index {self.freeze_anchor_index} outside 0..{self.num_freeze_frames - 1}"
+                f"canonical_view {self.canonical_view} outside 0..{self.num_freeze_frames - 1}"
             )
         if self.orbit_arc_deg <= 0:
             raise ValueError(f"orbit_arc_deg must be positive, got {self.orbit_arc_deg}")

@@ -21,7 +21,7 @@ Scenes (``make_scene(name)``):
   :attr:`ProceduralScene.bone_weights` give the ground-truth skinning.
 
 Imperfections of generated freeze-time videos (:class:`Imperfections`), applied when a
-freeze-time frame index ``frame=k`` is passed and all zero at the anchor frame:
+freeze-time frame index ``frame=k`` is passed and all zero at the canonical view k_c:
 
 * ``wobble`` -- a smooth, spatially varying displacement field over a region, different
   for every frame ``k`` (geometric inconsistency that is temporally smooth);
@@ -399,10 +399,10 @@ def _arm_motion(part: Part, t: float):
 # ========================================================================= imperfections
 @dataclass
 class Imperfections:
-    """Inconsistencies injected into a freeze-time video, all zero at frame ``anchor``.
+    """Inconsistencies injected into a freeze-time video, all zero at frame ``canonical_view``.
 
     Attributes:
-        anchor: freeze-time frame index ``c`` where the video equals the true scene.
+        canonical_view: k_c, the freeze-time frame where the video equals the true scene.
         num_frames: freeze-time video length K (sets how fast effects vary with ``k``).
         wobble: peak displacement of the wobble field, as a fraction of the wobble
             region's radius (0 disables; 0.1 moves points by up to ~10% of the radius).
@@ -410,12 +410,12 @@ class Imperfections:
         wobble_radius: radius of the region in world units (None: the scene's default).
         moving_object: how far (in reference-video time units) the scene's mover part
             advances over the whole freeze-time video (0 disables). E.g. 0.3: the mover
-            is rendered at ``t_c + 0.3 * (k - anchor) / (K - 1)``.
+            is rendered at ``t_c + 0.3 * (k - canonical_view) / (K - 1)``.
         flicker: peak per-channel colour gain deviation (bias is half of it; 0 disables).
         seed: randomness of the fields (independent of the scene seed).
     """
 
-    anchor: int = 0
+    canonical_view: int = 0
     num_frames: int = 16
     wobble: float = 0.0
     wobble_center: Optional[tuple[float, float, float]] = None
@@ -429,18 +429,18 @@ class Imperfections:
         return self.wobble != 0 or self.moving_object != 0 or self.flicker != 0
 
     def _phase(self, frame: int) -> float:
-        """Signed normalised distance from the anchor, in [-1, 1]."""
-        return (frame - self.anchor) / max(self.num_frames - 1, 1)
+        """Signed normalised distance from the canonical view, in [-1, 1]."""
+        return (frame - self.canonical_view) / max(self.num_frames - 1, 1)
 
     def flicker_gain_bias(self, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel ``gain [3]`` and ``bias [3]`` for freeze frame ``frame``; (1, 0) at the
-        anchor. Smooth in ``frame``."""
+        canonical view. Smooth in ``frame``."""
         if self.flicker == 0:
             return torch.ones(3), torch.zeros(3)
         g = torch.Generator().manual_seed(self.seed * 7919 + 17)
         omega = 2 * math.pi * (0.7 + 1.3 * torch.rand(2, 3, generator=g))
         ph = self._phase(frame)
-        # the sin of phase 0 is exactly zero -> identity at the anchor
+        # the sin of phase 0 is exactly zero -> identity at the canonical view
         gain = 1 + self.flicker * torch.sin(omega[0] * ph * 2)
         bias = 0.5 * self.flicker * torch.sin(omega[1] * ph * 3)
         return gain, bias
@@ -515,7 +515,7 @@ class ProceduralScene:
         With ``frame=k`` (a freeze-time frame index) the scene's :attr:`imperfections`
         are applied for frame ``k``: the wobble field displaces Gaussians in the wobble
         region and the mover part is evaluated at a time that keeps advancing with ``k``.
-        Both vanish at ``imperfections.anchor``. Colour flicker is applied by
+        Both vanish at ``imperfections.canonical_view``. Colour flicker is applied by
         :meth:`render`, not here.
 
         Returns:
@@ -553,7 +553,7 @@ class ProceduralScene:
         """The wobble displacement ``[N,3]`` (world units) at ``points`` ``[N,3]`` for
         freeze frame ``frame``: a smooth random vector field (sum of sinusoids) times a
         Gaussian falloff around the wobble centre, times per-frame coefficients that are
-        smooth in ``frame`` and exactly zero at the anchor."""
+        smooth in ``frame`` and exactly zero at the canonical view."""
         imp = self.imperfections
         if imp.wobble == 0:
             return torch.zeros_like(points)
@@ -568,7 +568,7 @@ class ProceduralScene:
         phase = 2 * math.pi * torch.rand(J, generator=g)
         omega = math.pi * (1.0 + 2.0 * torch.rand(J, generator=g))  # temporal freq
         ph = imp._phase(frame)
-        coef = torch.sin(omega * ph * 2)  # [J], zero at anchor
+        coef = torch.sin(omega * ph * 2)  # [J], zero at the canonical view
         spatial = torch.sin(points @ kvec.T + phase)  # [N,J]
         falloff = torch.exp(-((points - center) ** 2).sum(-1) / (radius**2))  # [N]
         disp = (spatial * coef[None]) @ dirs / math.sqrt(J)

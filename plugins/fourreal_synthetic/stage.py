@@ -4,7 +4,7 @@
 and everything needed to score it::
 
     OUT/
-      scene.json              scene + dataset description (cameras, times, anchor, imperfections)
+      scene.json              scene + dataset description (cameras, times, c, k_c, imperfections)
       init_points.npz         points [P,3] / colors [P,3] on the true surface at t_c (no COLMAP needed)
       reference/              fixed camera, t = 0..1 (T frames)           transforms.json + images/
       freeze_time/            orbit >= 120 deg at t_c with imperfections   transforms.json + images/
@@ -13,13 +13,14 @@ and everything needed to score it::
       reference.mp4 freeze_time.mp4 test.mp4 test_static.mp4
 
 Geometry: the reference camera is fixed; the freeze-time orbit keeps its radius and
-elevation and sweeps the azimuth so that its frame ``freeze_anchor_index`` IS the
+elevation and sweeps the azimuth so that its frame ``canonical_view`` IS the
 reference camera (identical matrix), so both videos share one world frame, and that frame
-shows the scene exactly as reference frame ``anchor_index`` does (time t_c, no
-imperfection). The freeze-time ``transforms.json`` records ``anchor`` = the freeze anchor;
-the reference one records ``anchor`` = ``anchor_index`` (the canonical frame c). Every
-``transforms.json`` also carries, under ``"fourreal"``: ``split``, ``t_c``,
-``canonical_frame``, ``freeze_time_anchor`` and the scene's ``background`` colour.
+shows the scene exactly as reference frame ``canonical_frame`` (c) does (time t_c, no
+imperfection). Both ``transforms.json`` record ``canonical_view``: k_c in the freeze-time
+one, c in the reference one. Every ``transforms.json`` also carries, under ``"fourreal"``:
+``split``, ``t_c``, ``canonical_frame`` and the scene's ``background`` colour; ``scene.json``
+has both indices. (``canonical_frame`` / ``canonical_view`` were ``anchor_index`` /
+``freeze_anchor_index``.)
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class SyntheticDataset:
         scene: the true scene (without imperfections).
         reference / freeze_time / test / test_static: the posed videos as written.
         points: coloured points on the true surface at ``t_c``.
-        anchor_index: reference frame c; ``t_c = times[c]``.
-        freeze_anchor_index: the freeze-time frame equal to reference frame c.
+        canonical_frame: reference frame c; ``t_c = times[c]``.
+        canonical_view: the freeze-time frame equal to reference frame c.
         t_c: the canonical time.
         info: the content of ``scene.json``.
     """
@@ -65,8 +66,8 @@ class SyntheticDataset:
     test: PosedVideo
     test_static: PosedVideo
     points: PointCloud
-    anchor_index: int
-    freeze_anchor_index: int
+    canonical_frame: int
+    canonical_view: int
     t_c: float
     info: dict = field(default_factory=dict)
 
@@ -102,8 +103,8 @@ def make_dataset(
     height: int = 96,
     num_reference_frames: int = 16,
     num_freeze_frames: int = 16,
-    anchor_index: Optional[int] = None,
-    freeze_anchor_index: int = 0,
+    canonical_frame: Optional[int] = None,
+    canonical_view: int = 0,
     orbit_arc_deg: float = 150.0,
     num_test_views: int = 4,
     num_test_static_views: int = 4,
@@ -129,14 +130,14 @@ def make_dataset(
         num_reference_frames: T, frames of the fixed-camera reference video, times
             ``i/(T-1)``.
         num_freeze_frames: K, frames of the freeze-time orbit.
-        anchor_index: reference frame c whose time ``t_c`` the freeze-time video shows
+        canonical_frame: reference frame c whose time ``t_c`` the freeze-time video shows
             (default ``T // 2``).
-        freeze_anchor_index: index of the freeze-time frame taken from the reference camera
+        canonical_view: index of the freeze-time frame taken from the reference camera
             (0: the orbit starts at the reference view, as the paper's freeze-time videos do).
         orbit_arc_deg: azimuth span of the freeze-time orbit (>= 120 recommended).
         num_test_views: held-out views of the true scene at held-out cameras and times.
         num_test_static_views: held-out views of the true scene at ``t_c``.
-        imperfections: freeze-time inconsistencies; its ``anchor``/``num_frames`` are set
+        imperfections: freeze-time inconsistencies; its ``canonical_view``/``num_frames`` are set
             here. Or pass ``wobble``/``wobble_radius``/``moving_object``/``flicker`` (see
             :class:`Imperfections`).
         num_init_points: size of the ``init_points.npz`` surface sample at ``t_c``.
@@ -153,12 +154,12 @@ def make_dataset(
     T, K = int(num_reference_frames), int(num_freeze_frames)
     if T < 2 or K < 2:
         raise ValueError(f"need at least 2 reference and 2 freeze-time frames, got {T} and {K}")
-    c = T // 2 if anchor_index is None else int(anchor_index)
-    ka = int(freeze_anchor_index)
+    c = T // 2 if canonical_frame is None else int(canonical_frame)
+    k_c = int(canonical_view)
     if not 0 <= c < T:
-        raise ValueError(f"anchor_index {c} outside the {T} reference frames")
-    if not 0 <= ka < K:
-        raise ValueError(f"freeze_anchor_index {ka} outside the {K} freeze-time frames")
+        raise ValueError(f"canonical_frame {c} outside the {T} reference frames")
+    if not 0 <= k_c < K:
+        raise ValueError(f"canonical_view {k_c} outside the {K} freeze-time frames")
     if orbit_arc_deg <= 0:
         raise ValueError(f"orbit_arc_deg must be positive, got {orbit_arc_deg}")
     if isinstance(scene, str):
@@ -166,8 +167,8 @@ def make_dataset(
     if imperfections is None:
         imperfections = Imperfections(wobble=wobble, wobble_radius=wobble_radius, moving_object=moving_object,
                                       flicker=flicker, seed=seed)
-    imperfections = Imperfections(**{**asdict(imperfections), "anchor": ka, "num_frames": K})
-    truth = scene.with_imperfections(Imperfections(anchor=ka, num_frames=K))  # none
+    imperfections = Imperfections(**{**asdict(imperfections), "canonical_view": k_c, "num_frames": K})
+    truth = scene.with_imperfections(Imperfections(canonical_view=k_c, num_frames=K))  # none
     imperfect = scene.with_imperfections(imperfections)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,19 +182,19 @@ def make_dataset(
     ref_cams = Cameras(ref_cam.viewmats.expand(T, 4, 4).clone(), ref_cam.Ks.expand(T, 3, 3).clone(),
                        width, height)
     ref_frames = _render_each(truth, ref_cams.to(dev), ref_times, rasterizer, on_frame=on_frame)
-    reference = PosedVideo(Video(ref_frames, fps=fps), ref_cams, times=ref_times, anchor=c,
+    reference = PosedVideo(Video(ref_frames, fps=fps), ref_cams, times=ref_times, canonical_view=c,
                            meta={"split": "reference"})
 
-    # ---- freeze-time: orbit through the reference camera at frame ka, time t_c --------
+    # ---- freeze-time: orbit through the reference camera at frame k_c, time t_c --------
     step = orbit_arc_deg / (K - 1)
-    az = scene.ref_azimuth_deg + step * (torch.arange(K, dtype=torch.float64) - ka)
+    az = scene.ref_azimuth_deg + step * (torch.arange(K, dtype=torch.float64) - k_c)
     fz_cams = cameras_at(az, scene.ref_elevation_deg, scene.ref_radius, scene.center, width, height,
                          scene.fov_deg)
-    fz_cams.viewmats[ka] = ref_cam.viewmats[0]  # exactly the reference camera
+    fz_cams.viewmats[k_c] = ref_cam.viewmats[0]  # exactly the reference camera
     fz_times = torch.full((K,), t_c)
     fz_frames = _render_each(imperfect, fz_cams.to(dev), fz_times, rasterizer, frames=list(range(K)),
                              on_frame=on_frame)
-    freeze = PosedVideo(Video(fz_frames, fps=fps), fz_cams, times=fz_times, anchor=ka,
+    freeze = PosedVideo(Video(fz_frames, fps=fps), fz_cams, times=fz_times, canonical_view=k_c,
                         meta={"split": "freeze_time"})
 
     # ---- held-out views ------------------------------------------------------------------
@@ -231,7 +232,7 @@ def make_dataset(
         if len(pv) == 0:
             continue
         write_transforms(out / name / "transforms.json", pv, extra={
-            "split": name, "t_c": t_c, "canonical_frame": c, "freeze_time_anchor": ka,
+            "split": name, "t_c": t_c, "canonical_frame": c,
             "background": [float(x) for x in scene.background],
         })
         if write_videos:
@@ -253,10 +254,8 @@ def make_dataset(
         "seed": int(seed),
         "num_reference_frames": T,
         "num_freeze_frames": K,
-        "anchor_index": c,
-        "freeze_anchor_index": ka,
         "canonical_frame": c,  # the names the poses stage uses
-        "freeze_time_anchor": ka,
+        "canonical_view": k_c,
         "t_c": t_c,
         "orbit_arc_deg": float(orbit_arc_deg),
         "freeze_azimuths_deg": [float(x) for x in az],
@@ -276,8 +275,8 @@ def make_dataset(
     write_json(out / "scene.json", info)
     return SyntheticDataset(
         root=out, scene=scene, reference=reference, freeze_time=freeze, test=splits["test"],
-        test_static=splits["test_static"], points=points, anchor_index=c,
-        freeze_anchor_index=ka, t_c=t_c, info=info,
+        test_static=splits["test_static"], points=points, canonical_frame=c,
+        canonical_view=k_c, t_c=t_c, info=info,
     )
 
 
@@ -321,8 +320,8 @@ class SyntheticStage(Stage):
                 height=cfg.height,
                 num_reference_frames=cfg.num_reference_frames,
                 num_freeze_frames=cfg.num_freeze_frames,
-                anchor_index=cfg.anchor_index,
-                freeze_anchor_index=cfg.freeze_anchor_index,
+                canonical_frame=cfg.canonical_frame,
+                canonical_view=cfg.canonical_view,
                 orbit_arc_deg=cfg.orbit_arc_deg,
                 num_test_views=cfg.num_test_views,
                 num_test_static_views=cfg.num_test_static_views,
@@ -335,5 +334,5 @@ class SyntheticStage(Stage):
                 write_videos=cfg.write_videos,
                 on_frame=lambda: bar.update(1),
             )
-        ctx.log("synthetic_done", anchor_index=ds.anchor_index, t_c=ds.t_c,
-                freeze_anchor_index=ds.freeze_anchor_index, num_init_points=len(ds.points))
+        ctx.log("synthetic_done", canonical_frame=ds.canonical_frame, t_c=ds.t_c,
+                canonical_view=ds.canonical_view, num_init_points=len(ds.points))
