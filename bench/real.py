@@ -39,7 +39,7 @@ def fox_split(data: Path, out: Path, height: int, poses: str, every: int = 8) ->
     import numpy as np
     import torch
 
-    from fourreal_core.transforms_json import load_transforms, write_transforms
+    from fourreal_poses.transforms_json import load_transforms, write_transforms
     from fourreal_core.types import PosedVideo, Video
 
     tj = load_transforms(data, height=height)

@@ -237,9 +237,3 @@ def get_registry(reload: bool = False) -> Registry:
         reg.load_modules_from_env()
         _default = reg
     return _default
-
-
-def set_registry(registry: Optional[Registry]) -> None:
-    """Replace the process-wide registry (tests)."""
-    global _default
-    _default = registry

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from .errors import InputError
 from .io import atomic_path
@@ -462,28 +462,6 @@ def write_video(
         finally:
             writer.close()
     return path
-
-
-def iter_video(path: Union[str, os.PathLike]) -> Iterator["torch.Tensor"]:
-    """Yield ``[H,W,3]`` float32 frames of a video file one by one (constant memory)."""
-    import numpy as np
-    import torch
-    import imageio_ffmpeg
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-        meta = next(gen)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"{path}: not a readable video ({_short(e)})") from None
-    w, h = (int(v) for v in meta["size"])
-    try:
-        for buf in gen:
-            yield torch.from_numpy(np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3).astype(np.float32) / 255.0)
-    finally:
-        gen.close()
 
 
 def _short(e: BaseException) -> str:

@@ -361,7 +361,7 @@ def test_known_fixed_reference_video_sits_at_the_canonical_view():
 
 
 def test_known_from_transforms_json(tmp_path):
-    from fourreal_core.transforms_json import write_transforms
+    from fourreal_poses.transforms_json import write_transforms
 
     cams = _orbit(6, W=64, H=48)
     posed = PosedVideo(Video(torch.rand(6, 48, 64, 3)), cams, times=torch.linspace(0, 1, 6), canonical_view=2)
@@ -474,7 +474,7 @@ def _load_fox(stride: int = 1, div: int = 4):
     from transforms.json (instant-ngp, camera-to-world OpenGL) in the same order."""
     from PIL import Image
 
-    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.transforms_json import load_transforms
 
     gt = load_transforms(FOX, stride=stride, load_images=False)
     W, H = round(1080 / div), round(1920 / div)

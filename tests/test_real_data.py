@@ -163,7 +163,7 @@ def _run_stage(tmp_path, params: dict, name="mc"):
 
 
 def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
-    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.transforms_json import load_transforms
     from fourreal_poses.multicam import read_capture
 
     orbit = _write_dg3(tmp_path / "cap")
@@ -198,7 +198,7 @@ def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
 
 
 def test_per_camera_videos_and_a_cameras_file(tmp_path):
-    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.transforms_json import load_transforms
     from fourreal_core.video_io import write_video
     from fourreal_poses.multicam import read_capture
 
@@ -232,7 +232,7 @@ def test_per_camera_videos_and_a_cameras_file(tmp_path):
 @pytest.mark.skipif(not (FOX / "transforms.json").is_file(), reason=f"real data not found at {FOX}")
 def test_triangulation_from_the_fox_captures_known_poses():
     pytest.importorskip("pycolmap")
-    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.transforms_json import load_transforms
     from fourreal_poses.triangulate import triangulate_known
 
     tj = load_transforms(FOX, height=320, stride=4)  # 17 frames, 180x320
@@ -249,7 +249,7 @@ def test_triangulation_from_the_fox_captures_known_poses():
 @pytest.mark.realdata
 @pytest.mark.skipif(not (RIG4 / "train_meta.json").is_file(), reason=f"real data not found at {RIG4}")
 def test_rig4_multicam_reads_the_capture_and_falls_back_to_frustum_points(tmp_path):
-    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.transforms_json import load_transforms
 
     st = _run_stage(tmp_path, {"capture": str(RIG4), "long_side": 64, "max_frames": 6, "stride": 10,
                                "test_times": 3, "fill_points": 2000, "points": "frustum"})

@@ -53,7 +53,7 @@ def _posed(n: int, canonical_view=None):
 
 
 def test_old_transforms_json_anchor_still_loads_and_only_the_new_name_is_written(tmp_path):
-    from fourreal_core.transforms_json import load_transforms, write_transforms
+    from fourreal_poses.transforms_json import load_transforms, write_transforms
 
     path = write_transforms(tmp_path / "v" / "transforms.json", _posed(6, canonical_view=4))
     data = json.loads(path.read_text())

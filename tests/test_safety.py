@@ -300,7 +300,7 @@ def _transforms(tmp_path: Path, mutate) -> Path:
 ])
 def test_bad_transforms_json(tmp_path, case, mutate, expected):
     from fourreal_core.errors import InputError
-    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.transforms_json import load_transforms
 
     path = _transforms(tmp_path, mutate)
     with pytest.raises(InputError) as exc:

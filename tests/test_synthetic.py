@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fourreal_core.transforms_json import load_transforms
+from fourreal_poses.transforms_json import load_transforms
 from fourreal_core.video_io import read_video
 from fourreal_synthetic.scenes import (
     Imperfections,

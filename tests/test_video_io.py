@@ -1,5 +1,5 @@
 """Video / image / transforms.json I/O at the boundary (fourreal_core.video_io,
-fourreal_core.transforms_json)."""
+fourreal_poses.transforms_json)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fourreal_core.errors import InputError
-from fourreal_core.transforms_json import load_transforms, write_transforms
+from fourreal_poses.transforms_json import load_transforms, write_transforms
 from fourreal_core.types import Cameras, PosedVideo, Video
 from fourreal_core.video_io import (
     natural_key,

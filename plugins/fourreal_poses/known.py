@@ -4,7 +4,7 @@
   video's name is a path to a transforms.json (or a folder holding one), else ``orbit``.
 * ``source: transforms`` -- one nerfstudio / instant-ngp / D-NeRF ``transforms.json`` per
   video (``transforms``, or the video names when that list is empty; read with
-  :func:`fourreal_core.transforms_json.load_transforms`, intrinsics scaled
+  :func:`fourreal_poses.transforms_json.load_transforms`, intrinsics scaled
   to the video's frame size; ``time`` and the fourreal ``canonical_view`` are passed on).
 * ``source: orbit`` -- a parametric orbit for generated videos whose camera path is known:
   frame ``k`` of an orbit video looks at ``look_at`` from azimuth
@@ -187,7 +187,7 @@ class KnownPoseEstimator(PoseEstimator):
 
     # -------------------------------------------------------------------- transforms
     def _from_transforms(self, videos: list[Video], names: list[str]):
-        from fourreal_core.transforms_json import load_transforms
+        from fourreal_poses.transforms_json import load_transforms
 
         files = list(self.cfg.transforms)
         if not files:

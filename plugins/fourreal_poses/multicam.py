@@ -321,7 +321,7 @@ class MulticamStage(Stage):
 
     def run(self, ctx) -> None:
         from fourreal_core.io import write_json
-        from fourreal_core.transforms_json import write_transforms
+        from fourreal_poses.transforms_json import write_transforms
 
         from fourreal_stages.common import write_points_ply
 

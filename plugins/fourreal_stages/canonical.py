@@ -153,7 +153,7 @@ class CanonicalStage(Stage):
     @torch.no_grad()
     def _write_outputs(self, ctx, cfg, model, deformer, refiner, data, frames, bg, k_c, seconds) -> None:
         from fourreal_core.io import save_tensors, write_json
-        from fourreal_core.transforms_json import write_transforms
+        from fourreal_poses.transforms_json import write_transforms
         from fourreal_core.types import PosedVideo
         from fourreal_core.video_io import write_video
 
@@ -204,7 +204,7 @@ class CanonicalStage(Stage):
         ctx.log("metrics", stage=ctx.name, **metrics)
 
     def _eval_views(self, ctx, cfg):
-        from fourreal_core.transforms_json import load_transforms
+        from fourreal_poses.transforms_json import load_transforms
 
         path = ctx.resolve(cfg.eval_views) if cfg.eval_views else ctx.find_output("test_static/transforms.json")
         if path is None:

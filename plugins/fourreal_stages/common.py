@@ -18,7 +18,7 @@ from fourreal_core.types import Cameras, PointCloud, PosedVideo
 # ------------------------------------------------------------------------------ inputs
 def posed_input(ctx, explicit: Optional[str], rel: str, what: str, yaml_path: str, **load_kw) -> PosedVideo:
     """Load a posed video from ``explicit`` (a recipe path) or an earlier stage's ``rel``."""
-    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.transforms_json import load_transforms
 
     path = ctx.resolve(explicit) if explicit else ctx.find_output(rel)
     if path is None:

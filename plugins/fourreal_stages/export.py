@@ -195,7 +195,7 @@ def find_inputs(out: Path, scene: Scene4D) -> dict:
     """The input frames of the run ``out`` lies in (newest ``reference/`` and
     ``freeze_time/`` transforms.json of its finished stages), as ``[N,H,W,3]`` floats; only
     when their counts match the scene's cameras."""
-    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.transforms_json import load_transforms
 
     run = next((p for p in [Path(out).resolve(), *Path(out).resolve().parents][:4]
                 if (p / "run.json").is_file() and (p / "stages").is_dir()), None)

@@ -19,7 +19,7 @@ from .evaluate import evaluate_views
 # ------------------------------------------------------------------------------ poses
 def read_any_video(path: Path, cfg: PosesConfig):
     """(Video, PosedVideo or None) from a video file, a frame folder or a transforms.json."""
-    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.transforms_json import load_transforms
     from fourreal_core.types import Video
     from fourreal_core.video_io import read_video
 
@@ -65,7 +65,7 @@ class PosesStage(Stage):
         return ref, frz, info
 
     def run(self, ctx) -> None:
-        from fourreal_core.transforms_json import write_transforms
+        from fourreal_poses.transforms_json import write_transforms
         from fourreal_core.types import Cameras, PosedVideo
 
         cfg = self.cfg
@@ -144,7 +144,7 @@ def eval_size(scene, against: Path, height: Optional[int], width: Optional[int],
     protocol of D-NeRF-style benchmarks -- a scene trained at 200x200 is scored at 200x200,
     not asked to super-resolve 800x800 targets. When the test images have another aspect
     ratio than training, only the height is matched and the aspect ratio kept."""
-    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.transforms_json import load_transforms
 
     if height is not None or width is not None:
         return height, width, "given"
@@ -161,7 +161,7 @@ def run_eval(scene, rasterizer, against: Path, white_background, lpips: bool, ou
              height: Optional[int] = None, width: Optional[int] = None, native: bool = False) -> dict:
     """Score ``scene`` on the views of ``against``, each at its own camera and time, at the
     size :func:`eval_size` picks (the training size by default)."""
-    from fourreal_core.transforms_json import load_transforms
+    from fourreal_poses.transforms_json import load_transforms
 
     h, w, source = eval_size(scene, against, height, width, native)
     views = load_transforms(against, height=h, width=w, white_background=white_background)
@@ -219,7 +219,7 @@ class RenderStage(Stage):
             c = scene.canonical_frame
             t_default = float(scene.times[c]) if scene.times is not None and c is not None else 0.0
         if cfg.cameras:
-            from fourreal_core.transforms_json import load_transforms
+            from fourreal_poses.transforms_json import load_transforms
 
             views = load_transforms(ctx.resolve(cfg.cameras), load_images=False)
             cams = views.cameras

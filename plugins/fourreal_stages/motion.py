@@ -170,7 +170,7 @@ class MotionStage(Stage):
         freeze = None
         fpath = ctx.resolve(cfg.freeze_time) if cfg.freeze_time else ctx.find_output("freeze_time/transforms.json")
         if fpath is not None:
-            from fourreal_core.transforms_json import load_transforms
+            from fourreal_poses.transforms_json import load_transforms
 
             freeze = load_transforms(fpath, height=ref.video.height, width=ref.video.width)
         return ref, freeze
@@ -251,7 +251,7 @@ class MotionStage(Stage):
                    "reference_psnr": psnr(preds, ref.video.frames), "seconds": round(seconds, 2)}
         path = ctx.resolve(cfg.eval_views) if cfg.eval_views else ctx.find_output("test/transforms.json")
         if path is not None:
-            from fourreal_core.transforms_json import load_transforms
+            from fourreal_poses.transforms_json import load_transforms
 
             views = load_transforms(path, height=ref.video.height, width=ref.video.width)
             res = evaluate_views(scene, ctx.rasterizer, views, lpips=False)

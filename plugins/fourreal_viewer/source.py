@@ -66,7 +66,7 @@ def _thumbnails(path: Optional[Path], count: Optional[int], max_width: int = 160
     try:
         import torch
 
-        from fourreal_core.transforms_json import load_transforms
+        from fourreal_poses.transforms_json import load_transforms
 
         posed = load_transforms(path)
         frames = posed.video.frames

@@ -32,14 +32,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from .errors import InputError
-from .io import write_json
-from .types import _GL_TO_CV_DIAG
+from fourreal_core.errors import InputError
+from fourreal_core.io import write_json
+from fourreal_core.types import _GL_TO_CV_DIAG
 
 if TYPE_CHECKING:
     import torch
 
-    from .types import PosedVideo
+    from fourreal_core.types import PosedVideo
 
 __all__ = ["load_transforms", "write_transforms", "find_transforms"]
 
@@ -129,7 +129,7 @@ def _image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.height, im.width
     except Exception:  # noqa: BLE001 - fall back to a full decode
-        from .video_io import read_image_rgba
+        from fourreal_core.video_io import read_image_rgba
 
         img = read_image_rgba(path)
         return int(img.shape[0]), int(img.shape[1])
@@ -172,8 +172,8 @@ def load_transforms(
     """
     import torch
 
-    from .types import Cameras, PosedVideo, Video
-    from .video_io import natural_key, read_image, resize_frames, target_size
+    from fourreal_core.types import Cameras, PosedVideo, Video
+    from fourreal_core.video_io import natural_key, read_image, resize_frames, target_size
 
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -376,7 +376,7 @@ def write_transforms(
     """
     import torch
 
-    from .video_io import write_image
+    from fourreal_core.video_io import write_image
 
     path = Path(path)
     if path.suffix.lower() != ".json":
