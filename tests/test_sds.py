@@ -93,7 +93,7 @@ def _inputs(scene, **kw):
     d = {
         "render_video": scene["render_video"],
         "freeze_cameras": scene["cams"],
-        "canonical_index": scene["c"],
+        "canonical_view": scene["c"],
         "canonical_image": scene["canon"],
         "reference_camera": scene["cams"][scene["c"]],
         "step": 0,

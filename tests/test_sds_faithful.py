@@ -92,7 +92,7 @@ def _renderers(garden, deformer):
 
 
 def _inputs(garden, render_video, step=0, **kw):
-    d = {"render_video": render_video, "freeze_cameras": garden["freeze"], "canonical_index": 0,
+    d = {"render_video": render_video, "freeze_cameras": garden["freeze"], "canonical_view": 0,
          "canonical_image": garden["ref_frames"][0], "reference_camera": garden["ref_cam"], "canonical_time": 0.0,
          "reference_frames": garden["ref_frames"], "reference_times": garden["ref_times"],
          "prompt": "a garden with a rolling ball", "freeze_prompt": "Camera circulating around a garden, time elapse",

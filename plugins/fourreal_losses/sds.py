@@ -37,7 +37,7 @@ What a stage puts in ``inputs``:
                        differentiable through the Gaussians and the deformer
 ``freeze_cameras``     (multi-view; temporal with ``camera: sampled``) Cameras of the
                        freeze-time video
-``canonical_index``    (multi-view) index c of the canonical frame in ``freeze_cameras``
+``canonical_view``     (multi-view) k_c, the index of the canonical frame in ``freeze_cameras``
 ``canonical_image``    ``[H,W,3]`` the canonical frame I_c (reference frame c)
 ``reference_camera``   Cameras (1): the camera of I_c (the fixed reference camera)
 ``canonical_time``     optional float: the time of I_c in [0,1] (default 0, the paper's
@@ -363,7 +363,7 @@ class _VideoSDS(Loss):
         reference camera's image size. Returns ``(camera, k)``."""
         rng = inputs.get("rng")
         cams: Cameras = inputs["freeze_cameras"]
-        c = int(inputs.get("canonical_view", inputs.get("canonical_index", 0)))  # canonical_view: the engine's name
+        c = int(inputs.get("canonical_view", 0))
         n = len(cams)
         choices = [i for i in range(n) if i != c % max(n, 1)] or list(range(n))
         k = choices[int(torch.randint(0, len(choices), (1,), generator=rng))]
@@ -432,7 +432,7 @@ class SDSMultiViewLoss(_VideoSDS):
     """
 
     mode = "multiview"
-    requires = ("render_video", "freeze_cameras", "canonical_index", "canonical_image", "reference_camera")
+    requires = ("render_video", "freeze_cameras", "canonical_view", "canonical_image", "reference_camera")
 
     def __init__(self, cfg: Optional[SDSMultiViewConfig] = None, prior: Any = None) -> None:
         super().__init__(cfg or SDSMultiViewConfig(), prior)

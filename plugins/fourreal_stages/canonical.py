@@ -84,7 +84,6 @@ class CanonicalFit(Fit):
             "render_video": lambda cams_m, times_m: ras.rasterize(g0, cams_m, background=bg, render_depth=False).rgb,
             "freeze_cameras": self.refiner.all(),
             "canonical_view": self.k_c,
-            "canonical_index": self.k_c,  # the name fourreal_losses.sds reads until it reads canonical_view
             "canonical_image": self.frames[self.k_c],
             "reference_camera": self.cameras0[self.k_c],
             # the time the freeze-time video shows (t_c), when it says

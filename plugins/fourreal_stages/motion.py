@@ -127,7 +127,6 @@ class MotionFit(Fit):
             "render_video": render_video,
             "freeze_cameras": self.freeze_cams if self.freeze_cams is not None else self.ref_cams[self.c],
             "canonical_view": self.k_c,
-            "canonical_index": self.k_c,  # the name fourreal_losses.sds reads until it reads canonical_view
             "canonical_image": self.ref_frames[self.c],
             "reference_camera": self.ref_cams[self.c],
             "canonical_time": self.t_c,
