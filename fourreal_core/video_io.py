@@ -331,10 +331,7 @@ def _decode_video(path: Path, height, width, stride, max_frames, start, backgrou
     import numpy as np
     import torch
 
-    try:
-        import imageio_ffmpeg
-    except ImportError:  # pragma: no cover - declared dependency
-        return _decode_video_imageio(path, height, width, stride, max_frames, start, background)
+    import imageio_ffmpeg
 
     try:
         gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
@@ -362,29 +359,6 @@ def _decode_video(path: Path, height, width, stride, max_frames, start, backgrou
         raise InputError(f"{path}: not a readable video ({_short(e)})") from None
     finally:
         gen.close()
-    return frames, fps / stride
-
-
-def _decode_video_imageio(path: Path, height, width, stride, max_frames, start, background):
-    """Fallback decoder through imageio's pyav plugin."""
-    import imageio.v3 as iio
-
-    frames, fps = [], 8.0
-    try:
-        try:
-            fps = float(iio.immeta(path, plugin="pyav").get("fps", 8.0))
-        except Exception:  # noqa: BLE001
-            pass
-        for i, arr in enumerate(iio.imiter(path, plugin="pyav")):
-            if i < start or (i - start) % stride:
-                continue
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-            img = _uint8_to_float(arr, background)
-            h, w = target_size(img.shape[0], img.shape[1], height, width)
-            frames.append(resize_frames(img[None], h, w)[0])
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"{path}: not a readable video ({_short(e)})") from None
     return frames, fps / stride
 
 
