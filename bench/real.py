@@ -203,6 +203,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, nargs="+", default=[0.5], help="rig4: iterations_scale values")
     ap.add_argument("--set", action="append", default=[], dest="sets", help="rig4: extra recipe overrides")
     args = ap.parse_args()
+    args.out = args.out.resolve()  # the recipe written per run resolves its paths from its own folder
     args.out.mkdir(parents=True, exist_ok=True)
     bench_fox(args) if args.which == "fox" else bench_rig4(args)
 

@@ -25,6 +25,10 @@ from fourreal_poses.triangulate import camera_pairs, depth_range, frustum_points
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 FOX, RIG4 = DATA / "fox", DATA / "rig4"
+# fox at 27x48, known poses, 200 its: held-out 18.83 dB (deterministic: two runs equal), |dx| 0.004% of extent.
+# Baselines on the same held-out frames: the mean training image 14.05 dB, the neighbouring
+# training frame copied 17.54 dB. The floor is 1.5 dB under the measurement.
+HELDOUT_FLOOR = 17.3
 
 
 def _project(points, cams):
@@ -262,3 +266,27 @@ def test_rig4_multicam_reads_the_capture_and_falls_back_to_frustum_points(tmp_pa
     for i, j in ((0, 1), (0, 2), (1, 2)):
         assert 40 < math.degrees(math.acos(float(f[i] @ f[j]))) < 140  # measured 49, 89, 132
     assert info["points"]["num_points"] == 2000
+
+
+def _bench_real():
+    """bench/real.py as a module (the benchmark's fox split and canonical run, reused here)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fourreal_bench_real", ROOT / "bench" / "real.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (FOX / "transforms.json").is_file(), reason=f"real data not found at {FOX}")
+def test_fox_known_pose_canonical_fit_scores_the_held_out_frames(tmp_path):
+    """bench/real.py fox at toy size: known poses, every 8th frame held out, 200 iterations."""
+    pytest.importorskip("pycolmap")
+    real = _bench_real()
+    rep = real.fox_split(FOX, tmp_path / "split", 48, "known")
+    assert (rep["frames"], rep["train"], rep["test"]) == (67, 58, 9)
+    r = real.fox_run(tmp_path / "split", tmp_path / "fit", 200, "cpu")
+    print(rep["points"], r)
+    assert r["heldout_psnr"] >= HELDOUT_FLOOR, r
+    assert r["dx_pct"] < 1.0, r  # w_mv does not stand in for the canonical scene on calibrated views
