@@ -27,7 +27,8 @@ DATA = ROOT.parent / "shared" / "data"
 FOX, RIG4 = DATA / "fox", DATA / "rig4"
 # fox at 27x48, known poses, 200 its: held-out 18.83 dB (deterministic: two runs equal), |dx| 0.004% of extent.
 # Baselines on the same held-out frames: the mean training image 14.05 dB, the neighbouring
-# training frame copied 17.54 dB. The floor is 1.5 dB under the measurement.
+# training frame copied 17.54 dB. The floor is 1.5 dB under the measurement; yawing the held-out
+# cameras by 3 degrees gives 17.22 dB (fails it).
 HELDOUT_FLOOR = 17.3
 
 
@@ -284,7 +285,7 @@ def test_fox_known_pose_canonical_fit_scores_the_held_out_frames(tmp_path):
     """bench/real.py fox at toy size: known poses, every 8th frame held out, 200 iterations."""
     pytest.importorskip("pycolmap")
     real = _bench_real()
-    rep = real.fox_split(FOX, tmp_path / "split", 48, "known")
+    rep = real.fox_split(FOX, tmp_path / "split", 48, "known", sfm_height=None)
     assert (rep["frames"], rep["train"], rep["test"]) == (67, 58, 9)
     r = real.fox_run(tmp_path / "split", tmp_path / "fit", 200, "cpu")
     print(rep["points"], r)
