@@ -27,9 +27,10 @@ DATA = ROOT.parent / "shared" / "data"
 FOX, RIG4 = DATA / "fox", DATA / "rig4"
 # fox at 27x48, known poses, 200 its: held-out 18.83 dB (deterministic: two runs equal), |dx| 0.004% of extent.
 # Baselines on the same held-out frames: the mean training image 14.05 dB, the neighbouring
-# training frame copied 17.54 dB. The floor is 1.5 dB under the measurement; yawing the held-out
-# cameras by 3 degrees gives 17.22 dB (fails it).
-HELDOUT_FLOOR = 17.3
+# training frame copied 17.54 dB. The floor is 1.0 dB under the measurement, above that copy (a fit
+# that only memorised its training frames fails it); yawing the held-out cameras by 3 degrees
+# gives 17.22 dB (fails it).
+HELDOUT_FLOOR = 17.8
 
 
 def _project(points, cams):

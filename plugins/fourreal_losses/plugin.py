@@ -69,6 +69,10 @@ class L1Config:
 
     weight: Ramp = _w(1.0)
     use_mask: bool = True  # average over ``mask`` pixels when the stage provides a mask
+    # pixels of the video's dynamic region (input ``dynamic_mask``, the motion stage's
+    # reference frames) count 1 + dynamic_weight times: a small moving subject is not
+    # outweighed by the static background (docs/real-data.md, "The moving subject")
+    dynamic_weight: float = 0.0
 
 
 @dataclass
@@ -92,6 +96,7 @@ class AlignConfig:
     weight: Ramp = _w(1.0)
     ssim_lambda: float = 1.0
     use_mask: bool = True
+    dynamic_weight: float = 0.0  # as l1's: the dynamic region counts 1 + dynamic_weight times
     window: int = 11
     sigma: float = 1.5
 

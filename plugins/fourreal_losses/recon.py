@@ -39,7 +39,10 @@ class BaseLoss(Loss):
         return f"{type(self).__name__}(weight={self.weight.to_yaml()!r})"
 
 
-def _images(inputs: Mapping[str, Any], use_mask: bool) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+def _images(inputs: Mapping[str, Any], use_mask: bool,
+            dynamic_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """``(render, target, pixel weights or None)``: the stage's ``mask`` (when ``use_mask``)
+    times ``1 + dynamic_weight`` on the ``dynamic_mask`` pixels (when given)."""
     pred = inputs["render"].rgb
     target = inputs["target"].to(pred.device, pred.dtype)
     if pred.shape != target.shape:
@@ -49,6 +52,15 @@ def _images(inputs: Mapping[str, Any], use_mask: bool) -> tuple[torch.Tensor, to
         mask = mask.to(pred.device, pred.dtype)
         if mask.ndim == 3:
             mask = mask[..., None]
+    dyn = inputs.get("dynamic_mask") if dynamic_weight else None
+    if dyn is not None:
+        dyn = dyn.to(pred.device, pred.dtype)
+        if dyn.ndim == 3:
+            dyn = dyn[..., None]
+        if dyn.shape[:3] != pred.shape[:3]:
+            raise ValueError(f"dynamic_mask {tuple(dyn.shape)} does not match render.rgb {tuple(pred.shape)}")
+        w = 1.0 + float(dynamic_weight) * dyn
+        mask = w if mask is None else mask * w
     return pred, target, mask
 
 
@@ -69,7 +81,7 @@ class L1Loss(BaseLoss):
 
     def __call__(self, inputs: Mapping[str, Any]) -> torch.Tensor:
         self.check_inputs(inputs)
-        return l1(*_images(inputs, self.cfg.use_mask))
+        return l1(*_images(inputs, self.cfg.use_mask, self.cfg.dynamic_weight))
 
 
 class SSIMLoss(BaseLoss):
@@ -91,7 +103,7 @@ class AlignLoss(BaseLoss):
 
     def __call__(self, inputs: Mapping[str, Any]) -> torch.Tensor:
         self.check_inputs(inputs)
-        pred, target, mask = _images(inputs, self.cfg.use_mask)
+        pred, target, mask = _images(inputs, self.cfg.use_mask, self.cfg.dynamic_weight)
         loss = l1(pred, target, mask)
         if self.cfg.ssim_lambda:
             loss = loss + self.cfg.ssim_lambda * (1.0 - ssim(pred, target, mask, self.cfg.window, self.cfg.sigma))

@@ -167,6 +167,10 @@ class MotionConfig:
     scheduler: Component("scheduler") = scheduler_default(motion_phases())  # type: ignore[valid-type]
     growth_opacity: float = 1e-2
     growth_grad_threshold: float = 2e-4
+    # reference frames a step samples: within a window around the canonical frame c that
+    # widens linearly to the whole video over the stage's first ``time_window`` steps
+    # (0: every frame from the start); see docs/real-data.md, "The moving subject"
+    time_window: Steps = 0
     checkpoint_every: Steps = 500
     video_fps: float = 8.0
     deformer: Any = None  # renamed w_t: kept only to say so

@@ -124,6 +124,24 @@ def masked_scores(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> t
     return torch.where(cnt > 0, p, nan), torch.where(cnt > 0, s, nan)
 
 
+def pooled_dynamic_scores(renders: torch.Tensor, gt: torch.Tensor, dmask: torch.Tensor,
+                          dssim: Optional[torch.Tensor] = None) -> dict:
+    """``{dynamic_psnr, dynamic_ssim, dynamic_fraction}`` over the ``dmask [N,H,W]`` pixels
+    of all views together (PSNR pooled over every masked pixel, so a view's share follows
+    its mask size; SSIM the mean of the views that have a mask), or ``{}`` when the mask is
+    empty. ``dssim``: per-view masked SSIM when already computed (:func:`masked_scores`)."""
+    frac = dmask.float().flatten(1).mean(1)
+    has = frac > 0
+    if not bool(has.any()):
+        return {}
+    if dssim is None:
+        _, dssim = masked_scores(renders.cpu(), gt.cpu(), dmask)
+    se = ((renders.cpu().float() - gt.cpu().float()) ** 2).mean(-1)
+    mse = float((se * dmask).sum() / dmask.sum())
+    return {"dynamic_psnr": -10.0 * math.log10(max(mse, 1e-12)), "dynamic_ssim": float(dssim[has].mean()),
+            "dynamic_fraction": float(frac.mean())}
+
+
 @torch.no_grad()
 def evaluate_views(scene, rasterizer, views: PosedVideo, lpips: bool = True) -> dict:
     """Render every view of ``views`` at its own time (``views.times``; the scene's canonical
@@ -162,14 +180,9 @@ def evaluate_views(scene, rasterizer, views: PosedVideo, lpips: bool = True) -> 
         mean["lpips"] = float(lp.mean())
     if not all(math.isfinite(v) for v in mean.values()):
         notes.append("non-finite metric (a render or target contains NaN)")
-    has = frac > 0
-    if bool(has.any()):
-        # pooled over every masked pixel of every view (a view's share follows its mask size)
-        se = ((renders.cpu().float() - gt.float()) ** 2).mean(-1)
-        mse = float((se * dmask).sum() / dmask.sum())
-        mean["dynamic_psnr"] = -10.0 * math.log10(max(mse, 1e-12))
-        mean["dynamic_ssim"] = float(ds[has].mean())
-        mean["dynamic_fraction"] = float(frac.mean())
+    pooled = pooled_dynamic_scores(renders, gt, dmask, ds)
+    if pooled:
+        mean.update(pooled)
     else:
         notes.append("no dynamic-region score: no view has masks and no camera is seen at two or more times")
     return {"per_frame": per, "mean": mean, "renders": renders, "notes": notes,

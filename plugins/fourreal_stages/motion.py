@@ -20,6 +20,7 @@ Outputs (``stages/NN_motion/``)::
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -52,6 +53,23 @@ def _frame_times(posed) -> torch.Tensor:
     return torch.linspace(0.0, 1.0, n) if n > 1 else torch.zeros(1)
 
 
+def time_window_frame(i: int, j: int, T: int, c: int, window: int, gen: torch.Generator) -> int:
+    """The reference frame step ``i`` trains on: ``j`` if it lies in the step's time window,
+    else one drawn uniformly inside it. The window holds the frames within ``r`` of the
+    canonical frame c, ``r`` growing linearly from 1 to the whole video over the first
+    ``window`` steps (``window <= 0``: no window). Motion far from t_c is then reached in
+    small steps from motion already fitted, instead of from the canonical pose, where a
+    subject that moved further than its own size gets no gradient toward where it went --
+    only toward hiding it (docs/real-data.md, "The moving subject")."""
+    if window <= 0 or i >= window or T <= 1:
+        return j
+    r = max(1, math.ceil((T - 1) * (i + 1) / window))
+    lo, hi = max(0, c - r), min(T - 1, c + r)
+    if lo <= j <= hi:
+        return j
+    return int(torch.randint(lo, hi + 1, (1,), generator=gen))
+
+
 class MotionFit(Fit):
     """Paper §3.4 / C.2 on the engine: frames of the reference video (and, in phases with
     ``frames: all``, of the freeze-time video at t_c, with the canonical stage's frozen
@@ -61,7 +79,7 @@ class MotionFit(Fit):
     and multi-view SDS render with w_t."""
 
     description = "motion"
-    provides = ("deformation", "deformation_prev", "time")
+    provides = ("deformation", "deformation_prev", "time", "dynamic_mask")
 
     def __init__(self, ctx, cfg: MotionConfig, model, w_t, w_mv, ref, freeze, c: int, **kw) -> None:
         super().__init__(ctx, model=model, **kw)
@@ -76,6 +94,14 @@ class MotionFit(Fit):
         self.freeze_cams = freeze.cameras.to(dev) if freeze is not None else None
         self.k_c = freeze.canonical_view if (freeze is not None and freeze.canonical_view is not None) else 0
         self.dt = 1.0 / max(self.T - 1, 1)
+        # the reference video's dynamic region (pixels that change over a camera's own frames;
+        # evaluate.dynamic_masks), for losses that weight it (``dynamic_weight``)
+        self.ref_dynamic = None
+        if any(getattr(l.cfg, "dynamic_weight", 0.0) for l in self.losses.values() if hasattr(l, "cfg")):
+            from .evaluate import dynamic_masks
+
+            m, _ = dynamic_masks(ref.video.frames, ref.cameras)  # from the frames (masks mean "supervise")
+            self.ref_dynamic = m[..., None].float().to(dev) if bool(m.any()) else None
         self.growth = self.scheduler.phase_named("growth")
         self.meta = {"spawned": 0}
 
@@ -89,9 +115,16 @@ class MotionFit(Fit):
         else:
             src, j = "reference", int(torch.randint(0, self.T, (1,), generator=gen))
         if src == "reference":
+            j = self._in_window(i, j, gen)
             t = float(self.ref_times[j])
-            return View(src, j, self.ref_frames[j:j + 1], t, self.ref_cams[j], inputs={"time": t})
+            inputs = {"time": t}
+            if self.ref_dynamic is not None:
+                inputs["dynamic_mask"] = self.ref_dynamic[j:j + 1]
+            return View(src, j, self.ref_frames[j:j + 1], t, self.ref_cams[j], inputs=inputs)
         return View(src, j, self.freeze_frames[j:j + 1], self.t_c, self.freeze_cams[j], inputs={"time": self.t_c})
+
+    def _in_window(self, i: int, j: int, gen) -> int:
+        return time_window_frame(i, j, self.T, self.c, int(self.cfg.time_window), gen)
 
     def _deform_on(self, phase) -> bool:
         return phase.options.get("deform", True)
@@ -248,6 +281,12 @@ class MotionStage(Stage):
         write_video(out / "reference_rerender.mp4", torch.cat([ref.video.frames, preds], dim=2), fps=cfg.video_fps)
         metrics = {"num_gaussians": len(scene.model), "spawned_in_growth": spawned,
                    "reference_psnr": psnr(preds, ref.video.frames), "seconds": round(seconds, 2)}
+        # the reference video's own moving region: a scene that drops (or ghosts) its subject
+        # scores badly here while the whole-image PSNR stays high
+        from .evaluate import dynamic_masks, pooled_dynamic_scores
+
+        dmask, _ = dynamic_masks(ref.video.frames.cpu(), ref.cameras)
+        metrics.update({f"reference_{k}": v for k, v in pooled_dynamic_scores(preds, ref.video.frames, dmask).items()})
         path = ctx.resolve(cfg.eval_views) if cfg.eval_views else ctx.find_output("test/transforms.json")
         if path is not None:
             from fourreal_poses.transforms_json import load_transforms
