@@ -285,6 +285,38 @@ def recipe_differences(old: Any, new: Any, path: str = "") -> list[str]:
     return []
 
 
+def added_keys(old: Any, new: Any, path: str = "") -> Optional[list[str]]:
+    """Dotted paths of the keys ``new`` has and ``old`` lacks, if that is ALL that differs
+    between the two resolved recipes (else None): the parameters a newer fourreal or plugin
+    added, at the values the new code resolves (their defaults unless set now)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        if any(k not in new for k in old):
+            return None
+        out: list[str] = []
+        for k, v in new.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in old:
+                out.append(sub)
+                continue
+            more = added_keys(old[k], v, sub)
+            if more is None:
+                return None
+            out += more
+        return out
+    if isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            return None
+        out = []
+        for i, (a, b) in enumerate(zip(old, new)):
+            key = (b.get("id") or b.get("name")) if isinstance(b, dict) else None
+            more = added_keys(a, b, f"{path}.{key if key is not None else i}")
+            if more is None:
+                return None
+            out += more
+        return out
+    return [] if old == new else None
+
+
 def _short(v: Any) -> str:
     s = json.dumps(v, default=str) if not isinstance(v, str) else v
     return s if len(s) <= 60 else s[:57] + "..."
@@ -358,6 +390,13 @@ class RunDir:
             if isinstance(st, dict) and self.is_complete(k + 1, str(st.get("label")))
         ]
         blocking = [f"{k + 1} {label}" for k, label in finished if first is None or k >= first]
+        added = added_keys(plain_for_fingerprint(old_plain or {}), plain_for_fingerprint(new_plain or {}))
+        if old_plain and added and isinstance(old_stages, list) and len(old_stages) == len(self.stages):
+            # only parameters that did not exist when this run started (an upgrade of fourreal or
+            # a plugin): what finished was computed without them, as their defaults keep it
+            shown = ", ".join(added[:3]) + (f" and {len(added) - 3} more" if len(added) > 3 else "")
+            return [f"parameters added since this run started ({shown}) take their current values; "
+                    "finished stages are kept"]
         if not isinstance(old_stages, list) or blocking or first is None:
             stage_note = f"; finished stage(s) {', '.join(blocking)} used the old values" if blocking else ""
             raise RunDirError(

@@ -433,6 +433,38 @@ def test_rerun_after_fixing_an_unfinished_stage_is_allowed(cli, tmp_path):
     assert "2 second" in line
 
 
+def test_a_run_started_before_an_upgrade_added_parameters_is_kept(cli, tmp_path):
+    """A newer fourreal (or plugin) resolves parameters the run's recipe.yaml does not have:
+    the finished stages are kept, not refused as 'a different recipe'."""
+    import yaml
+
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    assert cli("run", "r.yaml", "--out", "run").returncode == 0
+    run = tmp_path / "run"
+    before = _snapshot(run / "stages")
+    # what the run folder looks like when the older code had no `nan_at` parameter on this stage
+    old = yaml.safe_load((run / "recipe.yaml").read_text())
+    for st in old["stages"]:
+        assert "nan_at" in st["params"]
+        del st["params"]["nan_at"]
+    (run / "recipe.yaml").write_text(yaml.safe_dump(old))
+    info = json.loads((run / "run.json").read_text())
+    info["fingerprint"] = "0" * 16
+    info["stages"] = [{**st, "fingerprint": "0" * 16} for st in info["stages"]]
+    (run / "run.json").write_text(json.dumps(info))
+    res = cli("run", "r.yaml", "--out", "run")
+    assert res.returncode == 0, res.stderr
+    assert ("parameters added since this run started (stages.quick.params.nan_at, stages.second.params.nan_at) "
+            "take their current values; finished stages are kept") in res.stdout + res.stderr
+    assert _snapshot(run / "stages") == before  # nothing recomputed
+    assert "nan_at" in (run / "recipe.yaml").read_text()  # the folder now records the new resolution
+    # a changed value beside the added ones is still a different recipe
+    (run / "recipe.yaml").write_text(yaml.safe_dump(old))
+    (run / "run.json").write_text(json.dumps(info))
+    res = cli("run", "r.yaml", "--out", "run", "--set", "stages.quick.params.steps=4")
+    _one_line_error(res, "run: holds a run of a different recipe", "finished stage(s) 1 quick")
+
+
 def test_checkpoint_with_wrong_keys_or_nan_falls_back(registry, tmp_path):
     """A checkpoint that loads but does not fit, or holds NaN, falls back to the previous one,
     and the run says so in one line."""
