@@ -39,6 +39,17 @@ class BaseLoss(Loss):
         return f"{type(self).__name__}(weight={self.weight.to_yaml()!r})"
 
 
+def _pixel_map(x: torch.Tensor, pred: torch.Tensor, name: Optional[str] = None) -> torch.Tensor:
+    """A per-pixel ``[C,H,W]`` or ``[C,H,W,1]`` map as ``[...,1]`` in ``pred``'s dtype and
+    device; with ``name``, it must match the render's ``[C,H,W]`` exactly."""
+    x = x.to(pred.device, pred.dtype)
+    if x.ndim == 3:
+        x = x[..., None]
+    if name is not None and x.shape[:3] != pred.shape[:3]:
+        raise ValueError(f"{name} {tuple(x.shape)} does not match render.rgb {tuple(pred.shape)}")
+    return x
+
+
 def _images(inputs: Mapping[str, Any], use_mask: bool,
             dynamic_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """``(render, target, pixel weights or None)``: the stage's ``mask`` (when ``use_mask``)
@@ -49,17 +60,10 @@ def _images(inputs: Mapping[str, Any], use_mask: bool,
         raise ValueError(f"render.rgb {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     mask = inputs.get("mask") if use_mask else None
     if mask is not None:
-        mask = mask.to(pred.device, pred.dtype)
-        if mask.ndim == 3:
-            mask = mask[..., None]
+        mask = _pixel_map(mask, pred)
     dyn = inputs.get("dynamic_mask") if dynamic_weight else None
     if dyn is not None:
-        dyn = dyn.to(pred.device, pred.dtype)
-        if dyn.ndim == 3:
-            dyn = dyn[..., None]
-        if dyn.shape[:3] != pred.shape[:3]:
-            raise ValueError(f"dynamic_mask {tuple(dyn.shape)} does not match render.rgb {tuple(pred.shape)}")
-        w = 1.0 + float(dynamic_weight) * dyn
+        w = 1.0 + float(dynamic_weight) * _pixel_map(dyn, pred, "dynamic_mask")
         mask = w if mask is None else mask * w
     return pred, target, mask
 

@@ -95,13 +95,13 @@ class MotionFit(Fit):
         self.k_c = freeze.canonical_view if (freeze is not None and freeze.canonical_view is not None) else 0
         self.dt = 1.0 / max(self.T - 1, 1)
         # the reference video's dynamic region (pixels that change over a camera's own frames;
-        # evaluate.dynamic_masks), for losses that weight it (``dynamic_weight``)
-        self.ref_dynamic = None
-        if any(getattr(l.cfg, "dynamic_weight", 0.0) for l in self.losses.values() if hasattr(l, "cfg")):
-            from .evaluate import dynamic_masks
+        # from the frames: PosedVideo.masks mean "supervise"), the ``dynamic_mask`` input of
+        # reference views (losses with ``dynamic_weight`` read it) and the stage's
+        # reference_dynamic_* scores; [T,H,W] bool, all False when no camera repeats (D-NeRF)
+        from .evaluate import dynamic_masks
 
-            m, _ = dynamic_masks(ref.video.frames, ref.cameras)  # from the frames (masks mean "supervise")
-            self.ref_dynamic = m[..., None].float().to(dev) if bool(m.any()) else None
+        self.ref_dynamic, _ = dynamic_masks(ref.video.frames, ref.cameras)
+        self._dynamic_input = self.ref_dynamic[..., None].float().to(dev) if bool(self.ref_dynamic.any()) else None
         self.growth = self.scheduler.phase_named("growth")
         self.meta = {"spawned": 0}
 
@@ -115,16 +115,13 @@ class MotionFit(Fit):
         else:
             src, j = "reference", int(torch.randint(0, self.T, (1,), generator=gen))
         if src == "reference":
-            j = self._in_window(i, j, gen)
+            j = time_window_frame(i, j, self.T, self.c, int(self.cfg.time_window), gen)
             t = float(self.ref_times[j])
             inputs = {"time": t}
-            if self.ref_dynamic is not None:
-                inputs["dynamic_mask"] = self.ref_dynamic[j:j + 1]
+            if self._dynamic_input is not None:
+                inputs["dynamic_mask"] = self._dynamic_input[j:j + 1]
             return View(src, j, self.ref_frames[j:j + 1], t, self.ref_cams[j], inputs=inputs)
         return View(src, j, self.freeze_frames[j:j + 1], self.t_c, self.freeze_cams[j], inputs={"time": self.t_c})
-
-    def _in_window(self, i: int, j: int, gen) -> int:
-        return time_window_frame(i, j, self.T, self.c, int(self.cfg.time_window), gen)
 
     def _deform_on(self, phase) -> bool:
         return phase.options.get("deform", True)
@@ -267,11 +264,13 @@ class MotionStage(Stage):
                         reference_camera=ref.cameras[c], freeze_cameras=None if freeze is None else freeze.cameras,
                         deformer_spec=cfg.w_t, representation_spec=cfg.representation)
         scene.save(ctx.out_dir)
-        self._write_outputs(ctx, cfg, scene, ref, time.perf_counter() - t0, int(fit.meta.get("spawned", 0)))
+        self._write_outputs(ctx, cfg, scene, ref, time.perf_counter() - t0, int(fit.meta.get("spawned", 0)),
+                            fit.ref_dynamic)
 
     # ---------------------------------------------------------------------- outputs
     @torch.no_grad()
-    def _write_outputs(self, ctx, cfg, scene: Scene4D, ref, seconds: float, spawned: int) -> None:
+    def _write_outputs(self, ctx, cfg, scene: Scene4D, ref, seconds: float, spawned: int,
+                       ref_dynamic: torch.Tensor) -> None:
         from fourreal_core.video_io import write_video
 
         from .evaluate import evaluate_views
@@ -283,10 +282,9 @@ class MotionStage(Stage):
                    "reference_psnr": psnr(preds, ref.video.frames), "seconds": round(seconds, 2)}
         # the reference video's own moving region: a scene that drops (or ghosts) its subject
         # scores badly here while the whole-image PSNR stays high
-        from .evaluate import dynamic_masks, pooled_dynamic_scores
+        from .evaluate import pooled_dynamic_scores
 
-        dmask, _ = dynamic_masks(ref.video.frames.cpu(), ref.cameras)
-        metrics.update({f"reference_{k}": v for k, v in pooled_dynamic_scores(preds, ref.video.frames, dmask).items()})
+        metrics.update({f"reference_{k}": v for k, v in pooled_dynamic_scores(preds, ref.video.frames, ref_dynamic).items()})
         path = ctx.resolve(cfg.eval_views) if cfg.eval_views else ctx.find_output("test/transforms.json")
         if path is not None:
             from fourreal_poses.transforms_json import load_transforms
