@@ -317,6 +317,12 @@ def added_keys(old: Any, new: Any, path: str = "") -> Optional[list[str]]:
     return [] if old == new else None
 
 
+def _prefix(plain: dict, k: int) -> dict:
+    """The recipe up to stage ``k`` (top-level settings + stages 0..k): what stage k's
+    fingerprint covers."""
+    return {**plain, "stages": list(plain.get("stages") or [])[: k + 1]}
+
+
 def _short(v: Any) -> str:
     s = json.dumps(v, default=str) if not isinstance(v, str) else v
     return s if len(s) <= 60 else s[:57] + "..."
@@ -381,9 +387,11 @@ class RunDir:
         old_stages = info.get("stages")
         first = None
         if isinstance(old_stages, list):
+            op, np_ = plain_for_fingerprint(old_plain or {}), plain_for_fingerprint(new_plain or {})
             for k in range(max(len(old_stages), len(self.stages))):
-                if k >= len(old_stages) or k >= len(self.stages) or old_stages[k] != self.stages[k]:
-                    first = k
+                if k >= len(old_stages) or k >= len(self.stages) or (
+                        old_stages[k] != self.stages[k] and added_keys(_prefix(op, k), _prefix(np_, k)) is None):
+                    first = k  # the first stage that really changed (not only by added parameters)
                     break
         finished = [
             (k, st["label"]) for k, st in enumerate(old_stages or [])

@@ -6,6 +6,7 @@ traceback; for the data-loss cases the victim folder is byte-identical afterward
 from __future__ import annotations
 
 import hashlib
+import shutil
 import json
 import os
 import socket
@@ -463,6 +464,18 @@ def test_a_run_started_before_an_upgrade_added_parameters_is_kept(cli, tmp_path)
     (run / "run.json").write_text(json.dumps(info))
     res = cli("run", "r.yaml", "--out", "run", "--set", "stages.quick.params.steps=4")
     _one_line_error(res, "run: holds a run of a different recipe", "finished stage(s) 1 quick")
+    # added parameters everywhere and a changed value in a later stage that has not finished:
+    # the earlier finished stage is kept (its only differences are the added parameters)
+    (run / "recipe.yaml").write_text(yaml.safe_dump(old))
+    (run / "run.json").write_text(json.dumps(info))
+    second = next((run / "stages").glob("02_*"))
+    shutil.rmtree(second)
+    quick = _snapshot(next((run / "stages").glob("01_*")))
+    res = cli("run", "r.yaml", "--out", "run", "--set", "stages.second.params.steps=4")
+    assert res.returncode == 0, res.stderr
+    assert "finished stages before stage 2 are kept" in res.stdout + res.stderr
+    assert _snapshot(next((run / "stages").glob("01_*"))) == quick
+    assert second.is_dir()
 
 
 def test_checkpoint_with_wrong_keys_or_nan_falls_back(registry, tmp_path):
