@@ -52,13 +52,16 @@ class Recipe:
 
     # set by the loader, not part of the YAML
     path: Optional[Path] = field(default=None, repr=False, compare=False)
+    #: dotted paths the recipe file or a --set wrote (list items by id/name), so a run folder
+    #: can tell a parameter it lacks that the user set from one a newer version defaulted
+    written: frozenset = field(default=frozenset(), repr=False, compare=False)
 
     @property
     def recipe_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
 
 
-_NOT_YAML = {"path"}
+_NOT_YAML = {"path", "written"}
 
 
 class _Override:
@@ -445,6 +448,20 @@ def _ann_name(ann: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- public
+def written_paths(data: Any, path: str = "") -> list[str]:
+    """Every dotted path in raw recipe data, list items named by ``id`` or ``name`` (else
+    their index), as :func:`fourreal_core.run.added_keys` names them."""
+    out = [path] if path else []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out += written_paths(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            key = (v.get("id") or v.get("name")) if isinstance(v, dict) else None
+            out += written_paths(v, f"{path}.{key if key is not None else i}")
+    return out
+
+
 def load_recipe(
     path: Path | str,
     overrides: Optional[list[str]] = None,
@@ -461,6 +478,7 @@ def load_recipe(
     v = _Validator(registry, str(path), path.resolve().parent, check_files)
     recipe = v.dataclass_from(Recipe, data, "")
     recipe.path = path.resolve()
+    recipe.written = frozenset(written_paths(data))
     check_path_name(recipe.name, str(path), "name")
     seen: dict[str, int] = {}
     for i, st in enumerate(recipe.stages):

@@ -285,10 +285,11 @@ def recipe_differences(old: Any, new: Any, path: str = "") -> list[str]:
     return []
 
 
-def added_keys(old: Any, new: Any, path: str = "") -> Optional[list[str]]:
+def added_keys(old: Any, new: Any, path: str = "", written: frozenset = frozenset()) -> Optional[list[str]]:
     """Dotted paths of the keys ``new`` has and ``old`` lacks, if that is ALL that differs
     between the two resolved recipes (else None): the parameters a newer fourreal or plugin
-    added, at the values the new code resolves (their defaults unless set now)."""
+    added, at their defaults. A key the recipe file or a --set wrote now (in ``written``, or
+    with a written path under it) is a change, not an addition: None."""
     if isinstance(old, dict) and isinstance(new, dict):
         if any(k not in new for k in old):
             return None
@@ -296,9 +297,11 @@ def added_keys(old: Any, new: Any, path: str = "") -> Optional[list[str]]:
         for k, v in new.items():
             sub = f"{path}.{k}" if path else str(k)
             if k not in old:
+                if sub in written or any(w.startswith(sub + ".") for w in written):
+                    return None
                 out.append(sub)
                 continue
-            more = added_keys(old[k], v, sub)
+            more = added_keys(old[k], v, sub, written)
             if more is None:
                 return None
             out += more
@@ -309,7 +312,7 @@ def added_keys(old: Any, new: Any, path: str = "") -> Optional[list[str]]:
         out = []
         for i, (a, b) in enumerate(zip(old, new)):
             key = (b.get("id") or b.get("name")) if isinstance(b, dict) else None
-            more = added_keys(a, b, f"{path}.{key if key is not None else i}")
+            more = added_keys(a, b, f"{path}.{key if key is not None else i}", written)
             if more is None:
                 return None
             out += more
@@ -332,8 +335,9 @@ class RunDir:
     """A run folder bound to one resolved recipe."""
 
     def __init__(self, path: Path, resolved_yaml: str, recipe_name: str, fingerprint: str,
-                 stages: Optional[list[dict]] = None) -> None:
+                 stages: Optional[list[dict]] = None, written: frozenset = frozenset()) -> None:
         self.path = Path(path)
+        self.written = written  # paths the recipe file / --set wrote (Recipe.written)
         self.resolved_yaml = resolved_yaml
         self.fingerprint = fingerprint
         self.recipe_name = recipe_name
@@ -390,7 +394,7 @@ class RunDir:
             op, np_ = plain_for_fingerprint(old_plain or {}), plain_for_fingerprint(new_plain or {})
             for k in range(max(len(old_stages), len(self.stages))):
                 if k >= len(old_stages) or k >= len(self.stages) or (
-                        old_stages[k] != self.stages[k] and added_keys(_prefix(op, k), _prefix(np_, k)) is None):
+                        old_stages[k] != self.stages[k] and added_keys(_prefix(op, k), _prefix(np_, k), written=self.written) is None):
                     first = k  # the first stage that really changed (not only by added parameters)
                     break
         finished = [
@@ -398,7 +402,8 @@ class RunDir:
             if isinstance(st, dict) and self.is_complete(k + 1, str(st.get("label")))
         ]
         blocking = [f"{k + 1} {label}" for k, label in finished if first is None or k >= first]
-        added = added_keys(plain_for_fingerprint(old_plain or {}), plain_for_fingerprint(new_plain or {}))
+        added = added_keys(plain_for_fingerprint(old_plain or {}), plain_for_fingerprint(new_plain or {}),
+                           written=self.written)
         if old_plain and added and isinstance(old_stages, list) and len(old_stages) == len(self.stages):
             # only parameters that did not exist when this run started (an upgrade of fourreal or
             # a plugin): what finished was computed without them, as their defaults keep it
@@ -494,7 +499,7 @@ def execute(
 
     dev = resolve_device(device or recipe.device)
     run = RunDir(out, dump_recipe(recipe), recipe.name, recipe_fingerprint(fingerprint_yaml(recipe)),
-                 stage_fingerprints(to_plain(recipe)))
+                 stage_fingerprints(to_plain(recipe)), written=getattr(recipe, "written", frozenset()))
     run.check_usable()
     with FolderLock(run.path, what=str(out)):
         return _execute_locked(recipe, run, registry, dev, console)

@@ -476,6 +476,12 @@ def test_a_run_started_before_an_upgrade_added_parameters_is_kept(cli, tmp_path)
     assert "finished stages before stage 2 are kept" in res.stdout + res.stderr
     assert _snapshot(next((run / "stages").glob("01_*"))) == quick
     assert second.is_dir()
+    # an added parameter the user sets now is a change, not an addition: the finished stage
+    # that lacks it is not passed off as computed with it
+    (run / "recipe.yaml").write_text(yaml.safe_dump(old))
+    (run / "run.json").write_text(json.dumps(info))
+    res = cli("run", "r.yaml", "--out", "run", "--set", "stages.quick.params.nan_at=2")
+    _one_line_error(res, "run: holds a run of a different recipe", "finished stage(s) 1 quick")
 
 
 def test_checkpoint_with_wrong_keys_or_nan_falls_back(registry, tmp_path):
