@@ -4,6 +4,7 @@
     python bench/stages.py --scenes demo --json runs/bench-stages/now.json
     python bench/stages.py --baseline /tmp/before   # also run another checkout, print ratios
     python bench/stages.py --baseline /tmp/before --baseline-after   # the same, the other order
+    python bench/stages.py --scenes demo --scale 0.03 --baseline /tmp/before   # the demo's own schedule
 
 Each scene runs `synthetic -> canonical -> motion` from ``recipes/demo.yaml`` (its own
 checkout's), with phases shortened by ``--scale`` (iterations_scale); every training step is
@@ -211,11 +212,18 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--root", type=Path, default=HERE, help="checkout whose recipes to use (default: this one)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--scale", type=float, default=None,
+                    help="iterations_scale for every scene (default: each scene's own; the demo recipe runs 0.03)")
     ap.add_argument("--baseline", type=Path, default=None, help="another checkout to run first, for ratios")
     ap.add_argument("--baseline-after", action="store_true",
                     help="run the baseline after this checkout (a second pass in the other order cancels load drift)")
     args = ap.parse_args()
     scenes = [s for s in args.scenes.split(",") if s]
+    if args.scale is not None:
+        if args.scale <= 0:
+            sys.exit(f"--scale must be > 0, got {args.scale}")
+        for s in SCENES.values():
+            s["scale"] = args.scale
     unknown = [s for s in scenes if s not in SCENES]
     if unknown:
         sys.exit(f"unknown scene(s) {unknown}; choose from {sorted(SCENES)}")
@@ -228,7 +236,7 @@ def main() -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(b), str(b / "plugins"), str(b / "cli")])
         cmd = [sys.executable, str(Path(__file__).resolve()), "--scenes", args.scenes, "--device", args.device,
-               "--root", str(b), "--json", str(bjson)]
+               "--root", str(b), "--json", str(bjson)] + ([] if args.scale is None else ["--scale", str(args.scale)])
         subprocess.run(cmd, env=env, check=True, cwd=str(b))
         out = json.loads(bjson.read_text())
         bjson.unlink()
