@@ -217,11 +217,14 @@ class Representation(ABC):
         opacity reset) with its config's (scaled) schedule, for phases with ``densify: true``."""
         raise NotImplementedError(f"{type(self).__name__} has no densification strategy")
 
-    def growth_strategy(self, start: int, end: int, grad_threshold: float, prune_opacity: float) -> DensifyStrategy:
+    def growth_strategy(self, start: int, end: int, grad_threshold: float, prune_opacity: float,
+                        **kw: Any) -> DensifyStrategy:
         """The motion stage's growth (paper D.2) over steps ``[start, end)``: statistics
         accumulate before ``start``; at ``start`` the Gaussians freeze and new ones spawn
         where the gradients are high; only those grow (clone / split / prune with
-        ``prune_opacity`` = tau_alpha) until ``end``, when everything unfreezes."""
+        ``prune_opacity`` = tau_alpha) until ``end``, when everything unfreezes. The stage
+        passes ``max_gaussians=`` (a total the growth may not exceed) only when its
+        ``growth_budget`` is set."""
         raise NotImplementedError(f"{type(self).__name__} has no growth strategy (motion-stage growth phase)")
 
     # --- files and checkpoints

@@ -5,6 +5,7 @@ Deformer contract checked where a stage sets a deformer up, renamed recipe keys.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import typing
 
@@ -242,3 +243,34 @@ def test_neighbourhood_losses_on_a_random_subset_are_unbiased():
         assert abs(sum(vals) / len(vals) - ref) < 0.03 * ref, (name, ref, sum(vals) / len(vals))
     with pytest.raises(FourRealError, match="sample must be in"):
         component_from_plain("loss", {"name": "rigid", "params": {"sample": 0.0}}, reg)
+
+
+def test_growth_budget_caps_the_growth_phase_relative_to_the_canonical_count(tiny, registry):
+    """``growth_budget``: the growth phase adds at most that fraction of the canonical count;
+    with every Gaussian above the threshold (threshold 0) it would otherwise add one per
+    canonical Gaussian and keep densifying them."""
+    from fourreal_gaussians.ply import read_ply
+
+    canon = _canonical(tiny, registry, "for_growth")
+    n_c = len(read_ply(canon / "canonical.ply").means)
+    data = tiny / "data"
+    phases = [{"name": "motion", "iterations": 3000, "losses": ["align"], "train": ["deformer"], "frames": "reference"},
+              {"name": "growth", "iterations": 3000, "losses": ["align"], "train": ["new_gaussians", "deformer"],
+               "densify": True, "frames": "reference"}]
+    counts = {}
+    for budget in (None, 0.1):
+        spec = component_from_plain("stage", {"name": "motion", "params": {
+            "reference": str(data / "reference" / "transforms.json"), "freeze_time": str(data / "freeze_time" / "transforms.json"),
+            "canonical": str(canon / "canonical.ply"), "growth_grad_threshold": 0.0, "growth_budget": budget,
+            "losses": [{"name": "align"}], "scheduler": {"name": "stagewise", "params": {"phases": phases}}}}, registry)
+        out = tiny / f"motion_{budget}"
+        out.mkdir()
+        ctx = StageContext(name="motion", index=2, run_dir=tiny, out_dir=out, recipe_dir=tiny,
+                           device=torch.device("cpu"), seed=0, iterations_scale=0.01,
+                           checkpoints=CheckpointStore(tiny / f"ck_motion_{budget}"), log=RunLog(tiny / "log.jsonl"),
+                           registry=registry,
+                           rasterizer_spec=component_from_plain("rasterizer", {"name": "torch"}, registry))
+        spec.build(registry).run(ctx)
+        counts[budget] = json.loads((out / "metrics.json").read_text())["num_gaussians"]
+    assert counts[0.1] <= int(n_c * 1.1), (counts, n_c)
+    assert counts[None] > int(n_c * 1.1), (counts, n_c)

@@ -473,15 +473,21 @@ class GaussianModel(Representation):
 
         return DensifyStrategy(self.cfg.densify, seed=seed)
 
-    def growth_strategy(self, start: int, end: int, grad_threshold: float, prune_opacity: float, seed: int = 0):
+    def growth_strategy(self, start: int, end: int, grad_threshold: float, prune_opacity: float, seed: int = 0,
+                        max_gaussians: Optional[int] = None):
         """The motion stage's growth (paper D.2) over ``[start, end)``: a
         :class:`~.densify.GrowthStrategy` with ``cfg.densify``'s interval, scale thresholds
-        and cap, and the given gradient threshold and tau_alpha."""
+        and cap (the lower of it and ``max_gaussians`` when given), and the given gradient
+        threshold and tau_alpha."""
         from dataclasses import replace
 
         from .densify import GrowthStrategy
 
-        cfg = replace(self.cfg.densify, grad_threshold=float(grad_threshold), prune_opacity=float(prune_opacity))
+        cap = int(self.cfg.densify.max_gaussians)
+        if max_gaussians is not None:
+            cap = int(max_gaussians) if cap <= 0 else min(cap, int(max_gaussians))
+        cfg = replace(self.cfg.densify, grad_threshold=float(grad_threshold), prune_opacity=float(prune_opacity),
+                      max_gaussians=cap)
         return GrowthStrategy(cfg, seed=seed, start=int(start), end=int(end))
 
     # ------------------------------------------------------------------ device

@@ -147,6 +147,10 @@ class MotionConfig:
     w_t: the temporal deformation field w_t(x, t), zero at t_c. (Was ``deformer``.)
     per_frame_deformer: keep applying the canonical stage's w_mv (frozen) to freeze-time frames.
     growth_opacity: tau_alpha for the growth phase (paper E.2: 1e-2).
+    growth_budget: the growth phase may add at most this fraction of the canonical Gaussian
+        count (0.25: up to 25% more); None: only the representation's ``max_gaussians`` caps
+        it (the paper sets no cap). A CPU budget: at a low ``growth_grad_threshold`` growth
+        otherwise fills any cap within a few hundred steps (docs/real-data.md).
     """
 
     reference: Optional[InputPath] = None
@@ -167,6 +171,7 @@ class MotionConfig:
     scheduler: Component("scheduler") = scheduler_default(motion_phases())  # type: ignore[valid-type]
     growth_opacity: float = 1e-2
     growth_grad_threshold: float = 2e-4
+    growth_budget: Optional[float] = None
     # reference frames a step samples: within a window around the canonical frame c that
     # widens linearly to the whole video over the stage's first ``time_window`` steps
     # (0: every frame from the start); see docs/real-data.md, "The moving subject"

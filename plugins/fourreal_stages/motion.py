@@ -175,9 +175,12 @@ class MotionFit(Fit):
     def strategies(self):
         out = {}
         if self.growth is not None:  # growth of new Gaussians (paper D.2)
+            kw = {}
+            if self.cfg.growth_budget is not None:  # a total relative to the canonical count
+                kw["max_gaussians"] = int(len(self.model) * (1.0 + float(self.cfg.growth_budget)))
             out["growth"] = self.model.growth_strategy(self.growth.start, self.growth.end,
                                                        grad_threshold=self.cfg.growth_grad_threshold,
-                                                       prune_opacity=self.cfg.growth_opacity, seed=self.ctx.seed)
+                                                       prune_opacity=self.cfg.growth_opacity, seed=self.ctx.seed, **kw)
         if any(p.densify and p is not self.growth for p in self.scheduler.phases):
             out["densify"] = self.model.densify_strategy(seed=self.ctx.seed)  # plain 3DGS (D-NeRF recipe)
         return out
