@@ -448,17 +448,23 @@ def _ann_name(ann: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- public
+def item_label(item: Any, index: int) -> str:
+    """A list item's part of a dotted recipe path: its ``id`` or ``name``, else its index
+    (as ``--set`` addresses it)."""
+    key = (item.get("id") or item.get("name")) if isinstance(item, dict) else None
+    return str(key if key is not None else index)
+
+
 def written_paths(data: Any, path: str = "") -> list[str]:
-    """Every dotted path in raw recipe data, list items named by ``id`` or ``name`` (else
-    their index), as :func:`fourreal_core.run.added_keys` names them."""
+    """Every dotted path in raw recipe data, list items by :func:`item_label`, as
+    :func:`fourreal_core.run.added_keys` names them."""
     out = [path] if path else []
     if isinstance(data, dict):
         for k, v in data.items():
             out += written_paths(v, f"{path}.{k}" if path else str(k))
     elif isinstance(data, list):
         for i, v in enumerate(data):
-            key = (v.get("id") or v.get("name")) if isinstance(v, dict) else None
-            out += written_paths(v, f"{path}.{key if key is not None else i}")
+            out += written_paths(v, f"{path}.{item_label(v, i)}")
     return out
 
 

@@ -309,10 +309,11 @@ def added_keys(old: Any, new: Any, path: str = "", written: frozenset = frozense
     if isinstance(old, list) and isinstance(new, list):
         if len(old) != len(new):
             return None
+        from .recipe import item_label
+
         out = []
         for i, (a, b) in enumerate(zip(old, new)):
-            key = (b.get("id") or b.get("name")) if isinstance(b, dict) else None
-            more = added_keys(a, b, f"{path}.{key if key is not None else i}", written)
+            more = added_keys(a, b, f"{path}.{item_label(b, i)}", written)
             if more is None:
                 return None
             out += more
@@ -385,16 +386,17 @@ class RunDir:
             old_plain = yaml.safe_load((self.path / "recipe.yaml").read_text())
         except Exception:
             old_plain = {}
-        new_plain = yaml.safe_load(self.resolved_yaml)
-        diffs = recipe_differences(plain_for_fingerprint(old_plain or {}), plain_for_fingerprint(new_plain or {}))
+        old_p = plain_for_fingerprint(old_plain or {})
+        new_p = plain_for_fingerprint(yaml.safe_load(self.resolved_yaml) or {})
+        diffs = recipe_differences(old_p, new_p)
         what = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
         old_stages = info.get("stages")
         first = None
         if isinstance(old_stages, list):
-            op, np_ = plain_for_fingerprint(old_plain or {}), plain_for_fingerprint(new_plain or {})
             for k in range(max(len(old_stages), len(self.stages))):
                 if k >= len(old_stages) or k >= len(self.stages) or (
-                        old_stages[k] != self.stages[k] and added_keys(_prefix(op, k), _prefix(np_, k), written=self.written) is None):
+                        old_stages[k] != self.stages[k]
+                        and added_keys(_prefix(old_p, k), _prefix(new_p, k), written=self.written) is None):
                     first = k  # the first stage that really changed (not only by added parameters)
                     break
         finished = [
@@ -402,8 +404,8 @@ class RunDir:
             if isinstance(st, dict) and self.is_complete(k + 1, str(st.get("label")))
         ]
         blocking = [f"{k + 1} {label}" for k, label in finished if first is None or k >= first]
-        added = added_keys(plain_for_fingerprint(old_plain or {}), plain_for_fingerprint(new_plain or {}),
-                           written=self.written)
+        # no stage really changed: only parameters were added (else some prefix above differs)
+        added = added_keys(old_p, new_p, written=self.written) if first is None else None
         if old_plain and added and isinstance(old_stages, list) and len(old_stages) == len(self.stages):
             # only parameters that did not exist when this run started (an upgrade of fourreal or
             # a plugin): what finished was computed without them, as their defaults keep it
@@ -499,7 +501,7 @@ def execute(
 
     dev = resolve_device(device or recipe.device)
     run = RunDir(out, dump_recipe(recipe), recipe.name, recipe_fingerprint(fingerprint_yaml(recipe)),
-                 stage_fingerprints(to_plain(recipe)), written=getattr(recipe, "written", frozenset()))
+                 stage_fingerprints(to_plain(recipe)), written=recipe.written)
     run.check_usable()
     with FolderLock(run.path, what=str(out)):
         return _execute_locked(recipe, run, registry, dev, console)
