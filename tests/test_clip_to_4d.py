@@ -30,7 +30,7 @@ def test_clip_to_4d_recipe(tmp_path):
     from test_diffusers_priors import build_ltx
     from test_lora import make_lora
 
-    from fourreal_core.video_io import read_video
+    from fourreal_media import read_video
 
     model = build_ltx(tmp_path / "ltx")
     lora = make_lora(model, tmp_path / "lora")

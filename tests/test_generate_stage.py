@@ -38,7 +38,7 @@ def checkpoint(tmp_path):
 
 
 def test_generate_stage_outputs(tmp_path, checkpoint):
-    from fourreal_core.video_io import read_video
+    from fourreal_media import read_video
 
     spec = ComponentSpec("video_prior", "masked",
                          MaskedPriorConfig(checkpoint=str(checkpoint), num_inference_steps=2, device="cpu"))

@@ -137,7 +137,7 @@ def test_dynamic_mask_is_where_the_subject_moves_and_dropping_it_scores_badly():
 
 # ============================================================================ captures
 def _write_dg3(root: Path, cams=4, T=5, W=20, H=16, test=(3,)):
-    from fourreal_core.video_io import write_image
+    from fourreal_media import write_image
 
     root.mkdir(parents=True, exist_ok=True)
     orbit = orbit_cameras(cams, W, H, radius=3.0, elevation_deg=10.0, arc_deg=120.0, start_azimuth_deg=0.0,
@@ -210,7 +210,7 @@ def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
 
 def test_per_camera_videos_and_a_cameras_file(tmp_path):
     from fourreal_poses.transforms_json import load_transforms
-    from fourreal_core.video_io import write_video
+    from fourreal_media import write_video
     from fourreal_poses.multicam import read_capture
 
     cams = orbit_cameras(3, 32, 24, radius=3.0, elevation_deg=10.0, arc_deg=90.0, start_azimuth_deg=0.0,

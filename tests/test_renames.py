@@ -75,7 +75,7 @@ def test_old_generation_json_freeze_time_anchor_still_loads(tmp_path):
     transforms.json / poses.json say ``canonical_view``."""
     from fourreal_core.config import ComponentSpec
     from fourreal_core.run import CheckpointStore, RunLog, StageContext
-    from fourreal_core.video_io import write_frames
+    from fourreal_media import write_frames
     from fourreal_poses.plugin import KnownConfig
     from fourreal_stages.configs import PosesConfig
     from fourreal_stages.io_stages import PosesStage

@@ -77,7 +77,7 @@ def test_adhoc_replaces_only_its_own_output(registry, tmp_path, toy_run):
     """A same-kind output holding only the files fourreal wrote is replaced; one with a file
     of the user's inside, or of another kind, is refused untouched."""
     from fourreal_core.errors import RunDirError
-    from fourreal_core.run import execute_adhoc
+    from fourreal_cli.adhoc import execute_adhoc
 
     params = {"steps": 1, "trace": str(tmp_path / "t.txt")}
     out = execute_adhoc(toy_run, "count", params, "myout", registry)
@@ -152,7 +152,7 @@ def test_lock_does_not_block_readers_and_dies_with_its_holder(registry, tmp_path
     """While a run holds its lock, an ad-hoc command writing its own sub-folder (what
     `fourreal eval` of a finished stage does) proceeds; a lock whose holder died is gone."""
     from fourreal_core.lock import FolderLock
-    from fourreal_core.run import execute_adhoc
+    from fourreal_cli.adhoc import execute_adhoc
 
     with FolderLock(toy_run):
         out = execute_adhoc(toy_run, "count", {"steps": 1, "trace": str(tmp_path / "t.txt")}, "ev", registry)
@@ -362,7 +362,7 @@ def test_nan_in_points_and_splat_ply(tmp_path):
 
 def test_non_image_png(tmp_path):
     from fourreal_core.errors import InputError
-    from fourreal_core.video_io import read_image
+    from fourreal_media import read_image
 
     (tmp_path / "a.png").write_text("not an image")
     with pytest.raises(InputError, match="a.png: not an image file") as exc:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fourreal_poses.transforms_json import load_transforms
-from fourreal_core.video_io import read_video
+from fourreal_media import read_video
 from fourreal_synthetic.scenes import (
     Imperfections,
     make_scene,

@@ -1,4 +1,4 @@
-"""Video / image / transforms.json I/O at the boundary (fourreal_core.video_io,
+"""Video / image / transforms.json I/O at the boundary (fourreal_media,
 fourreal_poses.transforms_json)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from fourreal_core.errors import InputError
 from fourreal_poses.transforms_json import load_transforms, write_transforms
 from fourreal_core.types import Cameras, PosedVideo, Video
-from fourreal_core.video_io import (
+from fourreal_media import (
     natural_key,
     psnr,
     read_image,

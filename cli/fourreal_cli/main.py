@@ -104,7 +104,7 @@ def plugins(debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> No
 
 def _adhoc(run_dir: Path, stage: str, params: dict, out_name: str, device: Optional[str]) -> Path:
     from fourreal_core.registry import get_registry
-    from fourreal_core.run import execute_adhoc
+    from fourreal_cli.adhoc import execute_adhoc
 
     params = {k: v for k, v in params.items() if v is not None}
     return execute_adhoc(run_dir, stage, params, out_name, get_registry(), device=device, console=console)

@@ -193,7 +193,7 @@ def generate_freeze_time(
     Returns:
         :class:`FreezeTimeResult` (``canonical_view`` is 0 unless frames were added backwards).
     """
-    from fourreal_core.video_io import resize_frames
+    from fourreal_media import resize_frames
 
     W = int(window or prior.num_frames)
     H_, W_ = int(height or prior.height), int(width or prior.width)

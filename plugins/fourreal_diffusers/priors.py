@@ -488,7 +488,7 @@ class WanPrior(DiffusersPrior):
     def generate(self, prompt, num_frames, height, width, known_frames=None, seed=0) -> Video:
         from PIL import Image
 
-        from fourreal_core.video_io import to_uint8
+        from fourreal_media import to_uint8
 
         known = check_known(known_frames, num_frames)
         prompt = self._lora("freeze_time" if known else "reference", prompt)

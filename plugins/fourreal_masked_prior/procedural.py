@@ -55,7 +55,7 @@ def write_blob_dataset(
     """Write ``n`` procedural videos as frame folders ``folder/video_XXX/00000.png`` and a
     ``prompts.json`` giving each the same ``prompt``. Returns ``folder``."""
     from fourreal_core.io import write_json
-    from fourreal_core.video_io import write_frames
+    from fourreal_media import write_frames
 
     folder = Path(folder)
     vids = blob_videos(n, num_frames, height, width, seed)

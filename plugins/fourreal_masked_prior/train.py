@@ -1,7 +1,7 @@
 """Training the masked video prior (paper Appendix A): ``train_prior(videos_dir, out_dir, cfg)``.
 
 Data: every video file (mp4, mov, webm, ...) and every folder of frames directly inside
-``videos_dir`` (read with :func:`fourreal_core.video_io.read_video`), centre-cropped to the
+``videos_dir`` (read with :func:`fourreal_media.read_video`), centre-cropped to the
 model's aspect ratio and resized to its ``height x width``. Prompts come from
 ``videos_dir/prompts.json`` (``{"name or file name": "prompt"}``), else a sidecar
 ``NAME.txt``, else the empty prompt. Each step samples random clips of ``num_frames``
@@ -77,7 +77,7 @@ def sample_masks(batch: int, num_frames: int, cfg: MaskingConfig, generator: tor
 # --------------------------------------------------------------------------------- data
 def _crop_resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Centre-crop ``[N,H,W,3]`` to the aspect ratio ``height/width``, then resize."""
-    from fourreal_core.video_io import resize_frames
+    from fourreal_media import resize_frames
 
     N, H, W, _ = frames.shape
     target = height / width
@@ -110,7 +110,7 @@ def load_videos(
     Raises:
         InputError: missing folder, no readable video, or none with ``num_frames`` frames.
     """
-    from fourreal_core.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_frames, natural_key, read_video
+    from fourreal_media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_frames, natural_key, read_video
 
     root = Path(videos_dir)
     if not root.is_dir():

@@ -88,7 +88,7 @@ class Capture:
     # ------------------------------------------------------------------------ frames
     def frames(self, camera: str, times: list[int], height: int, width: int) -> torch.Tensor:
         """``[len(times),height,width,3]`` float in [0,1]."""
-        from fourreal_core.video_io import read_image, read_video, resize_frames
+        from fourreal_media import read_image, read_video, resize_frames
 
         if self.layout == "dynamic3dgs":
             out = []
@@ -108,7 +108,7 @@ class Capture:
 
     def masks(self, camera: str, times: list[int], height: int, width: int) -> Optional[torch.Tensor]:
         """``[len(times),height,width,1]`` in [0,1] (1 = the moving subject), or None."""
-        from fourreal_core.video_io import read_image, read_video, resize_frames
+        from fourreal_media import read_image, read_video, resize_frames
 
         if camera not in self._masks:
             return None
@@ -226,7 +226,7 @@ def _read_videos(jpath: Path) -> Capture:
         raise InputError(f"{jpath}: no 'frames' list (one entry per camera video)")
     names, Ks, V, videos, masks = [], {}, {}, {}, {}
     W = H = None
-    from fourreal_core.video_io import read_video
+    from fourreal_media import read_video
 
     lengths = {}
     for i, fr in enumerate(frames):
@@ -287,7 +287,7 @@ def _read_videos(jpath: Path) -> Capture:
 
 # ================================================================================= stage
 def _size(cap: Capture, height: Optional[int], width: Optional[int], long_side: Optional[int]) -> tuple[int, int]:
-    from fourreal_core.video_io import target_size
+    from fourreal_media import target_size
 
     if height is None and width is None and long_side:
         if cap.width >= cap.height:

@@ -129,7 +129,7 @@ def _image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.height, im.width
     except Exception:  # noqa: BLE001 - fall back to a full decode
-        from fourreal_core.video_io import read_image_rgba
+        from fourreal_media import read_image_rgba
 
         img = read_image_rgba(path)
         return int(img.shape[0]), int(img.shape[1])
@@ -173,7 +173,7 @@ def load_transforms(
     import torch
 
     from fourreal_core.types import Cameras, PosedVideo, Video
-    from fourreal_core.video_io import natural_key, read_image, resize_frames, target_size
+    from fourreal_media import natural_key, read_image, resize_frames, target_size
 
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -376,7 +376,7 @@ def write_transforms(
     """
     import torch
 
-    from fourreal_core.video_io import write_image
+    from fourreal_media import write_image
 
     path = Path(path)
     if path.suffix.lower() != ".json":

@@ -21,11 +21,10 @@ points when fewer than ``min_points`` were found (docs/real-data.md).
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch

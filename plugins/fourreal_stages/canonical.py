@@ -154,7 +154,7 @@ class CanonicalStage(Stage):
         from fourreal_core.io import save_tensors, write_json
         from fourreal_poses.transforms_json import write_transforms
         from fourreal_core.types import PosedVideo
-        from fourreal_core.video_io import write_video
+        from fourreal_media import write_video
 
         out = ctx.out_dir
         model.save_ply(out / "canonical.ply")

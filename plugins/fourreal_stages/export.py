@@ -108,7 +108,7 @@ def write_ply_at(scene: Scene4D, t: float, path: Path) -> None:
 def export_scene(scene: Scene4D, rasterizer, out: Path, opts: Optional[ExportOptions] = None,
                  camera: Optional[Cameras] = None) -> dict:
     """Write everything under ``out``; returns the manifest of written files."""
-    from fourreal_core.video_io import write_image, write_video
+    from fourreal_media import write_image, write_video
 
     opts = opts or ExportOptions()
     out = Path(out)
@@ -230,8 +230,6 @@ def write_rerun(scene: Scene4D, path: Path, times, fps: float, inputs: Optional[
         import rerun as rr
     except ImportError:
         return None
-    import numpy as np
-
     from fourreal_core.io import atomic_path
 
     inputs = inputs or {}

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 
 from fourreal_core.errors import InputError
-from fourreal_core.interfaces import DensifyStrategy, Deformation, Deformer, GaussianParams, Loss, Phase
+from fourreal_core.interfaces import DensifyStrategy, Deformer, GaussianParams, Loss, Phase
 from fourreal_core.trainer import load_optimizer_tensors, optimizer_tensors, train
 from fourreal_core.types import Cameras
 

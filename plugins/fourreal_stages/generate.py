@@ -103,7 +103,7 @@ class GenerateStage(Stage):
         import torch
 
         from fourreal_core.io import write_json
-        from fourreal_core.video_io import write_frames, write_video
+        from fourreal_media import write_frames, write_video
         from fourreal_diffusers.freeze_time import generate_freeze_time, load_function
         from fourreal_diffusers.lora import add_triggers, describe, lora_use
 
@@ -127,7 +127,7 @@ class GenerateStage(Stage):
         W = int(cfg.width or prior.width)
         clip = None
         if cfg.reference:
-            from fourreal_core.video_io import read_video
+            from fourreal_media import read_video
 
             src = ctx.resolve(cfg.reference)
             clip = read_video(src, height=H, width=W, stride=max(1, int(cfg.reference_stride)),

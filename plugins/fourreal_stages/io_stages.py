@@ -21,7 +21,7 @@ def read_any_video(path: Path, cfg: PosesConfig):
     """(Video, PosedVideo or None) from a video file, a frame folder or a transforms.json."""
     from fourreal_poses.transforms_json import load_transforms
     from fourreal_core.types import Video
-    from fourreal_core.video_io import read_video
+    from fourreal_media import read_video
 
     if path.suffix == ".json" or (path.is_dir() and (path / "transforms.json").exists()):
         posed = load_transforms(path, height=cfg.height, width=cfg.width, stride=cfg.stride, max_frames=cfg.max_frames)
@@ -179,7 +179,7 @@ class EvalStage(Stage):
         self.cfg = cfg
 
     def run(self, ctx) -> None:
-        from fourreal_core.video_io import write_video
+        from fourreal_media import write_video
 
         from .scene4d import MANIFEST, Scene4D
 
@@ -202,7 +202,7 @@ class RenderStage(Stage):
         self.cfg = cfg
 
     def run(self, ctx) -> None:
-        from fourreal_core.video_io import write_image
+        from fourreal_media import write_image
 
         from .export import look_at_target, orbit_cameras, scene_up
         from .scene4d import MANIFEST, Scene4D

@@ -35,7 +35,7 @@ from fourreal_core.interfaces import Stage
 from fourreal_core.io import atomic_path, write_json
 from fourreal_poses.transforms_json import write_transforms
 from fourreal_core.types import Cameras, PointCloud, PosedVideo, Video
-from fourreal_core.video_io import write_video
+from fourreal_media import write_video
 
 from .scenes import Imperfections, ProceduralScene, cameras_at, make_scene
 

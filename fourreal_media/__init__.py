@@ -1,0 +1,450 @@
+"""Reading and writing videos and images at the boundary.
+
+A plain library package on top of :mod:`fourreal_core` (no entry point, no plugin kind): the
+stages, priors and pose plugins share it, and the core itself touches no media file.
+
+In memory a video is always float32 ``[N,H,W,3]`` in [0,1] (:class:`~fourreal_core.types.Video`).
+On disk it is an mp4/mov/webm/mkv/avi/gif file (decoded with ffmpeg through
+``imageio-ffmpeg``) or a folder of png/jpg frames sorted naturally (``2.png`` before
+``10.png``). Written mp4s are H.264, ``yuv420p``, even-sized and ``+faststart`` so common
+players and browsers open them. Every writer is atomic (:func:`fourreal_core.io.atomic_path`).
+
+User-facing problems (missing file, not a video, too few frames) raise
+:class:`~fourreal_core.errors.InputError` with one line that names the file.
+
+imageio / imageio-ffmpeg are imported inside the functions so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence, Union
+
+from fourreal_core.errors import InputError
+from fourreal_core.io import atomic_path
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from fourreal_core.types import Video
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v", ".gif", ".mpg", ".mpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "read_video",
+    "write_video",
+    "write_frames",
+    "read_image",
+    "write_image",
+    "list_frames",
+    "natural_key",
+    "resize_frames",
+    "target_size",
+    "to_uint8",
+    "psnr",
+]
+
+
+# ---------------------------------------------------------------------------- helpers
+def natural_key(name: Union[str, os.PathLike]) -> list:
+    """Sort key that orders embedded numbers numerically: ``f2.png`` < ``f10.png``."""
+    s = os.fspath(name)
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", s)]
+
+
+def list_frames(folder: Union[str, os.PathLike]) -> list[Path]:
+    """Image files (png/jpg/...) directly inside ``folder``, naturally sorted."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def target_size(
+    src_height: int, src_width: int, height: Optional[int] = None, width: Optional[int] = None
+) -> tuple[int, int]:
+    """``(H, W)`` to resize to: both given -> as given; one given -> keep the aspect ratio
+    (rounded to the nearest pixel, at least 1); none -> unchanged."""
+    if height is None and width is None:
+        return src_height, src_width
+    if height is not None and width is not None:
+        return int(height), int(width)
+    if height is not None:
+        return int(height), max(1, int(round(src_width * int(height) / src_height)))
+    return max(1, int(round(src_height * int(width) / src_width))), int(width)
+
+
+def resize_frames(frames: "torch.Tensor", height: int, width: int) -> "torch.Tensor":
+    """Resize ``[N,H,W,C]`` float frames to ``[N,height,width,C]`` (bilinear, antialiased
+    when shrinking; pixel-area alignment, i.e. ``align_corners=False``)."""
+    import torch
+
+    if frames.shape[1] == height and frames.shape[2] == width:
+        return frames
+    x = frames.permute(0, 3, 1, 2)
+    shrink = height < frames.shape[1] or width < frames.shape[2]
+    x = torch.nn.functional.interpolate(
+        x.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=shrink
+    )
+    return x.permute(0, 2, 3, 1).clamp(0.0, 1.0).contiguous()
+
+
+def to_uint8(frames: "torch.Tensor | np.ndarray") -> "np.ndarray":
+    """Float images in [0,1] (torch or numpy, any shape) -> uint8 numpy (rounded, clipped)."""
+    import numpy as np
+
+    if hasattr(frames, "detach"):
+        frames = frames.detach().float().cpu().numpy()
+    arr = np.asarray(frames)
+    if arr.dtype == np.uint8:
+        return arr
+    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def psnr(a: "torch.Tensor", b: "torch.Tensor", max_val: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB between two float image tensors of one shape."""
+    import math
+
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return float("inf") if mse == 0 else 10.0 * math.log10(max_val**2 / mse)
+
+
+def _uint8_to_float(arr: "np.ndarray", background: Optional[Sequence[float]]) -> "torch.Tensor":
+    """``[H,W]``, ``[H,W,1|2|3|4]`` uint8/uint16/float -> ``[H,W,3]`` float32 in [0,1];
+    alpha is composited over ``background`` (RGB in [0,1])."""
+    import numpy as np
+    import torch
+
+    a = np.asarray(arr)
+    if a.dtype == np.uint8:
+        x = torch.from_numpy(a.astype(np.float32) / 255.0)
+    elif a.dtype == np.uint16:
+        x = torch.from_numpy(a.astype(np.float32) / 65535.0)
+    else:
+        x = torch.from_numpy(a.astype(np.float32))
+        if a.dtype.kind in "iu":
+            x = x / 255.0
+    if x.ndim == 2:
+        x = x[..., None]
+    c = x.shape[-1]
+    if c in (2, 4):  # grey+alpha or RGBA
+        alpha = x[..., -1:]
+        rgb = x[..., :-1]
+        if rgb.shape[-1] == 1:
+            rgb = rgb.expand(*rgb.shape[:-1], 3)
+        bg = torch.tensor(list(background) if background is not None else [0.0, 0.0, 0.0])
+        x = rgb * alpha + bg * (1.0 - alpha)
+    elif c == 1:
+        x = x.expand(*x.shape[:-1], 3)
+    elif c != 3:
+        raise ValueError(f"unsupported number of channels {c}")
+    return x.clamp(0.0, 1.0).contiguous()
+
+
+# ----------------------------------------------------------------------------- images
+def read_image(
+    path: Union[str, os.PathLike],
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    background: Optional[Sequence[float]] = (0.0, 0.0, 0.0),
+) -> "torch.Tensor":
+    """Read one image as ``[H,W,3]`` float32 in [0,1].
+
+    Args:
+        path: png/jpg/... file.
+        height, width: resize (one of them keeps the aspect ratio).
+        background: RGB in [0,1] that an alpha channel is composited over (default black).
+
+    Raises:
+        InputError: the file is missing or not a readable image.
+    """
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file")
+    try:
+        arr = iio.imread(path)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad input
+        raise InputError(f"{path}: {_image_failure(path, e)}") from None
+    if arr.ndim == 4:  # animated image: first frame
+        arr = arr[0]
+    try:
+        img = _uint8_to_float(arr, background)
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
+    h, w = target_size(img.shape[0], img.shape[1], height, width)
+    return resize_frames(img[None], h, w)[0]
+
+
+def _image_failure(path: Path, exc: Exception) -> str:
+    """Why an image did not decode, in words (imageio's own message lists the plugins it
+    tried, e.g. "pip install imageio[opencv]", which misleads for a file that is no image)."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:  # pragma: no cover - pillow comes with imageio
+        return f"not a readable image ({_short(exc)})"
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except UnidentifiedImageError:
+        return "not an image file (its contents are not PNG, JPEG or another known image format)"
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt data
+        return f"image data is damaged or truncated ({_short(e)})"
+    return f"not a readable image ({_short(exc)})"
+
+
+def read_image_rgba(path: Union[str, os.PathLike]) -> "torch.Tensor":
+    """Read one image as ``[H,W,4]`` float32 in [0,1] (alpha 1 where the file has none)."""
+    import imageio.v3 as iio
+    import numpy as np
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file")
+    try:
+        arr = np.asarray(iio.imread(path))
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{path}: {_image_failure(path, e)}") from None
+    scale = 65535.0 if arr.dtype == np.uint16 else 255.0 if arr.dtype.kind in "iu" else 1.0
+    x = torch.from_numpy(arr.astype(np.float32) / scale)
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.shape[-1] in (1, 2):
+        x = torch.cat([x[..., :1].expand(*x.shape[:-1], 3), x[..., 1:]], -1)
+    if x.shape[-1] == 3:
+        x = torch.cat([x, torch.ones_like(x[..., :1])], -1)
+    return x.clamp(0.0, 1.0).contiguous()
+
+
+def write_image(path: Union[str, os.PathLike], image: "torch.Tensor | np.ndarray") -> Path:
+    """Write ``[H,W,3]`` (or ``[H,W,4]`` / ``[H,W]``) float in [0,1] or uint8 to png/jpg,
+    atomically; the format follows the suffix. Returns the path."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    arr = to_uint8(image)
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, arr, extension=path.suffix.lower())
+    return path
+
+
+def write_frames(
+    folder: Union[str, os.PathLike],
+    frames: "torch.Tensor | Video",
+    pattern: str = "{:05d}.png",
+    start: int = 0,
+) -> list[Path]:
+    """Write ``[N,H,W,3]`` frames as images ``folder/pattern.format(i)``, i from ``start``.
+
+    ``pattern`` is a ``str.format`` pattern (``"{:05d}.png"``, ``"frame_{:03d}.jpg"``).
+    Returns the written paths in order.
+    """
+    frames = getattr(frames, "frames", frames)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_image(folder / pattern.format(start + i), frames[i]) for i in range(len(frames))]
+
+
+# ----------------------------------------------------------------------------- videos
+def read_video(
+    path: Union[str, os.PathLike],
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    stride: int = 1,
+    max_frames: Optional[int] = None,
+    min_frames: int = 1,
+    start: int = 0,
+    background: Optional[Sequence[float]] = (0.0, 0.0, 0.0),
+) -> "Video":
+    """Read a video file or a folder of frames.
+
+    Args:
+        path: an mp4/mov/webm/mkv/avi/gif file, or a folder of png/jpg frames (natural order).
+        height, width: resize every frame; if only one is given the aspect ratio is kept.
+        stride: keep every ``stride``-th frame (the fps is divided accordingly).
+        max_frames: keep at most this many frames (after ``start`` and ``stride``).
+        min_frames: fewer kept frames than this is an :class:`InputError`.
+        start: skip this many source frames first.
+        background: RGB an alpha channel (frame folders, gifs) is composited over.
+
+    Returns:
+        :class:`~fourreal_core.types.Video` with ``[N,H,W,3]`` float32 frames in [0,1] and
+        the source fps divided by ``stride`` (8 for frame folders).
+
+    Raises:
+        InputError: missing path, unreadable/not a video, frames of different sizes, or
+            fewer than ``min_frames`` frames -- one line naming the file.
+    """
+    import torch
+
+    from fourreal_core.types import Video
+
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+
+    if path.is_dir():
+        files = list_frames(path)
+        if not files:
+            raise InputError(
+                f"{path}: folder holds no image frames ({', '.join(s[1:] for s in IMAGE_SUFFIXES[:3])})"
+            )
+        files = files[start::stride]
+        if max_frames is not None:
+            files = files[: max(0, int(max_frames))]
+        frames, size = [], None
+        for f in files:
+            img = read_image(f, background=background)
+            if size is None:
+                size = img.shape[:2]
+                h, w = target_size(size[0], size[1], height, width)
+            elif img.shape[:2] != size:
+                raise InputError(
+                    f"{f}: frame is {img.shape[1]}x{img.shape[0]} but earlier frames of {path} are "
+                    f"{size[1]}x{size[0]}"
+                )
+            frames.append(resize_frames(img[None], h, w)[0])
+        fps = 8.0 / stride
+    else:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            frames = [] if start > 0 else [read_image(path, height, width, background)]
+            fps = 8.0
+        else:
+            frames, fps = _decode_video(path, height, width, stride, max_frames, start, background)
+    n = len(frames)
+    if n < max(1, min_frames):
+        extra = f" (with stride {stride})" if stride > 1 else ""
+        raise InputError(
+            f"{path}: has {n} frame{'s' if n != 1 else ''}{extra}, need at least {max(1, min_frames)}"
+        )
+    return Video(torch.stack(frames).contiguous(), fps=float(fps))
+
+
+def _decode_video(path: Path, height, width, stride, max_frames, start, background):
+    """Decode with ffmpeg (imageio-ffmpeg): yields frames already resized."""
+    import numpy as np
+    import torch
+
+    import imageio_ffmpeg
+
+    try:
+        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        meta = next(gen)
+    except StopIteration:
+        raise InputError(f"{path}: not a readable video (no video stream)") from None
+    except Exception as e:  # noqa: BLE001 - ffmpeg could not open it
+        raise InputError(f"{path}: not a readable video ({_short(e)})") from None
+    try:
+        src_w, src_h = (int(v) for v in meta["size"])
+        fps = float(meta.get("fps") or 8.0)
+        h, w = target_size(src_h, src_w, height, width)
+        frames = []
+        for i, buf in enumerate(gen):
+            if i < start or (i - start) % stride:
+                continue
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+            arr = np.frombuffer(buf, dtype=np.uint8).reshape(src_h, src_w, 3)
+            img = torch.from_numpy(arr.astype(np.float32) / 255.0)
+            frames.append(resize_frames(img[None], h, w)[0])
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - corrupt stream mid-way
+        raise InputError(f"{path}: not a readable video ({_short(e)})") from None
+    finally:
+        gen.close()
+    return frames, fps / stride
+
+
+def write_video(
+    path: Union[str, os.PathLike],
+    frames: "torch.Tensor | np.ndarray | Video",
+    fps: Optional[float] = None,
+    crf: int = 18,
+    even: str = "pad",
+) -> Path:
+    """Write frames as an H.264 mp4 (yuv420p, faststart) that common players open.
+
+    Args:
+        path: output file (``.mp4``; ``.gif`` also works, written with Pillow).
+        frames: ``[N,H,W,3]`` float in [0,1] (torch or numpy), uint8, or a ``Video``.
+        fps: frames per second; default the ``Video``'s fps, else 8.
+        crf: x264 constant rate factor (0 lossless .. 51 worst; 18 is visually lossless).
+        even: yuv420p needs even sizes: ``"pad"`` replicates the last row/column,
+            ``"resize"`` resizes to the nearest even size below (min 2).
+
+    Written atomically; returns ``path``.
+    """
+    import numpy as np
+
+    if hasattr(frames, "frames"):
+        fps = frames.fps if fps is None else fps
+        frames = frames.frames
+    fps = 8.0 if fps is None else float(fps)
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if hasattr(frames, "detach") and frames.dtype.is_floating_point:
+        frames = frames.detach().float().cpu()
+        if even == "resize" and (frames.shape[1] % 2 or frames.shape[2] % 2):
+            h2, w2 = max(2, frames.shape[1] // 2 * 2), max(2, frames.shape[2] // 2 * 2)
+            frames = resize_frames(frames, h2, w2)
+    arr = to_uint8(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"write_video expects [N,H,W,3] frames, got shape {tuple(arr.shape)}")
+    if len(arr) == 0:
+        raise ValueError("write_video: no frames to write")
+    n, h, w, _ = arr.shape
+    if h % 2 or w % 2:
+        # pad (or, for uint8 input with even='resize', also pad: never drop content)
+        arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        h, w = arr.shape[1], arr.shape[2]
+    arr = np.ascontiguousarray(arr)
+
+    path = Path(path)
+    if path.suffix.lower() == ".gif":  # palette-quantised by Pillow, loops forever
+        import imageio.v3 as iio
+
+        with atomic_path(path) as tmp:
+            iio.imwrite(tmp, arr, extension=".gif", duration=1000.0 / fps, loop=0)
+        return path
+
+    import imageio_ffmpeg
+
+    with atomic_path(path) as tmp:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp),
+            (w, h),
+            fps=fps,
+            codec="libx264",
+            pix_fmt_in="rgb24",
+            pix_fmt_out="yuv420p",
+            quality=None,
+            macro_block_size=1,
+            ffmpeg_log_level="error",
+            output_params=["-crf", str(int(crf)), "-preset", "medium", "-movflags", "+faststart"],
+        )
+        writer.send(None)  # start ffmpeg
+        try:
+            for frame in arr:
+                writer.send(frame)
+        finally:
+            writer.close()
+    return path
+
+
+def _short(e: BaseException) -> str:
+    """A one-line, bounded summary of an exception from a decoder."""
+    msg = str(e).strip().splitlines()
+    # ffmpeg errors put the useful line last
+    useful = [m.strip() for m in msg if m.strip()]
+    text = useful[-1] if useful else type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
