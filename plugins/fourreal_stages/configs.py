@@ -151,6 +151,12 @@ class MotionConfig:
         count (0.25: up to 25% more); None: only the representation's ``max_gaussians`` caps
         it (the paper sets no cap). A CPU budget: at a low ``growth_grad_threshold`` growth
         otherwise fills any cap within a few hundred steps (docs/real-data.md).
+    dynamic_region: w_t moves only the Gaussians whose centre projects into the reference
+        camera's dynamic region (pixels that change over the reference video), dilated by this
+        fraction of the image's long side (0.03: 8 px at 256); the others are static. For a
+        fixed reference camera and a subject small in the frame it makes a motion step cheaper
+        by the static share and keeps the background from drifting (region.py,
+        docs/real-data.md). None: w_t moves every Gaussian (the paper).
     """
 
     reference: Optional[InputPath] = None
@@ -172,6 +178,7 @@ class MotionConfig:
     growth_opacity: float = 1e-2
     growth_grad_threshold: float = 2e-4
     growth_budget: Optional[float] = None
+    dynamic_region: Optional[float] = None
     # reference frames a step samples: within a window around the canonical frame c that
     # widens linearly to the whole video over the stage's first ``time_window`` steps
     # (0: every frame from the start); see docs/real-data.md, "The moving subject"

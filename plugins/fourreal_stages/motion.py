@@ -261,6 +261,8 @@ class MotionStage(Stage):
         fit = MotionFit(ctx, cfg, model, w_t, w_mv, ref, freeze, c, scheduler=scheduler,
                         losses=build_losses(cfg.losses, ctx.registry), loss_specs=cfg.losses, background=bg,
                         checkpoint_every=cfg.checkpoint_every, prompt=generation_prompt(ctx))
+        if cfg.dynamic_region is not None:
+            w_t = fit.w_t = self._in_dynamic_region(ctx, cfg, w_t, ref, c, fit)
         t0 = time.perf_counter()
         fit.run()
         scene = Scene4D(model, w_t, bg, times=fit.ref_times.cpu(), canonical_frame=c,
@@ -268,13 +270,35 @@ class MotionStage(Stage):
                         deformer_spec=cfg.w_t, representation_spec=cfg.representation)
         scene.save(ctx.out_dir)
         self._write_outputs(ctx, cfg, scene, ref, time.perf_counter() - t0, int(fit.meta.get("spawned", 0)),
-                            fit.ref_dynamic)
+                            fit.ref_dynamic, {k: v for k, v in fit.meta.items() if k.startswith("dynamic_region")})
+
+    def _in_dynamic_region(self, ctx, cfg, w_t, ref, c, fit):
+        """w_t wrapped in a :class:`~fourreal_stages.region.RegionDeformer` on the reference
+        camera's dynamic region; w_t as it is (with a notice) when the reference camera moves or
+        nothing in its video changes."""
+        from .evaluate import camera_groups
+        from .region import RegionDeformer, region_mask
+
+        if len(camera_groups(ref.cameras)) != 1:
+            ctx.notice("dynamic_region needs a fixed reference camera; this one moves, so w_t moves every Gaussian")
+            return w_t
+        if not bool(fit.ref_dynamic.any()):
+            ctx.notice("dynamic_region: nothing changes in the reference video; w_t moves every Gaussian")
+            return w_t
+        mask = region_mask(fit.ref_dynamic, cfg.dynamic_region)
+        region = RegionDeformer(w_t, ref.cameras.viewmats[c], ref.cameras.Ks[c], mask).to(ctx.device)
+        sel = region.selected(fit.model.params().means.detach())
+        fit.meta["dynamic_region_pixels"] = round(float(mask.float().mean()), 4)
+        fit.meta["dynamic_region_gaussians"] = round(float(sel.float().mean()), 4)
+        ctx.log("dynamic_region", stage=ctx.name, pixels=fit.meta["dynamic_region_pixels"],
+                gaussians=fit.meta["dynamic_region_gaussians"])
+        return region
 
     # ---------------------------------------------------------------------- outputs
     @torch.no_grad()
     def _write_outputs(self, ctx, cfg, scene: Scene4D, ref, seconds: float, spawned: int,
-                       ref_dynamic: torch.Tensor) -> None:
-        from fourreal_core.video_io import write_video
+                       ref_dynamic: torch.Tensor, extra: dict) -> None:
+        from fourreal_media import write_video
 
         from .evaluate import evaluate_views
 
@@ -282,6 +306,7 @@ class MotionStage(Stage):
         preds = scene.render_each(ctx.rasterizer, ref.cameras, scene.times)
         write_video(out / "reference_rerender.mp4", torch.cat([ref.video.frames, preds], dim=2), fps=cfg.video_fps)
         metrics = {"num_gaussians": len(scene.model), "spawned_in_growth": spawned,
+                   **{k: v for k, v in extra.items()},
                    "reference_psnr": psnr(preds, ref.video.frames), "seconds": round(seconds, 2)}
         # the reference video's own moving region: a scene that drops (or ghosts) its subject
         # scores badly here while the whole-image PSNR stays high

@@ -8,6 +8,7 @@ rebuild it without the recipe::
      "representation": {"kind": "representation", "name": "gaussians", "params": {...}},
      "deformer": {"kind": "deformer", "name": "mlp", "params": {...}},
      "deformer_weights": "motion_deformer.safetensors",
+     "motion_region": "motion_region.safetensors",     (only with dynamic_region; region.py)
      "background": [0, 0, 0],
      "reference": {"times": [...], "canonical_frame": c, "camera": {...}},
      "freeze_time_cameras": {...}}
@@ -88,7 +89,14 @@ class Scene4D:
                                              "params": to_plain(representation_spec.params)},
                           "background": self.background.detach().cpu().tolist()}
         if self.deformer is not None:
-            save_tensors(folder / "motion_deformer.safetensors", self.deformer.state_dict())
+            from .region import REGION_FILE, RegionDeformer
+
+            inner = self.deformer
+            if isinstance(inner, RegionDeformer):  # w_t only inside the reference's dynamic region
+                save_tensors(folder / REGION_FILE, inner.region_tensors())
+                manifest["motion_region"] = REGION_FILE
+                inner = inner.inner
+            save_tensors(folder / "motion_deformer.safetensors", inner.state_dict())
             manifest["deformer"] = {"kind": "deformer", "name": deformer_spec.name,
                                     "params": to_plain(deformer_spec.params)}
             manifest["deformer_weights"] = "motion_deformer.safetensors"
@@ -140,6 +148,11 @@ class Scene4D:
                            canonical_means=model.params().means.detach())
             tensors, _ = load_tensors(folder / m["deformer_weights"], device="cpu")
             deformer.load_state_dict(tensors)
+            if m.get("motion_region"):
+                from .region import RegionDeformer
+
+                region, _ = load_tensors(folder / m["motion_region"], device="cpu")
+                deformer = RegionDeformer.from_region_tensors(deformer, region)
             deformer = deformer.to(device)
             deformer.eval()
         ref = m.get("reference", {})
