@@ -104,6 +104,16 @@ class Cameras:
         """``[N,3]`` camera centres in world coordinates."""
         return self.camtoworlds[:, :3, 3]
 
+    def project(self, points: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+        """World points ``[P,3]`` in every camera: pixel coordinates ``[N,P,2]`` (pixel (0,0)
+        covers [0,1)^2) and depths ``[N,P]`` (> 0 in front), in the points' dtype."""
+        torch = _torch()
+        V, K = self.viewmats.to(points), self.Ks.to(points)
+        cam = torch.einsum("cij,pj->cpi", V[:, :3, :3], points) + V[:, None, :3, 3]
+        z = cam[..., 2]
+        uv = torch.einsum("cij,cpj->cpi", K, cam)[..., :2] / z.clamp_min(1e-12)[..., None]
+        return uv, z
+
     def scaled(self, factor: float) -> "Cameras":
         """The same cameras for an image resized by ``factor`` (e.g. 0.5 halves W and H).
 

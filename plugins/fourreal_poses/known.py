@@ -108,14 +108,8 @@ def orbit_cameras(
 def points_in_view(points: torch.Tensor, cameras: Cameras) -> torch.Tensor:
     """``[P]`` int: in how many of ``cameras`` each point ``[P,3]`` projects inside the image
     in front of the camera."""
-    P = points.double()
-    V = cameras.viewmats.double()
-    K = cameras.Ks.double()
-    cam = torch.einsum("cij,pj->cpi", V[:, :3, :3], P) + V[:, None, :3, 3]  # [C,P,3]
-    z = cam[..., 2]
-    uv = torch.einsum("cij,cpj->cpi", K, cam)
-    u = uv[..., 0] / z.clamp_min(1e-12)
-    v = uv[..., 1] / z.clamp_min(1e-12)
+    uv, z = cameras.project(points.double())
+    u, v = uv[..., 0], uv[..., 1]
     inside = (z > 1e-6) & (u >= 0) & (u < cameras.width) & (v >= 0) & (v < cameras.height)
     return inside.sum(0)
 

@@ -306,7 +306,7 @@ class MotionStage(Stage):
         preds = scene.render_each(ctx.rasterizer, ref.cameras, scene.times)
         write_video(out / "reference_rerender.mp4", torch.cat([ref.video.frames, preds], dim=2), fps=cfg.video_fps)
         metrics = {"num_gaussians": len(scene.model), "spawned_in_growth": spawned,
-                   **{k: v for k, v in extra.items()},
+                   **extra,
                    "reference_psnr": psnr(preds, ref.video.frames), "seconds": round(seconds, 2)}
         # the reference video's own moving region: a scene that drops (or ghosts) its subject
         # scores badly here while the whole-image PSNR stays high

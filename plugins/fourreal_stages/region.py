@@ -27,6 +27,7 @@ from typing import Optional
 import torch
 
 from fourreal_core.interfaces import Deformation, Deformer
+from fourreal_core.types import Cameras
 
 REGION_FILE = "motion_region.safetensors"
 
@@ -54,7 +55,6 @@ class RegionDeformer(torch.nn.Module, Deformer):
         self.register_buffer("viewmat", viewmat.detach().float().reshape(4, 4).clone())
         self.register_buffer("K", K.detach().float().reshape(3, 3).clone())
         self.register_buffer("mask", mask.detach().bool().clone())
-        self.lr, self.lr_final = getattr(inner, "lr", Deformer.lr), getattr(inner, "lr_final", Deformer.lr_final)
 
     @property
     def frame_mode(self) -> bool:
@@ -70,15 +70,9 @@ class RegionDeformer(torch.nn.Module, Deformer):
     def selected(self, means: torch.Tensor) -> torch.Tensor:
         """``[N]`` bool: the Gaussians whose centre is in front of the camera and projects into
         the mask."""
-        R, t = self.viewmat[:3, :3].to(means), self.viewmat[:3, 3].to(means)
-        xc = means.detach() @ R.T + t
-        z = xc[:, 2]
-        K = self.K.to(means)
-        zs = z.clamp_min(1e-6)
-        u = K[0, 0] * xc[:, 0] / zs + K[0, 2]
-        v = K[1, 1] * xc[:, 1] / zs + K[1, 2]
         H, W = self.mask.shape
-        ui, vi = torch.floor(u).long(), torch.floor(v).long()
+        uv, z = Cameras(self.viewmat[None], self.K[None], W, H).project(means.detach())
+        ui, vi, z = torch.floor(uv[0, :, 0]).long(), torch.floor(uv[0, :, 1]).long(), z[0]
         inside = (z > 1e-6) & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
         out = torch.zeros_like(inside)
         idx = inside.nonzero().squeeze(1)
