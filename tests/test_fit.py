@@ -210,6 +210,17 @@ def test_a_loss_the_stage_cannot_feed_is_refused_by_requires(tiny, registry):
     assert "loss 'depth_test' needs depth_prior, which stage 'canonical' does not provide" in str(e.value)
 
 
+def test_a_loss_no_phase_activates_is_refused_instead_of_silently_never_training(tiny, registry):
+    """Phases name their losses; a loss added to `losses` but to no phase would never act."""
+    phases = [{"name": "warmup", "iterations": 1000, "losses": ["l1"], "train": ["gaussians"], "deform": False}]
+    with pytest.raises(FourRealError) as e:
+        _canonical(tiny, registry, "unused_loss", losses=[{"name": "l1"}, {"name": "ssim"}],
+                   scheduler={"name": "stagewise", "params": {"phases": phases}})
+    msg = str(e.value)
+    assert "\n" not in msg and "loss 'ssim' is active in no phase of stage 'canonical'" in msg, msg
+    assert "phases: warmup" in msg, msg
+
+
 def test_renamed_recipe_keys_fail_in_one_line(tmp_path):
     from fourreal_core.recipe import load_recipe
 

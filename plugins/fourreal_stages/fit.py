@@ -210,7 +210,16 @@ class Fit:
     def check_losses(self) -> None:
         """Refuse, before training, a loss that needs an input this stage never provides."""
         offered = set(BASE_INPUTS) | set(self.provides) | set(SDS_INPUTS)
+        phases = getattr(self.scheduler, "phases", None)
+        named = {n for p in phases for n in p.losses} if phases is not None else None
         for name, loss in self.losses.items():
+            if named is not None and name not in named:  # would silently never train
+                src = getattr(self.loss_specs.get(name), "source", f"losses.{name}")
+                raise InputError(
+                    f"{src}: loss {name!r} is active in no phase of stage {self.ctx.name!r}; add it to the "
+                    f"'losses' of the phases that should use it (scheduler.params.phases: "
+                    f"{', '.join(p.name for p in phases)})"
+                )
             missing = [r for r in getattr(loss, "requires", ()) if r not in offered]
             if missing:
                 src = getattr(self.loss_specs.get(name), "source", f"losses.{name}")
