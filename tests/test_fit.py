@@ -210,6 +210,61 @@ def test_a_loss_the_stage_cannot_feed_is_refused_by_requires(tiny, registry):
     assert "loss 'depth_test' needs depth_prior, which stage 'canonical' does not provide" in str(e.value)
 
 
+def test_a_downscale_phase_renders_and_supervises_at_the_smaller_size(tiny, registry):
+    """Coarse-to-fine: a `downscale: 2` phase renders with cameras scaled to half the frame
+    size against area-averaged frames; the next phase is back at full size."""
+    import types
+
+    from fourreal_core import hookimpl
+    from fourreal_losses.plugin import L1Config
+    from fourreal_losses.recon import L1Loss
+
+    seen = []
+
+    class Probe(L1Loss):
+        def __call__(self, inputs):
+            seen.append((tuple(inputs["render"].rgb.shape), tuple(inputs["target"].shape),
+                         float(inputs["target"].mean())))
+            return super().__call__(inputs)
+
+    @hookimpl
+    def fourreal_register(registry):
+        registry.add("loss", "probe_test", lambda cfg: Probe(cfg), config=L1Config, description="test")
+
+    mod = types.ModuleType("probe_test_plugin")
+    mod.fourreal_register = fourreal_register
+    registry.register_module(mod, source="tests:probe_test")
+    try:
+        phases = [{"name": "coarse", "iterations": 2000, "losses": ["probe_test"], "train": ["gaussians"],
+                   "deform": False, "downscale": 2},
+                  {"name": "fine", "iterations": 2000, "losses": ["probe_test"], "train": ["gaussians"],
+                   "deform": False}]
+        _canonical(tiny, registry, "downscale", losses=[{"name": "probe_test"}],
+                   scheduler={"name": "stagewise", "params": {"phases": phases}})
+    finally:
+        registry.unregister_source("tests:probe_test")
+    (rc, tc, _), (rf, tf, _) = seen[0], seen[-1]
+    assert rc == tc and rf == tf, seen
+    assert rf[1] % 2 == 0 and rf[2] % 2 == 0, rf
+    assert rc[1:3] == (rf[1] // 2, rf[2] // 2), (rc, rf)
+    assert len(seen) == 4, seen
+    from fourreal_stages.fit import downscaled
+
+    x = torch.arange(16.0).reshape(1, 4, 4, 1)
+    assert downscaled(x, 2, 2)[0, :, :, 0].tolist() == [[2.5, 4.5], [10.5, 12.5]]
+    m = torch.zeros(1, 4, 4, 1, dtype=torch.bool)
+    m[0, :2, :2] = True
+    m[0, 2, 2] = True
+    assert downscaled(m, 2, 2)[0, :, :, 0].tolist() == [[True, False], [False, False]]
+
+
+def test_a_phase_downscale_below_one_is_refused(tmp_path):
+    from fourreal_stages.configs import PhaseConfig
+
+    with pytest.raises(ValueError, match="downscale must be an integer >= 1, got 0"):
+        PhaseConfig(name="a", iterations=10, downscale=0)
+
+
 def test_a_loss_no_phase_activates_is_refused_instead_of_silently_never_training(tiny, registry):
     """Phases name their losses; a loss added to `losses` but to no phase would never act."""
     phases = [{"name": "warmup", "iterations": 1000, "losses": ["l1"], "train": ["gaussians"], "deform": False}]

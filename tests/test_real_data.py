@@ -31,11 +31,11 @@ FOX, RIG4 = DATA / "fox", DATA / "rig4"
 # that only memorised its training frames fails it); yawing the held-out cameras by 3 degrees
 # gives 17.22 dB (fails it).
 HELDOUT_FLOOR = 17.8
-# rig4 4Real toy fit (27x48, 6 times, iterations_scale 0.025; 30-100 s): reference camera 23.89 dB,
-# its moving region (32% of the pixels) 20.37 dB (20.23 before the recipe's time_window /
-# dynamic_weight; the canonical scene frozen at t_c there: 18.25 dB); floors 1.5 dB under
-RIG4_REF_FLOOR = 22.4
-RIG4_REF_DYNAMIC_FLOOR = 18.7
+# rig4 4Real toy fit (27x48, 6 times, iterations_scale 0.05 since the recipe's motion stage halved
+# its iterations; 25 s on 2 threads): reference camera 24.13 dB, its moving region (32% of the
+# pixels) 20.82 dB (the canonical scene frozen at t_c there: 18.29 dB); floors 1.5 dB under
+RIG4_REF_FLOOR = 22.6
+RIG4_REF_DYNAMIC_FLOOR = 19.3
 
 
 def _project(points, cams):
@@ -302,7 +302,7 @@ def test_fox_known_pose_canonical_fit_scores_the_held_out_frames(tmp_path):
 @pytest.mark.realdata
 @pytest.mark.skipif(not (RIG4 / "train_meta.json").is_file(), reason=f"real data not found at {RIG4}")
 def test_rig4_4real_toy_fit_keeps_the_moving_subject(tmp_path):
-    """recipes/multicam-to-4d.yaml on rig4 at toy size (27x48, 6 times, iterations_scale 0.025):
+    """recipes/multicam-to-4d.yaml on rig4 at toy size (27x48, 6 times, iterations_scale 0.05):
     the reference re-render scored inside the reference camera's own moving region, the held-out
     camera scored over time, and w_mv not standing in for the canonical scene."""
     from fourreal_core.recipe import load_recipe
@@ -311,7 +311,7 @@ def test_rig4_4real_toy_fit_keeps_the_moving_subject(tmp_path):
 
     p = "stages.multicam.params."
     sets = [f"{p}capture={RIG4}", f"{p}long_side=48", f"{p}max_frames=6", f"{p}stride=12", f"{p}canonical_frame=0",
-            f"{p}test_times=3", f"{p}fill_points=3000", "iterations_scale=0.025", "stages.export.params.orbit_frames=4",
+            f"{p}test_times=3", f"{p}fill_points=3000", "iterations_scale=0.05", "stages.export.params.orbit_frames=4",
             "stages.export.params.grid_times=2", "stages.export.params.grid_views=2"]
     reg = get_registry()
     execute(load_recipe(ROOT / "recipes" / "multicam-to-4d.yaml", sets, reg), tmp_path / "run", reg, device="cpu")
@@ -336,4 +336,4 @@ def test_rig4_4real_toy_fit_keeps_the_moving_subject(tmp_path):
     frozen = scene.render_each(ras, ref.cameras, torch.zeros(len(ref)))
     dmask, _ = dynamic_masks(ref.video.frames, ref.cameras)
     still = pooled_dynamic_scores(frozen, ref.video.frames, dmask)["dynamic_psnr"]
-    assert mo["reference_dynamic_psnr"] > still + 1.0, (mo["reference_dynamic_psnr"], still)  # measured 20.23 vs 18.25
+    assert mo["reference_dynamic_psnr"] > still + 1.0, (mo["reference_dynamic_psnr"], still)  # measured 20.82 vs 18.29

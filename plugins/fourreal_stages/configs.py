@@ -26,6 +26,10 @@ class PhaseConfig:
     deform: apply the stage's deformation field in this phase.
     densify: run Gaussian growth (clone/split/prune) in this phase.
     frames: which training frames to sample: ``all``, ``reference`` or ``freeze_time``.
+    downscale: render and supervise at 1/downscale of the frames' size (cameras scaled, frames
+        and masks area-averaged): a coarse-to-fine start, as splatfacto's ``num_downscales`` /
+        ``resolution_schedule``, at about 1/downscale^2 of the rasterizer's cost per step.
+        Densification statistics are in normalised image units, so thresholds still hold.
     """
 
     name: str
@@ -35,6 +39,11 @@ class PhaseConfig:
     deform: bool = True
     densify: bool = False
     frames: str = "all"
+    downscale: int = 1
+
+    def __post_init__(self) -> None:
+        if int(self.downscale) < 1:
+            raise ValueError(f"downscale must be an integer >= 1, got {self.downscale}")
 
 
 @dataclass

@@ -139,6 +139,18 @@ def setup_deformer(deformer: Any, spec: Any, *, num_frames: Optional[int], canon
     return deformer
 
 
+#: per-pixel loss inputs ``[C,H,W,k]`` that follow the image size in a ``downscale`` phase
+IMAGE_INPUTS = ("mask", "dynamic_mask")
+
+
+def downscaled(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[C,H,W,k]`` images area-averaged to ``[C,height,width,k]`` (masks become fractions)."""
+    if images.shape[1] == height and images.shape[2] == width:
+        return images
+    x = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2).float(), size=(height, width), mode="area")
+    return x.permute(0, 2, 3, 1).to(images.dtype) if images.dtype.is_floating_point else x.permute(0, 2, 3, 1) > 0.5
+
+
 def deform_pair(deformer: Any, x: torch.Tensor, q: torch.Tensor, t: float, t_prev: float):
     """``(w(x, t), w(x, t_prev))``; the second without autograd -- the previous state is a
     fixed reference for the temporal regularisers (``diff``, ``rigid``, ``rot``), as the
@@ -272,9 +284,16 @@ class Fit:
         g0 = model.params(i)
         g, extra = self.deform(g0, view, phase)
         cam = self.camera(view, phase)
+        view_inputs, target = view.inputs, view.target
+        ds = int(phase.options.get("downscale", 1))
+        if ds > 1:  # coarse-to-fine phase: the camera, the frame and its masks at 1/ds
+            cam = cam.scaled(1.0 / ds)
+            target = downscaled(target, cam.height, cam.width)
+            view_inputs = {k: downscaled(v, cam.height, cam.width) if k in IMAGE_INPUTS and v is not None else v
+                           for k, v in view_inputs.items()}
         out = self.rasterizer.rasterize(g, cam, background=self.background, render_depth=False)
-        inputs = {"render": out, "target": view.target, "canonical": g0, "gaussians": g, "step": i,
-                  "gaussians_version": self.version, "knn": self.knn, **view.inputs, **extra}
+        inputs = {"render": out, "target": target, "canonical": g0, "gaussians": g, "step": i,
+                  "gaussians_version": self.version, "knn": self.knn, **view_inputs, **extra}
         wanted = [n for n in phase.losses if n in self.losses]
         if any("render_video" in getattr(self.losses[n], "requires", ()) for n in wanted):
             inputs.update(self.sds_inputs(g0, phase, i, gen, wanted))
@@ -297,7 +316,7 @@ class Fit:
         for sname, (strategy, state) in self.strategy_states.items():
             if self.strategy_active(sname, phase) and strategy.step_post_backward(model, state, out, i):
                 self.version += 1
-        return {"loss": float(loss.detach()), "psnr": psnr(out.rgb, view.target), "n": len(model), **parts}
+        return {"loss": float(loss.detach()), "psnr": psnr(out.rgb, target), "n": len(model), **parts}
 
     # --------------------------------------------------------------------- checkpoints
     def state(self) -> dict:

@@ -26,7 +26,7 @@ class StagewiseScheduler(Scheduler):
                 continue
             self._phases.append(
                 Phase(p.name, start, start + n, tuple(p.losses), tuple(p.train), p.densify,
-                      {"deform": p.deform, "frames": p.frames})
+                      {"deform": p.deform, "frames": p.frames, "downscale": int(p.downscale)})
             )
             start += n
 
