@@ -4,6 +4,7 @@ Deformer contract checked where a stage sets a deformer up, renamed recipe keys.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -181,69 +182,62 @@ def test_a_deformer_breaking_the_contract_is_refused_in_one_line(tiny, registry)
     assert "\n" not in msg and "params.w_mv" in msg and "'shift' is not a torch.nn.Module" in msg, msg
 
 
-def test_a_loss_the_stage_cannot_feed_is_refused_by_requires(tiny, registry):
+@contextlib.contextmanager
+def _test_loss(registry, name, cls):
+    """Register the L1-configured loss class ``cls`` as ``name`` (as a plugin would) for a block."""
+    import types
+
+    from fourreal_core import hookimpl
     from fourreal_losses.plugin import L1Config
+
+    @hookimpl
+    def fourreal_register(registry):
+        registry.add("loss", name, lambda cfg: cls(cfg), config=L1Config, description="test")
+
+    mod = types.ModuleType(f"{name}_plugin")
+    mod.fourreal_register = fourreal_register
+    registry.register_module(mod, source=f"tests:{name}")
+    try:
+        yield
+    finally:
+        registry.unregister_source(f"tests:{name}")
+
+
+def test_a_loss_the_stage_cannot_feed_is_refused_by_requires(tiny, registry):
     from fourreal_losses.recon import L1Loss
 
     class DepthLoss(L1Loss):
         requires = ("render", "target", "depth_prior")
 
-    import types
-
-    from fourreal_core import hookimpl
-
-    @hookimpl
-    def fourreal_register(registry):
-        registry.add("loss", "depth_test", lambda cfg: DepthLoss(cfg), config=L1Config, description="test")
-
-    mod = types.ModuleType("depth_test_plugin")
-    mod.fourreal_register = fourreal_register
-    registry.register_module(mod, source="tests:depth_test")
-    try:
+    with _test_loss(registry, "depth_test", DepthLoss):
         phases = [{"name": "a", "iterations": 1000, "losses": ["l1", "depth_test"], "train": ["gaussians"],
                    "deform": False}]
         with pytest.raises(FourRealError) as e:
             _canonical(tiny, registry, "bad_loss", losses=[{"name": "l1"}, {"name": "depth_test"}],
                        scheduler={"name": "stagewise", "params": {"phases": phases}})
-    finally:
-        registry.unregister_source("tests:depth_test")
     assert "loss 'depth_test' needs depth_prior, which stage 'canonical' does not provide" in str(e.value)
 
 
 def test_a_downscale_phase_renders_and_supervises_at_the_smaller_size(tiny, registry):
     """Coarse-to-fine: a `downscale: 2` phase renders with cameras scaled to half the frame
     size against area-averaged frames; the next phase is back at full size."""
-    import types
-
-    from fourreal_core import hookimpl
-    from fourreal_losses.plugin import L1Config
     from fourreal_losses.recon import L1Loss
 
     seen = []
 
     class Probe(L1Loss):
         def __call__(self, inputs):
-            seen.append((tuple(inputs["render"].rgb.shape), tuple(inputs["target"].shape),
-                         float(inputs["target"].mean())))
+            seen.append((tuple(inputs["render"].rgb.shape), tuple(inputs["target"].shape)))
             return super().__call__(inputs)
 
-    @hookimpl
-    def fourreal_register(registry):
-        registry.add("loss", "probe_test", lambda cfg: Probe(cfg), config=L1Config, description="test")
-
-    mod = types.ModuleType("probe_test_plugin")
-    mod.fourreal_register = fourreal_register
-    registry.register_module(mod, source="tests:probe_test")
-    try:
+    with _test_loss(registry, "probe_test", Probe):
         phases = [{"name": "coarse", "iterations": 2000, "losses": ["probe_test"], "train": ["gaussians"],
                    "deform": False, "downscale": 2},
                   {"name": "fine", "iterations": 2000, "losses": ["probe_test"], "train": ["gaussians"],
                    "deform": False}]
         _canonical(tiny, registry, "downscale", losses=[{"name": "probe_test"}],
                    scheduler={"name": "stagewise", "params": {"phases": phases}})
-    finally:
-        registry.unregister_source("tests:probe_test")
-    (rc, tc, _), (rf, tf, _) = seen[0], seen[-1]
+    (rc, tc), (rf, tf) = seen[0], seen[-1]
     assert rc == tc and rf == tf, seen
     assert rf[1] % 2 == 0 and rf[2] % 2 == 0, rf
     assert rc[1:3] == (rf[1] // 2, rf[2] // 2), (rc, rf)

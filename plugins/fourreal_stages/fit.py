@@ -144,7 +144,9 @@ IMAGE_INPUTS = ("mask", "dynamic_mask")
 
 
 def downscaled(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``[C,H,W,k]`` images area-averaged to ``[C,height,width,k]`` (masks become fractions)."""
+    """``[C,H,W,k]`` images area-averaged to ``[C,height,width,k]``: each pixel the mean of the
+    frame pixels it covers, as a render at that size integrates them (``fourreal_media.resize_frames``
+    is bilinear and clamps to [0,1]); float masks become fractions, bool masks a majority."""
     if images.shape[1] == height and images.shape[2] == width:
         return images
     x = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2).float(), size=(height, width), mode="area")
@@ -225,8 +227,8 @@ class Fit:
         phases = getattr(self.scheduler, "phases", None)
         named = {n for p in phases for n in p.losses} if phases is not None else None
         for name, loss in self.losses.items():
+            src = getattr(self.loss_specs.get(name), "source", f"losses.{name}")
             if named is not None and name not in named:  # would silently never train
-                src = getattr(self.loss_specs.get(name), "source", f"losses.{name}")
                 raise InputError(
                     f"{src}: loss {name!r} is active in no phase of stage {self.ctx.name!r}; add it to the "
                     f"'losses' of the phases that should use it (scheduler.params.phases: "
@@ -234,7 +236,6 @@ class Fit:
                 )
             missing = [r for r in getattr(loss, "requires", ()) if r not in offered]
             if missing:
-                src = getattr(self.loss_specs.get(name), "source", f"losses.{name}")
                 raise InputError(
                     f"{src}: loss {name!r} needs {', '.join(missing)}, which stage {self.ctx.name!r} does not "
                     f"provide (it provides: {', '.join(sorted(set(BASE_INPUTS) | set(self.provides)))})"
