@@ -4,6 +4,9 @@
 Compares, in the same way for every cell (N Gaussians x image size):
 
 * ``torch``: the tile-based rasterizer (``fourreal_gaussians.rasterize_torch``),
+* ``numba``: the same projection with the compiled, multi-threaded CPU compositing
+  (``fourreal_gaussians.rasterize_numba``; CPU only; its kernels are compiled or loaded from
+  numba's cache in the warm-up run, which is not timed),
 * ``dense``: the dense reference (every Gaussian x every pixel, with pixel chunks under
   activation checkpointing so that its memory stays bounded) -- skipped, with a note, when
   ``N * H * W`` exceeds ``--dense-max-evals`` or the cell runs past ``--timeout``,
@@ -20,6 +23,7 @@ Examples::
 
     python bench/rasterizer.py                       # the default grid on CPU
     python bench/rasterizer.py --sizes 10k --resolutions 128x128 --repeats 5
+    python bench/rasterizer.py --sizes 20k --resolutions 144x256 --backends torch,numba --threads 2
     python bench/rasterizer.py --device cuda         # torch vs gsplat (vs dense where it fits)
 """
 
@@ -101,6 +105,12 @@ def _cell(backend: str, N: int, H: int, W: int, repeats: int, device: str, threa
                 rgb, alpha, depth, meta = rasterize(**leaves, **cams, width=W, height=H)
                 info.update(pairs=meta["n_pairs"], isects=meta["n_isects"], evals=meta["n_evals"],
                             visible=int((meta["radii"] > 0).sum()))
+                return rgb, depth
+        elif backend == "numba":
+            from fourreal_gaussians.rasterize_torch import rasterize
+
+            def render():
+                rgb, alpha, depth, meta = rasterize(**leaves, **cams, width=W, height=H, compositor="numba")
                 return rgb, depth
         elif backend == "dense":
             from fourreal_gaussians.dense_reference import rasterize_dense
@@ -217,7 +227,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
     ap.add_argument("--backends", default=None,
-                    help="comma separated subset of torch,dense,gsplat (default: torch,dense + gsplat on cuda)")
+                    help="comma separated subset of torch,numba,dense,gsplat (default: torch,numba,dense on "
+                         "cpu; torch,dense + gsplat on cuda)")
     ap.add_argument("--dense-max-evals", type=float, default=1e9,
                     help="skip the dense baseline when N*H*W exceeds this (it would take minutes to hours)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per cell before it is skipped")
@@ -235,7 +246,7 @@ def main(argv=None) -> int:
     if args.backends:
         backends = args.backends.split(",")
     else:
-        backends = ["torch", "dense"]
+        backends = ["torch", "dense"] if cuda else ["torch", "numba", "dense"]
         if cuda:
             try:
                 import gsplat  # noqa: F401

@@ -24,6 +24,16 @@ class TorchRasterizerConfig:
 
 
 @dataclass
+class NumbaRasterizerConfig:
+    """The tile-based rasterizer with compiled, multi-threaded CPU compositing (numba)."""
+
+    tile_size: int = 16
+    near_plane: float = 0.01
+    far_plane: float = 1e10
+    eps2d: float = 0.3
+
+
+@dataclass
 class GsplatRasterizerConfig:
     """gsplat's CUDA rasterizer."""
 
@@ -35,7 +45,8 @@ class GsplatRasterizerConfig:
 
 @dataclass
 class AutoRasterizerConfig:
-    """gsplat on CUDA when it is installed, the torch rasterizer elsewhere."""
+    """gsplat on CUDA when it is installed; on the CPU the compiled ``numba`` rasterizer when
+    numba imports; the portable ``torch`` rasterizer elsewhere (MPS, or no numba)."""
 
     tile_size: int = 16
     near_plane: float = 0.01

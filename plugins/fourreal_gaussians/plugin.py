@@ -1,4 +1,4 @@
-"""Registers the gaussians family: representation `gaussians`; rasterizers `torch`,
+"""Registers the gaussians family: representation `gaussians`; rasterizers `torch`, `numba`,
 `gsplat`, `auto`. Implementations are imported inside the factories."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from .configs import (
     AutoRasterizerConfig,
     GaussiansConfig,
     GsplatRasterizerConfig,
+    NumbaRasterizerConfig,
     TorchRasterizerConfig,
 )
 
@@ -23,6 +24,12 @@ def _torch_rasterizer(cfg: TorchRasterizerConfig):
     from .rasterizers import TorchRasterizer
 
     return TorchRasterizer(cfg)
+
+
+def _numba_rasterizer(cfg: NumbaRasterizerConfig):
+    from .rasterizers import NumbaRasterizer
+
+    return NumbaRasterizer(cfg)
 
 
 def _gsplat_rasterizer(cfg: GsplatRasterizerConfig):
@@ -48,10 +55,14 @@ def fourreal_register(registry):
         description="Portable differentiable tile-based rasterizer in pure PyTorch (CPU, CUDA, MPS)",
     )
     registry.add(
+        "rasterizer", "numba", _numba_rasterizer, config=NumbaRasterizerConfig,
+        description="The torch rasterizer with compiled multi-threaded CPU compositing (numba); CPU only",
+    )
+    registry.add(
         "rasterizer", "gsplat", _gsplat_rasterizer, config=GsplatRasterizerConfig,
         description="gsplat's CUDA rasterizer (pip install fourreal[cuda])",
     )
     registry.add(
         "rasterizer", "auto", _auto_rasterizer, config=AutoRasterizerConfig,
-        description="gsplat on CUDA when installed, torch elsewhere",
+        description="gsplat on CUDA when installed, numba on the CPU, torch elsewhere",
     )

@@ -625,6 +625,7 @@ def rasterize(
     block: Optional[int] = None,
     budget: int = DEFAULT_BUDGET,
     slice_len: int = DEFAULT_SLICE_LEN,
+    compositor: str = "torch",
 ):
     """Render N Gaussians from C cameras (gsplat-compatible, differentiable, tile-based).
 
@@ -645,6 +646,9 @@ def rasterize(
         block, budget, slice_len: performance knobs (pixel block edge dividing tile_size,
             elements per batched slice, Gaussians per depth slice); results do not depend
             on them beyond float rounding.
+        compositor: ``"torch"`` (the portable block compositing of this module) or
+            ``"numba"`` (the compiled, multi-threaded CPU kernels of :mod:`.rasterize_numba`;
+            same outputs and gradients; ``block``/``budget``/``slice_len`` do not apply).
 
     Returns:
         ``(rgb [C,H,W,D], alpha [C,H,W,1], depth [C,H,W,1] or None, meta)`` where meta has
@@ -658,11 +662,11 @@ def rasterize(
     with _cpu_threads(means.device):
         return _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                           backgrounds, near_plane, far_plane, eps2d, tile_size, render_depth, block, budget,
-                          slice_len)
+                          slice_len, compositor)
 
 
 def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
-               near_plane, far_plane, eps2d, tile_size, render_depth, block, budget, slice_len):
+               near_plane, far_plane, eps2d, tile_size, render_depth, block, budget, slice_len, compositor):
     C = viewmats.shape[0]
     N = means.shape[0]
     proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height,
@@ -691,11 +695,21 @@ def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
     packed = torch.cat(parts, dim=-1)
     packed = packed.reshape(C * N, packed.shape[-1])
 
-    plan, stats = build_plan(means2d.detach(), proj["cov2d"].detach(), op.detach(), proj["radii"],
-                             depths.detach(), width, height, tile_size, block, budget, slice_len)
-    acc_b, T_b = _CompositeBlocks.apply(packed, plan)
-    acc = plan.to_image(acc_b)  # [C,H,W,D(+1)]
-    T = plan.to_image(T_b[..., None])  # [C,H,W,1] final transmittance
+    if compositor == "numba":
+        from .rasterize_numba import composite
+
+        acc, T, stats = composite(packed, means2d.detach(), proj["cov2d"].detach(), op.detach(), proj["radii"],
+                                  depths.detach(), width, height, tile_size)
+        n_evals, block = stats["n_evals"], stats["block"]
+    elif compositor == "torch":
+        plan, stats = build_plan(means2d.detach(), proj["cov2d"].detach(), op.detach(), proj["radii"],
+                                 depths.detach(), width, height, tile_size, block, budget, slice_len)
+        acc_b, T_b = _CompositeBlocks.apply(packed, plan)
+        acc = plan.to_image(acc_b)  # [C,H,W,D(+1)]
+        T = plan.to_image(T_b[..., None])  # [C,H,W,1] final transmittance
+        n_evals, block = plan.n_evals, plan.block
+    else:
+        raise ValueError(f"compositor must be 'torch' or 'numba', got {compositor!r}")
     alpha = 1.0 - T
     rgb = acc[..., :D]
     if backgrounds is not None:
@@ -714,11 +728,11 @@ def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
         "tiles_per_gauss": stats["tiles_per_gauss"],
         "n_isects": stats["n_isects"],
         "n_pairs": stats["n_pairs"],
-        "n_evals": plan.n_evals,
+        "n_evals": n_evals,
         "tile_size": tile_size,
         "tile_width": math.ceil(width / tile_size),
         "tile_height": math.ceil(height / tile_size),
-        "block": plan.block,
+        "block": block,
         "width": width,
         "height": height,
     }

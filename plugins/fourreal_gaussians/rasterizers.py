@@ -1,6 +1,6 @@
-"""Rasterizer plugins of the gaussians family: ``torch``, ``gsplat`` and ``auto``.
+"""Rasterizer plugins of the gaussians family: ``torch``, ``numba``, ``gsplat`` and ``auto``.
 
-All three implement :class:`fourreal_core.interfaces.Rasterizer` and return the same
+All four implement :class:`fourreal_core.interfaces.Rasterizer` and return the same
 :class:`~fourreal_core.interfaces.RenderOutput` (``rgb`` with the background composited,
 ``alpha``, expected ``depth``, ``means2d`` ``[C,N,2]`` retaining its grad, ``radii``
 ``[C,N]`` int32), so stages never care which one runs.
@@ -16,7 +16,7 @@ from fourreal_core.errors import PluginError
 from fourreal_core.interfaces import GaussianParams, Rasterizer, RenderOutput
 from fourreal_core.types import Cameras
 
-from .configs import AutoRasterizerConfig, GsplatRasterizerConfig, TorchRasterizerConfig
+from .configs import AutoRasterizerConfig, GsplatRasterizerConfig, NumbaRasterizerConfig, TorchRasterizerConfig
 from .rasterize_torch import rasterize as rasterize_torch
 
 _GSPLAT_HINT = "install it with `pip install fourreal[cuda]` or use `rasterizer: torch`"
@@ -46,6 +46,7 @@ class TorchRasterizer(Rasterizer):
     """The portable tile-based rasterizer (:mod:`.rasterize_torch`): CPU, CUDA and MPS."""
 
     name = "torch"
+    compositor = "torch"
 
     def __init__(self, cfg: Optional[TorchRasterizerConfig] = None):
         self.cfg = cfg or TorchRasterizerConfig()
@@ -72,11 +73,42 @@ class TorchRasterizer(Rasterizer):
             eps2d=self.cfg.eps2d,
             tile_size=self.cfg.tile_size,
             render_depth=render_depth,
+            compositor=self.compositor,
         )
         extras = {k: meta[k] for k in ("depths", "conics", "tiles_per_gauss", "n_isects", "n_pairs", "n_evals")}
-        extras["backend"] = "torch"
+        extras["backend"] = self.name
         return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, means2d=meta["means2d"],
                             radii=meta["radii"], extras=extras)
+
+
+class NumbaRasterizer(TorchRasterizer):
+    """The same projection, binning rules and outputs as ``torch``, with the compositing (forward
+    and backward) compiled by numba and run on all CPU cores (:mod:`.rasterize_numba`). CPU only."""
+
+    name = "numba"
+    compositor = "numba"
+
+    def __init__(self, cfg: Optional[NumbaRasterizerConfig] = None):
+        from . import rasterize_numba
+
+        if not rasterize_numba.available():
+            raise PluginError("rasterizer numba: numba is not importable; `pip install numba` or use "
+                              "`rasterizer: torch`")
+        self.cfg = cfg or NumbaRasterizerConfig()
+
+    def rasterize(self, gaussians: GaussianParams, cameras: Cameras, background: Optional[torch.Tensor] = None,
+                  render_depth: bool = True) -> RenderOutput:
+        if gaussians.means.device.type != "cpu":
+            raise PluginError(f"rasterizer numba: the Gaussians are on {gaussians.means.device}; it runs on the "
+                              f"CPU only -- use `rasterizer: auto` (gsplat on CUDA) or `torch`")
+        return super().rasterize(gaussians, cameras, background, render_depth)
+
+
+def numba_available() -> bool:
+    """True when the compiled CPU rasterizer can run (numba imports)."""
+    from . import rasterize_numba
+
+    return rasterize_numba.available()
 
 
 def _import_gsplat():
@@ -175,8 +207,8 @@ class GsplatRasterizer(Rasterizer):
 
 
 class AutoRasterizer(Rasterizer):
-    """gsplat when the Gaussians are on CUDA and gsplat imports, the torch rasterizer otherwise
-    (decided on every call from the tensors' device)."""
+    """gsplat when the Gaussians are on CUDA and gsplat imports; ``numba`` on the CPU when numba
+    imports; the portable torch rasterizer otherwise (decided on every call from the device)."""
 
     name = "auto"
 
@@ -188,10 +220,19 @@ class AutoRasterizer(Rasterizer):
         ))
         self._gsplat: Optional[GsplatRasterizer] = None
         self._gsplat_ok: Optional[bool] = None
+        self._numba: Optional[NumbaRasterizer] = None
+        if numba_available():
+            self._numba = NumbaRasterizer(NumbaRasterizerConfig(
+                tile_size=self.cfg.tile_size, near_plane=self.cfg.near_plane,
+                far_plane=self.cfg.far_plane, eps2d=self.cfg.eps2d,
+            ))
 
     def backend_for(self, device: torch.device) -> Rasterizer:
         """The rasterizer used for tensors on ``device``."""
-        if torch.device(device).type != "cuda":
+        kind = torch.device(device).type
+        if kind == "cpu" and self._numba is not None:
+            return self._numba
+        if kind != "cuda":
             return self._torch
         if self._gsplat_ok is None:
             self._gsplat_ok = gsplat_available()

@@ -1,0 +1,364 @@
+"""Compiled CPU compositing for the tile-based rasterizer (numba, multi-threaded over tiles).
+
+Why numba: it is a pip-only dependency with wheels for Linux, macOS (x86 and Apple silicon)
+and Windows, it needs no compiler on the user's machine (unlike a ``torch.utils.cpp_extension``
+build, which needs g++/clang and ninja and a matching toolchain), and its ``prange`` runs the
+per-tile loops on all cores. It was chosen over NVIDIA Warp and Taichi because those ship
+large runtimes for a GPU we do not use here (gsplat serves CUDA) and over a hand-written C++
+extension because of that build step; measured in ``bench/rasterizer.py``
+(docs/benchmarks.md). Kernels are compiled on first use and cached (``cache=True``).
+
+Only the compositing is compiled: projection (EWA), SH evaluation and the packing of
+``(means2d, conic, opacity, features)`` are the torch code of :mod:`.rasterize_torch`, so
+autograd carries the gradients of this module's ``packed`` input back to means, quats,
+scales, opacities, SH coefficients and ``means2d`` (which densification reads).
+
+Per tile (gsplat's 16x16), the Gaussians overlapping it are listed front to back -- the same
+tile rectangle as gsplat, intersected with the exact pixel box of the ``alpha >= 1/255``
+ellipse, as :func:`.rasterize_torch.build_plan` does. Each pixel then walks its tile's list
+exactly as gsplat's ``rasterize_to_pixels`` kernel: skip when ``sigma < 0`` or
+``alpha < 1/255``, stop before the Gaussian that would take T to ``<= 1e-4``. The backward
+walks the list back to front from the last composited Gaussian, recovering ``T_i`` by
+division as gsplat does (in float64 here), and writes each (tile, Gaussian) pair's gradient
+into its own row -- one tile is one thread's, so there are no races -- which torch then
+sums per Gaussian with ``index_add_``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+
+from .rasterize_torch import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_THRESHOLD, _raster_threads
+
+try:  # numba is an install requirement; keep the module importable (for the error) without it
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - exercised only on a broken install
+    numba = None
+
+
+def available() -> bool:
+    """True when numba imports (the compiled CPU path can run)."""
+    return numba is not None
+
+
+if numba is not None:
+
+    @njit(parallel=True, cache=True, nogil=True)
+    def _forward_kernel(packed, box, pair_gid, tile_off, C, H, W, ts, tw, th, acc, Tfin, last):  # pragma: no cover
+        D = acc.shape[1]
+        ntiles = C * tw * th
+        for t in prange(ntiles):
+            c = t // (tw * th)
+            r = t - c * tw * th
+            ty = r // tw
+            tx = r - ty * tw
+            s = tile_off[t]
+            e = tile_off[t + 1]
+            ox = tx * ts
+            oy = ty * ts
+            x1 = min(W, ox + ts) - 1
+            y1 = min(H, oy + ts) - 1
+            tsw = x1 - ox + 1
+            npix = tsw * (y1 - oy + 1)
+            T = np.ones(npix, np.float64)
+            lastl = np.full(npix, s, np.int64)
+            done = np.zeros(npix, np.bool_)
+            accl = np.zeros((npix, D), np.float64)
+            ndone = 0
+            # Gaussian-major: each Gaussian visits only the pixels of its alpha >= 1/255 box
+            for k in range(s, e):
+                g = pair_gid[k]
+                mx = packed[g, 0]
+                my = packed[g, 1]
+                A = packed[g, 2]
+                B = packed[g, 3]
+                Cc = packed[g, 4]
+                o = packed[g, 5]
+                for py in range(max(oy, box[g, 2]), min(y1, box[g, 3]) + 1):
+                    dy = my - (py + 0.5)
+                    row = (py - oy) * tsw - ox
+                    for px in range(max(ox, box[g, 0]), min(x1, box[g, 1]) + 1):
+                        li = row + px
+                        if done[li]:
+                            continue
+                        dx = mx - (px + 0.5)
+                        sigma = 0.5 * (A * dx * dx + Cc * dy * dy) + B * dx * dy
+                        if sigma < 0.0:
+                            continue
+                        alpha = min(MAX_ALPHA, o * math.exp(-sigma))
+                        if alpha < ALPHA_THRESHOLD:
+                            continue
+                        Ti = T[li]
+                        nT = Ti * (1.0 - alpha)
+                        if nT <= TRANSMITTANCE_THRESHOLD:
+                            done[li] = True
+                            ndone += 1
+                            continue
+                        w = alpha * Ti
+                        for d in range(D):
+                            accl[li, d] += w * packed[g, 6 + d]
+                        T[li] = nT
+                        lastl[li] = k + 1
+                if ndone == npix:
+                    break
+            for py in range(oy, y1 + 1):
+                for px in range(ox, x1 + 1):
+                    li = (py - oy) * tsw + px - ox
+                    pix = (c * H + py) * W + px
+                    for d in range(D):
+                        acc[pix, d] = accl[li, d]
+                    Tfin[pix] = T[li]
+                    last[pix] = lastl[li]
+
+    @njit(parallel=True, cache=True, nogil=True)
+    def _backward_kernel(packed, box, pair_gid, tile_off, C, H, W, ts, tw, th, Tfin, last, g_acc, g_T,
+                         g_pairs):  # pragma: no cover
+        D = g_acc.shape[1]
+        ntiles = C * tw * th
+        for t in prange(ntiles):
+            c = t // (tw * th)
+            r = t - c * tw * th
+            ty = r // tw
+            tx = r - ty * tw
+            s = tile_off[t]
+            ox = tx * ts
+            oy = ty * ts
+            x1 = min(W, ox + ts) - 1
+            y1 = min(H, oy + ts) - 1
+            tsw = x1 - ox + 1
+            npix = tsw * (y1 - oy + 1)
+            T = np.empty(npix, np.float64)
+            Tf = np.empty(npix, np.float64)
+            gt = np.empty(npix, np.float64)
+            lastl = np.empty(npix, np.int64)
+            gp = np.empty((npix, D), np.float64)
+            buf = np.zeros((npix, D), np.float64)
+            e = s
+            for py in range(oy, y1 + 1):
+                for px in range(ox, x1 + 1):
+                    li = (py - oy) * tsw + px - ox
+                    pix = (c * H + py) * W + px
+                    T[li] = Tfin[pix]
+                    Tf[li] = Tfin[pix]
+                    gt[li] = g_T[pix]
+                    lastl[li] = last[pix]
+                    e = max(e, last[pix])
+                    for d in range(D):
+                        gp[li, d] = g_acc[pix, d]
+            for k in range(e - 1, s - 1, -1):
+                g = pair_gid[k]
+                mx = packed[g, 0]
+                my = packed[g, 1]
+                A = np.float64(packed[g, 2])
+                B = np.float64(packed[g, 3])
+                Cc = np.float64(packed[g, 4])
+                o = np.float64(packed[g, 5])
+                g_mx = 0.0
+                g_my = 0.0
+                g_A = 0.0
+                g_B = 0.0
+                g_C = 0.0
+                g_o = 0.0
+                for py in range(max(oy, box[g, 2]), min(y1, box[g, 3]) + 1):
+                    dy = my - (py + 0.5)
+                    row = (py - oy) * tsw - ox
+                    for px in range(max(ox, box[g, 0]), min(x1, box[g, 1]) + 1):
+                        li = row + px
+                        if k >= lastl[li]:
+                            continue
+                        dx = mx - (px + 0.5)
+                        sigma = 0.5 * (A * dx * dx + Cc * dy * dy) + B * dx * dy
+                        if sigma < 0.0:
+                            continue
+                        vis = math.exp(-sigma)
+                        araw = o * vis
+                        alpha = min(MAX_ALPHA, araw)
+                        if alpha < ALPHA_THRESHOLD:
+                            continue
+                        ra = 1.0 / (1.0 - alpha)
+                        Ti = T[li] * ra
+                        T[li] = Ti
+                        w = alpha * Ti
+                        v_alpha = 0.0
+                        for d in range(D):
+                            f = np.float64(packed[g, 6 + d])
+                            g_pairs[k, 6 + d] += w * gp[li, d]
+                            v_alpha += (f * Ti - buf[li, d] * ra) * gp[li, d]
+                            buf[li, d] += f * w
+                        v_alpha -= Tf[li] * ra * gt[li]
+                        if araw <= MAX_ALPHA:
+                            v_sigma = -araw * v_alpha
+                            g_mx += v_sigma * (A * dx + B * dy)
+                            g_my += v_sigma * (B * dx + Cc * dy)
+                            g_A += 0.5 * v_sigma * dx * dx
+                            g_B += v_sigma * dx * dy
+                            g_C += 0.5 * v_sigma * dy * dy
+                            g_o += vis * v_alpha
+                g_pairs[k, 0] = g_mx
+                g_pairs[k, 1] = g_my
+                g_pairs[k, 2] = g_A
+                g_pairs[k, 3] = g_B
+                g_pairs[k, 4] = g_C
+                g_pairs[k, 5] = g_o
+
+
+class TileLists:
+    """Per-tile front-to-back lists of (flat ``c*N+n``) Gaussian indices."""
+
+    def __init__(self, C, H, W, tile_size, pair_gid, tile_off, n_isects, tiles_per_gauss, box):
+        self.C, self.H, self.W, self.ts = C, H, W, tile_size
+        self.box = box  # [C*N,4] int64 pixel box (x0, x1, y0, y1, inclusive) of alpha >= 1/255
+        self.tw, self.th = math.ceil(W / tile_size), math.ceil(H / tile_size)
+        self.pair_gid = pair_gid  # [Npairs] int64
+        self.tile_off = tile_off  # [C*th*tw + 1] int64
+        self.n_isects = n_isects
+        self.tiles_per_gauss = tiles_per_gauss
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.pair_gid.numel())
+
+
+@torch.no_grad()
+def bin_tiles(means2d, cov2d, opacities, radii, depths, width: int, height: int, tile_size: int = 16) -> TileLists:
+    """Tile lists sorted by depth (stable: ties keep index order, as gsplat's radix sort).
+
+    A Gaussian is listed in the tiles of gsplat's tile rectangle that also meet the pixel-centre
+    box of its ``alpha >= 1/255`` ellipse (the exact culling of :func:`.rasterize_torch.build_plan`).
+    """
+    C, N = radii.shape
+    ts = int(tile_size)
+    dtype = means2d.dtype
+    tw, th = math.ceil(width / ts), math.ceil(height / ts)
+    mx, my = means2d[..., 0], means2d[..., 1]
+    r = radii.to(dtype)
+    vis = radii > 0
+    tminx = torch.floor(mx / ts - r / ts).clamp(0, tw).to(torch.int64)
+    tmaxx = torch.ceil(mx / ts + r / ts).clamp(0, tw).to(torch.int64)
+    tminy = torch.floor(my / ts - r / ts).clamp(0, th).to(torch.int64)
+    tmaxy = torch.ceil(my / ts + r / ts).clamp(0, th).to(torch.int64)
+    tiles_per_gauss = (tmaxx - tminx) * (tmaxy - tminy) * vis
+    o = opacities.to(dtype)
+    smax = (torch.log(torch.clamp(o * 255.0, min=1e-30)) + 1e-3).clamp(min=0)
+    ok = vis & (o >= ALPHA_THRESHOLD) & (tiles_per_gauss > 0)
+    ex = torch.sqrt(2 * smax * cov2d[..., 0].clamp(min=0)) * (1 + 1e-4) + 1e-3
+    ey = torch.sqrt(2 * smax * cov2d[..., 2].clamp(min=0)) * (1 + 1e-4) + 1e-3
+    j0 = torch.ceil((mx - ex - 0.5).clamp(-1, width + 1)).clamp(min=0)
+    j1 = torch.floor((mx + ex - 0.5).clamp(-1, width + 1)).clamp(max=width - 1)
+    i0 = torch.ceil((my - ey - 0.5).clamp(-1, height + 1)).clamp(min=0)
+    i1 = torch.floor((my + ey - 0.5).clamp(-1, height + 1)).clamp(max=height - 1)
+    ok = ok & (j0 <= j1) & (i0 <= i1)
+    box = torch.stack([j0, j1, i0, i1], -1).reshape(C * N, 4).to(torch.int64)
+    tx0 = torch.maximum(torch.floor(j0 / ts).to(torch.int64), tminx)
+    tx1 = torch.minimum(torch.floor(j1 / ts).to(torch.int64) + 1, tmaxx)
+    ty0 = torch.maximum(torch.floor(i0 / ts).to(torch.int64), tminy)
+    ty1 = torch.minimum(torch.floor(i1 / ts).to(torch.int64) + 1, tmaxy)
+    nx = (tx1 - tx0).clamp(min=0)
+    ny = (ty1 - ty0).clamp(min=0)
+    cnt = (nx * ny * ok).reshape(-1)
+    ntiles = C * th * tw
+    sel = torch.nonzero(cnt).squeeze(1)
+    dsel = depths.reshape(-1).index_select(0, sel).contiguous()
+    if dsel.numel() and float(dsel.min()) > 0 and dsel.dtype in (torch.float32, torch.float64):
+        dsel = dsel.view(torch.int32 if dsel.dtype == torch.float32 else torch.int64)  # same order, faster
+    sel = sel.index_select(0, torch.argsort(dsel, stable=True))
+    cs = cnt.index_select(0, sel)
+    n_pairs = int(cs.sum())
+    if n_pairs == 0:
+        return TileLists(C, height, width, ts, torch.zeros(0, dtype=torch.int64),
+                         torch.zeros(ntiles + 1, dtype=torch.int64), int(tiles_per_gauss.sum()), tiles_per_gauss, box)
+    owner = torch.repeat_interleave(cs)
+    first = torch.cumsum(cs, 0) - cs
+    local = torch.arange(n_pairs) - first.index_select(0, owner)
+    snx = nx.reshape(-1).index_select(0, sel).index_select(0, owner)
+    ly = torch.div(local, snx, rounding_mode="floor")
+    lx = local - ly * snx
+    cam = torch.div(sel, N, rounding_mode="floor")
+    base = (cam * th + ty0.reshape(-1).index_select(0, sel)) * tw + tx0.reshape(-1).index_select(0, sel)
+    key = base.index_select(0, owner) + ly * tw + lx
+    if ntiles < 2**31:
+        key = key.to(torch.int32)
+    key, perm = torch.sort(key, stable=True)  # pairs were generated front to back
+    pair_gid = sel.index_select(0, owner.index_select(0, perm)).contiguous()
+    counts = torch.bincount(key, minlength=ntiles).to(torch.int64)
+    tile_off = torch.zeros(ntiles + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=tile_off[1:])
+    return TileLists(C, height, width, ts, pair_gid, tile_off, int(tiles_per_gauss.sum()), tiles_per_gauss, box)
+
+
+def _threads() -> int:
+    """numba threads for the kernels: the rasterizer's CPU-thread policy (one when the machine
+    is oversubscribed, ``FOURREAL_RASTER_THREADS`` when set), else torch's intra-op count."""
+    n = _raster_threads() or torch.get_num_threads()
+    return max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+
+
+class _CompositeTiles(torch.autograd.Function):
+    """packed ``[C*N, 6+D]`` (means2d x y, conic A B C, opacity, features) -> accumulated
+    features ``[C*H*W, D]`` and final transmittance ``[C*H*W]``."""
+
+    @staticmethod
+    def forward(ctx, packed: torch.Tensor, tiles: TileLists):
+        D = packed.shape[1] - 6
+        P = tiles.C * tiles.H * tiles.W
+        pk = packed.detach().contiguous()
+        acc = torch.zeros(P, D, dtype=packed.dtype)
+        Tfin = torch.ones(P, dtype=packed.dtype)
+        last = torch.zeros(P, dtype=torch.int64)
+        if tiles.n_pairs:
+            numba.set_num_threads(_threads())
+            _forward_kernel(pk.numpy(), tiles.box.numpy(), tiles.pair_gid.numpy(), tiles.tile_off.numpy(), tiles.C, tiles.H,
+                            tiles.W, tiles.ts, tiles.tw, tiles.th, acc.numpy(), Tfin.numpy(), last.numpy())
+        ctx.tiles = tiles
+        ctx.save_for_backward(pk, Tfin, last)
+        return acc, Tfin
+
+    @staticmethod
+    def backward(ctx, g_acc, g_T):
+        pk, Tfin, last = ctx.saved_tensors
+        tiles: TileLists = ctx.tiles
+        Fdim = pk.shape[1]
+        P = tiles.C * tiles.H * tiles.W
+        g_acc = torch.zeros(P, Fdim - 6, dtype=pk.dtype) if g_acc is None else g_acc.contiguous()
+        g_T = torch.zeros(P, dtype=pk.dtype) if g_T is None else g_T.contiguous()
+        g_packed = torch.zeros_like(pk)
+        if tiles.n_pairs:
+            g_pairs = torch.zeros(tiles.n_pairs, Fdim, dtype=pk.dtype)  # every row written by its tile
+            numba.set_num_threads(_threads())
+            _backward_kernel(pk.numpy(), tiles.box.numpy(), tiles.pair_gid.numpy(), tiles.tile_off.numpy(), tiles.C, tiles.H,
+                             tiles.W, tiles.ts, tiles.tw, tiles.th, Tfin.numpy(), last.numpy(),
+                             g_acc.numpy(), g_T.numpy(), g_pairs.numpy())
+            g_packed.index_add_(0, tiles.pair_gid, g_pairs)
+        return g_packed, None
+
+
+def composite(packed, means2d, cov2d, opacities, radii, depths, width: int, height: int, tile_size: int):
+    """Compiled counterpart of the torch path's plan + compositing: ``(acc [C,H,W,D],
+    T [C,H,W,1], stats)`` from the packed per-Gaussian data ``[C*N, 6+D]``."""
+    if numba is None:
+        raise ImportError("the compiled rasterizer needs numba: pip install numba")
+    if packed.device.type != "cpu":
+        raise ValueError(f"the compiled (numba) rasterizer runs on the CPU; tensors are on {packed.device}")
+    C = radii.shape[0]
+    tiles = bin_tiles(means2d, cov2d, opacities, radii, depths, width, height, tile_size)
+    acc, T = _CompositeTiles.apply(packed, tiles)
+    D = packed.shape[1] - 6
+    stats = {"tiles_per_gauss": tiles.tiles_per_gauss, "n_isects": tiles.n_isects, "n_pairs": tiles.n_pairs,
+             "n_evals": tiles.n_pairs * tile_size * tile_size, "block": tile_size}
+    return acc.view(C, height, width, D), T.view(C, height, width, 1), stats
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) both kernels on a tiny scene."""
+    if os.environ.get("FOURREAL_NO_WARMUP"):
+        return
+    packed = torch.tensor([[4.0, 4.0, 0.5, 0.0, 0.5, 0.8, 1.0, 0.5, 0.2]], requires_grad=True)
+    cov = torch.tensor([[[2.0, 0.0, 2.0]]])
+    acc, T, _ = composite(packed, packed[None, :, :2].detach(), cov, packed[None, :, 5].detach(),
+                          torch.tensor([[5]], dtype=torch.int32), torch.ones(1, 1), 8, 8, 16)
+    (acc.sum() + T.sum()).backward()
