@@ -1,4 +1,4 @@
-"""Deformers of the fourreal_deformers plugin: `mlp` (Deformable-3DGS) and `lbs`."""
+"""Deformers of the fourreal_deformers plugin: `mlp` (Deformable-3DGS), `lbs` and `hexplane`."""
 
 from __future__ import annotations
 
@@ -59,12 +59,13 @@ def variants():
          {"num_frames": 6, "canonical": 2}, 4),
         ("lbs", {"num_bones": 4}, {}, 0.37),
         ("lbs", {"num_bones": 4, "motion": "per_frame"}, {"num_frames": 6, "canonical": 2}, 4),
+        ("hexplane", {"resolution": 8, "time_resolution": 5, "features": 4, "width": 16}, {}, 0.37),
     ]
 
 
 def make_variant(name, params, setup, x):
     d = build(name, **params)
-    if name == "lbs":
+    if name in ("lbs", "hexplane"):
         setup = dict(setup, canonical_means=x)
     d.setup(**setup)
     return d
@@ -333,6 +334,15 @@ def test_lbs_fits_articulated_motion(articulated):
     assert moving < 0.10 and static < 0.05 and rot < 0.15, (moving, static, rot)
 
 
+def test_hexplane_fits_articulated_motion(articulated):
+    torch.manual_seed(0)
+    d = build("hexplane", resolution=16, time_resolution=17, predict_scale=False)
+    d.setup(canonical_means=articulated["x0"])
+    _fit_positions(d, articulated, steps=400, lr=1e-2)
+    moving, static, rot = _errors(d, articulated)
+    assert moving < 0.15 and static < 0.05 and rot < 0.5, (moving, static, rot)
+
+
 def test_mlp_fits_articulated_motion(articulated):
     torch.manual_seed(0)
     d = build("mlp", width=64, predict_scale=False)  # the paper's depth / encodings, narrower
@@ -349,6 +359,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("name,params,steps,lr,floor", [
     ("lbs", {"num_bones": 8}, 150, 1e-2, 25.0),
     ("mlp", {"width": 64, "predict_scale": False}, 250, 3e-3, 23.5),
+    ("hexplane", {"resolution": 16, "time_resolution": 9, "predict_scale": False}, 250, 3e-2, 25.0),
 ])
 def test_rendered_fit_of_articulated_motion(name, params, steps, lr, floor):
     """Fit the deformer through the torch rasterizer (32x32, 3 views, 9 times) with the
@@ -394,7 +405,8 @@ def test_rendered_fit_of_articulated_motion(name, params, steps, lr, floor):
 
 # ------------------------------------------------------------------ canonical time (w_t)
 @pytest.mark.parametrize("name,params", [("mlp", {"width": 32}), ("lbs", {"num_bones": 4}),
-                                         ("lbs", {"num_bones": 4, "motion": "per_frame"})])
+                                         ("lbs", {"num_bones": 4, "motion": "per_frame"}),
+                                         ("hexplane", {"resolution": 8, "time_resolution": 5, "features": 4})])
 def test_temporal_deformation_exactly_zero_at_canonical_time(name, params):
     """setup(canonical=t_c): w_t(x, t_c) is exactly zero whatever the weights (the Deformer
     contract), elsewhere it is not; deform_batch and the mlp's deform_pair agree with deform."""

@@ -11,7 +11,7 @@ so a recipe swaps one for the other by changing ``name: mlp`` to ``name: lbs``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -83,3 +83,28 @@ class LBSDeformerConfig:
     chunk: int = 0  # evaluate at most this many Gaussians at once (0: all)
     lr: float = 1e-3
     lr_final: float = 1e-5
+
+
+@dataclass
+class HexPlaneDeformerConfig:
+    """K-Planes / HexPlane field for w_t(x, t) (4DGaussians' deformation field): six feature
+    planes per scale (xy, xz, yz, xt, yt, zt), multiplied per scale, concatenated over scales,
+    then a ``depth``-layer ReLU MLP of ``width`` units and zero-initialised heads for
+    ``dx``, ``dq``, ``ds``. ``time`` is a float t in [0,1]; exactly zero at the canonical time.
+
+    resolution: space-plane cells per axis at scale 1 (scale m has ``resolution * m``);
+    time_resolution: cells along t (about half the reference frames, as 4DGaussians);
+    the box is fitted to the canonical Gaussians by ``setup`` (1-99th percentiles, widened
+    by ``bound_margin`` of its size on each side; positions outside are clamped to it).
+    """
+
+    resolution: int = 32
+    time_resolution: int = 16
+    multires: list[int] = field(default_factory=lambda: [1, 2])
+    features: int = 16
+    width: int = 64
+    depth: int = 1
+    predict_scale: bool = True
+    bound_margin: float = 0.1
+    lr: float = 1e-2  # decays 100x over the stage; higher than 4DGaussians (1.6e-3 over 14k+ steps): our stages are short
+    lr_final: float = 1e-4

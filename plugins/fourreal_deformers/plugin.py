@@ -1,5 +1,5 @@
-"""Registers the deformers family: ``mlp`` (Deformable-3DGS MLP, temporal or per-frame)
-and ``lbs`` (linear blend skinning). Implementations are imported inside the factories.
+"""Registers the deformers family: ``mlp`` (Deformable-3DGS MLP, temporal or per-frame),
+``lbs`` (linear blend skinning) and ``hexplane`` (K-Planes grid, temporal). Implementations are imported inside the factories.
 
 Both take ``setup(num_frames=, canonical=, canonical_means=)`` (zero at ``canonical``: a frame
 index k_c or a time t_c) and
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fourreal_core import hookimpl
 
-from .configs import LBSDeformerConfig, MLPDeformerConfig
+from .configs import HexPlaneDeformerConfig, LBSDeformerConfig, MLPDeformerConfig
 
 
 def _mlp(cfg: MLPDeformerConfig):
@@ -26,6 +26,12 @@ def _lbs(cfg: LBSDeformerConfig):
     return LBSDeformer(cfg)
 
 
+def _hexplane(cfg: HexPlaneDeformerConfig):
+    from .hexplane import HexPlaneDeformer
+
+    return HexPlaneDeformer(cfg)
+
+
 @hookimpl
 def fourreal_register(registry):
     registry.add(
@@ -37,4 +43,9 @@ def fourreal_register(registry):
         "deformer", "lbs", _lbs, config=LBSDeformerConfig,
         description="Linear blend skinning: k-means bones with per-time rigid transforms "
         "(MLP of t or per-frame table), learnable skinning field",
+    )
+    registry.add(
+        "deformer", "hexplane", _hexplane, config=HexPlaneDeformerConfig,
+        description="K-Planes/HexPlane field for w_t (4DGaussians): six multi-scale feature planes "
+        "(xy xz yz xt yt zt) and a small MLP head; zero at the canonical time",
     )
