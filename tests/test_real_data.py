@@ -109,13 +109,20 @@ def test_dynamic_mask_is_where_the_subject_moves_and_dropping_it_scores_badly():
 
     gt, cams, bg = _moving_square()
     assert camera_groups(cams) == [list(range(6)), list(range(6, 12))]
-    mask, src = dynamic_masks(gt, cams)
+    union, src = dynamic_masks(gt, cams)
     assert src == "frames"
     path = torch.zeros(32, 40, dtype=torch.bool)
     path[10:16, 4:35] = True  # every place the square visits
-    assert bool(mask[0][path].all())  # the whole path is in, grown by the 3x3 filter + 2 px dilation ...
-    assert int(mask[0].sum()) <= (6 + 6) * (31 + 6)
-    assert not bool(mask[0, :6].any()) and not bool(mask[0, 20:].any())  # ... and nothing far from it
+    assert bool(union[0][path].all())  # the whole path is in, grown by the 3x3 filter + 2 px dilation ...
+    assert int(union[0].sum()) <= (6 + 6) * (31 + 6)
+    assert not bool(union[0, :6].any()) and not bool(union[0, 20:].any())  # ... and nothing far from it
+    # per frame (what eval scores): where the square is in that frame, not its whole path
+    mask, _ = dynamic_masks(gt, cams, per_frame=True)
+    for i in range(6):
+        here = (gt[i] - bg).abs().amax(-1) > 0.3  # the square's pixels in frame i
+        assert bool(mask[i][here].all()), i
+        assert int(mask[i].sum()) < int(union[i].sum()) // 2, i
+        assert bool(torch.equal(mask[i], mask[i + 6])) == bool(torch.equal(gt[i], gt[i + 6]))
     # a render that drops the subject: fine overall, bad inside the mask
     dropped = bg.expand_as(gt).clone()
     whole = psnr_per_frame(dropped, gt).mean()

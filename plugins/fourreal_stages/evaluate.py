@@ -54,6 +54,8 @@ class _Lpips:
 # ------------------------------------------------------------------ dynamic region
 #: a pixel "changes" when some channel differs from its temporal median by more than this
 DYNAMIC_THRESHOLD = 0.1
+#: the same for the per-frame moving region that evaluation scores (each frame's own pixels)
+FRAME_DYNAMIC_THRESHOLD = 0.08
 
 
 def camera_groups(cameras, atol: float = 1e-4) -> list[list[int]]:
@@ -76,18 +78,27 @@ def camera_groups(cameras, atol: float = 1e-4) -> list[list[int]]:
 
 
 def dynamic_masks(frames: torch.Tensor, cameras, given: Optional[torch.Tensor] = None,
-                  threshold: float = DYNAMIC_THRESHOLD, dilate: int = 2) -> tuple[torch.Tensor, str]:
+                  threshold: Optional[float] = None, dilate: int = 2,
+                  per_frame: bool = False) -> tuple[torch.Tensor, str]:
     """``[N,H,W]`` bool: the dynamic region of each view, and where it came from.
 
     ``given`` masks (``[N,H,W,1]``, e.g. a capture's segmentation of the moving subject) are
     used as they are. Otherwise, per camera (:func:`camera_groups`), from that camera's own
-    ground-truth frames over time: a pixel is dynamic when, in any of its frames, some
-    channel differs from the pixel's temporal median by more than ``threshold`` (after a
-    3x3 box filter, so sensor noise does not count); the union over the camera's frames is
-    dilated by ``dilate`` pixels. The same mask then scores every frame of that camera, so
-    a render that drops the subject (or leaves a ghost where it was) is scored there.
+    ground-truth frames over time: a pixel changes in a frame when some channel differs from
+    the pixel's temporal median by more than ``threshold`` (after a 3x3 box filter, so sensor
+    noise does not count), dilated by ``dilate`` pixels.
+
+    * ``per_frame=True`` (what evaluation scores; threshold :data:`FRAME_DYNAMIC_THRESHOLD`):
+      each view's own changed pixels -- where the moving subject is in that frame, so a render
+      that loses it is scored there and nowhere else.
+    * ``per_frame=False`` (threshold :data:`DYNAMIC_THRESHOLD`): the union over the camera's
+      frames, the same mask for each -- every place the subject ever is (the motion stage's
+      region and loss weight).
+
     Cameras seen at a single time have no temporal signal: an empty mask.
     """
+    if threshold is None:
+        threshold = FRAME_DYNAMIC_THRESHOLD if per_frame else DYNAMIC_THRESHOLD
     N, H, W, _ = frames.shape
     if given is not None:
         return given[..., 0] > 0.5, "given"
@@ -100,11 +111,13 @@ def dynamic_masks(frames: torch.Tensor, cameras, given: Optional[torch.Tensor] =
         med = x.median(dim=0).values
         dev = (x - med).abs().amax(-1)  # [n,H,W]
         dev = torch.nn.functional.avg_pool2d(dev[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
-        m = (dev > threshold).any(0).float()
+        m = (dev > threshold).float()[:, None]  # [n,1,H,W]
+        if not per_frame:
+            m = m.amax(0, keepdim=True)
         if dilate > 0:
             k = 2 * dilate + 1
-            m = torch.nn.functional.max_pool2d(m[None, None], k, stride=1, padding=dilate)[0, 0]
-        out[g] = m.bool()
+            m = torch.nn.functional.max_pool2d(m, k, stride=1, padding=dilate)
+        out[g] = m[:, 0].bool()
     return out, "frames"
 
 
@@ -163,7 +176,8 @@ def evaluate_views(scene, rasterizer, views: PosedVideo, lpips: bool = True) -> 
             lp = metric(renders, gt)
         else:
             notes.append(f"LPIPS not computed: {metric.why}")
-    dmask, dsource = dynamic_masks(gt, views.cameras, views.masks.cpu() if views.masks is not None else None)
+    dmask, dsource = dynamic_masks(gt, views.cameras, views.masks.cpu() if views.masks is not None else None,
+                                   per_frame=True)
     dp, ds = masked_scores(renders.cpu(), gt, dmask)
     frac = dmask.float().flatten(1).mean(1)
     per = []
