@@ -205,6 +205,11 @@ def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
     assert len(test) == 3 and torch.allclose(test.times, torch.tensor([0.0, 0.5, 1.0]))
     assert len(load_transforms(st / "test_static")) == 1
     assert (st / "points.ply").is_file() and info["points"]["num_points"] == 500
+    # the near plane every later stage renders with: 0.15 x the cameras' distance to what they look at
+    dist = (orbit.centers[:4] - torch.zeros(3)).norm(dim=-1).median()
+    assert info["near_plane"] == pytest.approx(0.15 * float(dist), rel=0.02)
+    for tj in (frz, ref, test):
+        assert tj.meta["fourreal"]["near_plane"] == info["near_plane"]
     # the all-views setting: every training camera at every time, time-major
     st2 = _run_stage(tmp_path, {"capture": str(tmp_path / "cap"), "long_side": 40, "points": "none",
                                 "setting": "all"}, name="all")
@@ -344,3 +349,47 @@ def test_rig4_4real_toy_fit_keeps_the_moving_subject(tmp_path):
     dmask, _ = dynamic_masks(ref.video.frames, ref.cameras)
     still = pooled_dynamic_scores(frozen, ref.video.frames, dmask)["dynamic_psnr"]
     assert mo["reference_dynamic_psnr"] > still + 1.0, (mo["reference_dynamic_psnr"], still)  # measured 20.82 vs 18.29
+
+
+def test_near_plane_from_the_data_lets_a_camera_mounted_in_the_wall_see_the_scene(tmp_path):
+    """A dome camera sits in the wall the other cameras see: the wall's Gaussians around it
+    cover its whole view unless the near plane (fourreal.near_plane, written by the multicam
+    stage) culls them; Scene4D keeps the near plane through save / load."""
+    from fourreal_core.interfaces import GaussianParams
+    from fourreal_core.registry import get_registry
+    from fourreal_core.types import Cameras
+    from fourreal_stages.common import near_plane_for, with_near_plane
+    from fourreal_stages.scene4d import Scene4D
+
+    g = torch.Generator().manual_seed(0)
+    wall = torch.rand(400, 3, generator=g) * torch.tensor([1.0, 1.0, 0.1]) - torch.tensor([0.5, 0.5, 0.05])
+    far = torch.rand(400, 3, generator=g) * torch.tensor([3.0, 3.0, 0.1]) + torch.tensor([-1.5, -1.5, 2.0])
+    means = torch.cat([wall, far])
+    colors = torch.cat([torch.zeros(400, 3), torch.tensor([[1.0, 0.5, 0.0]]).expand(400, 3)])
+    gs = GaussianParams(means, torch.tensor([[1.0, 0, 0, 0]]).expand(800, 4).clone(), torch.full((800, 3), 0.08),
+                        torch.full((800,), 0.9), colors, sh_degree=None)
+    cam = Cameras(torch.eye(4)[None], Cameras.intrinsics(30.0, 30.0, 16.0, 12.0)[None], 32, 24)
+    reg = get_registry()
+    base = reg.create("rasterizer", "auto", reg.get("rasterizer", "auto").config())
+    assert with_near_plane(base, None) is base
+    near = near_plane_for(None, type("P", (), {"meta": {"fourreal": {"near_plane": 0.3}}})())
+    assert near == 0.3 and with_near_plane(base, near) is with_near_plane(base, near)  # cached
+    blocked = base.rasterize(gs, cam, background=torch.ones(3)).rgb[0]
+    seen = with_near_plane(base, near).rasterize(gs, cam, background=torch.ones(3)).rgb[0]
+    assert float(blocked.mean()) < 0.1  # the wall's dark Gaussians fill the view
+    assert float((seen - torch.tensor([1.0, 0.5, 0.0])).abs().mean()) < 0.1  # the orange far wall
+    with pytest.raises(InputError, match="near_plane must be a distance >= 0"):
+        near_plane_for(-1.0, None)
+    # a 4D scene carries it to render / export / eval
+    from fourreal_core.recipe import component_from_plain
+
+    rep = component_from_plain("representation", {"name": "gaussians", "params": {}}, reg)
+    model = rep.build(reg)
+    from fourreal_core.types import PointCloud
+
+    model.init_from_points(PointCloud(means, colors), 3.0)
+    scene = Scene4D(model, None, torch.ones(3), near_plane=0.3, representation_spec=rep)
+    scene.save(tmp_path)
+    again = Scene4D.load(tmp_path, reg)
+    assert again.near_plane == 0.3
+    assert float(again.render(base, cam, 0.0).rgb.mean()) > 0.3

@@ -325,7 +325,7 @@ class MulticamStage(Stage):
 
         from fourreal_stages.common import write_points_ply
 
-        from .triangulate import colour_from_frames, frustum_points, merge_points, scene_points
+        from .triangulate import colour_from_frames, frustum_points, merge_points, scene_points, sweep_points
 
         cfg = self.cfg
         if not cfg.capture:
@@ -347,11 +347,19 @@ class MulticamStage(Stage):
             raise InputError(f"params.reference_camera: {ref_cam!r} is not a training camera ({', '.join(train)})")
         H, W = _size(cap, cfg.height, cfg.width, cfg.long_side)
         tnorm = torch.linspace(0.0, 1.0, T)
+        near = cfg.near_plane
+        if near is None:
+            from .known import _focus_point
+
+            cams_all = cap.cameras_at(train + test, [times[c]] * len(train + test), H, W)
+            focus, _ = _focus_point(cams_all)
+            near = float(cfg.near_plane_fraction) * float((cams_all.centers.double() - focus).norm(dim=-1).median())
+        rx = {"near_plane": round(float(near), 6)} if near and near > 0 else {}
         t_c = float(tnorm[c])
         out = ctx.out_dir
         info = {"capture": str(cap.root), "layout": cap.layout, "setting": cfg.setting, "train_cameras": train,
                 "test_cameras": test, "reference_camera": ref_cam, "times": times, "canonical_frame": c,
-                "t_c": t_c, "size": [W, H], "native_size": [cap.width, cap.height]}
+                "t_c": t_c, "size": [W, H], "native_size": [cap.width, cap.height], **rx}
         ctx.log("multicam", stage=ctx.name, cameras=len(cap.cameras), train=len(train), test=len(test), times=T)
 
         # -- the training videos
@@ -363,7 +371,7 @@ class MulticamStage(Stage):
                              cap.cameras_at([ref_cam] * T, times, H, W), times=tnorm, canonical_view=c)
             frz = PosedVideo(Video(frz_frames, fps=cfg.fps), frz_cams, times=torch.full((len(train),), t_c), canonical_view=k_c)
             write_transforms(out / "freeze_time" / "transforms.json", frz,
-                             extra={"split": "freeze_time", "t_c": t_c, "canonical_frame": c, "cameras": train})
+                             extra={"split": "freeze_time", "t_c": t_c, "canonical_frame": c, "cameras": train, **rx})
         else:
             pairs = [(cam, k) for k in range(T) for cam in train]
             fr = torch.cat([cap.frames(cam, times, H, W) for cam in train])  # [C*T] camera-major
@@ -374,7 +382,7 @@ class MulticamStage(Stage):
                              canonical_view=c * len(train) + k_c)  # the reference camera at t_c
         write_transforms(out / "reference" / "transforms.json", ref,
                          extra={"split": "reference", "t_c": t_c, "canonical_frame": c, "setting": cfg.setting,
-                                "reference_camera": ref_cam})
+                                "reference_camera": ref_cam, **rx})
 
         # -- held-out cameras over time and at t_c
         if test:
@@ -391,10 +399,11 @@ class MulticamStage(Stage):
             tv = PosedVideo(Video(torch.cat(tfr), fps=cfg.fps), cap.cameras_at(tc_cams, [times[k] for k in tc_k], H, W),
                             times=torch.tensor([float(tnorm[k]) for k in tc_k]), masks=masks)
             write_transforms(out / "test" / "transforms.json", tv,
-                             extra={"split": "test", "cameras": tc_cams, "frame_indices": tc_k})
+                             extra={"split": "test", "cameras": tc_cams, "frame_indices": tc_k, **rx})
             st = PosedVideo(Video(torch.cat([cap.frames(cam, [times[c]], H, W) for cam in test]), fps=cfg.fps),
                             cap.cameras_at(test, [times[c]] * len(test), H, W), times=torch.full((len(test),), t_c))
-            write_transforms(out / "test_static" / "transforms.json", st, extra={"split": "test_static", "cameras": test})
+            write_transforms(out / "test_static" / "transforms.json", st,
+                             extra={"split": "test_static", "cameras": test, **rx})
             info["test_frames"] = [times[k] for k in ks]
             info["test_masks"] = "given" if masks is not None else "none (eval computes them from the frames)"
 
@@ -418,10 +427,16 @@ class MulticamStage(Stage):
                 found = type(found)(found.points[keep], found.colors[keep])
             fill = None
             if cfg.fill_points > 0 and (found is None or len(found) < cfg.min_points or cfg.points == "frustum"):
-                fill = frustum_points(frz_cams, cfg.fill_points, seed=ctx.seed,
-                                      points=None if found is None else found.points)
-                fill = colour_from_frames(fill, frz_frames, frz_cams)
-                prep["num_frustum_points"] = len(fill)
+                if cfg.fill == "sweep" and cfg.points != "frustum" and len(train) >= 3:
+                    fill, srep = sweep_points(frz_frames, frz_cams, cfg.fill_points, seed=ctx.seed,
+                                              points=None if found is None else found.points)
+                    prep["sweep"] = srep
+                    prep["num_sweep_points"] = len(fill)
+                else:
+                    fill = frustum_points(frz_cams, cfg.fill_points, seed=ctx.seed,
+                                          points=None if found is None else found.points)
+                    fill = colour_from_frames(fill, frz_frames, frz_cams)
+                    prep["num_frustum_points"] = len(fill)
             pts = merge_points(found, fill)
             if pts is not None:
                 write_points_ply(out / "points.ply", pts)

@@ -129,6 +129,15 @@ class MulticamConfig:
     points: Literal["auto", "triangulate", "file", "frustum", "none"] = "auto"
     min_points: int = 2000
     fill_points: int = 20000
+    # how the fill points are placed: sweep -- where the training views agree (a plane sweep,
+    # fourreal_poses.triangulate.sweep_points); frustum -- at random depths in every frustum
+    fill: Literal["sweep", "frustum"] = "sweep"
+    # near plane the later stages render with (written to every transforms.json as
+    # fourreal.near_plane): the cameras of a capture dome sit in the wall the other cameras
+    # see, and without one the Gaussians of that wall cover a held-out camera's view.
+    # None: near_plane_fraction x the median distance from the cameras to where they look; 0: off
+    near_plane: Optional[float] = None
+    near_plane_fraction: float = 0.15
     max_points: int = 100000  # a larger file is subsampled
     triangulate_long_side: int = 1024  # SIFT sees the frames at this size (native if smaller)
     max_pair_angle_deg: float = 75.0

@@ -306,6 +306,91 @@ def frustum_points(cameras: Cameras, n: int, seed: int = 0, points: Optional[tor
     return PointCloud(p.float(), cols)
 
 
+@torch.no_grad()
+def sweep_points(frames: torch.Tensor, cameras: Cameras, n: int, *, depths: int = 48, min_views: int = 3,
+                 max_cost: float = 0.06, points: Optional[torch.Tensor] = None, seed: int = 0,
+                 near: Optional[torch.Tensor] = None, far: Optional[torch.Tensor] = None,
+                 chunk: int = 2048) -> tuple[PointCloud, dict]:
+    """Up to ``n`` points where the training views agree: a winner-take-all plane sweep.
+
+    For random pixels of every camera (round robin), ``depths`` candidate depths along the ray
+    (log-spaced over the camera's ``[near, far]``, :func:`depth_range`) are projected into
+    every other camera; a candidate's cost is the mean L1 colour difference, over the cameras
+    that see it, between the pixel (colours blurred by a 3x3 box so that a one-pixel miss is
+    not a mismatch) and what those cameras see there. The ray keeps its cheapest candidate if
+    at least ``min_views`` other cameras see it and the cost is below ``max_cost``.
+
+    Why: random frustum points (:func:`frustum_points`) are placed at random depths, so most
+    sit in empty space in front of the other cameras; the fit then explains each training
+    view with its own floaters -- the grey fog that unseen cameras see. A point chosen where
+    several cameras see the same colour is where a surface can be. No library here does this
+    without a GPU (COLMAP's patch-match stereo needs CUDA; OpenCV's stereo matchers need
+    rectified pairs), and a pixel-wise sweep over calibrated cameras is a few tensor ops.
+
+    Returns ``(points, report)`` with colours from the pixels.
+    """
+    C, H, W = frames.shape[0], frames.shape[1], frames.shape[2]
+    g = torch.Generator().manual_seed(int(seed))
+    img = frames.float()
+    if img.max() > 1.5:
+        img = img / 255.0
+    blur = torch.nn.functional.avg_pool2d(img.permute(0, 3, 1, 2), 3, stride=1, padding=1,
+                                          count_include_pad=False)  # [C,3,H,W]
+    if near is None or far is None:
+        near, far = depth_range(cameras, points)
+    K = cameras.Ks.double()
+    V = cameras.viewmats.double()
+    c2w = torch.linalg.inv(V)
+    zs = torch.linspace(0, 1, depths, dtype=torch.float64)
+    kept, cols, costs = [], [], []
+    n_rays = 0
+    per_cam = max(1, -(-n // C)) * 2  # rays per camera: twice what is kept on average
+    for c in range(C):
+        u = torch.rand(per_cam, generator=g, dtype=torch.float64) * W
+        v = torch.rand(per_cam, generator=g, dtype=torch.float64) * H
+        n_rays += per_cam
+        ref = blur[c][:, v.long().clamp(0, H - 1), u.long().clamp(0, W - 1)].t()  # [R,3]
+        z = torch.exp(torch.log(near[c].double()) + zs * (torch.log(far[c].double()) - torch.log(near[c].double())))
+        dirs = torch.stack([(u - K[c, 0, 2]) / K[c, 0, 0], (v - K[c, 1, 2]) / K[c, 1, 1], torch.ones_like(u)], -1)
+        others = [o for o in range(C) if o != c]
+        for r0 in range(0, per_cam, chunk):
+            d = dirs[r0:r0 + chunk]
+            R = d.shape[0]
+            pc = d[:, None, :] * z[None, :, None]  # [R,D,3] camera space
+            pw = pc @ c2w[c, :3, :3].T + c2w[c, :3, 3]  # [R,D,3] world
+            tot = torch.zeros(R, depths, dtype=torch.float32)
+            cnt = torch.zeros(R, depths, dtype=torch.float32)
+            for o in others:
+                q = pw @ V[o, :3, :3].T + V[o, :3, 3]
+                zq = q[..., 2]
+                uq = K[o, 0, 0] * q[..., 0] / zq.clamp_min(1e-9) + K[o, 0, 2]
+                vq = K[o, 1, 1] * q[..., 1] / zq.clamp_min(1e-9) + K[o, 1, 2]
+                ok = (zq > 1e-6) & (uq >= 0) & (uq < W) & (vq >= 0) & (vq < H)
+                if not ok.any():
+                    continue
+                grid = torch.stack([uq / W * 2 - 1, vq / H * 2 - 1], -1).float()[None]  # [1,R,D,2]
+                seen = torch.nn.functional.grid_sample(blur[o:o + 1], grid, align_corners=False)[0]  # [3,R,D]
+                diff = (seen.permute(1, 2, 0) - ref[r0:r0 + R, None, :].float()).abs().mean(-1)
+                tot += diff * ok
+                cnt += ok.float()
+            cost = torch.where(cnt >= min_views, tot / cnt.clamp_min(1), torch.full_like(tot, float("inf")))
+            best, bi = cost.min(dim=1)
+            good = best < max_cost
+            if good.any():
+                kept.append(pw[torch.arange(R)[good], bi[good]].float())
+                cols.append(ref[r0:r0 + R][good].float())
+                costs.append(best[good])
+    if kept:
+        pts, col, cost = torch.cat(kept), torch.cat(cols), torch.cat(costs)
+        if len(pts) > n:
+            keep = torch.argsort(cost)[:n]  # the most consistent
+            pts, col = pts[keep], col[keep]
+    else:
+        pts, col = torch.zeros(0, 3), torch.zeros(0, 3)
+    report = {"rays": n_rays, "kept": len(pts), "depths": depths, "min_views": min_views, "max_cost": max_cost}
+    return PointCloud(pts, col.clamp(0, 1)), report
+
+
 def colour_from_frames(points: PointCloud, frames: torch.Tensor, cameras: Cameras) -> PointCloud:
     """Points coloured by the first frame that sees each of them (random colour kept where
     none does). ``frames [C,H,W,3]`` match ``cameras``."""

@@ -30,6 +30,8 @@ from .common import (
     freeze_prompt,
     generation_prompt,
     initial_points,
+    near_plane_for,
+    with_near_plane,
     posed_input,
     psnr,
     random_init_points,
@@ -143,14 +145,16 @@ class CanonicalStage(Stage):
         scheduler = cfg.scheduler.build(ctx.registry)
         fit = CanonicalFit(ctx, cfg, data, frames, model, w_mv, refiner, k_c, scheduler=scheduler,
                            losses=build_losses(cfg.losses, ctx.registry), loss_specs=cfg.losses, background=bg,
-                           checkpoint_every=cfg.checkpoint_every, prompt=generation_prompt(ctx))
+                           checkpoint_every=cfg.checkpoint_every, prompt=generation_prompt(ctx),
+                           near_plane=near_plane_for(cfg.near_plane, data))
         t0 = time.perf_counter()
         fit.run()
-        self._write_outputs(ctx, cfg, model, w_mv, refiner, data, frames, bg, k_c, time.perf_counter() - t0)
+        self._write_outputs(ctx, cfg, model, w_mv, refiner, data, frames, bg, k_c, time.perf_counter() - t0,
+                            fit.rasterizer)
 
     # ---------------------------------------------------------------------- outputs
     @torch.no_grad()
-    def _write_outputs(self, ctx, cfg, model, deformer, refiner, data, frames, bg, k_c, seconds) -> None:
+    def _write_outputs(self, ctx, cfg, model, deformer, refiner, data, frames, bg, k_c, seconds, rasterizer) -> None:
         from fourreal_core.io import save_tensors, write_json
         from fourreal_poses.transforms_json import write_transforms
         from fourreal_core.types import PosedVideo
@@ -162,13 +166,13 @@ class CanonicalStage(Stage):
         g = model.params()
         canon, deformed, dxs, dqs = [], [], [], []
         for k in range(len(data)):
-            r = ctx.rasterizer.rasterize(g, cams[k], background=bg, render_depth=False).rgb[0]
+            r = rasterizer.rasterize(g, cams[k], background=bg, render_depth=False).rgb[0]
             canon.append(r.clamp(0, 1).cpu())
             if deformer is not None:
                 d = deformer.deform(g.means, k, quats=g.quats)
                 dxs.append(d.dx.abs().sum(-1).mean().item())
                 dqs.append(d.dq.abs().sum(-1).mean().item())
-                r = ctx.rasterizer.rasterize(g.deformed(d), cams[k], background=bg, render_depth=False).rgb[0]
+                r = rasterizer.rasterize(g.deformed(d), cams[k], background=bg, render_depth=False).rgb[0]
             deformed.append(r.clamp(0, 1).cpu())
         canon_t, deformed_t = torch.stack(canon), torch.stack(deformed)
         inputs = frames.cpu()
@@ -194,7 +198,8 @@ class CanonicalStage(Stage):
         if held_out is not None:
             views = held_out.to(ctx.device)
             sc = views.cameras
-            preds = torch.cat([ctx.rasterizer.rasterize(g, sc[i], background=bg, render_depth=False).rgb
+            ras = with_near_plane(rasterizer, near_plane_for(cfg.near_plane, views))
+            preds = torch.cat([ras.rasterize(g, sc[i], background=bg, render_depth=False).rgb
                                for i in range(len(views))]).clamp(0, 1)
             metrics["heldout_static_psnr"] = psnr(preds, views.video.frames)
             write_video(out / "heldout_static.mp4", torch.cat([views.video.frames, preds], dim=2).cpu(),

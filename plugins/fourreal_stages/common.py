@@ -185,6 +185,38 @@ def read_json(path: Path) -> dict:
         raise InputError(f"{path}: cannot read ({exc})") from None
 
 
+def near_plane_for(explicit, posed: Optional[PosedVideo]) -> Optional[float]:
+    """The near plane to render with: the recipe's, else the data's (``fourreal.near_plane`` in
+    its transforms.json, written by the multicam stage for cameras mounted in the scene's
+    own wall), else None (the rasterizer's)."""
+    near = explicit
+    if near is None and posed is not None:
+        near = (posed.meta.get("fourreal") or {}).get("near_plane")
+    if near is None:
+        return None
+    near = float(near)
+    if not near >= 0:
+        raise InputError(f"near_plane must be a distance >= 0, got {near}")
+    return near or None
+
+
+def with_near_plane(rasterizer, near: Optional[float]):
+    """``rasterizer`` rebuilt with ``near_plane = near`` (kept as it is when ``near`` is None or
+    not larger than its own, or when its config has no ``near_plane``: a third-party
+    rasterizer that does not cull by depth). The rebuilt one is cached on the original."""
+    import dataclasses
+
+    cfg = getattr(rasterizer, "cfg", None)
+    if near is None or cfg is None or not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "near_plane"):
+        return rasterizer
+    if float(cfg.near_plane) >= near:
+        return rasterizer
+    cache = rasterizer.__dict__.setdefault("_near_plane_variants", {})
+    if near not in cache:
+        cache[near] = type(rasterizer)(dataclasses.replace(cfg, near_plane=float(near)))
+    return cache[near]
+
+
 def background_for(explicit, posed: PosedVideo, device) -> torch.Tensor:
     """The background colour: the recipe's, else the data's (``fourreal.background`` in its
     transforms.json, written by the synthetic stage), else black."""

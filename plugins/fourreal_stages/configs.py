@@ -117,6 +117,9 @@ class CanonicalConfig:
     width: Optional[int] = None
     height: Optional[int] = None
     background: Optional[list[float]] = None  # RGB behind the Gaussians; None: the data's (fourreal.background) or black
+    # render (and train) with at least this near plane; None: the data's (fourreal.near_plane,
+    # set by the multicam stage for cameras mounted in the scene's wall), else the rasterizer's
+    near_plane: Optional[float] = None
     num_random_points: int = 20000
     # without points: ``frustum`` -- random points over every camera's view frustum and the
     # scene's depth range (background included; fourreal_poses.triangulate.frustum_points),
@@ -176,6 +179,9 @@ class MotionConfig:
     width: Optional[int] = None
     height: Optional[int] = None
     background: Optional[list[float]] = None  # RGB behind the Gaussians; None: the data's (fourreal.background) or black
+    # render (and train) with at least this near plane; None: the data's (fourreal.near_plane,
+    # set by the multicam stage for cameras mounted in the scene's wall), else the rasterizer's
+    near_plane: Optional[float] = None
     num_random_points: int = 20000
     per_frame_deformer: bool = True
     representation: Component("representation") = component_default("representation", "gaussians")  # type: ignore[valid-type]

@@ -176,8 +176,11 @@ class Fit:
     provides: tuple[str, ...] = ()
 
     def __init__(self, ctx, *, model, scheduler, losses: Mapping[str, Loss], loss_specs: list,
-                 background: torch.Tensor, checkpoint_every: int, prompt: str = "") -> None:
+                 background: torch.Tensor, checkpoint_every: int, prompt: str = "",
+                 near_plane: Optional[float] = None) -> None:
         from fourreal_losses.knn import SharedKNN
+
+        from .common import with_near_plane
 
         self.ctx = ctx
         self.model = model
@@ -187,7 +190,8 @@ class Fit:
         self.background = background
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.prompt = prompt
-        self.rasterizer = ctx.rasterizer
+        self.rasterizer = with_near_plane(ctx.rasterizer, near_plane)
+        self.near_plane = near_plane
         self.total = scheduler.total_steps
         self.version = 0
         self.meta: dict = {}

@@ -36,6 +36,7 @@ from .common import (
     generation_prompt,
     initial_points,
     posed_input,
+    near_plane_for,
     psnr,
     random_init_points,
     read_json,
@@ -260,14 +261,15 @@ class MotionStage(Stage):
         scheduler = cfg.scheduler.build(ctx.registry)
         fit = MotionFit(ctx, cfg, model, w_t, w_mv, ref, freeze, c, scheduler=scheduler,
                         losses=build_losses(cfg.losses, ctx.registry), loss_specs=cfg.losses, background=bg,
-                        checkpoint_every=cfg.checkpoint_every, prompt=generation_prompt(ctx))
+                        checkpoint_every=cfg.checkpoint_every, prompt=generation_prompt(ctx),
+                        near_plane=near_plane_for(cfg.near_plane, ref))
         if cfg.dynamic_region is not None:
             w_t = fit.w_t = self._in_dynamic_region(ctx, cfg, w_t, ref, c, fit)
         t0 = time.perf_counter()
         fit.run()
         scene = Scene4D(model, w_t, bg, times=fit.ref_times.cpu(), canonical_frame=c,
                         reference_camera=ref.cameras[c], freeze_cameras=None if freeze is None else freeze.cameras,
-                        deformer_spec=cfg.w_t, representation_spec=cfg.representation)
+                        deformer_spec=cfg.w_t, representation_spec=cfg.representation, near_plane=fit.near_plane)
         scene.save(ctx.out_dir)
         self._write_outputs(ctx, cfg, scene, ref, time.perf_counter() - t0, int(fit.meta.get("spawned", 0)),
                             fit.ref_dynamic, {k: v for k, v in fit.meta.items() if k.startswith("dynamic_region")})

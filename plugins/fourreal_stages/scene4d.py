@@ -10,6 +10,7 @@ rebuild it without the recipe::
      "deformer_weights": "motion_deformer.safetensors",
      "motion_region": "motion_region.safetensors",     (only with dynamic_region; region.py)
      "background": [0, 0, 0],
+     "near_plane": 0.4,                                (only when the data set one; multicam)
      "reference": {"times": [...], "canonical_frame": c, "camera": {...}},
      "freeze_time_cameras": {...}}
 """
@@ -51,6 +52,7 @@ class Scene4D:
     freeze_cameras: Optional[Cameras] = None
     deformer_spec: Any = None  # ComponentSpec the deformer was built from (saved in the manifest)
     representation_spec: Any = None
+    near_plane: Optional[float] = None  # rendered with at least this near plane (None: the rasterizer's)
 
     @property
     def device(self) -> torch.device:
@@ -66,7 +68,10 @@ class Scene4D:
     @torch.no_grad()
     def render(self, rasterizer, cameras: Cameras, t: float) -> RenderOutput:
         """All ``cameras`` at one time ``t`` in [0,1]."""
-        return rasterizer.rasterize(self.gaussians_at(t), cameras.to(self.device), background=self.background)
+        from .common import with_near_plane
+
+        return with_near_plane(rasterizer, self.near_plane).rasterize(
+            self.gaussians_at(t), cameras.to(self.device), background=self.background)
 
     @torch.no_grad()
     def render_each(self, rasterizer, cameras: Cameras, times) -> torch.Tensor:
@@ -88,6 +93,8 @@ class Scene4D:
                           "representation": {"kind": "representation", "name": representation_spec.name,
                                              "params": to_plain(representation_spec.params)},
                           "background": self.background.detach().cpu().tolist()}
+        if self.near_plane is not None:
+            manifest["near_plane"] = float(self.near_plane)
         if self.deformer is not None:
             from .region import REGION_FILE, RegionDeformer
 
@@ -166,6 +173,7 @@ class Scene4D:
             freeze_cameras=cameras_from_json(m["freeze_time_cameras"]) if "freeze_time_cameras" in m else None,
             deformer_spec=spec,
             representation_spec=rep_spec,
+            near_plane=float(m["near_plane"]) if m.get("near_plane") is not None else None,
         )
 
 

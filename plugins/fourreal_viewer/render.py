@@ -84,5 +84,8 @@ class FrameRenderer:
             g = self.gaussians(t, canonical)
             dev = self.scene.device
             cam = Cameras(viewmat[None].to(dev), intrinsics(fov, width, height)[None].to(dev), int(width), int(height))
-            out = self.rasterizer.rasterize(g, cam, background=self.scene.background)
+            from fourreal_stages.common import with_near_plane
+
+            ras = with_near_plane(self.rasterizer, getattr(self.scene, "near_plane", None))
+            out = ras.rasterize(g, cam, background=self.scene.background)
             return (out.rgb[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
