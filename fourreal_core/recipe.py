@@ -32,7 +32,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .config import Component, ComponentSpec, Ramp, _ComponentMarker, _InputPathMarker, component_default
+from .config import (Component, ComponentSpec, ConfigValueError, Ramp, _ComponentMarker, _InputPathMarker,
+                     component_default)
 from .errors import PluginError, RecipeError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -211,6 +212,8 @@ class _Validator:
             # plain defaults: left to the dataclass
         try:
             return cls(**kwargs)
+        except ConfigValueError as exc:  # names the field (or the item) it is about
+            raise self.fail(_join(path, exc.path), exc.message) from None
         except (TypeError, ValueError) as exc:
             raise self.fail(path, str(exc)) from None
 
@@ -375,6 +378,12 @@ class _Validator:
         except PluginError:
             raise self.fail(_join(path, "name"), f"unknown {kind} {name!r}" + self.registry.suggest(kind, name)) from None
         params = self.dataclass_from(entry.config, value.get("params"), _join(path, "params"), what="param")
+        check = getattr(params, "check_recipe", None)
+        if callable(check):  # checks across fields and components (a stage's phases vs its losses)
+            try:
+                check(self.registry, sid or name)
+            except ConfigValueError as exc:
+                raise self.fail(_join(_join(path, "params"), exc.path), exc.message) from None
         return ComponentSpec(kind, name, params, path, sid)
 
 

@@ -517,3 +517,81 @@ def test_checkpoint_with_wrong_keys_or_nan_falls_back(registry, tmp_path):
     assert len(notes) == 1 and "resuming from step 2" in notes[0]
     assert "step_00000004.safetensors (does not fit this stage" in notes[0]
     assert "step_00000003.safetensors (non-finite tensor 'w')" in notes[0]
+
+
+# ------------------------------------------------------------ phases (issue 33)
+PHASES_RECIPE = """name: phases
+stages:
+  - name: canonical
+    params:
+      scheduler:
+        name: stagewise
+        params:
+          phases:
+            - {name: warmup, iterations: 100, losses: [l1], train: [gaussians], deform: false}
+            - {name: grow, iterations: 100, losses: [l1, small_motion], train: [gaussians, deformer], frames: all}
+  - name: motion
+    params:
+      losses: [{name: align}]
+      scheduler:
+        name: stagewise
+        params:
+          phases:
+            - {name: motion, iterations: 100, losses: [align], train: [deformer], frames: reference}
+"""
+_CANON = "r.yaml: stages[0].params.scheduler.params.phases"
+_MOTION = "r.yaml: stages[1].params.scheduler.params.phases"
+
+
+def test_the_phases_recipe_is_valid(cli, tmp_path):
+    """The base of the cases below validates, as do phases of 0 iterations (skipped) and a
+    phase naming a registered loss the stage leaves out (active when configured)."""
+    (tmp_path / "r.yaml").write_text(PHASES_RECIPE.replace("losses: [l1, small_motion]",
+                                                           "losses: [l1, small_motion, sds_multiview]"))
+    res = cli("validate", "r.yaml", "--set", "stages.canonical.params.scheduler.params.phases.warmup.iterations=0")
+    assert res.returncode == 0, res.stderr
+    assert "ok r.yaml: phases (canonical -> motion)" in res.stdout
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    ("train: [gaussians], deform", "train: [gausians], deform",
+     f"{_CANON}[0].train[0]: unknown parameter group 'gausians'; did you mean 'gaussians'?"),
+    ("train: [deformer]", "train: [deformer, cameras]",
+     f"{_MOTION}[0].train[1]: unknown parameter group 'cameras' "
+     "(stage 'motion' trains: gaussians, new_gaussians, deformer)"),
+    ("losses: [l1], train", "losses: [l2], train",
+     f"{_CANON}[0].losses[0]: unknown loss 'l2'; did you mean 'l1'?"),
+    ("losses: [l1, small_motion]", "losses: [l1, smallmotion]",
+     f"{_CANON}[1].losses[1]: unknown loss 'smallmotion'; did you mean 'small_motion'?"),
+    ("losses: [l1, small_motion]", "losses: [l1, foo]",
+     f"{_CANON}[1].losses[1]: unknown loss 'foo' (stage 'canonical' has the losses l1, small_motion; "
+     "registered losses: "),
+    ("frames: all", "frames: everything",
+     f"{_CANON}[1].frames: 'everything' is not one of all, reference, freeze_time"),
+    ("iterations: 100, losses: [align]", "iterations: -6000, losses: [align]",
+     f"{_MOTION}[0].iterations: must be >= 0 (0 skips the phase), got -6000"),
+    ("iterations: 100, losses: [align]", "iterations: 0, losses: [align]",
+     f"{_MOTION}: no phase has iterations > 0: stage 'motion' would train nothing"),
+    ("losses: [l1], train", "losses: [ssim], train",
+     f"{_CANON}[0].losses: phase 'warmup' names no loss of stage 'canonical' (it names ssim; the stage has "
+     "l1, small_motion), so it would train on nothing"),
+    ("losses: [{name: align}]", "losses: [{name: align}, {name: rigid}]",
+     "r.yaml: stages[1].params.losses[1]: loss 'rigid' is active in no phase of stage 'motion'; add it to "
+     "the 'losses' of the phases that should use it (scheduler.params.phases: motion)"),
+])
+def test_phases_are_validated_like_everything_else(cli, tmp_path, old, new, expected):
+    """A typo in a phase trained something else (or nothing) with exit 0; now `validate` and
+    `run` refuse it in one line naming the YAML path, before anything runs."""
+    assert old in PHASES_RECIPE
+    (tmp_path / "r.yaml").write_text(PHASES_RECIPE.replace(old, new, 1))
+    for command in ("validate", "run"):
+        res = cli(command, "r.yaml", "--out", "run") if command == "run" else cli(command, "r.yaml")
+        _one_line_error(res, expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_phase_from_set_names_its_path(cli, tmp_path):
+    res = cli("validate", str(ROOT / "recipes" / "demo.yaml"),
+              "--set", "stages.canonical.params.scheduler.params.phases.deform_grow.train=[gaussians,deformr]")
+    _one_line_error(res, "demo.yaml: stages[1].params.scheduler.params.phases[1].train[1]: "
+                         "unknown parameter group 'deformr'; did you mean 'deformer'?")
