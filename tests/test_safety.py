@@ -519,7 +519,7 @@ def test_checkpoint_with_wrong_keys_or_nan_falls_back(registry, tmp_path):
     assert "step_00000003.safetensors (non-finite tensor 'w')" in notes[0]
 
 
-# ------------------------------------------------------------ phases (issue 33)
+# ------------------------------------------------- phases and duplicate keys (issue 33)
 PHASES_RECIPE = """name: phases
 stages:
   - name: canonical
@@ -595,3 +595,29 @@ def test_a_bad_phase_from_set_names_its_path(cli, tmp_path):
               "--set", "stages.canonical.params.scheduler.params.phases.deform_grow.train=[gaussians,deformr]")
     _one_line_error(res, "demo.yaml: stages[1].params.scheduler.params.phases[1].train[1]: "
                          "unknown parameter group 'deformr'; did you mean 'deformer'?")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("name: a\nseed: 1\nname: b\nstages: [{name: count, params: {steps: 1}}]\n",
+     "r.yaml: line 3: duplicate key 'name' (first at line 1)"),
+    (PHASES_RECIPE.replace("- {name: motion, iterations: 100,", "- {name: motion, iterations: 100, iterations: 9,"),
+     "r.yaml: line 18: duplicate key 'iterations' (first at line 18)"),
+    (RECIPE.replace("    params: {steps: 2, trace: trace.txt}\n",
+                    "    params: {steps: 2, trace: trace.txt}\n    params: {steps: 20}\n"),
+     "r.yaml: line 9: duplicate key 'params' (first at line 8)"),
+])
+def test_a_duplicate_yaml_key_is_an_error_naming_both_lines(cli, tmp_path, text, expected):
+    """PyYAML keeps the last of two equal keys without a word; a recipe refuses it."""
+    (tmp_path / "r.yaml").write_text(text)
+    for command in ("validate", "run"):
+        res = cli(command, "r.yaml", "--out", "run") if command == "run" else cli(command, "r.yaml")
+        _one_line_error(res, expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_merge_key_may_still_be_overridden(tmp_path):
+    """`<<: *anchor` then the same key written out is YAML's override, not a duplicate."""
+    from fourreal_core.recipe import load_yaml
+
+    (tmp_path / "m.yaml").write_text("base: &b {steps: 1, trace: t.txt}\nuse:\n  <<: *b\n  steps: 5\n")
+    assert load_yaml(tmp_path / "m.yaml")["use"] == {"steps": 5, "trace": "t.txt"}
