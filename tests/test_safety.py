@@ -621,3 +621,52 @@ def test_a_merge_key_may_still_be_overridden(tmp_path):
 
     (tmp_path / "m.yaml").write_text("base: &b {steps: 1, trace: t.txt}\nuse:\n  <<: *b\n  steps: 5\n")
     assert load_yaml(tmp_path / "m.yaml")["use"] == {"steps": 5, "trace": "t.txt"}
+
+
+# ------------------------------------------------ finished stages re-checked (issue 33)
+def test_a_finished_stage_whose_output_is_gone_is_not_reused(cli, toy_run):
+    """A rerun skipped a finished stage on its folder alone; the next stage then started from
+    something else (a motion stage from the initial points without canonical.ply). The files
+    and sizes recorded in run.json when it finished are checked first; nothing is touched."""
+    info = json.loads((toy_run / "run.json").read_text())
+    assert info["outputs"]["01_quick"] == {"result.json": (toy_run / "stages" / "01_quick" / "result.json").stat().st_size}
+    res = cli("run", "r.yaml", "--out", "run")  # intact: both stages skipped, as before
+    assert res.returncode == 0 and "stage 1 quick: already complete, skipped" in res.stdout, res.stderr
+    (toy_run / "stages" / "01_quick" / "notes.txt").write_text("mine")  # added files are fine
+    assert cli("run", "r.yaml", "--out", "run").returncode == 0
+
+    (toy_run / "stages" / "01_quick" / "result.json").unlink()
+    before = _snapshot(toy_run)
+    _one_line_error(cli("run", "r.yaml", "--out", "run"),
+                    "run: stage 1 quick finished, but its output result.json is gone; restore it, or delete "
+                    "stages/01_quick (and the later stages' folders) to run the stage again")
+    after = _snapshot(toy_run)
+    mine = ("log.jsonl", ".fourreal.lock")  # the lock file records its last holder
+    assert {k: v for k, v in after.items() if k not in mine} == {k: v for k, v in before.items() if k not in mine}
+
+
+def test_a_finished_stage_whose_output_changed_size_is_not_reused(cli, toy_run):
+    (toy_run / "stages" / "02_second" / "result.json").write_text("{}")
+    _one_line_error(cli("run", "r.yaml", "--out", "run"),
+                    "run: stage 2 second finished, but its output result.json (2 bytes, was ")
+    shutil.rmtree(toy_run / "stages" / "02_second")  # as the line says: deleting it re-runs the stage
+    res = cli("run", "r.yaml", "--out", "run")
+    assert res.returncode == 0, res.stderr
+    assert "stage 1 quick: already complete, skipped" in res.stdout
+    assert json.loads((toy_run / "stages" / "02_second" / "result.json").read_text())
+
+
+def test_a_run_made_before_outputs_were_recorded_is_still_reused(cli, toy_run):
+    info = json.loads((toy_run / "run.json").read_text())
+    del info["outputs"]
+    (toy_run / "run.json").write_text(json.dumps(info))
+    res = cli("run", "r.yaml", "--out", "run")
+    assert res.returncode == 0 and "stage 2 second: already complete, skipped" in res.stdout, res.stderr
+
+
+def test_an_adhoc_command_refuses_a_finished_stage_whose_output_is_gone(cli, toy_run):
+    """`fourreal export/eval/render` read the run's finished stages the same way."""
+    (toy_run / "stages" / "02_second" / "result.json").unlink()
+    _one_line_error(cli("export", "run"), "run: stage 02_second finished, but its output result.json is gone; "
+                                          "restore it, or rerun the recipe after deleting stages/02_second")
+    assert not (toy_run / "export").exists() and not (toy_run / ".export.partial").exists()
