@@ -234,6 +234,18 @@ def component_default(kind: str, name: str, **params: Any) -> Any:
     return field(default_factory=lambda: {"name": name, "params": dict(params)})
 
 
+class ConfigValueError(ValueError):
+    """A bad value in a config, at ``path`` (dotted, relative to the config: ``iterations``,
+    ``scheduler.params.phases[0].train[1]``). Raised from a config's ``__post_init__`` or its
+    ``check_recipe(registry, label)``; recipe validation reports it in one line as
+    ``FILE: <the config's YAML path>.<path>: message``."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
 def renamed(old: str, new: str, what: str) -> None:
     """A recipe key that was renamed: a config keeps ``old`` as a ``None``-default field only to
     say so and calls this from ``__post_init__`` when it is set; recipe validation reports the
@@ -243,5 +255,5 @@ def renamed(old: str, new: str, what: str) -> None:
 
 __all__ = [
     "Ramp", "InputPath", "InputFile", "Component", "ComponentSpec", "component_default", "Optional",
-    "Steps", "StepCount", "steps_floor", "scale_steps", "step_count_marker", "renamed",
+    "Steps", "StepCount", "steps_floor", "scale_steps", "step_count_marker", "renamed", "ConfigValueError",
 ]

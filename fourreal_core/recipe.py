@@ -32,7 +32,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .config import Component, ComponentSpec, Ramp, _ComponentMarker, _InputPathMarker, component_default
+from .config import (Component, ComponentSpec, ConfigValueError, Ramp, _ComponentMarker, _InputPathMarker,
+                     component_default)
 from .errors import PluginError, RecipeError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -79,6 +80,37 @@ class _Override:
 
 
 # ---------------------------------------------------------------------------- loading
+class DuplicateKeyError(Exception):
+    """A key written twice in one YAML mapping (``str()``: ``line 12: duplicate key 'x' (first
+    at line 9)``)."""
+
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"line {line}: duplicate key {_short(key)} (first at line {first})")
+        self.key, self.line, self.first = key, line, first
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (PyYAML keeps the
+    last one silently). Keys a ``<<`` merge brings in may still be overridden, as YAML says."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=False)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base constructor says so
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise DuplicateKeyError(key, line, first)
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: Path) -> Any:
     path = Path(path)
     if not path.exists():
@@ -92,7 +124,9 @@ def load_yaml(path: Path) -> Any:
         raise RecipeError(f"{path}:{line}: not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x}); "
                           "save the recipe as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKeyError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -211,6 +245,8 @@ class _Validator:
             # plain defaults: left to the dataclass
         try:
             return cls(**kwargs)
+        except ConfigValueError as exc:  # names the field (or the item) it is about
+            raise self.fail(_join(path, exc.path), exc.message) from None
         except (TypeError, ValueError) as exc:
             raise self.fail(path, str(exc)) from None
 
@@ -375,6 +411,12 @@ class _Validator:
         except PluginError:
             raise self.fail(_join(path, "name"), f"unknown {kind} {name!r}" + self.registry.suggest(kind, name)) from None
         params = self.dataclass_from(entry.config, value.get("params"), _join(path, "params"), what="param")
+        check = getattr(params, "check_recipe", None)
+        if callable(check):  # checks across fields and components (a stage's phases vs its losses)
+            try:
+                check(self.registry, sid or name)
+            except ConfigValueError as exc:
+                raise self.fail(_join(_join(path, "params"), exc.path), exc.message) from None
         return ComponentSpec(kind, name, params, path, sid)
 
 

@@ -4,7 +4,9 @@ Layout of a run folder::
 
     RUN/
       recipe.yaml          the fully resolved recipe (runnable again as it is)
-      run.json             fingerprint of the recipe + which stages finished
+      run.json             fingerprint of the recipe + which stages finished (and, per finished
+                           stage, its files and their sizes: a rerun refuses to reuse a stage
+                           whose outputs went missing or changed)
       log.jsonl            one JSON object per event (stage start/end, losses, metrics)
       stages/01_NAME/      each finished stage's outputs (moved into place atomically)
       checkpoints/01_NAME/ mid-stage checkpoints (safetensors) of the running stage
@@ -332,6 +334,42 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
+#: run.json key: ``{stage folder name: {relative file path: size in bytes}}`` of finished stages
+OUTPUTS_KEY = "outputs"
+
+
+def output_sizes(folder: Path) -> dict[str, int]:
+    """``{relative path: size}`` of every file under ``folder``."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): p.stat().st_size
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def output_problem(folder: Path, run_info: Mapping) -> Optional[str]:
+    """What is wrong with a finished stage folder against the files ``run.json`` recorded
+    when it finished (``its output canonical.ply is gone``), or None (also for a run made
+    before fourreal recorded them). Files added since are not a problem."""
+    outputs = run_info.get(OUTPUTS_KEY) if isinstance(run_info, Mapping) else None
+    recorded = outputs.get(Path(folder).name) if isinstance(outputs, dict) else None
+    if not isinstance(recorded, dict):
+        return None
+    missing, changed = [], []
+    for rel, size in recorded.items():
+        f = Path(folder) / rel
+        if not f.is_file():
+            missing.append(rel)
+        elif isinstance(size, int) and f.stat().st_size != size:
+            changed.append(f"{rel} ({f.stat().st_size} bytes, was {size})")
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        return f"its output{'s' if len(missing) > 1 else ''} {', '.join(missing[:3])}{more} " \
+               f"{'are' if len(missing) > 1 else 'is'} gone"
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        return f"its output {', '.join(changed[:3])}{more} changed size since"
+    return None
+
+
 class RunDir:
     """A run folder bound to one resolved recipe."""
 
@@ -376,8 +414,17 @@ class RunDir:
         if notices or not (self.path / "recipe.yaml").exists():
             write_text(self.path / "recipe.yaml", self.resolved_yaml)
         if notices or not run_json.exists():
-            write_json(run_json, {"recipe": self.recipe_name, "fingerprint": self.fingerprint, "stages": self.stages})
+            kept = self._run_info().get(OUTPUTS_KEY)  # the finished stages' files (kept stages stay checked)
+            write_json(run_json, {"recipe": self.recipe_name, "fingerprint": self.fingerprint, "stages": self.stages,
+                                  **({OUTPUTS_KEY: kept} if isinstance(kept, dict) else {})})
         return notices
+
+    def _run_info(self) -> dict:
+        try:
+            info = json.loads((self.path / "run.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
 
     def _accept_changed_recipe(self, info: dict) -> list[str]:
         import yaml
@@ -451,11 +498,30 @@ class RunDir:
         return self.final_dir(index, name).is_dir()
 
     def finish(self, index: int, name: str) -> Path:
-        """Atomically publish a stage's partial folder as complete."""
+        """Atomically publish a stage's partial folder as complete, after recording its files
+        and their sizes in ``run.json`` (what :meth:`check_outputs` compares a rerun against)."""
         final = self.final_dir(index, name)
-        os.replace(self.partial_dir(index, name), final)
+        partial = self.partial_dir(index, name)
+        info = self._run_info()
+        if info:
+            outputs = info.get(OUTPUTS_KEY) if isinstance(info.get(OUTPUTS_KEY), dict) else {}
+            outputs[final.name] = output_sizes(partial)
+            write_json(self.path / "run.json", {**info, OUTPUTS_KEY: outputs})
+        os.replace(partial, final)
         shutil.rmtree(self.checkpoint_dir(index, name), ignore_errors=True)
         return final
+
+    def check_outputs(self, index: int, name: str) -> None:
+        """Refuse to reuse a finished stage whose recorded output files are gone or changed size
+        (deleted, truncated, replaced by hand): a later stage would quietly start from something
+        else (a motion stage from the initial points when ``canonical.ply`` is gone)."""
+        problem = output_problem(self.final_dir(index, name), self._run_info())
+        if problem:
+            folder = self.final_dir(index, name).relative_to(self.path).as_posix()
+            raise RunDirError(
+                f"{self.path}: stage {index} {name} finished, but {problem}; restore it, or delete {folder} "
+                "(and the later stages' folders) to run the stage again"
+            )
 
 
 # ------------------------------------------------------------------------- execution
@@ -523,6 +589,7 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
     for index, spec in enumerate(recipe.stages, start=1):
         name = spec.label
         if run.is_complete(index, name):
+            run.check_outputs(index, name)
             stage_dirs[name] = run.final_dir(index, name)
             log("stage_skip", stage=name, reason="complete")
             if console is not None:

@@ -240,6 +240,7 @@ def test_spec_expands_prompts_into_named_jobs(tmp_path):
     ("recipe: r.yaml\njobs: [{set: [seed]}]\n", "s.yaml: jobs[0].set[0]: expected KEY=VALUE (e.g. seed=3), got 'seed'"),
     ("recipe: r.yaml\njobs: []\n", "s.yaml: jobs: no jobs: give jobs: [...] and/or prompts: {file: ...}"),
     ("recipe: r.yaml\ncpus_per_job: 0\njobs: [{}]\n", "s.yaml: cpus_per_job: expected a number >= 0.01, got 0"),
+    ("recipe: r.yaml\nretries: 1\njobs: [{}]\nretries: 5\n", "s.yaml: line 4: duplicate key 'retries' (first at line 2)"),
 ])
 def test_spec_mistakes_are_one_line(tmp_path, text, message):
     from fourreal_cli.batch import load_spec

@@ -517,3 +517,156 @@ def test_checkpoint_with_wrong_keys_or_nan_falls_back(registry, tmp_path):
     assert len(notes) == 1 and "resuming from step 2" in notes[0]
     assert "step_00000004.safetensors (does not fit this stage" in notes[0]
     assert "step_00000003.safetensors (non-finite tensor 'w')" in notes[0]
+
+
+# ------------------------------------------------- phases and duplicate keys (issue 33)
+PHASES_RECIPE = """name: phases
+stages:
+  - name: canonical
+    params:
+      scheduler:
+        name: stagewise
+        params:
+          phases:
+            - {name: warmup, iterations: 100, losses: [l1], train: [gaussians], deform: false}
+            - {name: grow, iterations: 100, losses: [l1, small_motion], train: [gaussians, deformer], frames: all}
+  - name: motion
+    params:
+      losses: [{name: align}]
+      scheduler:
+        name: stagewise
+        params:
+          phases:
+            - {name: motion, iterations: 100, losses: [align], train: [deformer], frames: reference}
+"""
+_CANON = "r.yaml: stages[0].params.scheduler.params.phases"
+_MOTION = "r.yaml: stages[1].params.scheduler.params.phases"
+
+
+def test_the_phases_recipe_is_valid(cli, tmp_path):
+    """The base of the cases below validates, as do phases of 0 iterations (skipped) and a
+    phase naming a registered loss the stage leaves out (active when configured)."""
+    (tmp_path / "r.yaml").write_text(PHASES_RECIPE.replace("losses: [l1, small_motion]",
+                                                           "losses: [l1, small_motion, sds_multiview]"))
+    res = cli("validate", "r.yaml", "--set", "stages.canonical.params.scheduler.params.phases.warmup.iterations=0")
+    assert res.returncode == 0, res.stderr
+    assert "ok r.yaml: phases (canonical -> motion)" in res.stdout
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    ("train: [gaussians], deform", "train: [gausians], deform",
+     f"{_CANON}[0].train[0]: unknown parameter group 'gausians'; did you mean 'gaussians'?"),
+    ("train: [deformer]", "train: [deformer, cameras]",
+     f"{_MOTION}[0].train[1]: unknown parameter group 'cameras' "
+     "(stage 'motion' trains: gaussians, new_gaussians, deformer)"),
+    ("losses: [l1], train", "losses: [l2], train",
+     f"{_CANON}[0].losses[0]: unknown loss 'l2'; did you mean 'l1'?"),
+    ("losses: [l1, small_motion]", "losses: [l1, smallmotion]",
+     f"{_CANON}[1].losses[1]: unknown loss 'smallmotion'; did you mean 'small_motion'?"),
+    ("losses: [l1, small_motion]", "losses: [l1, foo]",
+     f"{_CANON}[1].losses[1]: unknown loss 'foo' (stage 'canonical' has the losses l1, small_motion; "
+     "registered losses: "),
+    ("frames: all", "frames: everything",
+     f"{_CANON}[1].frames: 'everything' is not one of all, reference, freeze_time"),
+    ("iterations: 100, losses: [align]", "iterations: -6000, losses: [align]",
+     f"{_MOTION}[0].iterations: must be >= 0 (0 skips the phase), got -6000"),
+    ("iterations: 100, losses: [align]", "iterations: 0, losses: [align]",
+     f"{_MOTION}: no phase has iterations > 0: stage 'motion' would train nothing"),
+    ("losses: [l1], train", "losses: [ssim], train",
+     f"{_CANON}[0].losses: phase 'warmup' names no loss of stage 'canonical' (it names ssim; the stage has "
+     "l1, small_motion), so it would train on nothing"),
+    ("losses: [{name: align}]", "losses: [{name: align}, {name: rigid}]",
+     "r.yaml: stages[1].params.losses[1]: loss 'rigid' is active in no phase of stage 'motion'; add it to "
+     "the 'losses' of the phases that should use it (scheduler.params.phases: motion)"),
+])
+def test_phases_are_validated_like_everything_else(cli, tmp_path, old, new, expected):
+    """A typo in a phase trained something else (or nothing) with exit 0; now `validate` and
+    `run` refuse it in one line naming the YAML path, before anything runs."""
+    assert old in PHASES_RECIPE
+    (tmp_path / "r.yaml").write_text(PHASES_RECIPE.replace(old, new, 1))
+    for command in ("validate", "run"):
+        res = cli(command, "r.yaml", "--out", "run") if command == "run" else cli(command, "r.yaml")
+        _one_line_error(res, expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_phase_from_set_names_its_path(cli, tmp_path):
+    res = cli("validate", str(ROOT / "recipes" / "demo.yaml"),
+              "--set", "stages.canonical.params.scheduler.params.phases.deform_grow.train=[gaussians,deformr]")
+    _one_line_error(res, "demo.yaml: stages[1].params.scheduler.params.phases[1].train[1]: "
+                         "unknown parameter group 'deformr'; did you mean 'deformer'?")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("name: a\nseed: 1\nname: b\nstages: [{name: count, params: {steps: 1}}]\n",
+     "r.yaml: line 3: duplicate key 'name' (first at line 1)"),
+    (PHASES_RECIPE.replace("- {name: motion, iterations: 100,", "- {name: motion, iterations: 100, iterations: 9,"),
+     "r.yaml: line 18: duplicate key 'iterations' (first at line 18)"),
+    (RECIPE.replace("    params: {steps: 2, trace: trace.txt}\n",
+                    "    params: {steps: 2, trace: trace.txt}\n    params: {steps: 20}\n"),
+     "r.yaml: line 9: duplicate key 'params' (first at line 8)"),
+])
+def test_a_duplicate_yaml_key_is_an_error_naming_both_lines(cli, tmp_path, text, expected):
+    """PyYAML keeps the last of two equal keys without a word; a recipe refuses it."""
+    (tmp_path / "r.yaml").write_text(text)
+    for command in ("validate", "run"):
+        res = cli(command, "r.yaml", "--out", "run") if command == "run" else cli(command, "r.yaml")
+        _one_line_error(res, expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_merge_key_may_still_be_overridden(tmp_path):
+    """`<<: *anchor` then the same key written out is YAML's override, not a duplicate."""
+    from fourreal_core.recipe import load_yaml
+
+    (tmp_path / "m.yaml").write_text("base: &b {steps: 1, trace: t.txt}\nuse:\n  <<: *b\n  steps: 5\n")
+    assert load_yaml(tmp_path / "m.yaml")["use"] == {"steps": 5, "trace": "t.txt"}
+
+
+# ------------------------------------------------ finished stages re-checked (issue 33)
+def test_a_finished_stage_whose_output_is_gone_is_not_reused(cli, toy_run):
+    """A rerun skipped a finished stage on its folder alone; the next stage then started from
+    something else (a motion stage from the initial points without canonical.ply). The files
+    and sizes recorded in run.json when it finished are checked first; nothing is touched."""
+    info = json.loads((toy_run / "run.json").read_text())
+    assert info["outputs"]["01_quick"] == {"result.json": (toy_run / "stages" / "01_quick" / "result.json").stat().st_size}
+    res = cli("run", "r.yaml", "--out", "run")  # intact: both stages skipped, as before
+    assert res.returncode == 0 and "stage 1 quick: already complete, skipped" in res.stdout, res.stderr
+    (toy_run / "stages" / "01_quick" / "notes.txt").write_text("mine")  # added files are fine
+    assert cli("run", "r.yaml", "--out", "run").returncode == 0
+
+    (toy_run / "stages" / "01_quick" / "result.json").unlink()
+    before = _snapshot(toy_run)
+    _one_line_error(cli("run", "r.yaml", "--out", "run"),
+                    "run: stage 1 quick finished, but its output result.json is gone; restore it, or delete "
+                    "stages/01_quick (and the later stages' folders) to run the stage again")
+    after = _snapshot(toy_run)
+    mine = ("log.jsonl", ".fourreal.lock")  # the lock file records its last holder
+    assert {k: v for k, v in after.items() if k not in mine} == {k: v for k, v in before.items() if k not in mine}
+
+
+def test_a_finished_stage_whose_output_changed_size_is_not_reused(cli, toy_run):
+    (toy_run / "stages" / "02_second" / "result.json").write_text("{}")
+    _one_line_error(cli("run", "r.yaml", "--out", "run"),
+                    "run: stage 2 second finished, but its output result.json (2 bytes, was ")
+    shutil.rmtree(toy_run / "stages" / "02_second")  # as the line says: deleting it re-runs the stage
+    res = cli("run", "r.yaml", "--out", "run")
+    assert res.returncode == 0, res.stderr
+    assert "stage 1 quick: already complete, skipped" in res.stdout
+    assert json.loads((toy_run / "stages" / "02_second" / "result.json").read_text())
+
+
+def test_a_run_made_before_outputs_were_recorded_is_still_reused(cli, toy_run):
+    info = json.loads((toy_run / "run.json").read_text())
+    del info["outputs"]
+    (toy_run / "run.json").write_text(json.dumps(info))
+    res = cli("run", "r.yaml", "--out", "run")
+    assert res.returncode == 0 and "stage 2 second: already complete, skipped" in res.stdout, res.stderr
+
+
+def test_an_adhoc_command_refuses_a_finished_stage_whose_output_is_gone(cli, toy_run):
+    """`fourreal export/eval/render` read the run's finished stages the same way."""
+    (toy_run / "stages" / "02_second" / "result.json").unlink()
+    _one_line_error(cli("export", "run"), "run: stage 02_second finished, but its output result.json is gone; "
+                                          "restore it, or rerun the recipe after deleting stages/02_second")
+    assert not (toy_run / "export").exists() and not (toy_run / ".export.partial").exists()

@@ -19,7 +19,7 @@ from fourreal_core.errors import RunDirError
 from fourreal_core.io import write_json
 from fourreal_core.lock import FolderLock
 from fourreal_core.run import (
-    CheckpointStore, RunLog, StageContext, ensure_inside, resolve_device, stage_errors,
+    CheckpointStore, RunLog, StageContext, ensure_inside, output_problem, resolve_device, stage_errors,
 )
 
 if TYPE_CHECKING:
@@ -27,11 +27,20 @@ if TYPE_CHECKING:
 
 
 def completed_stage_dirs(run_dir: Path) -> dict[str, Path]:
-    """``{stage label: folder}`` of a run's finished stages, in order."""
+    """``{stage label: folder}`` of a run's finished stages, in order. A finished stage whose
+    output files (as ``run.json`` recorded them) are gone or changed size is refused."""
     out: dict[str, Path] = {}
     stages = Path(run_dir) / "stages"
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        info = {}
     if stages.is_dir():
         for d in sorted(p for p in stages.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            problem = output_problem(d, info if isinstance(info, dict) else {})
+            if problem:
+                raise RunDirError(f"{run_dir}: stage {d.name} finished, but {problem}; restore it, or rerun the "
+                                  f"recipe after deleting stages/{d.name} (and the later stages' folders)")
             out[d.name.split("_", 1)[1] if "_" in d.name else d.name] = d
     return out
 
@@ -127,6 +136,7 @@ def execute_adhoc(
     recipe = load_recipe(run_dir / "recipe.yaml", registry=registry, check_files=False)
     spec = component_from_plain("stage", {"name": stage, "params": params}, registry, source=f"fourreal {out_name}")
     dev = resolve_device(device or recipe.device)
+    stage_dirs = completed_stage_dirs(run_dir)  # checked before anything is written
     with FolderLock(run_dir, name=f".{out_name}.lock", what=str(final)):
         check_replaceable_output(final, stage)  # again, now that no other writer can change it
         _remove_own(partial, stage)  # leftovers of an interrupted attempt of this command
@@ -137,7 +147,7 @@ def execute_adhoc(
             name=out_name, index=0, run_dir=run_dir, out_dir=partial, recipe_dir=Path.cwd(), device=dev,
             seed=recipe.seed, iterations_scale=recipe.iterations_scale,
             checkpoints=CheckpointStore(run_dir / "checkpoints" / out_name), log=log, registry=registry,
-            rasterizer_spec=recipe.rasterizer, stage_dirs=completed_stage_dirs(run_dir),
+            rasterizer_spec=recipe.rasterizer, stage_dirs=stage_dirs,
         )
         torch.manual_seed(recipe.seed)
         log("adhoc_start", stage=stage, out=out_name)

@@ -158,8 +158,12 @@ def load_spec(path: Path | str) -> Spec:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: batch spec not found")
+    from fourreal_core.recipe import DuplicateKeyError, StrictLoader
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKeyError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -7,10 +7,11 @@ stage applies the scale once, to its whole config, before building anything).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
-from fourreal_core.config import Component, InputPath, Steps, component_default
+from fourreal_core.config import Component, ConfigValueError, InputPath, Steps, component_default
 from fourreal_core.config import renamed as _renamed  # old recipes: one line saying what was renamed
 
 
@@ -25,7 +26,9 @@ class PhaseConfig:
         deformation field: w_mv in the canonical stage, w_t in the motion stage), ``cameras``.
     deform: apply the stage's deformation field in this phase.
     densify: run Gaussian growth (clone/split/prune) in this phase.
-    frames: which training frames to sample: ``all``, ``reference`` or ``freeze_time``.
+    frames: which training frames to sample: ``all``, ``reference`` or ``freeze_time`` (the
+        motion stage; the canonical stage always samples the freeze-time video).
+    iterations: the phase's length; 0 skips the phase (a negative count is refused).
     downscale: render and supervise at 1/downscale of the frames' size (cameras scaled, frames
         and masks area-averaged): a coarse-to-fine start, as splatfacto's ``num_downscales`` /
         ``resolution_schedule``, at about 1/downscale^2 of the rasterizer's cost per step.
@@ -38,10 +41,12 @@ class PhaseConfig:
     train: list[str] = field(default_factory=lambda: ["gaussians"])
     deform: bool = True
     densify: bool = False
-    frames: str = "all"
+    frames: Literal["all", "reference", "freeze_time"] = "all"
     downscale: int = 1
 
     def __post_init__(self) -> None:
+        if int(self.iterations) < 0:
+            raise ConfigValueError("iterations", f"must be >= 0 (0 skips the phase), got {self.iterations}")
         if int(self.downscale) < 1:
             raise ValueError(f"downscale must be an integer >= 1, got {self.downscale}")
 
@@ -92,6 +97,58 @@ def scheduler_default(phases: list[dict]) -> Any:
     return field(default_factory=lambda: {"name": "stagewise", "params": {"phases": phases}})
 
 
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_phases(cfg: Any, registry: Any, stage: str, groups: tuple[str, ...]) -> None:
+    """Refuse, at validation, a phase list that would train something other than what was
+    written: a loss name that is neither one of the stage's ``losses`` nor a registered loss
+    (a phase may name a registered loss the stage leaves out: it is active when configured, as
+    the default phases name ``sds_multiview``), a ``train`` group the stage does not have
+    (``groups``), no phase with iterations, a phase naming none of the stage's losses (it would
+    train on nothing), and a configured loss that no phase names (it would never act; :meth:`fourreal_stages.fit.Fit.check_losses` refuses it again at run time).
+    Paths in the :class:`ConfigValueError` are relative to the stage's params."""
+    phases = getattr(getattr(cfg.scheduler, "params", None), "phases", None)
+    if phases is None:  # another scheduler: its own config checks itself
+        return
+    base = "scheduler.params.phases"
+    configured = [getattr(s, "name", str(s)) for s in cfg.losses]
+    registered = list(registry.names("loss")) if registry is not None else []
+    known = configured + [n for n in registered if n not in configured]
+    for i, p in enumerate(phases):
+        for j, name in enumerate(p.losses):
+            if name not in known:
+                hint = _did_you_mean(name, known) or (
+                    f" (stage {stage!r} has the losses {', '.join(configured) or 'none'}; registered losses: "
+                    f"{', '.join(registered) or 'none'})")
+                raise ConfigValueError(f"{base}[{i}].losses[{j}]", f"unknown loss {name!r}{hint}")
+        for j, group in enumerate(p.train):
+            if group not in groups:
+                hint = _did_you_mean(group, list(groups)) or f" (stage {stage!r} trains: {', '.join(groups)})"
+                raise ConfigValueError(f"{base}[{i}].train[{j}]", f"unknown parameter group {group!r}{hint}")
+    running = [p for p in phases if int(p.iterations) > 0]
+    if not running:
+        raise ConfigValueError(base, f"no phase has iterations > 0: stage {stage!r} would train nothing")
+    for i, p in enumerate(phases):
+        if int(p.iterations) > 0 and not any(n in configured for n in p.losses):
+            raise ConfigValueError(
+                f"{base}[{i}].losses",
+                f"phase {p.name!r} names no loss of stage {stage!r} ("
+                + (f"it names {', '.join(p.losses)}; " if p.losses else "")
+                + f"the stage has {', '.join(configured) or 'none'}), so it would train on nothing; name one "
+                "of the stage's losses, or add the loss to its 'losses'")
+    named = {n for p in running for n in p.losses}
+    for k, spec in enumerate(cfg.losses):
+        name = getattr(spec, "name", str(spec))
+        if name not in named:  # would silently never train
+            raise ConfigValueError(
+                f"losses[{k}]",
+                f"loss {name!r} is active in no phase of stage {stage!r}; add it to the 'losses' of the phases "
+                f"that should use it (scheduler.params.phases: {', '.join(p.name for p in running)})")
+
+
 # ---------------------------------------------------------------------- canonical stage
 @dataclass
 class CanonicalConfig:
@@ -138,9 +195,15 @@ class CanonicalConfig:
     video_fps: float = 8.0
     deformer: Any = None  # renamed w_mv: kept only to say so
 
+    #: what a phase's ``train`` may name here (``new_gaussians`` is every Gaussian: all are new)
+    param_groups: ClassVar[tuple[str, ...]] = ("gaussians", "new_gaussians", "deformer", "cameras")
+
     def __post_init__(self) -> None:
         if self.deformer is not None:
             _renamed("deformer", "w_mv", "the canonical stage's per-frame deformation field")
+
+    def check_recipe(self, registry: Any, label: str) -> None:
+        check_phases(self, registry, label, self.param_groups)
 
 
 # ------------------------------------------------------------------------- motion stage
@@ -202,9 +265,15 @@ class MotionConfig:
     video_fps: float = 8.0
     deformer: Any = None  # renamed w_t: kept only to say so
 
+    #: what a phase's ``train`` may name here (no camera refinement in this stage)
+    param_groups: ClassVar[tuple[str, ...]] = ("gaussians", "new_gaussians", "deformer")
+
     def __post_init__(self) -> None:
         if self.deformer is not None:
             _renamed("deformer", "w_t", "the motion stage's temporal deformation field")
+
+    def check_recipe(self, registry: Any, label: str) -> None:
+        check_phases(self, registry, label, self.param_groups)
 
 
 # ------------------------------------------------------------------------- poses stage
