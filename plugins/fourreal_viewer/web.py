@@ -77,6 +77,8 @@ class WebReport:
     node_scale: float
     clamped_covariances: int = 0  # Gaussian-steps whose covariance exceeded float16 (clamped)
     bytes: int = 0
+    client_bytes: int = 0  # viser's own client (the page without the scene)
+    data_bytes: int = 0  # the scene's share of the page
     seconds: float = 0.0
     notes: list = field(default_factory=list)
 
@@ -305,6 +307,8 @@ def build_web(scene, out: Path, opts: Optional[WebOptions] = None) -> WebReport:
     tmp.mkdir(parents=True)
     (tmp / "index.html").write_text(html, encoding="utf-8")
     report.bytes = (tmp / "index.html").stat().st_size
+    report.client_bytes = _client_bytes()
+    report.data_bytes = report.bytes - report.client_bytes
     report.seconds = round(time.perf_counter() - start, 3)
     (tmp / "web.json").write_text(json.dumps({**asdict(report), "options": asdict(opts), "cameras": cams}, indent=1))
     (tmp / MARKER).write_text(json.dumps({"kind": "web", "files": ["index.html", "web.json"]}))
@@ -312,6 +316,13 @@ def build_web(scene, out: Path, opts: Optional[WebOptions] = None) -> WebReport:
         shutil.rmtree(out)
     tmp.rename(out)
     return report
+
+
+def _client_bytes() -> int:
+    import viser
+
+    p = Path(viser.__file__).parent / "client" / "build" / "index.html"
+    return p.stat().st_size if p.is_file() else 0
 
 
 def _notes(r: WebReport, opts: WebOptions) -> list:
