@@ -291,3 +291,98 @@ def test_20k_gaussians_30_steps_all_moving_under_50_mb(tmp_path):
     r = build_web(scene, tmp_path / "web", WebOptions(num_times=30))
     assert r.gaussians_kept == 20_000 and len(r.times) == 30 and r.moving > 0.9 * 20_000
     assert r.bytes <= 50e6, r.bytes
+
+
+def _decode_splatv(path: Path):
+    """The test's own reading of the .splatv layout (splaTV's hybrid.js): header, then 16
+    uint32 per Gaussian."""
+    import struct
+
+    data = path.read_bytes()
+    magic, n = struct.unpack_from("<II", data, 0)
+    header = json.loads(data[8:8 + n])
+    rows = np.frombuffer(data, np.uint32, offset=8 + n).reshape(-1, 16)
+    assert magic == 0x674B and rows.nbytes == header[0]["size"] == header[0]["texwidth"] * header[0]["texheight"] * 4 * 4
+
+    def halves(cols):
+        u = rows[:, cols]
+        return np.stack([(u & 0xFFFF).astype(np.uint16).view(np.float16),
+                         (u >> 16).astype(np.uint16).view(np.float16)], -1).reshape(len(rows), -1).astype(np.float64)
+
+    return header, {"p": rows[:, 0:3].copy().view(np.float32).astype(np.float64), "q": halves([3, 4]),
+                    "scale": halves([5, 6])[:, :3], "rgba": rows[:, 7:8].copy().view(np.uint8),
+                    "m": halves([8, 9, 10, 11, 12])[:, :9], "w": halves([13, 14]), "trbf": halves([15])}
+
+
+class _CubicScene:
+    """A stand-in 4D scene whose centres move on known cubics in dt = t - t_c and whose
+    rotations turn about z at a known rate."""
+
+    def __init__(self, n=500, t_c=0.4):
+        from fourreal_core.interfaces import GaussianParams
+
+        g = torch.Generator().manual_seed(1)
+        self.t_c = t_c
+        self.x0 = torch.rand(n, 3, generator=g) * 2 - 1
+        self.coef = [torch.randn(n, 3, generator=g) * s for s in (0.5, 0.3, 0.2)]
+        self.rate = torch.rand(n, generator=g) * 0.2
+        sc = torch.full((n, 3), 0.05)
+        self.g0 = GaussianParams(self.x0, torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), sc, torch.full((n,), 0.9),
+                                 torch.rand(n, 1, 3, generator=g), sh_degree=0)
+        self.model = type("M", (), {"params": lambda _self: self.g0})()
+        self.reference_camera = _cams([(0.0, -4.0, 0.4)])
+        self.freeze_cameras = None
+
+    def gaussians_at(self, t):
+        from fourreal_core.interfaces import GaussianParams
+
+        dt = t - self.t_c
+        x = self.x0 + self.coef[0] * dt + self.coef[1] * dt ** 2 + self.coef[2] * dt ** 3
+        a = self.rate * dt / 2
+        q = torch.stack([torch.cos(a), torch.zeros_like(a), torch.zeros_like(a), torch.sin(a)], 1)
+        return GaussianParams(x, q, self.g0.scales, self.g0.opacities, self.g0.colors, 0)
+
+
+def test_splatv_recovers_cubic_trajectories(tmp_path):
+    from fourreal_stages.splatv import write_splatv
+
+    s = _CubicScene()
+    n = len(s.x0)
+    times = torch.linspace(0, 1, 12)
+    rep = write_splatv(s, tmp_path / "a.splatv", times, s.t_c, torch.ones(n, dtype=torch.bool),
+                       torch.rand(n, 3), torch.full((n,), 0.9), extent=3.0)
+    header, d = _decode_splatv(tmp_path / "a.splatv")
+    assert header[0]["vertexCount"] == n and header[0]["cameras"][0]["position"] == pytest.approx([0, -4, 0.4], abs=1e-5)
+    d = {k: v[:n] for k, v in d.items()}
+    np.testing.assert_allclose(d["p"], s.x0.numpy(), atol=1e-4)  # the centre at t_c, float32
+    for k in range(3):  # the motion coefficients, float16
+        np.testing.assert_allclose(d["m"][:, 3 * k:3 * k + 3], s.coef[k].numpy(), atol=2e-3, rtol=2e-3)
+    np.testing.assert_allclose(d["trbf"][:, 0], s.t_c, atol=1e-3)
+    assert (d["trbf"][:, 1] >= 999).all() and np.allclose(d["scale"], 0.05, atol=1e-4)
+    # the rotation about z: q(t) ~ q + w dt with w = (.., rate/2); sign-aligned, normalised by the viewer
+    np.testing.assert_allclose(d["w"][:, 3], s.rate.numpy() / 2, atol=2e-3)
+    assert rep["position_max_error"] < 2e-3 and rep["scale_change_dropped_max_log"] == 0.0
+    assert rep["rotation_max_error_deg"] < 0.5
+
+
+def test_splatv_fit_error_is_reported_as_measured(scene_file, tmp_path):
+    """On the test scene (an MLP: not a cubic), the reported error is what decoding the file
+    and evaluating splaTV's formula at each time gives."""
+    from fourreal_viewer.web import WebOptions, build_web
+
+    scene = _load(scene_file)
+    r = build_web(scene, tmp_path / "w", WebOptions(splatv=True))
+    f = r.splatv
+    _, d = _decode_splatv(tmp_path / "w" / "scene.splatv")
+    d = {k: v[: f["gaussians"]] for k, v in d.items()}
+    errs = []
+    for t in TIMES:
+        dt = (t - d["trbf"][:, 0])[:, None]
+        x = d["p"] + d["m"][:, 0:3] * dt + d["m"][:, 3:6] * dt ** 2 + d["m"][:, 6:9] * dt ** 3
+        errs.append(np.linalg.norm(x - scene.gaussians_at(t).means.numpy(), axis=1))
+    errs = np.stack(errs)
+    assert f["position_rms_error"] == pytest.approx(float(np.sqrt((errs ** 2).mean())), rel=1e-3)
+    assert f["position_max_error"] == pytest.approx(float(errs.max()), rel=1e-3)
+    assert f["position_max_error"] > 1e-3  # not a cubic: there is an error, and it is reported
+    meta = json.loads((tmp_path / "w" / "web.json").read_text())
+    assert meta["splatv"]["file"] == "scene.splatv"

@@ -57,6 +57,7 @@ class WebOptions:
     static_tol: float = 1e-4  # fraction of the scene's size under which a Gaussian counts as static
     fps: float = 8.0  # playback rate at 1x (time steps per second)
     max_gaussians: int = 0  # 0: all; else keep the most opaque N (the page says so)
+    splatv: bool = False  # also OUT/scene.splatv: trajectories fitted for antimatter15's splaTV viewer
 
 
 @dataclass
@@ -81,6 +82,7 @@ class WebReport:
     data_bytes: int = 0  # the scene's share of the page
     seconds: float = 0.0
     notes: list = field(default_factory=list)
+    splatv: Optional[dict] = None  # the .splatv fit report (fourreal_stages.splatv)
 
 
 def _quat_to_mat(q: torch.Tensor) -> torch.Tensor:
@@ -310,8 +312,14 @@ def build_web(scene, out: Path, opts: Optional[WebOptions] = None) -> WebReport:
     report.client_bytes = _client_bytes()
     report.data_bytes = report.bytes - report.client_bytes
     report.seconds = round(time.perf_counter() - start, 3)
+    files = ["index.html", "web.json"]
+    if opts.splatv:
+        from fourreal_stages.splatv import write_splatv
+
+        report.splatv = write_splatv(scene, tmp / "scene.splatv", times, t_c, keep, rgb, opac[idx], extent)
+        files.append("scene.splatv")
     (tmp / "web.json").write_text(json.dumps({**asdict(report), "options": asdict(opts), "cameras": cams}, indent=1))
-    (tmp / MARKER).write_text(json.dumps({"kind": "web", "files": ["index.html", "web.json"]}))
+    (tmp / MARKER).write_text(json.dumps({"kind": "web", "files": files}))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
