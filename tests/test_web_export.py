@@ -83,6 +83,7 @@ def make_scene(folder: Path, n: int = 3000, seed: int = 0, amplitude: float = 0.
         raw["sh0"].copy_(((rgb - 0.5) / 0.28209479177387814).reshape(raw["sh0"].shape))
         raw["shN"].normal_(0, 0.05, generator=g)
     dspec = component_from_plain("deformer", {"name": "mlp", "params": {"width": 32, "depth": 2}}, reg, source="test")
+    torch.manual_seed(seed)  # the deformer's initial weights: the same scene at every run
     inner = dspec.build(reg)
     inner.setup(num_frames=len(TIMES), canonical=None, canonical_means=model.params().means.detach())
     torch.manual_seed(seed)
