@@ -117,13 +117,76 @@ def export(
     orbit_frames: Optional[int] = typer.Option(None, help="Frames of the orbit and spiral videos."),
     orbit_arc_deg: Optional[float] = typer.Option(None, help="Arc of the bullet-time orbit."),
     num_times: Optional[int] = typer.Option(None, help="PLYs / fixed-camera frames (0: the reference times)."),
+    web: Optional[Path] = typer.Option(
+        None, "--web", help="Write only a static web page (OUT/index.html, opens from file://) into this folder."),
+    web_times: int = typer.Option(0, "--web-times", help="Time steps of the page (0: the reference frames' times)."),
+    web_min_opacity: float = typer.Option(0.0, "--web-min-opacity", help="Drop Gaussians less opaque than this."),
+    web_max_gaussians: int = typer.Option(0, "--web-max-gaussians", help="Keep the N most opaque Gaussians (0: all)."),
+    web_sh_degree: Optional[int] = typer.Option(
+        None, "--web-sh-degree", help="SH bands baked into the colour (default: the scene's degree)."),
+    web_position_bits: int = typer.Option(
+        0, "--web-position-bits", help="Round moving centres to 2^bits steps over the scene's box (0: off)."),
+    web_fps: float = typer.Option(8.0, "--web-fps", help="Time steps per second at 1x."),
+    splatv: bool = typer.Option(
+        False, "--splatv", help="With --web: also OUT/scene.splatv (trajectories fitted; the fit error is printed)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
-    """PLY per time step, canonical PLY + deformer + manifest, videos and an image grid."""
+    """PLY per time step, canonical PLY + deformer + manifest, videos and an image grid; or, with
+    --web OUT, only a static page that plays the 4D scene in a browser (docs/viewing.md)."""
+    if web is not None:
+        _export_web(run_dir, web, web_times=web_times, web_min_opacity=web_min_opacity,
+                    web_max_gaussians=web_max_gaussians, web_sh_degree=web_sh_degree,
+                    web_position_bits=web_position_bits, web_fps=web_fps, splatv=splatv)
+        return
+    changed = [name for name, value, default in (
+        ("--web-times", web_times, 0), ("--web-min-opacity", web_min_opacity, 0.0),
+        ("--web-max-gaussians", web_max_gaussians, 0), ("--web-sh-degree", web_sh_degree, None),
+        ("--web-position-bits", web_position_bits, 0), ("--web-fps", web_fps, 8.0), ("--splatv", splatv, False))
+        if value != default]
+    if changed:
+        raise FourRealError(f"{changed[0]}: only with --web OUT")
     path = _adhoc(run_dir, "export", {"orbit_frames": orbit_frames, "orbit_arc_deg": orbit_arc_deg,
                                       "num_times": num_times}, out, device)
     _print_outputs(path)
+
+
+def _export_web(run_dir: Path, out: Path, **o) -> None:
+    """``fourreal export RUN --web OUT``: the scene on the CPU, one self-contained page."""
+    import math
+    import time
+
+    from fourreal_core.errors import InputError
+    from fourreal_core.registry import get_registry
+    from fourreal_stages.scene4d import Scene4D, find_scene
+
+    try:
+        from fourreal_viewer.web import WebOptions, build_web, check_options, prepare_out
+    except ImportError as exc:
+        raise FourRealError(f"--web needs the view extra (pip install -e '.[view]'): {exc}") from None
+    opts = WebOptions(num_times=o["web_times"], min_opacity=o["web_min_opacity"], sh_degree=o["web_sh_degree"],
+                      position_bits=o["web_position_bits"], fps=o["web_fps"], max_gaussians=o["web_max_gaussians"],
+                      splatv=o["splatv"])
+    check_options(opts)
+    prepare_out(out)
+    if not run_dir.exists():
+        raise InputError(f"{run_dir}: no such run folder or scene4d.json")
+    start = time.perf_counter()
+    scene = Scene4D.load(find_scene(run_dir), get_registry(), "cpu")
+    r = build_web(scene, out, opts)
+    console.print(escape(f"wrote {out / 'index.html'} ({r.bytes / 1e6:.1f} MB, {r.gaussians_kept:,} Gaussians: "
+                         f"{r.static:,} static, {r.moving:,} moving x {len(r.times)} times; "
+                         f"{time.perf_counter() - start:.1f} s)"), soft_wrap=True, highlight=False)
+    for note in r.notes[1:]:
+        console.print(escape(f"  {note}"), soft_wrap=True, highlight=False)
+    if r.splatv:
+        f = r.splatv
+        console.print(escape(
+            f"wrote {out / f['file']} ({f['bytes'] / 1e6:.1f} MB): fit error over {len(f['times_fitted'])} times: "
+            f"centres RMS {f['position_rms_error']:.4g} ({100 * f['position_rms_error_fraction_of_scene']:.2f}% of the "
+            f"scene), max {f['position_max_error']:.4g}; rotations mean {f['rotation_mean_error_deg']:.2f} deg, max "
+            f"{f['rotation_max_error_deg']:.2f} deg; scale changes dropped (up to x{math.exp(f['scale_change_dropped_max_log']):.2f})"),
+            soft_wrap=True, highlight=False)
 
 
 @app.command(name="eval")
