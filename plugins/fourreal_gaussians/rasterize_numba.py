@@ -68,6 +68,7 @@ if numba is not None:
         athr = consts[2]
         tthr = consts[3]
         one = consts[4]
+        zero = consts[0] * 0
         D = acc.shape[1]
         ntiles = C * tw * th
         for t in prange(ntiles):
@@ -100,31 +101,30 @@ if numba is not None:
                 smax = math.log(o * consts[5])  # sigma above this: alpha < 1/255, skip the exp
                 for d in range(D):
                     feat[d] = packed[g, 6 + d]
+                xa = max(ox, box[g, 0])
+                xb = min(x1, box[g, 1]) + 1
                 for py in range(max(oy, box[g, 2]), min(y1, box[g, 3]) + 1):
                     dy = my - (py + half)
                     row = (py - oy) * tsw - ox
-                    for px in range(max(ox, box[g, 0]), min(x1, box[g, 1]) + 1):
+                    hc = half * Cc * dy * dy
+                    bdy = B * dy
+                    # branch-free over the row (selects, not jumps): LLVM vectorises it
+                    for px in range(xa, xb):
                         li = row + px
                         Ti = T[li]
-                        if Ti <= 0:
-                            continue
                         dx = mx - (px + half)
-                        sigma = half * (A * dx * dx + Cc * dy * dy) + B * dx * dy
-                        if sigma < 0 or sigma > smax:
-                            continue
-                        alpha = min(amax, o * math.exp(-sigma))
-                        if alpha < athr:
-                            continue
+                        sigma = half * A * dx * dx + hc + bdy * dx
+                        alpha = min(amax, o * math.exp(-min(max(sigma, zero), smax)))
+                        ok = (Ti > zero) & (sigma >= zero) & (sigma <= smax) & (alpha >= athr)
                         nT = Ti * (one - alpha)
-                        if nT <= tthr:
-                            T[li] = -Ti
-                            ndone += 1
-                            continue
-                        w = alpha * Ti
+                        stop = ok & (nT <= tthr)
+                        comp = ok & (nT > tthr)
+                        w = alpha * Ti if comp else zero
                         for d in range(D):
                             accl[d, li] += w * feat[d]
-                        T[li] = nT
-                        lastl[li] = k + 1
+                        T[li] = nT if comp else (-Ti if stop else Ti)
+                        lastl[li] = k + 1 if comp else lastl[li]
+                        ndone += 1 if stop else 0
                 if ndone == npix:
                     break
             for py in range(oy, y1 + 1):
@@ -136,9 +136,10 @@ if numba is not None:
                     Tfin[pix] = abs(T[li])
                     last[pix] = lastl[li]
 
-    @njit(parallel=True, cache=True, nogil=True)
+    @njit(parallel=True, cache=True, nogil=True, fastmath=True)
     def _backward_kernel(packed, box, pair_gid, tile_off, C, H, W, ts, tw, th, Tfin, last, g_acc, g_T,
                          g_pairs):  # pragma: no cover
+        # float64 throughout: T_i is recovered by division from the final T (as gsplat does)
         D = g_acc.shape[1]
         ntiles = C * tw * th
         for t in prange(ntiles):
@@ -157,9 +158,10 @@ if numba is not None:
             Tf = np.empty(npix, np.float64)
             gt = np.empty(npix, np.float64)
             lastl = np.empty(npix, np.int64)
-            gp = np.empty((npix, D), np.float64)
-            buf = np.zeros((npix, D), np.float64)
+            gp = np.empty((D, npix), np.float64)
+            buf = np.zeros((D, npix), np.float64)
             feat = np.empty(D, np.float64)
+            gf = np.empty(D, np.float64)
             e = s
             for py in range(oy, y1 + 1):
                 for px in range(ox, x1 + 1):
@@ -171,11 +173,11 @@ if numba is not None:
                     lastl[li] = last[pix]
                     e = max(e, last[pix])
                     for d in range(D):
-                        gp[li, d] = g_acc[pix, d]
+                        gp[d, li] = g_acc[pix, d]
             for k in range(e - 1, s - 1, -1):
                 g = pair_gid[k]
-                mx = packed[g, 0]
-                my = packed[g, 1]
+                mx = np.float64(packed[g, 0])
+                my = np.float64(packed[g, 1])
                 A = np.float64(packed[g, 2])
                 B = np.float64(packed[g, 3])
                 Cc = np.float64(packed[g, 4])
@@ -183,53 +185,56 @@ if numba is not None:
                 smax = math.log(o * 255.0)
                 for d in range(D):
                     feat[d] = packed[g, 6 + d]
+                    gf[d] = 0.0
                 g_mx = 0.0
                 g_my = 0.0
                 g_A = 0.0
                 g_B = 0.0
                 g_C = 0.0
                 g_o = 0.0
+                xa = max(ox, box[g, 0])
+                xb = min(x1, box[g, 1]) + 1
                 for py in range(max(oy, box[g, 2]), min(y1, box[g, 3]) + 1):
                     dy = my - (py + 0.5)
                     row = (py - oy) * tsw - ox
-                    for px in range(max(ox, box[g, 0]), min(x1, box[g, 1]) + 1):
+                    for px in range(xa, xb):
                         li = row + px
-                        if k >= lastl[li]:
-                            continue
                         dx = mx - (px + 0.5)
                         sigma = 0.5 * (A * dx * dx + Cc * dy * dy) + B * dx * dy
-                        if sigma < 0.0 or sigma > smax:
-                            continue
-                        vis = math.exp(-sigma)
+                        vis = math.exp(-min(max(sigma, 0.0), smax))
                         araw = o * vis
                         alpha = min(MAX_ALPHA, araw)
-                        if alpha < ALPHA_THRESHOLD:
-                            continue
+                        ok = (k < lastl[li]) & (sigma >= 0.0) & (sigma <= smax) & (alpha >= ALPHA_THRESHOLD)
+                        m = 1.0 if ok else 0.0
                         ra = 1.0 / (1.0 - alpha)
-                        Ti = T[li] * ra
-                        T[li] = Ti
-                        w = alpha * Ti
+                        Tc = T[li]
+                        Ti = Tc * ra
+                        T[li] = Ti if ok else Tc
+                        w = alpha * Ti * m
                         v_alpha = 0.0
                         for d in range(D):
-                            f = feat[d]
-                            g_pairs[k, 6 + d] += w * gp[li, d]
-                            v_alpha += (f * Ti - buf[li, d] * ra) * gp[li, d]
-                            buf[li, d] += f * w
-                        v_alpha -= Tf[li] * ra * gt[li]
-                        if araw <= MAX_ALPHA:
-                            v_sigma = -araw * v_alpha
-                            g_mx += v_sigma * (A * dx + B * dy)
-                            g_my += v_sigma * (B * dx + Cc * dy)
-                            g_A += 0.5 * v_sigma * dx * dx
-                            g_B += v_sigma * dx * dy
-                            g_C += 0.5 * v_sigma * dy * dy
-                            g_o += vis * v_alpha
+                            gpd = gp[d, li]
+                            gf[d] += w * gpd
+                            v_alpha += (feat[d] * Ti - buf[d, li] * ra) * gpd
+                            buf[d, li] += feat[d] * w
+                        v_alpha = (v_alpha - Tf[li] * ra * gt[li]) * m
+                        if araw > MAX_ALPHA:  # clamped: alpha does not depend on the parameters
+                            v_alpha = 0.0
+                        v_sigma = -araw * v_alpha
+                        g_mx += v_sigma * (A * dx + B * dy)
+                        g_my += v_sigma * (B * dx + Cc * dy)
+                        g_A += 0.5 * v_sigma * dx * dx
+                        g_B += v_sigma * dx * dy
+                        g_C += 0.5 * v_sigma * dy * dy
+                        g_o += vis * v_alpha
                 g_pairs[k, 0] = g_mx
                 g_pairs[k, 1] = g_my
                 g_pairs[k, 2] = g_A
                 g_pairs[k, 3] = g_B
                 g_pairs[k, 4] = g_C
                 g_pairs[k, 5] = g_o
+                for d in range(D):
+                    g_pairs[k, 6 + d] = gf[d]
 
 
     @njit(cache=True, nogil=True)
