@@ -575,6 +575,25 @@ class ProceduralScene:
         return imp.wobble * radius * falloff[:, None] * disp
 
     # -- rendering ------------------------------------------------------------------
+    @torch.no_grad()
+    def moving_mask(self, cameras: Cameras, t: float, rasterizer=None, threshold: float = 0.5) -> torch.Tensor:
+        """``[C,H,W]`` bool: the pixels where the scene's moving parts are seen at time ``t`` --
+        the true moving region of a held-out view. Rendered with the moving Gaussians white, the
+        static ones black and a black background (so occlusion is the scene's own); a pixel is
+        moving when more than ``threshold`` of its colour comes from moving Gaussians."""
+        if rasterizer is None:
+            rasterizer = default_rasterizer()
+        dev = cameras.device
+        gs = self.gaussians(t)
+        moving = (~self.static_mask()).to(dev)
+        cols = moving[:, None].float().expand(-1, 3).contiguous()
+        gs = GaussianParams(gs.means.to(dev), gs.quats.to(dev), gs.scales.to(dev), gs.opacities.to(dev), cols, None)
+        out = []
+        for i in range(len(cameras)):
+            r = rasterizer.rasterize(gs, cameras[i], background=torch.zeros(3, device=dev), render_depth=False)
+            out.append(r.rgb[0, ..., 0] > threshold)
+        return torch.stack(out).cpu() if out else torch.zeros(0, cameras.height, cameras.width, dtype=torch.bool)
+
     def render(
         self,
         cameras: Cameras,

@@ -9,6 +9,7 @@ and everything needed to score it::
       reference/              fixed camera, t = 0..1 (T frames)           transforms.json + images/
       freeze_time/            orbit >= 120 deg at t_c with imperfections   transforms.json + images/
       test/                   held-out cameras at held-out times (truth)   transforms.json + images/
+                              (+ masks/: the true moving region of each view, which eval scores)
       test_static/            held-out cameras at t_c, no imperfections    transforms.json + images/
       reference.mp4 freeze_time.mp4 test.mp4 test_static.mp4
 
@@ -225,7 +226,13 @@ def make_dataset(
                                       times=torch.zeros(0), meta={"split": name})
             continue
         frames = _render_each(truth, cams.to(dev), times, rasterizer, on_frame=on_frame)
-        splits[name] = PosedVideo(Video(frames, fps=fps), cams, times=times, meta={"split": name})
+        masks = None
+        if name == "test":  # the true moving region: eval scores whether the moving subject was kept
+            masks = torch.stack([truth.moving_mask(cams[i:i + 1].to(dev), float(times[i]), rasterizer)[0]
+                                 for i in range(len(cams))])[..., None].float()
+            if not bool(masks.any()):
+                masks = None
+        splits[name] = PosedVideo(Video(frames, fps=fps), cams, times=times, masks=masks, meta={"split": name})
 
     # ---- files ------------------------------------------------------------------------
     for name, pv in splits.items():
