@@ -393,3 +393,28 @@ def test_near_plane_from_the_data_lets_a_camera_mounted_in_the_wall_see_the_scen
     again = Scene4D.load(tmp_path, reg)
     assert again.near_plane == 0.3
     assert float(again.render(base, cam, 0.0).rgb.mean()) > 0.3
+
+
+def test_sweep_points_lie_on_the_surfaces_the_views_agree_on():
+    """sweep_points on 8 views of the procedural garden (known cameras): the kept points lie
+    near the true surface (Gaussian centres of the scene), far closer than random frustum points."""
+    from fourreal_poses.triangulate import frustum_points, sweep_points
+    from fourreal_synthetic.scenes import make_scene
+
+    scene = make_scene("garden")
+    cams = scene.orbit(8, 64, 48, arc_deg=150, radius=scene.ref_radius, start_azimuth_deg=-75)
+    frames = scene.render(cams, 0.0)
+    truth = scene.gaussians(0.0).means
+    pts, rep = sweep_points(frames, cams, 1500, seed=0)
+    assert rep["kept"] == len(pts) > 300, rep
+    rnd = frustum_points(cams, 1500, seed=0)
+
+    def dist(p):
+        return torch.cdist(p.points.float(), truth.float()).min(dim=1).values.median()
+
+    extent = float((truth - truth.mean(0)).norm(dim=-1).median())
+    d_sweep, d_rand = float(dist(pts)), float(dist(rnd))
+    # measured: median distance 0.24 (sweep) vs 1.06 (frustum), extent 3.9
+    assert d_sweep < 0.1 * extent and d_sweep < d_rand / 3, (d_sweep, d_rand, extent)
+    # colours are the pixels': the points' colours match what the views see there
+    assert pts.colors.min() >= 0 and pts.colors.max() <= 1

@@ -427,12 +427,20 @@ class MulticamStage(Stage):
                 found = type(found)(found.points[keep], found.colors[keep])
             fill = None
             if cfg.fill_points > 0 and (found is None or len(found) < cfg.min_points or cfg.points == "frustum"):
-                if cfg.fill == "sweep" and cfg.points != "frustum" and len(train) >= 3:
+                fill = None
+                if cfg.fill == "sweep" and cfg.points != "frustum" and len(train) >= 4:
+                    # a ray is kept where >= 3 other cameras agree: needs four training cameras
                     fill, srep = sweep_points(frz_frames, frz_cams, cfg.fill_points, seed=ctx.seed,
                                               points=None if found is None else found.points)
                     prep["sweep"] = srep
                     prep["num_sweep_points"] = len(fill)
-                else:
+                    if len(fill) < cfg.fill_points // 4:  # the views agree almost nowhere: top up
+                        more = frustum_points(frz_cams, cfg.fill_points - len(fill), seed=ctx.seed,
+                                              points=None if found is None else found.points)
+                        more = colour_from_frames(more, frz_frames, frz_cams)
+                        prep["num_frustum_points"] = len(more)
+                        fill = merge_points(fill, more)
+                if fill is None:
                     fill = frustum_points(frz_cams, cfg.fill_points, seed=ctx.seed,
                                           points=None if found is None else found.points)
                     fill = colour_from_frames(fill, frz_frames, frz_cams)
