@@ -180,3 +180,29 @@ stages:
     assert res.returncode == 0, res.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "stages" / "02_motion" / "metrics.json").read_text())
     assert m["reference_psnr"] > 24.0, m
+
+
+def test_a_run_that_stops_at_the_canonical_stage_is_a_static_scene(tmp_path):
+    """An orbit of a static object ends at the canonical stage: render, export and eval open the
+    run as it is (the canonical stage writes a static scene4d.json)."""
+    import json as _json
+
+    import yaml
+
+    from conftest import run_cli
+
+    r = yaml.safe_load((ROOT / "recipes" / "demo.yaml").read_text())
+    r["stages"] = [s for s in r["stages"] if s["name"] in ("synthetic", "canonical")]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    pairs = [(TINY[i], TINY[i + 1]) for i in range(0, len(TINY), 2)]
+    tiny = [a for flag, v in pairs if v.startswith(("iterations_scale", "stages.synthetic", "stages.canonical"))
+            for a in (flag, v)]
+    res = run_cli(["run", "r.yaml", "--out", "run", *tiny], tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    man = _json.loads(next((tmp_path / "run" / "stages").glob("*_canonical/scene4d.json")).read_text())
+    assert "deformer" not in man and man["canonical"] == "canonical.ply"
+    res = run_cli(["render", "run", "--orbit-deg", "10"], tmp_path)
+    assert res.returncode == 0 and list((tmp_path / "run" / "render").glob("*.png")), res.stderr[-2000:]
+    test = next((tmp_path / "run" / "stages").glob("*_synthetic")) / "test_static" / "transforms.json"
+    res = run_cli(["eval", "run", "--against", str(test)], tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]

@@ -112,7 +112,7 @@ def _adhoc(run_dir: Path, stage: str, params: dict, out_name: str, device: Optio
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="A run folder whose motion stage has finished."),
+    run_dir: Path = typer.Argument(..., help="A run folder whose canonical or motion stage has finished."),
     out: str = typer.Option("export", "--out", help="Sub-folder of the run to write into."),
     orbit_frames: Optional[int] = typer.Option(None, help="Frames of the orbit and spiral videos."),
     orbit_arc_deg: Optional[float] = typer.Option(None, help="Arc of the bullet-time orbit."),
@@ -191,7 +191,7 @@ def _export_web(run_dir: Path, out: Path, **o) -> None:
 
 @app.command(name="eval")
 def eval_(
-    run_dir: Path = typer.Argument(..., help="A run folder whose motion stage has finished."),
+    run_dir: Path = typer.Argument(..., help="A run folder whose canonical or motion stage has finished."),
     against: Path = typer.Option(..., "--against", help="transforms.json of held-out views (with per-frame time)."),
     out: str = typer.Option("eval", "--out", help="Sub-folder of the run to write into."),
     white_background: Optional[bool] = typer.Option(
@@ -237,7 +237,7 @@ def eval_(
 
 @app.command()
 def render(
-    run_dir: Path = typer.Argument(..., help="A run folder whose motion stage has finished."),
+    run_dir: Path = typer.Argument(..., help="A run folder whose canonical or motion stage has finished."),
     time: Optional[float] = typer.Option(None, "--time", "-t", help="Time in [0,1] (default: the canonical time)."),
     cameras: Optional[Path] = typer.Option(None, "--cameras", help="transforms.json of cameras to render."),
     orbit_deg: float = typer.Option(0.0, "--orbit-deg", help="Turn the reference camera about the scene."),

@@ -204,6 +204,13 @@ class CanonicalStage(Stage):
             metrics["heldout_static_psnr"] = psnr(preds, views.video.frames)
             write_video(out / "heldout_static.mp4", torch.cat([views.video.frames, preds], dim=2).cpu(),
                         fps=cfg.video_fps)
+        # the canonical scene as a static scene: render / export / eval / view open a run that
+        # stops here (the motion stage's scene4d.json, in a later folder, supersedes it)
+        from .scene4d import Scene4D
+
+        Scene4D(model, None, bg, reference_camera=cams[k_c].to("cpu"), freeze_cameras=cams.to("cpu"),
+                representation_spec=cfg.representation,
+                near_plane=near_plane_for(cfg.near_plane, data)).save(out)
         write_json(out / "metrics.json", metrics)
         ctx.log("metrics", stage=ctx.name, **metrics)
 

@@ -130,7 +130,7 @@ class ExportStage(Stage):
         cfg = self.cfg
         path = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
         if path is None:
-            raise InputError(f"stage {ctx.name!r}: no 4D scene to export (run the motion stage first, "
+            raise InputError(f"stage {ctx.name!r}: no scene to export (run the canonical or motion stage first, "
                              "or set params.scene to a scene4d.json)")
         scene = Scene4D.load(path, ctx.registry, ctx.device)
         files = export_scene(scene, ctx.rasterizer, ctx.out_dir, cfg)
@@ -210,7 +210,8 @@ class RenderStage(Stage):
         cfg = self.cfg
         path = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
         if path is None:
-            raise InputError(f"{ctx.name}: no 4D scene to render (set --scene or finish the motion stage)")
+            raise InputError(f"{ctx.name}: no scene to render (finish the canonical or motion stage, or set "
+                             "params.scene to a scene4d.json)")
         scene = Scene4D.load(path, ctx.registry, ctx.device)
         if cfg.time is not None and not 0.0 <= cfg.time <= 1.0:
             raise InputError(f"{ctx.name}: --time {cfg.time} is outside [0, 1]")

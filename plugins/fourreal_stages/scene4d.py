@@ -1,5 +1,6 @@
 """A trained 4D scene: canonical Gaussians + temporal deformation w_t, renderable at any
-camera and time. Saved as a small manifest (``scene4d.json``) beside a standard 3DGS PLY
+camera and time (the canonical stage writes a static one -- no deformer -- so a run that
+stops there, e.g. an orbit of a static object, opens in render / export / eval / view too). Saved as a small manifest (``scene4d.json``) beside a standard 3DGS PLY
 and the deformer's safetensors weights, so ``fourreal render`` / ``export`` / ``eval``
 rebuild it without the recipe::
 
@@ -186,5 +187,5 @@ def find_scene(run_or_path: Path) -> Path:
         return p / MANIFEST
     found = sorted((p / "stages").glob(f"*/{MANIFEST}")) if (p / "stages").exists() else []
     if not found:
-        raise InputError(f"{p}: no 4D scene found (no stages/*/{MANIFEST}; has the motion stage finished?)")
+        raise InputError(f"{p}: no scene found (no stages/*/{MANIFEST}; has the canonical or motion stage finished?)")
     return found[-1]
