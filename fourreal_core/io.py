@@ -112,12 +112,30 @@ def save_tensors(
             raise
 
 
-def load_tensors(path: os.PathLike | str, device: Any = "cpu") -> tuple[dict, dict]:
-    """Load safetensors: (tensors, metadata)."""
+def load_tensors(path: os.PathLike | str, device: Any = "cpu", finite: bool = True) -> tuple[dict, dict]:
+    """Load safetensors: (tensors, metadata).
+
+    A file that is missing, truncated or not safetensors is an :class:`InputError` naming it;
+    with ``finite`` (default) so is a floating-point tensor holding NaN or Inf (weights that
+    would otherwise render as nothing, or as NaN, with exit 0)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path), device=str(device))
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    from .errors import InputError
+
+    try:
+        tensors = load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except Exception as exc:  # SafetensorError (truncated / not safetensors), OSError, ...
+        why = (str(exc).splitlines() or [""])[0][:120]
+        raise InputError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {why})") from None
+    if finite:
+        import torch
+
+        for k, v in tensors.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise InputError(f"{path}: tensor {k!r} holds non-finite values (NaN or Inf)")
     return tensors, meta

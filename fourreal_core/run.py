@@ -82,7 +82,7 @@ class CheckpointStore:
         files = sorted(self.folder.glob("step_*.safetensors")) if self.folder.exists() else []
         for path in reversed(files):
             try:
-                tensors, meta = load_tensors(path, device=device)
+                tensors, meta = load_tensors(path, device=device, finite=False)
                 step = int(meta.get("step", 0))
                 extra = json.loads(meta.get("meta", "{}"))
             except Exception as exc:  # a truncated file from a crash: fall back to the previous one

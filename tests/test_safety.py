@@ -670,3 +670,42 @@ def test_an_adhoc_command_refuses_a_finished_stage_whose_output_is_gone(cli, toy
     _one_line_error(cli("export", "run"), "run: stage 02_second finished, but its output result.json is gone; "
                                           "restore it, or rerun the recipe after deleting stages/02_second")
     assert not (toy_run / "export").exists() and not (toy_run / ".export.partial").exists()
+
+
+def test_loaded_weights_are_checked_in_one_line(tmp_path):
+    """A scene whose w_t weights hold NaN, or are truncated, is refused with one line naming the
+    file (and the tensor) instead of rendering NaN rotations / background-only images with exit 0."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from fourreal_core.errors import InputError
+    from fourreal_core.recipe import component_from_plain
+    from fourreal_core.registry import get_registry
+    from fourreal_core.types import PointCloud
+    from fourreal_stages.scene4d import Scene4D
+
+    reg = get_registry()
+    rep = component_from_plain("representation", {"name": "gaussians", "params": {}}, reg)
+    spec = component_from_plain("deformer", {"name": "mlp", "params": {"width": 16, "depth": 2}}, reg)
+    model = rep.build(reg)
+    model.init_from_points(PointCloud(torch.rand(50, 3), torch.rand(50, 3)), 1.0)
+    w_t = spec.build(reg)
+    w_t.setup(canonical=0.5)
+    Scene4D(model, w_t, torch.zeros(3), times=torch.linspace(0, 1, 4), deformer_spec=spec,
+            representation_spec=rep).save(tmp_path)
+    Scene4D.load(tmp_path, reg)  # loads as written
+    wpath = tmp_path / "motion_deformer.safetensors"
+    good = wpath.read_bytes()
+    t = load_file(str(wpath))
+    name = sorted(k for k in t if t[k].is_floating_point() and t[k].numel() > 1)[0]
+    t[name][0] = float("nan")
+    save_file(t, str(wpath))
+    with pytest.raises(InputError) as exc:
+        Scene4D.load(tmp_path, reg)
+    msg = str(exc.value)
+    assert "\n" not in msg and str(wpath) in msg and repr(name) in msg and "non-finite" in msg
+    wpath.write_bytes(good[: len(good) // 2])
+    with pytest.raises(InputError) as exc:
+        Scene4D.load(tmp_path, reg)
+    msg = str(exc.value)
+    assert "\n" not in msg and str(wpath) in msg and "not a readable safetensors file" in msg
