@@ -33,7 +33,7 @@ import threading
 import numpy as np
 import torch
 
-from .rasterize_torch import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_THRESHOLD, _raster_threads
+from .rasterize_torch import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_THRESHOLD, _raster_threads, footprints
 
 try:  # numba is an install requirement; keep the module importable (for the error) without it
     import numba
@@ -273,26 +273,9 @@ def bin_tiles(means2d, cov2d, opacities, radii, depths, width: int, height: int,
     """
     C, N = radii.shape
     ts = int(tile_size)
-    dtype = means2d.dtype
     tw, th = math.ceil(width / ts), math.ceil(height / ts)
-    mx, my = means2d[..., 0], means2d[..., 1]
-    r = radii.to(dtype)
-    vis = radii > 0
-    tminx = torch.floor(mx / ts - r / ts).clamp(0, tw).to(torch.int64)
-    tmaxx = torch.ceil(mx / ts + r / ts).clamp(0, tw).to(torch.int64)
-    tminy = torch.floor(my / ts - r / ts).clamp(0, th).to(torch.int64)
-    tmaxy = torch.ceil(my / ts + r / ts).clamp(0, th).to(torch.int64)
-    tiles_per_gauss = (tmaxx - tminx) * (tmaxy - tminy) * vis
-    o = opacities.to(dtype)
-    smax = (torch.log(torch.clamp(o * 255.0, min=1e-30)) + 1e-3).clamp(min=0)
-    ok = vis & (o >= ALPHA_THRESHOLD) & (tiles_per_gauss > 0)
-    ex = torch.sqrt(2 * smax * cov2d[..., 0].clamp(min=0)) * (1 + 1e-4) + 1e-3
-    ey = torch.sqrt(2 * smax * cov2d[..., 2].clamp(min=0)) * (1 + 1e-4) + 1e-3
-    j0 = torch.ceil((mx - ex - 0.5).clamp(-1, width + 1)).clamp(min=0)
-    j1 = torch.floor((mx + ex - 0.5).clamp(-1, width + 1)).clamp(max=width - 1)
-    i0 = torch.ceil((my - ey - 0.5).clamp(-1, height + 1)).clamp(min=0)
-    i1 = torch.floor((my + ey - 0.5).clamp(-1, height + 1)).clamp(max=height - 1)
-    ok = ok & (j0 <= j1) & (i0 <= i1)
+    (tminx, tmaxx, tminy, tmaxy), tiles_per_gauss, (j0, j1, i0, i1), ok = footprints(
+        means2d, cov2d, opacities, radii, width, height, ts)
     box = torch.stack([j0, j1, i0, i1], -1).reshape(C * N, 4).to(torch.int64)
     tx0 = torch.maximum(torch.floor(j0 / ts).to(torch.int64), tminx)
     tx1 = torch.minimum(torch.floor(j1 / ts).to(torch.int64) + 1, tmaxx)

@@ -236,6 +236,38 @@ def _floordiv(a: torch.Tensor, b) -> torch.Tensor:
     return torch.div(a, b, rounding_mode="floor")
 
 
+def footprints(means2d, cov2d, opacities, radii, width: int, height: int, tile_size: int):
+    """Per (camera, Gaussian): gsplat's tile rectangle ``(tminx, tmaxx, tminy, tmaxy)`` (same
+    float expression order as its isect_tiles kernel), ``tiles_per_gauss``, and the exact
+    pixel-centre box ``(j0, j1, i0, i1)`` of the ``alpha >= 1/255`` ellipse with ``ok`` where
+    that box is non-empty -- the culling both compositors (torch blocks, numba tiles) share."""
+    ts = int(tile_size)
+    dtype = means2d.dtype
+    tw, th = math.ceil(width / ts), math.ceil(height / ts)
+    mx, my = means2d[..., 0], means2d[..., 1]
+    r = radii.to(dtype)
+    vis = radii > 0
+    # gsplat's tile rectangle (same float expression order as its isect_tiles kernel)
+    tminx = torch.floor(mx / ts - r / ts).clamp(0, tw).to(torch.int64)
+    tmaxx = torch.ceil(mx / ts + r / ts).clamp(0, tw).to(torch.int64)
+    tminy = torch.floor(my / ts - r / ts).clamp(0, th).to(torch.int64)
+    tmaxy = torch.ceil(my / ts + r / ts).clamp(0, th).to(torch.int64)
+    tiles_per_gauss = (tmaxx - tminx) * (tmaxy - tminy) * vis
+
+    # exact finer culling: pixel-centre box of the alpha >= 1/255 ellipse, in blocks
+    o = opacities.to(dtype)
+    smax = (torch.log(torch.clamp(o * 255.0, min=1e-30)) + 1e-3).clamp(min=0)
+    ok = vis & (o >= ALPHA_THRESHOLD) & (tiles_per_gauss > 0)
+    ex = torch.sqrt(2 * smax * cov2d[..., 0].clamp(min=0)) * (1 + 1e-4) + 1e-3
+    ey = torch.sqrt(2 * smax * cov2d[..., 2].clamp(min=0)) * (1 + 1e-4) + 1e-3
+    j0 = torch.ceil((mx - ex - 0.5).clamp(-1, width + 1)).clamp(min=0)
+    j1 = torch.floor((mx + ex - 0.5).clamp(-1, width + 1)).clamp(max=width - 1)
+    i0 = torch.ceil((my - ey - 0.5).clamp(-1, height + 1)).clamp(min=0)
+    i1 = torch.floor((my + ey - 0.5).clamp(-1, height + 1)).clamp(max=height - 1)
+    ok = ok & (j0 <= j1) & (i0 <= i1)
+    return (tminx, tmaxx, tminy, tmaxy), tiles_per_gauss, (j0, j1, i0, i1), ok
+
+
 @torch.no_grad()
 def build_plan(
     means2d: torch.Tensor,
@@ -276,28 +308,9 @@ def build_plan(
     tw, th = math.ceil(width / ts), math.ceil(height / ts)
     nbx, nby = math.ceil(width / block), math.ceil(height / block)
 
-    mx, my = means2d[..., 0], means2d[..., 1]
-    r = radii.to(dtype)
-    vis = radii > 0
-    # gsplat's tile rectangle (same float expression order as its isect_tiles kernel)
-    tminx = torch.floor(mx / ts - r / ts).clamp(0, tw).to(torch.int64)
-    tmaxx = torch.ceil(mx / ts + r / ts).clamp(0, tw).to(torch.int64)
-    tminy = torch.floor(my / ts - r / ts).clamp(0, th).to(torch.int64)
-    tmaxy = torch.ceil(my / ts + r / ts).clamp(0, th).to(torch.int64)
-    tiles_per_gauss = (tmaxx - tminx) * (tmaxy - tminy) * vis
+    (tminx, tmaxx, tminy, tmaxy), tiles_per_gauss, (j0, j1, i0, i1), ok = footprints(
+        means2d, cov2d, opacities, radii, width, height, ts)
     stats = {"tiles_per_gauss": tiles_per_gauss, "n_isects": int(tiles_per_gauss.sum())}
-
-    # exact finer culling: pixel-centre box of the alpha >= 1/255 ellipse, in blocks
-    o = opacities.to(dtype)
-    smax = (torch.log(torch.clamp(o * 255.0, min=1e-30)) + 1e-3).clamp(min=0)
-    ok = vis & (o >= ALPHA_THRESHOLD) & (tiles_per_gauss > 0)
-    ex = torch.sqrt(2 * smax * cov2d[..., 0].clamp(min=0)) * (1 + 1e-4) + 1e-3
-    ey = torch.sqrt(2 * smax * cov2d[..., 2].clamp(min=0)) * (1 + 1e-4) + 1e-3
-    j0 = torch.ceil((mx - ex - 0.5).clamp(-1, width + 1)).clamp(min=0)
-    j1 = torch.floor((mx + ex - 0.5).clamp(-1, width + 1)).clamp(max=width - 1)
-    i0 = torch.ceil((my - ey - 0.5).clamp(-1, height + 1)).clamp(min=0)
-    i1 = torch.floor((my + ey - 0.5).clamp(-1, height + 1)).clamp(max=height - 1)
-    ok = ok & (j0 <= j1) & (i0 <= i1)
     bx0 = torch.maximum(torch.floor(j0 / block).to(torch.int64), tminx * k)
     bx1 = torch.minimum(torch.floor(j1 / block).to(torch.int64) + 1, tmaxx * k)
     by0 = torch.maximum(torch.floor(i0 / block).to(torch.int64), tminy * k)
