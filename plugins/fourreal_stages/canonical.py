@@ -146,7 +146,8 @@ class CanonicalStage(Stage):
         fit = CanonicalFit(ctx, cfg, data, frames, model, w_mv, refiner, k_c, scheduler=scheduler,
                            losses=build_losses(cfg.losses, ctx.registry), loss_specs=cfg.losses, background=bg,
                            checkpoint_every=cfg.checkpoint_every, prompt=generation_prompt(ctx),
-                           near_plane=near_plane_for(cfg.near_plane, data))
+                           near_plane=near_plane_for(cfg.near_plane, data),
+                           random_background=cfg.train_background == "random")
         t0 = time.perf_counter()
         fit.run()
         self._write_outputs(ctx, cfg, model, w_mv, refiner, data, frames, bg, k_c, time.perf_counter() - t0,

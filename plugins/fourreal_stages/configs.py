@@ -174,6 +174,10 @@ class CanonicalConfig:
     width: Optional[int] = None
     height: Optional[int] = None
     background: Optional[list[float]] = None  # RGB behind the Gaussians; None: the data's (fourreal.background) or black
+    # training renders over ``fixed`` (the background above) or ``random`` (a new colour each
+    # step, nerfstudio splatfacto's ``random``): for full-frame captures, where every pixel is
+    # scene, so a semi-transparent fit can never match the target (docs/real-data.md)
+    train_background: Literal["fixed", "random"] = "fixed"
     # render (and train) with at least this near plane; None: the data's (fourreal.near_plane,
     # set by the multicam stage for cameras mounted in the scene's wall), else the rasterizer's
     near_plane: Optional[float] = None
