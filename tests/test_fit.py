@@ -278,6 +278,36 @@ def test_random_training_background_is_a_new_colour_every_step(tiny, registry):
     assert len({tuple(b.tolist()) for b in seen}) == 1  # fixed: the data's colour throughout
 
 
+def test_supervision_masks_reach_the_losses_and_moving_region_masks_do_not(tiny, registry):
+    """A freeze-time video with mask_path gives every training view its ``mask`` input (recon
+    losses average over it); dynamic_mask_path (the moving region) is for scores only."""
+    from fourreal_core.types import PosedVideo
+    from fourreal_losses.recon import L1Loss
+    from fourreal_poses.transforms_json import load_transforms, write_transforms
+
+    src = load_transforms(tiny / "data" / "freeze_time" / "transforms.json")
+    n, h, w = len(src), src.video.height, src.video.width
+    sup = torch.zeros(n, h, w, 1)
+    sup[:, : h // 2] = 1.0
+    posed = PosedVideo(src.video, src.cameras, times=src.times, canonical_view=src.canonical_view, masks=sup,
+                       dynamic_masks=torch.ones(n, h, w, 1))
+    write_transforms(tiny / "masked" / "transforms.json", posed)
+    seen = []
+
+    class Probe(L1Loss):
+        def __call__(self, inputs):
+            seen.append(inputs.get("mask"))
+            return super().__call__(inputs)
+
+    phases = [{"name": "a", "iterations": 3000, "losses": ["probe_mask"], "train": ["gaussians"], "deform": False}]
+    with _test_loss(registry, "probe_mask", Probe):
+        _canonical(tiny, registry, "masked_run", losses=[{"name": "probe_mask"}],
+                   freeze_time=str(tiny / "masked" / "transforms.json"),
+                   scheduler={"name": "stagewise", "params": {"phases": phases}})
+    assert len(seen) == 3 and all(m is not None and tuple(m.shape) == (1, h, w, 1) for m in seen)
+    assert all(float(m[0, : h // 2].min()) == 1.0 and float(m[0, h // 2:].max()) == 0.0 for m in seen)
+
+
 def test_a_phase_downscale_below_one_is_refused(tmp_path):
     from fourreal_stages.configs import PhaseConfig
 

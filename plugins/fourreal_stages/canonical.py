@@ -54,12 +54,17 @@ class CanonicalFit(Fit):
     def __init__(self, ctx, cfg: CanonicalConfig, data, frames, model, w_mv, refiner, k_c: int, **kw) -> None:
         super().__init__(ctx, model=model, **kw)
         self.cfg, self.data, self.frames = cfg, data, frames
+        # the data's supervision masks (mask_path): the ``mask`` input recon losses average over
+        self.masks = data.masks.to(frames.device) if data.masks is not None else None
         self.w_mv, self.refiner, self.k_c = w_mv, refiner, k_c
         self.cameras0 = refiner.base
 
     def sample(self, i, phase, gen) -> View:
         k = int(torch.randint(0, len(self.data), (1,), generator=gen))
-        return View("freeze_time", k, self.frames[k:k + 1], k, inputs={"frame": k, "canonical_view": self.k_c})
+        inputs = {"frame": k, "canonical_view": self.k_c}
+        if self.masks is not None:
+            inputs["mask"] = self.masks[k:k + 1]
+        return View("freeze_time", k, self.frames[k:k + 1], k, inputs=inputs)
 
     def _train_cameras(self, phase) -> bool:
         return self.cfg.refine_cameras and "cameras" in phase.param_groups

@@ -45,7 +45,7 @@ from fourreal_core.trainer import load_optimizer_tensors, optimizer_tensors, tra
 from fourreal_core.types import Cameras
 
 #: inputs every step provides (a stage's :attr:`Fit.provides` adds its own)
-BASE_INPUTS = ("render", "target", "canonical", "gaussians", "step", "gaussians_version", "knn")
+BASE_INPUTS = ("render", "target", "canonical", "gaussians", "step", "gaussians_version", "knn", "background")
 #: what the engine adds when an active loss requires ``render_video`` (video SDS)
 SDS_INPUTS = ("render_video", "freeze_cameras", "canonical_view", "canonical_image",
               "reference_camera", "canonical_time", "sds_progress", "prompt", "rng", "sds_mode")
