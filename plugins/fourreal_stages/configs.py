@@ -291,6 +291,9 @@ class PosesConfig:
     reference_camera: ``fixed`` -- the reference video is filmed from the canonical view's
         camera (the 4Real setting: only the freeze-time video goes through SfM);
         ``estimate`` -- register every reference frame in the same reconstruction.
+    height / width / long_side: the training size (one of height/width keeps the aspect
+        ratio; ``long_side`` sets the longest side whatever the orientation and overrides
+        them: 320 gives 320x180 for a landscape phone video and 180x320 for a portrait one).
     start / stride / max_frames / sampling: which frames of a video or frame folder are used:
         from source frame ``start``, every ``stride``-th, at most ``max_frames`` of them --
         evenly spaced over the whole video (``sampling: even``, first and last frame kept) or
@@ -320,6 +323,7 @@ class PosesConfig:
     pose_estimator: Component("pose_estimator") = component_default("pose_estimator", "colmap")  # type: ignore[valid-type]
     width: Optional[int] = None
     height: Optional[int] = None
+    long_side: Optional[int] = None
     stride: int = 1
     max_frames: Optional[int] = None
     start: int = 0
@@ -340,6 +344,8 @@ class PosesConfig:
     freeze_time_anchor: Any = None  # renamed canonical_view: kept only to say so
 
     def __post_init__(self) -> None:
+        if self.long_side is not None and self.long_side < 8:
+            raise ConfigValueError("long_side", f"must be >= 8 pixels, got {self.long_side}")
         if self.holdout_every is not None and self.holdout_every < 2:
             raise ConfigValueError("holdout_every", f"must be >= 2 (every N-th frame held out), got {self.holdout_every}")
         if self.stride < 1:
@@ -363,6 +369,16 @@ class ExportOptions:
     ply_per_time: bool = True
     grid_views: int = 4
     grid_times: int = 4
+    # size of the videos and the grid's tiles; None: the input's (the reference camera's: the
+    # frames the scene was trained on); one of them keeps the aspect ratio
+    width: Optional[int] = None
+    height: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        for key in ("width", "height"):
+            v = getattr(self, key)
+            if v is not None and v < 2:
+                raise ConfigValueError(key, f"must be >= 2 pixels, got {v}")
 
 
 @dataclass

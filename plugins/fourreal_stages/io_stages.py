@@ -29,8 +29,12 @@ def read_any_video(path: Path, cfg: PosesConfig, sfm_long_side: Optional[int] = 
     from fourreal_core.types import Video
     from fourreal_media import read_video_sampled, resize_frames, target_size
 
+    height, width = cfg.height, cfg.width
     if path.suffix == ".json" or (path.is_dir() and (path / "transforms.json").exists()):
-        posed = load_transforms(path, height=cfg.height, width=cfg.width, stride=cfg.stride, max_frames=cfg.max_frames)
+        if cfg.long_side is not None:
+            cams = load_transforms(path, load_images=False).cameras
+            height, width = _long_side_size(cams.height, cams.width, cfg.long_side)
+        posed = load_transforms(path, height=height, width=width, stride=cfg.stride, max_frames=cfg.max_frames)
         if len(posed) < cfg.min_frames:
             raise InputError(f"{path}: has {len(posed)} frames, need at least {cfg.min_frames}")
         info = {"source": str(path), "kind": "transforms.json",
@@ -39,14 +43,18 @@ def read_any_video(path: Path, cfg: PosesConfig, sfm_long_side: Optional[int] = 
     kw = dict(stride=cfg.stride, max_frames=cfg.max_frames, min_frames=cfg.min_frames, start=cfg.start,
               sampling=cfg.sampling)
     if sfm_long_side is None:
-        video, info = read_video_sampled(path, height=cfg.height, width=cfg.width, **kw)
+        if cfg.long_side is not None:
+            video, info = read_video_sampled(path, long_side=cfg.long_side, **kw)
+        else:
+            video, info = read_video_sampled(path, height=height, width=width, **kw)
         big = None
     else:
         big, info = read_video_sampled(path, long_side=int(sfm_long_side), **kw)
         src_w, src_h = info["source_size"]
-        h, w = target_size(src_h, src_w, cfg.height, cfg.width)
+        h, w = (_long_side_size(src_h, src_w, cfg.long_side) if cfg.long_side is not None
+                else target_size(src_h, src_w, height, width))
         if max(h, w) >= max(big.height, big.width):  # training at or above the SfM size: one video
-            video, big = read_video_sampled(path, height=cfg.height, width=cfg.width, **kw)[0], None
+            video, big = read_video_sampled(path, height=h, width=w, **kw)[0], None
         else:
             video = Video(resize_frames(big.frames, h, w), fps=big.fps)
     info = {"source": str(path), "kind": "video" if path.is_file() else "frame folder", **info,
@@ -55,6 +63,12 @@ def read_any_video(path: Path, cfg: PosesConfig, sfm_long_side: Optional[int] = 
         info["sfm_size"] = [big.width, big.height]
     fps = video.fps if info.get("source_fps") else cfg.fps
     return Video(video.frames, fps=fps), None, info, (Video(big.frames, fps=fps) if big is not None else None)
+
+
+def _long_side_size(h: int, w: int, long_side: int) -> tuple[int, int]:
+    """``(height, width)`` with the longest side ``long_side``, the aspect ratio kept."""
+    s = float(long_side) / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
 
 
 def _plain(report) -> dict:
