@@ -76,6 +76,55 @@ def test_orbit_arc_is_the_span_walked_not_the_sum_of_jitter():
     assert abs(_orbit_from_cameras(_orbit(24, 90.0)) - 90.0) < 0.5
 
 
+class _Ctx:
+    name = "poses"
+
+    def __init__(self):
+        self.notes = []
+
+    def notice(self, msg):
+        self.notes.append(msg)
+
+
+def test_pose_failure_says_the_sfm_size_and_names_sfm_long_side():
+    from fourreal_core.errors import FourRealError
+    from fourreal_stages.configs import PosesConfig
+    from fourreal_stages.io_stages import _estimate
+
+    class Failing:
+        def estimate(self, videos, names):
+            raise FourRealError("COLMAP registered only 2 of 71 frames of 'orbit.mp4' (3% < 50%): try ...")
+
+    small, big = Video(torch.zeros(4, 18, 32, 3)), Video(torch.zeros(4, 36, 64, 3))
+    with pytest.raises(FourRealError) as e:
+        _estimate(_Ctx(), PosesConfig(freeze_time="orbit.mp4", sfm_long_side=64), Failing(), [small], [big],
+                  ["orbit.mp4"], [{}])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("COLMAP registered only 2 of 71")
+    assert msg.endswith("[poses: the frames went to SfM at 64x36; more pixels: stages.poses.params.sfm_long_side "
+                        "(now 64; try 960)]")
+
+
+def test_camera_path_check_fails_or_warns_naming_the_frames():
+    from fourreal_core.errors import FourRealError
+    from fourreal_stages.configs import PosesConfig
+    from fourreal_stages.io_stages import _check_path
+
+    cams = _orbit(12)
+    vm = cams.viewmats.clone()
+    vm[5] = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0])) @ vm[5]
+    pv = PosedVideo(Video(torch.zeros(12, 48, 64, 3)), Cameras(vm, cams.Ks, 64, 48))
+    with pytest.raises(FourRealError, match=r"jumps between neighbouring frames 4->5 \(177 deg\), 5->6 \(177 deg\)"):
+        _check_path(_Ctx(), PosesConfig(), pv, "freeze_time", {})
+    ctx, report = _Ctx(), {}
+    _check_path(ctx, PosesConfig(on_jump="warn"), pv, "freeze_time", report)
+    assert [j["frames"] for j in report["camera_path"]["freeze_time"]["jumps"]] == [[4, 5], [5, 6]]
+    assert len(report["warnings"]) == 1 and ctx.notes[0].startswith("WARNING: poses: the freeze_time video")
+    report = {}
+    _check_path(ctx, PosesConfig(), PosedVideo(Video(torch.zeros(12, 48, 64, 3)), cams), "freeze_time", report)
+    assert report["camera_path"]["freeze_time"]["jumps"] == []
+
+
 # ============================================================================ hold-out split
 def test_holdout_every_never_holds_out_the_canonical_view():
     from fourreal_stages.io_stages import split_holdout
