@@ -45,6 +45,10 @@ def test_read_video_sampled_says_which_frames_and_seconds_it_used(tmp_path):
     assert torch.allclose(got, torch.tensor(info["indices"]) / 40.0, atol=2.5 / 255)
     first, info = read_video_sampled(tmp_path / "v.mp4", max_frames=5, sampling="first")
     assert info["indices"] == [0, 1, 2, 3, 4] and info["covered_fraction"] == 0.125
+    from fourreal_core.errors import InputError
+
+    with pytest.raises(InputError, match=r"v.mp4: has 0 usable frames \(start 100, stride 1\) of 40, need at least 4$"):
+        read_video_sampled(tmp_path / "v.mp4", start=100, min_frames=4)
 
 
 # ============================================================================ camera path

@@ -61,7 +61,7 @@ def read_any_video(path: Path, cfg: PosesConfig, sfm_long_side: Optional[int] = 
             "size": [video.width, video.height]}
     if big is not None:
         info["sfm_size"] = [big.width, big.height]
-    fps = video.fps if info.get("source_fps") else cfg.fps
+    fps = video.fps or cfg.fps
     return Video(video.frames, fps=fps), None, info, (Video(big.frames, fps=fps) if big is not None else None)
 
 
