@@ -221,3 +221,24 @@ def test_fox_frames_as_a_video_through_the_orbit_recipe(tmp_path):
 
     bullet = read_video(tmp_path / "run" / "export" / "bullet_time.mp4")
     assert (len(bullet), bullet.height, bullet.width) == (3, 96, 54)
+
+
+def test_colmap_intrinsics_refinement_reaches_the_mapper(monkeypatch):
+    pytest.importorskip("pycolmap")
+    from fourreal_core.errors import FourRealError
+    from fourreal_poses.colmap import ColmapPoseEstimator
+    from fourreal_poses.plugin import ColmapConfig
+
+    seen = {}
+    est = ColmapPoseEstimator(ColmapConfig(refine_principal_point=True, refine_extra_params=False))
+    real = est.pycolmap.incremental_mapping
+
+    def spy(*a, options=None, **k):
+        seen.update(focal=options.ba_refine_focal_length, pp=options.ba_refine_principal_point,
+                    extra=options.ba_refine_extra_params)
+        return real(*a, options=options, **k)
+
+    monkeypatch.setattr(est.pycolmap, "incremental_mapping", spy)
+    with pytest.raises(FourRealError, match="COLMAP found no reconstruction"):
+        est.estimate([Video(torch.full((4, 32, 48, 3), 0.4))], ["flat.mp4"])
+    assert seen == {"focal": True, "pp": True, "extra": False}

@@ -326,6 +326,9 @@ class ColmapPoseEstimator(PoseEstimator):
             if hasattr(opts, "random_seed"):
                 opts.random_seed = int(cfg.seed)
             opts.mapper.init_min_num_inliers = int(cfg.init_min_num_inliers)
+            for key in ("focal_length", "principal_point", "extra_params"):  # intrinsics BA refines
+                if hasattr(opts, f"ba_refine_{key}"):
+                    setattr(opts, f"ba_refine_{key}", bool(getattr(cfg, f"refine_{key}")))
             sparse = ws / "sparse"
             sparse.mkdir(exist_ok=True)
             recs = self._step("incremental mapping", pc.incremental_mapping, db, image_dir, sparse, options=opts)
