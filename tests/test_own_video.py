@@ -100,13 +100,19 @@ def test_pose_failure_says_the_sfm_size_and_names_sfm_long_side():
             raise FourRealError("COLMAP registered only 2 of 71 frames of 'orbit.mp4' (3% < 50%): try ...")
 
     small, big = Video(torch.zeros(4, 18, 32, 3)), Video(torch.zeros(4, 36, 64, 3))
-    with pytest.raises(FourRealError) as e:
-        _estimate(_Ctx(), PosesConfig(freeze_time="orbit.mp4", sfm_long_side=64), Failing(), [small], [big],
-                  ["orbit.mp4"], [{}])
-    msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("COLMAP registered only 2 of 71")
-    assert msg.endswith("[poses: the frames went to SfM at 64x36; more pixels: stages.poses.params.sfm_long_side "
-                        "(now 64; try 960)]")
+    def fail(cfg, src, given=True):
+        with pytest.raises(FourRealError) as e:
+            _estimate(_Ctx(), cfg, Failing(), [small], [big], ["orbit.mp4"], [{"source_size": src}], given=given)
+        msg = str(e.value)
+        assert "\n" not in msg and msg.startswith("COLMAP registered only 2 of 71")
+        return msg
+
+    cfg = PosesConfig(freeze_time="orbit.mp4", sfm_long_side=64)
+    assert fail(cfg, [1080, 1920]).endswith(
+        "[poses: the frames went to SfM at 64x36; more pixels: stages.poses.params.sfm_long_side (now 64; try 960)]")
+    assert "sfm_long_side (now 64; try 200)]" in fail(cfg, [112, 200])  # never above the video's own size
+    assert "none left: the video's own 64 px are in use" in fail(cfg, [64, 36])
+    assert "stages.poses.params.long_side (the training size" in fail(PosesConfig(), [64, 36], given=False)
 
 
 def test_camera_path_check_fails_or_warns_naming_the_frames():

@@ -111,25 +111,32 @@ def _at_training_size(posed, video):
                       canonical_view=posed.canonical_view, masks=posed.masks, meta=posed.meta)
 
 
-def _estimate(ctx, cfg, estimator, videos, sfm, names, infos):
+def _estimate(ctx, cfg, estimator, videos, sfm, names, infos, given: bool = True):
     """Run the pose estimator on the SfM-size frames (where given), hand back the cameras
-    at the training size; a failure says at what size the frames went in and which knob
-    gives SfM more pixels."""
+    at the training size; a COLMAP failure says at what size the frames went in and which
+    knob gives SfM more pixels (``given``: the videos are the user's, so ``sfm_long_side``
+    applies; else the generate stage's, which SfM sees at the training size)."""
     from fourreal_core.errors import FourRealError
 
     inputs = [b if b is not None else v for v, b in zip(videos, sfm)]
     try:
         result = estimator.estimate(inputs, names)
     except FourRealError as e:
-        if getattr(e, "_sized", False) or not str(e).startswith("COLMAP"):
+        if not str(e).startswith("COLMAP"):
             raise
         size = inputs[0]
-        knob = (f"stages.{ctx.name}.params.sfm_long_side (now {cfg.sfm_long_side}; try "
-                f"{max(960, 2 * max(size.width, size.height))})" if any(b is not None for b in sfm) or not cfg.freeze_time
-                else f"stages.{ctx.name}.params.sfm_long_side (now {cfg.sfm_long_side})")
-        err = type(e)(f"{e} [poses: the frames went to SfM at {size.width}x{size.height}; more pixels: {knob}]")
-        err._sized = True
-        raise err from None
+        side = max(size.width, size.height)
+        src = max(infos[0].get("source_size") or [0])
+        key = f"stages.{ctx.name}.params"
+        if not given:
+            knob = f"{key}.long_side (the training size, at which SfM sees the generate stage's videos)"
+        elif src and side >= src:
+            knob = (f"none left: the video's own {src} px are in use (try more frames, matching: exhaustive, "
+                    "or a sharper video)")
+        else:
+            want = max(960, 2 * side) if cfg.sfm_long_side is not None else 640
+            knob = f"{key}.sfm_long_side (now {cfg.sfm_long_side}; try {min(want, src) if src else want})"
+        raise type(e)(f"{e} [poses: the frames went to SfM at {size.width}x{size.height}; more pixels: {knob}]") from None
     result.videos = [_at_training_size(p, v) if b is not None else p for p, v, b in zip(result.videos, videos, sfm)]
     return result
 
@@ -227,7 +234,7 @@ class PosesStage(Stage):
                 raise InputError(f"params.canonical_view: {k_c} is outside the orbit video's {len(frz_video)} "
                                  f"frames ({frz_path})")
             result = _estimate(ctx, cfg, cfg.pose_estimator.build(ctx.registry), [frz_video], [frz_sfm],
-                               [str(frz_path)], [frz_info])
+                               [str(frz_path)], [frz_info], given=bool(cfg.freeze_time))
             report = _plain(result.report)
             frz = result.videos[0]
             if estimated:
@@ -255,14 +262,15 @@ class PosesStage(Stage):
         estimator = cfg.pose_estimator.build(ctx.registry)
         ctx.log("poses_start", stage=ctx.name, estimator=cfg.pose_estimator.name, frames=[len(frz_video), T])
         if cfg.reference_camera == "fixed":
-            result = _estimate(ctx, cfg, estimator, [frz_video], [frz_sfm], [str(frz_path)], [frz_info])
+            result = _estimate(ctx, cfg, estimator, [frz_video], [frz_sfm], [str(frz_path)], [frz_info],
+                               given=bool(cfg.freeze_time))
             frz = result.videos[0]
             cam = frz.cameras[k_c]
             ref_cams = Cameras(cam.viewmats.expand(T, 4, 4).clone(), cam.Ks.expand(T, 3, 3).clone(), cam.width, cam.height)
             ref = PosedVideo(ref_video, ref_cams)
         else:
             result = _estimate(ctx, cfg, estimator, [frz_video, ref_video], [frz_sfm, ref_sfm],
-                               [str(frz_path), str(ref_path)], [frz_info, ref_info])
+                               [str(frz_path), str(ref_path)], [frz_info, ref_info], given=bool(cfg.freeze_time))
             frz, ref = result.videos
         report = _plain(result.report)
         if estimated:
