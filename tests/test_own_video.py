@@ -248,3 +248,41 @@ def test_colmap_intrinsics_refinement_reaches_the_mapper(monkeypatch):
     with pytest.raises(FourRealError, match="COLMAP found no reconstruction"):
         est.estimate([Video(torch.full((4, 32, 48, 3), 0.4))], ["flat.mp4"])
     assert seen == {"focal": True, "pp": True, "extra": False}
+
+
+def test_orbit_poses_stage_holds_out_frames_of_a_video_and_records_them(tmp_path):
+    """A video (frames from the procedural garden orbit, as an mp4) through the poses stage
+    with its known orbit: 12 frames evenly over 24, every 4th held out into test_static/,
+    k_c re-indexed, the source frames recorded."""
+    from test_generate_stage import _ctx
+
+    from fourreal_core.config import ComponentSpec
+    from fourreal_poses.plugin import KnownConfig
+    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_stages.configs import PosesConfig
+    from fourreal_stages.io_stages import PosesStage
+    from fourreal_synthetic.stage import make_dataset
+
+    ds = make_dataset("garden", tmp_path / "garden", width=64, height=48, num_reference_frames=2, num_freeze_frames=24,
+                      orbit_arc_deg=90.0, num_test_views=0, num_test_static_views=0, num_init_points=10,
+                      write_videos=False, seed=0)
+    mp4 = write_video(tmp_path / "orbit.mp4", ds.freeze_time.video.frames, fps=12.0, crf=0)
+    ctx = _ctx(tmp_path)
+    ctx.notice = (notes := []).append
+    known = ComponentSpec("pose_estimator", "known", KnownConfig(source="orbit", arc_deg=90.0))
+    cfg = PosesConfig(freeze_time=str(mp4), orbit_only=True, max_frames=12, holdout_every=4, canonical_view=1,
+                      pose_estimator=known)
+    PosesStage(cfg).run(ctx)
+    poses = json.loads((ctx.out_dir / "poses.json").read_text())
+    fr = poses["frames"]["freeze_time"]
+    assert fr["indices"] == [0, 2, 4, 6, 8, 10, 13, 15, 17, 19, 21, 23] and fr["sampling"] == "even"
+    assert fr["heldout"] == [0, 4, 8] and fr["heldout_source_indices"] == [0, 8, 17]
+    assert fr["train_source_indices"] == [2, 4, 6, 10, 13, 15, 19, 21, 23]
+    train = load_transforms(ctx.out_dir / "freeze_time" / "transforms.json")
+    held = load_transforms(ctx.out_dir / "test_static" / "transforms.json")
+    assert (len(train), len(held)) == (9, 3) and train.canonical_view == 0 == poses["canonical_view"]
+    src = ds.freeze_time.video.frames
+    err = [float((held.video.frames[1] - src[k]).abs().mean()) for k in (7, 8, 9)]  # yuv420p: chroma is lossy
+    assert err[1] < 0.03 < min(err[0], err[2]), err
+    assert any("12 of 24 frames (even over 100% of the video" in n for n in notes)
+    assert any(n.startswith("3 of 12 freeze-time frames held out") for n in notes)
