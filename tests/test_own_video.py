@@ -287,3 +287,45 @@ def test_orbit_poses_stage_holds_out_frames_of_a_video_and_records_them(tmp_path
     assert err[1] < 0.03 < min(err[0], err[2]), err
     assert any("12 of 24 frames (even over 100% of the video" in n for n in notes)
     assert any(n.startswith("3 of 12 freeze-time frames held out") for n in notes)
+
+
+def test_reference_holdout_every_sends_reference_frames_to_test_with_their_times(tmp_path):
+    """`reference_holdout_every: 3` on a 7-frame reference video with c = 3: frames 0 and 6
+    go to test/transforms.json at their own times (what an eval stage scores over time), the
+    other five train with c re-indexed; the canonical frame itself is never held out."""
+    from fourreal_core.config import ComponentSpec
+    from fourreal_core.run import CheckpointStore, RunLog, StageContext
+    from fourreal_core.registry import get_registry
+    from fourreal_media import write_frames
+    from fourreal_poses.plugin import KnownConfig
+    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_stages.configs import PosesConfig
+    from fourreal_stages.io_stages import PosesStage
+
+    ref_frames = torch.rand(7, 12, 16, 3, generator=torch.Generator().manual_seed(0))
+    write_frames(tmp_path / "ref", ref_frames)
+    write_frames(tmp_path / "frz", torch.rand(6, 12, 16, 3))
+    out = tmp_path / "02_poses"
+    out.mkdir()
+    ctx = StageContext(name="poses", index=2, run_dir=tmp_path, out_dir=out, recipe_dir=tmp_path,
+                       device=torch.device("cpu"), seed=0, iterations_scale=1.0,
+                       checkpoints=CheckpointStore(tmp_path / "ck"), log=RunLog(tmp_path / "log.jsonl"),
+                       registry=get_registry())
+    ctx.notice = (notes := []).append
+    known = ComponentSpec("pose_estimator", "known", KnownConfig(source="orbit", arc_deg=90.0))
+    cfg = PosesConfig(reference=str(tmp_path / "ref"), freeze_time=str(tmp_path / "frz"), canonical_frame=3,
+                      reference_holdout_every=3, pose_estimator=known)
+    PosesStage(cfg).run(ctx)
+    ref = load_transforms(out / "reference" / "transforms.json")
+    test = load_transforms(out / "test" / "transforms.json")
+    assert len(ref) == 5 and len(test) == 2
+    assert torch.allclose(test.times, torch.tensor([0.0, 1.0]))
+    assert torch.allclose(ref.times, torch.tensor([1, 2, 3, 4, 5]) / 6.0)
+    assert ref.canonical_view == 2 and float(ref.times[2]) == pytest.approx(0.5)  # c = frame 3 of 7
+    assert float((test.video.frames[1] - ref_frames[6]).abs().max()) < 2 / 255
+    assert any(n.startswith("2 of 7 reference frames held out") for n in notes)
+    from fourreal_core.config import ConfigValueError
+
+    with pytest.raises(ConfigValueError, match="must be >= 2") as e:
+        PosesConfig(reference_holdout_every=1)
+    assert e.value.path == "reference_holdout_every"

@@ -309,6 +309,10 @@ class PosesConfig:
         world frame, but they go to ``test_static/transforms.json`` instead of the training
         frames and the canonical stage scores them (``heldout_static_psnr`` in its
         metrics.json). None: every frame trains.
+    reference_holdout_every: the same for the reference video (frames 0, N, 2N, ...; never
+        the canonical frame c): held-out frames keep their times and go to
+        ``test/transforms.json``, which an ``eval`` stage after the motion stage scores over
+        time (frames the motion never saw: interpolation in time). None: every frame trains.
     sfm_long_side: structure-from-motion sees a video you give (``freeze_time`` /
         ``reference`` set) at this longest side in pixels (never above the source's, never
         below the training size) while training uses ``height`` / ``width``; SIFT needs
@@ -334,6 +338,7 @@ class PosesConfig:
     sampling: Literal["even", "first"] = "even"
     min_frames: int = 4
     holdout_every: Optional[int] = None
+    reference_holdout_every: Optional[int] = None
     sfm_long_side: Optional[int] = 640
     max_step_deg: Optional[float] = 60.0
     on_jump: Literal["error", "warn"] = "error"
@@ -352,6 +357,9 @@ class PosesConfig:
             raise ConfigValueError("long_side", f"must be >= 8 pixels, got {self.long_side}")
         if self.holdout_every is not None and self.holdout_every < 2:
             raise ConfigValueError("holdout_every", f"must be >= 2 (every N-th frame held out), got {self.holdout_every}")
+        if self.reference_holdout_every is not None and self.reference_holdout_every < 2:
+            raise ConfigValueError("reference_holdout_every",
+                                   f"must be >= 2 (every N-th frame held out), got {self.reference_holdout_every}")
         if self.stride < 1:
             raise ConfigValueError("stride", f"must be >= 1, got {self.stride}")
         if self.start < 0:

@@ -281,7 +281,14 @@ class PosesStage(Stage):
         ref = PosedVideo(ref.video, ref.cameras, times=times, canonical_view=int(c))  # the reference video's is c
         t_c = float(times[c]) if c < len(times) else 0.0
         frz = PosedVideo(frz.video, frz.cameras, times=torch.full((len(frz),), t_c), canonical_view=int(k_c))
-        write_transforms(ctx.out_dir / "reference" / "transforms.json", ref)
+        ref_train, ref_held, _, ref_ho = split_holdout(ref, cfg.reference_holdout_every, int(c))
+        write_transforms(ctx.out_dir / "reference" / "transforms.json", ref_train)
+        if ref_held is not None:  # frames the motion stage never sees, at their own times
+            write_transforms(ctx.out_dir / "test" / "transforms.json", ref_held, extra={"split": "test"})
+            ref_info.update(reference_holdout_every=cfg.reference_holdout_every, heldout=ref_ho)
+            ctx.notice(f"{len(ref_ho)} of {len(ref)} reference frames held out (every "
+                       f"{cfg.reference_holdout_every}th: {ref_ho[:8]}{' ...' if len(ref_ho) > 8 else ''}); "
+                       "an eval stage scores them over time")
         _freeze_report(ctx, cfg, frz, k_c, info, frz_path)
         k_c = self._write_freeze_time(ctx, cfg, frz, k_c, frz_info)
         if result.points is not None and len(result.points):
