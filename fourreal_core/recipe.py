@@ -57,6 +57,11 @@ class Recipe:
     #: can tell a parameter it lacks that the user set from one a newer version defaulted
     written: frozenset = field(default=frozenset(), repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, bool) and isinstance(self.seed, int) and not 0 <= self.seed < 2**63:
+            # torch.manual_seed takes 64 bits; stage k is seeded with seed + k
+            raise ConfigValueError("seed", f"must be an integer in [0, 2^63), got {self.seed}")
+
     @property
     def recipe_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()

@@ -370,6 +370,25 @@ def output_problem(folder: Path, run_info: Mapping) -> Optional[str]:
     return None
 
 
+def read_run_info(run_json: Path) -> dict:
+    """The JSON object of a run's ``run.json``; :class:`RunDirError` naming the file when it is
+    unreadable, not JSON, or not an object (a list, a string: a run record edited or replaced
+    by something else, which a rerun must not trust)."""
+    try:
+        info = json.loads(Path(run_json).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:80]
+        raise RunDirError(f"{run_json}: unreadable ({why}); restore it or choose another --out") from None
+    if not isinstance(info, dict):
+        raise RunDirError(f"{run_json}: not a fourreal run record (a JSON {_json_kind(info)}, expected an object); "
+                          "restore it or choose another --out")
+    return info
+
+
+def _json_kind(v: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(v), "null")
+
+
 class RunDir:
     """A run folder bound to one resolved recipe."""
 
@@ -403,10 +422,7 @@ class RunDir:
         run_json = self.path / "run.json"
         notices: list[str] = []
         if run_json.exists():
-            try:
-                info = json.loads(run_json.read_text())
-            except (OSError, ValueError) as exc:
-                raise RunDirError(f"{run_json}: unreadable ({exc}); choose another --out") from None
+            info = read_run_info(run_json)
             if info.get("fingerprint") != self.fingerprint:
                 notices = self._accept_changed_recipe(info)
         (self.path / "stages").mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from fourreal_core.errors import RunDirError
 from fourreal_core.io import write_json
 from fourreal_core.lock import FolderLock
 from fourreal_core.run import (
-    CheckpointStore, RunLog, StageContext, ensure_inside, output_problem, resolve_device, stage_errors,
+    CheckpointStore, RunLog, StageContext, ensure_inside, output_problem, read_run_info, resolve_device, stage_errors,
 )
 
 if TYPE_CHECKING:
@@ -31,10 +31,7 @@ def completed_stage_dirs(run_dir: Path) -> dict[str, Path]:
     output files (as ``run.json`` recorded them) are gone or changed size is refused."""
     out: dict[str, Path] = {}
     stages = Path(run_dir) / "stages"
-    try:
-        info = json.loads((Path(run_dir) / "run.json").read_text())
-    except (OSError, ValueError):
-        info = {}
+    info = read_run_info(Path(run_dir) / "run.json")
     if stages.is_dir():
         for d in sorted(p for p in stages.iterdir() if p.is_dir() and not p.name.startswith(".")):
             problem = output_problem(d, info if isinstance(info, dict) else {})

@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional
 
-from fourreal_core.config import Component, ConfigValueError, InputPath, Steps, component_default
+from fourreal_core.config import Component, ConfigValueError, InputPath, Steps, above, at_least, component_default
 from fourreal_core.config import renamed as _renamed  # old recipes: one line saying what was renamed
 
 
@@ -327,6 +327,10 @@ class ExportOptions:
     grid_views: int = 4
     grid_times: int = 4
 
+    def __post_init__(self) -> None:
+        at_least(self, num_times=0, orbit_frames=1, grid_views=1, grid_times=1)
+        above(self, fps=0)
+
 
 @dataclass
 class ExportConfig(ExportOptions):
@@ -349,6 +353,9 @@ class EvalConfig:
     height: Optional[int] = None
     width: Optional[int] = None
     native_resolution: bool = False
+
+    def __post_init__(self) -> None:
+        at_least(self, height=1, width=1)
 
 
 @dataclass
