@@ -45,9 +45,11 @@ def atomic_path(path: os.PathLike | str, suffix: Optional[str] = None) -> Iterat
         # mkstemp makes 0600 files; outputs follow the umask like any other file the user writes
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.errno is not None and not exc.filename:
+            exc.filename = str(path)  # a writer's EFBIG/ENOSPC often names no file: this is the one
         raise
 
 

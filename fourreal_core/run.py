@@ -19,6 +19,7 @@ and a training stage resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -638,7 +639,7 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
             console.print(f"[bold cyan]stage {index} {name}[/bold cyan]")
         t0 = time.perf_counter()
         log("stage_start", stage=name, index=index)
-        with stage_errors(f"stage {index} {name}", dev):
+        with stage_errors(f"stage {index} {name}", dev, partial):
             stage.run(ctx)
         final = run.finish(index, name)
         stage_dirs[name] = final
@@ -659,32 +660,47 @@ def _say(console: Any, line: str) -> None:
 
 
 class stage_errors:
-    """Turn out-of-memory inside a stage into one line naming the stage and what to lower."""
+    """Turn failures of the machine inside a stage into one line naming the stage: out of
+    memory (and what to lower), and OS errors -- a full disk, a file-size limit, too many open
+    files, a shared library that could not be mapped -- with the path (or, when the error names
+    none, the stage's output folder ``folder``)."""
 
-    def __init__(self, where: str, device: Any) -> None:
+    def __init__(self, where: str, device: Any, folder: Optional[Path] = None) -> None:
         self.where = where
         self.device = device
+        self.folder = folder
 
     def __enter__(self) -> "stage_errors":
         return self
 
     def __exit__(self, typ, exc, tb) -> bool:
-        if exc is None or not is_out_of_memory(exc):
-            return False
-        from .errors import FourRealError
+        from .errors import FourRealError, environment_error
 
-        kind = "CUDA" if "cuda" in str(self.device) or "CUDA" in str(exc) else str(self.device).upper()
-        raise FourRealError(
-            f"{self.where}: out of {kind} memory; lower the resolution (height/width), "
-            "densify.max_gaussians, or the frames per SDS video (num_frames); finished stages and "
-            "checkpoints are kept"
-        ) from exc
+        if exc is None or isinstance(exc, FourRealError) or not isinstance(exc, Exception):
+            return False
+        if is_out_of_memory(exc):
+            kind = "CUDA" if "cuda" in str(self.device) or "CUDA" in str(exc) else str(self.device).upper()
+            raise FourRealError(
+                f"{self.where}: out of {kind} memory; lower the resolution (height/width), "
+                "densify.max_gaussians, or the frames per SDS video (num_frames); finished stages and "
+                "checkpoints are kept"
+            ) from exc
+        if not isinstance(exc, (OSError, ImportError)):
+            return False
+        line = environment_error(exc)
+        if line is None:
+            return False
+        if isinstance(exc, OSError) and not exc.filename and self.folder is not None:
+            line = f"writing into {self.folder}: {line}"
+        raise FourRealError(f"{self.where}: {line}") from exc
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
     if isinstance(exc, MemoryError) or isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and (

@@ -148,7 +148,7 @@ def execute_adhoc(
         )
         torch.manual_seed(recipe.seed)
         log("adhoc_start", stage=stage, out=out_name)
-        with stage_errors(f"{stage}", dev):
+        with stage_errors(f"fourreal {stage}", dev, partial):
             spec.build(registry).run(ctx)
         write_json(partial / OUTPUT_MARKER, {"kind": stage, "files": _written_files(partial)})
         if final.exists():
