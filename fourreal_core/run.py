@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .errors import RunDirError
-from .io import load_tensors, save_tensors, strict_json_dumps, write_json, write_text
+from .io import JOURNAL, load_tensors, save_tensors, start_journal, strict_json_dumps, write_json, write_text, written_files
 from .lock import LOCK_FILE, FolderLock
 
 if TYPE_CHECKING:
@@ -371,6 +371,64 @@ def output_problem(folder: Path, run_info: Mapping) -> Optional[str]:
     return None
 
 
+def files_not_written(folder: Path, run_dir: Path, since: float) -> list[str]:
+    """Files under ``folder`` that fourreal did not write: not in the run's journal
+    (:data:`~fourreal_core.io.JOURNAL`) and modified after ``since`` (the time the previous
+    attempt last logged; older files are its own, written by a plugin outside
+    ``fourreal_core.io``, or by a run made before the journal). Relative to the run folder."""
+    folder, run_dir = Path(folder), Path(run_dir)
+    if not folder.is_dir():
+        return []
+    ours = written_files(run_dir)
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_dir() and not p.is_symlink():
+            continue
+        rel = p.relative_to(run_dir).as_posix()
+        try:
+            mtime = p.lstat().st_mtime
+        except OSError:
+            continue
+        if rel not in ours and mtime > since:
+            out.append(rel)
+    return out
+
+
+def last_logged(run_dir: Path, **match: Any) -> float:
+    """Time of the last ``log.jsonl`` event whose fields include ``match`` (``stage="canonical"``),
+    0 when none: files an interrupted attempt of that stage left are no newer than this (or
+    are in the journal); a file newer than it and not in the journal was put there since."""
+    last = 0.0
+    try:
+        with open(Path(run_dir) / "log.jsonl") as f:
+            for line in f:
+                if not all(f'"{v}"' in line for v in match.values()):
+                    continue  # most lines are about something else: skip the JSON parse
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and all(rec.get(k) == v for k, v in match.items()):
+                    t = rec.get("time")
+                    last = max(last, float(t)) if isinstance(t, (int, float)) else last
+    except OSError:
+        pass
+    return last
+
+
+def remove_own(folder: Path, run_dir: Path, since: float, what: str) -> None:
+    """Remove ``folder`` (a leftover of an interrupted attempt), or, when it holds files fourreal
+    did not write, stop with a :class:`RunDirError` naming them and touch nothing."""
+    foreign = files_not_written(folder, run_dir, since)
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise RunDirError(
+            f"{Path(run_dir) / Path(folder).relative_to(run_dir)}: {what} holds files fourreal did not write "
+            f"({', '.join(foreign[:3])}{more}); a rerun would remove them -- move them out of the run folder and "
+            "rerun (nothing was removed)")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def read_run_info(run_json: Path) -> dict:
     """The JSON object of a run's ``run.json``; :class:`RunDirError` naming the file when it is
     unreadable, not JSON, or not an object (a list, a string: a run record edited or replaced
@@ -401,6 +459,7 @@ class RunDir:
         self.fingerprint = fingerprint
         self.recipe_name = recipe_name
         self.stages = stages if stages is not None else []
+        self.since: dict[str, float] = {}  # stage label -> when its previous attempt last logged
 
     def check_usable(self) -> None:
         """Refuse (writing nothing) a path that is a file or a non-empty folder that is not a
@@ -422,12 +481,14 @@ class RunDir:
         self.check_usable()
         run_json = self.path / "run.json"
         notices: list[str] = []
+
         if run_json.exists():
             info = read_run_info(run_json)
             if info.get("fingerprint") != self.fingerprint:
                 notices = self._accept_changed_recipe(info)
         (self.path / "stages").mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)
+        start_journal(self.path)
         if notices or not (self.path / "recipe.yaml").exists():
             write_text(self.path / "recipe.yaml", self.resolved_yaml)
         if notices or not run_json.exists():
@@ -489,7 +550,8 @@ class RunDir:
                 if isinstance(st, dict):
                     ck = self.checkpoint_dir(k + 1, str(st.get("label")))
                     if ck.exists():
-                        shutil.rmtree(ck)
+                        remove_own(ck, self.path, last_logged(self.path, stage=str(st.get("label"))),
+                                   "the checkpoint folder of a changed stage")
         label = self.stages[first]["label"] if first < len(self.stages) else "?"
         return [
             f"recipe changed since the last attempt ({what}); finished stages before stage {first + 1} are kept, "
@@ -525,7 +587,15 @@ class RunDir:
             outputs[final.name] = output_sizes(partial)
             write_json(self.path / "run.json", {**info, OUTPUTS_KEY: outputs})
         os.replace(partial, final)
-        shutil.rmtree(self.checkpoint_dir(index, name), ignore_errors=True)
+        ck = self.checkpoint_dir(index, name)
+        since = self.since.get(name, 0.0)
+        if not files_not_written(ck, self.path, since):
+            shutil.rmtree(ck, ignore_errors=True)
+        else:  # only fourreal's own checkpoints go; the folder stays with what someone else put there
+            ours = written_files(self.path)
+            for p in ck.glob("step_*.safetensors"):
+                if p.relative_to(self.path).as_posix() in ours or p.stat().st_mtime <= since:
+                    p.unlink(missing_ok=True)
         return final
 
     def check_outputs(self, index: int, name: str) -> None:
@@ -613,7 +683,9 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
                 console.print(f"[dim]stage {index} {name}: already complete, skipped[/dim]")
             continue
         partial = run.partial_dir(index, name)
-        shutil.rmtree(partial, ignore_errors=True)  # leftovers of an interrupted attempt (we hold the lock)
+        # leftovers of an interrupted attempt (we hold the lock); anyone else's files stop the run
+        run.since[name] = last_logged(run.path, stage=name)
+        remove_own(partial, run.path, run.since[name], "the unfinished stage folder")
         partial.mkdir(parents=True)
         seed = recipe.seed + index
         random.seed(seed)
