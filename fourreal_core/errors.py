@@ -48,7 +48,8 @@ _ERRNO_ADVICE = {
 }
 
 _OUT_OF_MEMORY = ("out of memory; lower the resolution (height/width), densify.max_gaussians, or the frames per "
-                  "SDS video (num_frames); finished stages and checkpoints are kept")
+                  "SDS video (num_frames), or raise the memory limit (ulimit -v); finished stages and checkpoints "
+                  "are kept")
 
 
 def environment_error(exc: BaseException) -> "str | None":
