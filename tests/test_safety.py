@@ -915,6 +915,12 @@ def test_eval_without_times_says_so(tmp_path):
     ("stage", {"name": "export", "params": {"fps": 0}}, "params.fps: must be > 0, got 0"),
     ("stage", {"name": "eval", "params": {"height": -5}}, "params.height: must be >= 1, got -5"),
     ("stage", {"name": "multicam", "params": {"stride": 0}}, "params.stride: must be >= 1, got 0"),
+    ("representation", {"name": "gaussians", "params": {"sh_degree": 4}}, "params.sh_degree: must be 0, 1, 2 or 3"),
+    ("representation", {"name": "gaussians", "params": {"init_opacity": 1.5}}, "params.init_opacity: must be < 1"),
+    ("representation", {"name": "gaussians", "params": {"densify": {"max_gaussians": -5}}},
+     "params.densify.max_gaussians: must be >= 0, got -5"),
+    ("representation", {"name": "gaussians", "params": {"densify": {"split_into": 1}}},
+     "params.densify.split_into: must be >= 2, got 1"),
 ])
 def test_counts_and_sizes_are_validated(kind, params, expected):
     from fourreal_core.errors import RecipeError
@@ -1093,3 +1099,13 @@ def test_an_adhoc_command_does_not_remove_files_in_its_leftover(cli, toy_run):
     line = _one_line_error(cli("export", "run"), "the leftover of an interrupted export holds files fourreal did not write")
     assert ".export.partial/keep.txt" in line
     assert (partial / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--fps", "0"], "--fps 0.0: must be > 0"),
+    (["--height", "-3"], "--height -3: must be >= 1"),
+    (["--interactive-height", "0"], "--interactive-height 0: must be >= 1"),
+])
+def test_view_options_out_of_range(cli, toy_run, args, expected):
+    pytest.importorskip("viser")
+    _one_line_error(cli("view", "run", *args, timeout=60), expected)
