@@ -1109,3 +1109,47 @@ def test_an_adhoc_command_does_not_remove_files_in_its_leftover(cli, toy_run):
 def test_view_options_out_of_range(cli, toy_run, args, expected):
     pytest.importorskip("viser")
     _one_line_error(cli("view", "run", *args, timeout=60), expected)
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda m: [1], "unknown format 'list'"),
+    (lambda m: m.pop("canonical") and m, "canonical must name the canonical PLY file, got null"),
+    (lambda m: m.update(deformer="mlp") or m, "deformer must be {name, params}, got \"mlp\""),
+    (lambda m: m["reference"].update(times=[0, 5.0]) or m, "reference.times must be a non-empty list of times in [0, 1]"),
+    (lambda m: m["reference"].update(canonical_frame=99) or m, "reference.canonical_frame must index reference.times (0..3), got 99"),
+    (lambda m: m["reference"]["camera"].update(width=0) or m, "reference.camera.width must be a positive whole number of pixels"),
+    (lambda m: m["reference"]["camera"].update(Ks=[[[0, 0, 16], [0, 0, 12], [0, 0, 1]]]) or m,
+     "reference.camera.Ks[0]: focal lengths must be > 0, got fx=0, fy=0"),
+    (lambda m: m["freeze_time_cameras"].update(viewmats=[[[0.0] * 4] * 3 + [[0, 0, 0, 1]]]) or m,
+     "freeze_time_cameras.viewmats[0]: not a camera pose"),
+    (lambda m: m.update(background="white") or m, "background must be three numbers (RGB), got \"white\""),
+    (lambda m: m.update(near_plane=-1) or m, "near_plane must be a number > 0, got -1"),
+    (lambda m: m["deformer"]["params"].update(width=32) or m, "does not fit the deformer 'mlp' described in scene4d.json"),
+])
+def test_a_bad_scene_manifest_is_one_line(tmp_path, mutate, expected):
+    import torch
+
+    from fourreal_core.errors import InputError
+    from fourreal_core.recipe import component_from_plain
+    from fourreal_core.registry import get_registry
+    from fourreal_core.types import Cameras
+    from fourreal_stages.scene4d import MANIFEST, Scene4D
+
+    reg = get_registry()
+    rep = component_from_plain("representation", {"name": "gaussians", "params": {}}, reg)
+    model = rep.build(reg)
+    model.init_random_box(n=30, extent=1.0, seed=0)
+    spec = component_from_plain("deformer", {"name": "mlp", "params": {"width": 16, "depth": 2}}, reg)
+    w_t = spec.build(reg)
+    w_t.setup(canonical=0.5)
+    vm = torch.eye(4)
+    vm[2, 3] = 4.0
+    cam = Cameras(vm[None], torch.tensor([[[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]]]), 32, 24)
+    Scene4D(model, w_t, torch.zeros(3), times=torch.linspace(0, 1, 4), canonical_frame=2, reference_camera=cam,
+            freeze_cameras=cam, deformer_spec=spec, representation_spec=rep).save(tmp_path)
+    Scene4D.load(tmp_path, reg)
+    path = tmp_path / MANIFEST
+    path.write_text(json.dumps(mutate(json.loads(path.read_text()))))
+    with pytest.raises(InputError) as exc:
+        Scene4D.load(tmp_path, reg)
+    assert "\n" not in str(exc.value) and expected in str(exc.value), str(exc.value)
