@@ -350,6 +350,10 @@ def _read_videos(jpath: Path) -> Capture:
         Ks[name], V[name], videos[name] = K, vm, vp
         if fr.get("mask_path"):
             masks[name] = (root / str(fr["mask_path"])).resolve()
+            if not masks[name].exists():
+                raise InputError(f"{where}: mask_path {fr['mask_path']!r}: no such video or frame folder ({masks[name]})")
+        if fr.get("split", "train") not in ("train", "test"):
+            raise InputError(f"{where}: split must be \"train\" or \"test\", got {json.dumps(fr['split'])[:40]}")
     T = min(lengths.values())
     if len(set(lengths.values())) > 1:
         pass  # synchronized from frame 0; extra trailing frames are ignored (capture.json records it)
