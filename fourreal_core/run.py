@@ -337,6 +337,80 @@ def _short(v: Any) -> str:
 
 #: run.json key: ``{stage folder name: {relative file path: size in bytes}}`` of finished stages
 OUTPUTS_KEY = "outputs"
+#: run.json key: ``{stage folder name: {param path: digest}}`` of the input files a finished
+#: stage read (its InputPath params), so a rerun notices a fixed input
+INPUTS_KEY = "inputs"
+
+
+def input_paths(obj: Any, prefix: str = "") -> dict[str, str]:
+    """``{param path: path}`` of every ``InputPath`` / ``InputFile`` value set in a config
+    dataclass (nested configs and components included)."""
+    import dataclasses
+    import typing
+
+    from .config import ComponentSpec, _InputPathMarker
+
+    out: dict[str, str] = {}
+    if isinstance(obj, ComponentSpec):
+        return input_paths(obj.params, f"{prefix}.params" if prefix else "params")
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(input_paths(v, f"{prefix}[{i}]"))
+        return out
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return out
+    try:
+        hints = typing.get_type_hints(type(obj), include_extras=True)
+    except Exception:  # noqa: BLE001 - a plugin's annotations that do not resolve: nothing to fingerprint
+        return out
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name, None)
+        sub = f"{prefix}.{f.name}" if prefix else f.name
+        if isinstance(value, str) and value and "_InputPathMarker" in repr(hints.get(f.name)):
+            out[sub] = value
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            out.update(input_paths(value, sub))
+    return out
+
+
+def input_digest(path: str | os.PathLike) -> str:
+    """A fingerprint of an input: a file's sha256 (size and mtime above 512 MB); a folder's
+    JSON files (capture metadata, transforms) by content and every file below it by relative
+    path and size (an image replaced by one of the same size is not noticed); ``missing``."""
+    p = Path(path)
+    h = hashlib.sha256()
+
+    def add_file(f: Path) -> None:
+        st = f.stat()
+        if st.st_size > 512 * 2**20:
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+            return
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+
+    try:
+        if p.is_file():
+            add_file(p)
+        elif p.is_dir():
+            for i, f in enumerate(sorted(p.rglob("*"))):
+                if i > 200_000:
+                    break
+                if f.is_file():
+                    rel = f.relative_to(p).as_posix()
+                    h.update(f"{rel}:{f.stat().st_size}\n".encode())
+                    if f.suffix == ".json" and f.parent == p:
+                        add_file(f)
+        else:
+            return "missing"
+    except OSError:
+        return "unreadable"
+    return h.hexdigest()[:16]
+
+
+def stage_inputs(spec: Any) -> dict[str, str]:
+    """``{param path: digest}`` of a stage's input files (see :func:`input_digest`)."""
+    return {k: input_digest(v) for k, v in sorted(input_paths(spec).items())}
 
 
 def output_sizes(folder: Path) -> dict[str, int]:
@@ -492,9 +566,10 @@ class RunDir:
         if notices or not (self.path / "recipe.yaml").exists():
             write_text(self.path / "recipe.yaml", self.resolved_yaml)
         if notices or not run_json.exists():
-            kept = self._run_info().get(OUTPUTS_KEY)  # the finished stages' files (kept stages stay checked)
+            old = self._run_info()  # the finished stages' files and inputs (kept stages stay checked)
+            kept = {k: old[k] for k in (OUTPUTS_KEY, INPUTS_KEY) if isinstance(old.get(k), dict)}
             write_json(run_json, {"recipe": self.recipe_name, "fingerprint": self.fingerprint, "stages": self.stages,
-                                  **({OUTPUTS_KEY: kept} if isinstance(kept, dict) else {})})
+                                  **kept})
         return notices
 
     def _run_info(self) -> dict:
@@ -576,16 +651,21 @@ class RunDir:
     def is_complete(self, index: int, name: str) -> bool:
         return self.final_dir(index, name).is_dir()
 
-    def finish(self, index: int, name: str) -> Path:
+    def finish(self, index: int, name: str, inputs: Optional[dict] = None) -> Path:
         """Atomically publish a stage's partial folder as complete, after recording its files
-        and their sizes in ``run.json`` (what :meth:`check_outputs` compares a rerun against)."""
+        and their sizes in ``run.json`` (what :meth:`check_outputs` compares a rerun against),
+        and the fingerprints of the input files it read (``inputs``, :func:`stage_inputs`)."""
         final = self.final_dir(index, name)
         partial = self.partial_dir(index, name)
         info = self._run_info()
         if info:
             outputs = info.get(OUTPUTS_KEY) if isinstance(info.get(OUTPUTS_KEY), dict) else {}
             outputs[final.name] = output_sizes(partial)
-            write_json(self.path / "run.json", {**info, OUTPUTS_KEY: outputs})
+            recorded = info.get(INPUTS_KEY) if isinstance(info.get(INPUTS_KEY), dict) else {}
+            if inputs:
+                recorded[final.name] = inputs
+            write_json(self.path / "run.json", {**info, OUTPUTS_KEY: outputs,
+                                                **({INPUTS_KEY: recorded} if recorded else {})})
         os.replace(partial, final)
         ck = self.checkpoint_dir(index, name)
         since = self.since.get(name, 0.0)
@@ -597,6 +677,41 @@ class RunDir:
                 if p.relative_to(self.path).as_posix() in ours or p.stat().st_mtime <= since:
                     p.unlink(missing_ok=True)
         return final
+
+    def changed_inputs(self, index: int, name: str, spec: Any) -> list[str]:
+        """Param paths of a finished stage whose input files changed since it finished (empty
+        for a run made before fourreal recorded them)."""
+        info = self._run_info()
+        rec = info.get(INPUTS_KEY, {}).get(self.final_dir(index, name).name) if isinstance(
+            info.get(INPUTS_KEY), dict) else None
+        if not isinstance(rec, dict):
+            return []
+        now = stage_inputs(spec)
+        return [k for k in sorted(set(rec) | set(now)) if rec.get(k) != now.get(k)]
+
+    def unpublish(self, labels: list[tuple[int, str]]) -> None:
+        """Remove finished stages (their folders and run.json records) so they run again --
+        only when each folder holds exactly the files fourreal recorded there; a file added
+        since stops it with a :class:`RunDirError`, nothing removed."""
+        info = self._run_info()
+        outputs = info.get(OUTPUTS_KEY) if isinstance(info.get(OUTPUTS_KEY), dict) else {}
+        for index, name in labels:
+            folder = self.final_dir(index, name)
+            recorded = outputs.get(folder.name)
+            extra = sorted(set(output_sizes(folder)) - set(recorded)) if isinstance(recorded, dict) else ["?"]
+            if extra:
+                shown = "its files were not recorded" if extra == ["?"] else \
+                    f"it holds files fourreal did not write ({', '.join(extra[:3])})"
+                raise RunDirError(f"{self.path}: stage {index} {name} must run again (its input changed), but {shown}; "
+                                  f"move them out of {folder.relative_to(self.path).as_posix()} or delete the folder, "
+                                  "and rerun (nothing was removed)")
+        for index, name in labels:
+            folder = self.final_dir(index, name)
+            shutil.rmtree(folder)
+            outputs.pop(folder.name, None)
+            if isinstance(info.get(INPUTS_KEY), dict):
+                info[INPUTS_KEY].pop(folder.name, None)
+        write_json(self.path / "run.json", {**info, OUTPUTS_KEY: outputs})
 
     def check_outputs(self, index: int, name: str) -> None:
         """Refuse to reuse a finished stage whose recorded output files are gone or changed size
@@ -673,6 +788,16 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
         log("notice", message=line)
         _say(console, f"note: {line}")
     stage_dirs: dict[str, Path] = {}
+    for index, spec in enumerate(recipe.stages, start=1):  # a fixed input re-runs its stage and the later ones
+        changed = run.changed_inputs(index, spec.label, spec) if run.is_complete(index, spec.label) else []
+        if changed:
+            later = [(k, s.label) for k, s in enumerate(recipe.stages, start=1) if k >= index and run.is_complete(k, s.label)]
+            run.unpublish(later)
+            line = (f"input changed since stage {index} {spec.label} finished ({', '.join(changed[:3])}); stage "
+                    f"{index} {spec.label} and the later finished stages run again")
+            log("notice", message=line)
+            _say(console, f"note: {line}")
+            break
     for index, spec in enumerate(recipe.stages, start=1):
         name = spec.label
         if run.is_complete(index, name):
@@ -691,6 +816,7 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
         random.seed(seed)
         np.random.seed(seed % (2**32))
         torch.manual_seed(seed)
+        inputs = stage_inputs(spec)  # as the stage reads them (recorded when it finishes)
         stage = spec.build(registry)
         ctx = StageContext(
             name=name,
@@ -713,7 +839,7 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
         log("stage_start", stage=name, index=index)
         with stage_errors(f"stage {index} {name}", dev, partial):
             stage.run(ctx)
-        final = run.finish(index, name)
+        final = run.finish(index, name, inputs)
         stage_dirs[name] = final
         log("stage_end", stage=name, index=index, seconds=round(time.perf_counter() - t0, 3))
     log("run_end", recipe=recipe.name)

@@ -1153,3 +1153,34 @@ def test_a_bad_scene_manifest_is_one_line(tmp_path, mutate, expected):
     with pytest.raises(InputError) as exc:
         Scene4D.load(tmp_path, reg)
     assert "\n" not in str(exc.value) and expected in str(exc.value), str(exc.value)
+
+
+def test_a_fixed_input_reruns_the_stages_that_read_it(cli, tmp_path):
+    """A finished multicam stage records its capture's fingerprint; fixing the capture (a
+    principal point corrected in train_meta.json) re-runs that stage and the later ones with one
+    line saying so, instead of 'already complete, skipped'. A file of the user's in the stage
+    folder stops it instead, nothing removed."""
+    root = _capture(tmp_path / "cap")
+    (tmp_path / "r.yaml").write_text("name: mc\ndevice: cpu\nstages:\n  - name: multicam\n"
+                                     "    params: {capture: cap, long_side: 8, points: frustum, fill_points: 50}\n")
+    env = fourreal_env(extra_modules="")
+    assert cli("run", "r.yaml", "--out", "run", env=env).returncode == 0
+    res = cli("run", "r.yaml", "--out", "run", env=env)
+    assert "already complete, skipped" in res.stdout and "input changed" not in res.stdout + res.stderr
+    meta = json.loads((root / "train_meta.json").read_text())
+    meta["k"][0][0][0][2] = 4.5
+    (root / "train_meta.json").write_text(json.dumps(meta))
+    res = cli("run", "r.yaml", "--out", "run", env=env)
+    assert res.returncode == 0, res.stderr
+    assert ("note: input changed since stage 1 multicam finished (params.capture); stage 1 multicam and the later "
+            "finished stages run again") in res.stdout
+    assert "already complete" not in res.stdout
+    capture = json.loads((tmp_path / "run" / "stages" / "01_multicam" / "capture.json").read_text())
+    assert capture["train_cameras"] == ["0", "1", "2"]
+    (tmp_path / "run" / "stages" / "01_multicam" / "mine.txt").write_text("mine")
+    meta["k"][0][0][0][2] = 4.0
+    (root / "train_meta.json").write_text(json.dumps(meta))
+    _one_line_error(cli("run", "r.yaml", "--out", "run", env=env),
+                    "stage 1 multicam must run again (its input changed), but it holds files fourreal did not write "
+                    "(mine.txt)")
+    assert (tmp_path / "run" / "stages" / "01_multicam" / "mine.txt").read_text() == "mine"
