@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .errors import RunDirError
-from .io import JOURNAL, load_tensors, save_tensors, start_journal, strict_json_dumps, write_json, write_text, written_files
+from .io import load_tensors, save_tensors, start_journal, strict_json_dumps, write_json, write_text, written_files
 from .lock import LOCK_FILE, FolderLock
 
 if TYPE_CHECKING:
