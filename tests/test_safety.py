@@ -1184,3 +1184,21 @@ def test_a_fixed_input_reruns_the_stages_that_read_it(cli, tmp_path):
                     "stage 1 multicam must run again (its input changed), but it holds files fourreal did not write "
                     "(mine.txt)")
     assert (tmp_path / "run" / "stages" / "01_multicam" / "mine.txt").read_text() == "mine"
+
+
+def test_no_traceback_from_destructors_after_the_error_line(tmp_path):
+    """An object whose destructor raises at exit (a writer closed on a full disk) prints
+    nothing after fourreal's one error line."""
+    script = (
+        "import sys\n"
+        "class Writer:\n"
+        "    def __del__(self):\n"
+        "        raise OSError(28, 'No space left on device')\n"
+        "w = Writer(); w.self = w\n"  # a cycle: freed by the collector at shutdown, after main() returns
+        "from fourreal_cli.main import main\n"
+        "main(['validate', 'missing.yaml'])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=fourreal_env(), capture_output=True,
+                         text=True, timeout=120)
+    _one_line_error(res, "missing.yaml: recipe file not found")
+    assert "Exception ignored" not in res.stderr
