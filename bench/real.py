@@ -1,7 +1,8 @@
-"""Real-data benchmarks (docs/benchmarks.md "Real footage"): fox and rig4.
+"""Real-data benchmarks (docs/benchmarks.md "Real footage"): fox, rig4 and dome27.
 
     python bench/real.py fox  --height 160 --iterations 1000 3000
     python bench/real.py rig4 --long-side 128 --frames 30 --scale 0.5 1.0
+    python bench/real.py dome27 --scale 0.25 [--settings 4real all]
 
 fox (../shared/data/fox, a handheld orbit of a static figure): the canonical stage with every
 8th frame held out, once with the known poses of its transforms.json (points triangulated
@@ -17,6 +18,14 @@ time) and recipes/multicam-all-views.yaml (cams 0-2 at every time) -- scored on 
 over time: whole-image PSNR/SSIM and the dynamic-region PSNR/SSIM (pixels that change over
 camera 3's own frames). Each ``--scale`` is an iterations_scale of both recipes (PSNR vs
 iterations); ratios are against the all-views run at the first scale.
+
+dome27 (../shared/data/dome27, a 27-camera dome, two people and a ball, 75 frames): cameras
+6, 1, 22 and 24 (spread around the dome: low, mid, high, mid) are held out and never trained
+on, at 256x144 (``--long-side``). Per ``--scale`` and setting (``4real``:
+recipes/multicam-to-4d.yaml; ``all``: recipes/multicam-all-views.yaml): the held-out cameras
+over time (whole image and inside the people's given masks, ``seg/``), the canonical stage's
+held-out cameras at t_c (4Real), the reference camera, the stages' times; the difference
+column is against the first row.
 """
 
 from __future__ import annotations
@@ -157,14 +166,20 @@ def bench_fox(args) -> None:
 # =================================================================================== rig4
 def rig4_run(recipe: str, out: Path, data: Path, long_side: int, frames: int, stride: int, scale: float,
              device: str, extra: list[str]) -> dict:
-    from fourreal_core.recipe import load_recipe
-    from fourreal_core.registry import get_registry
-    from fourreal_core.run import execute
-
     p = "stages.multicam.params."
     sets = [f"{p}capture={data}", f"{p}long_side={long_side}", f"{p}max_frames={frames}", f"{p}stride={stride}",
             f"{p}train_cameras=[0, 1, 2]", f"{p}test_cameras=[3]", f"{p}test_times=8",
             f"iterations_scale={scale}", "stages.export.params.orbit_frames=8", *extra]
+    return capture_run(recipe, out, sets, device)
+
+
+def capture_run(recipe: str, out: Path, sets: list[str], device: str) -> dict:
+    """Run a multi-camera recipe with ``sets`` and read back its scores (eval over time,
+    canonical held-out at t_c, reference camera, stage times)."""
+    from fourreal_core.recipe import load_recipe
+    from fourreal_core.registry import get_registry
+    from fourreal_core.run import execute
+
     t0 = time.perf_counter()
     execute(load_recipe(ROOT / "recipes" / recipe, sets, get_registry()), out, get_registry(), device=device)
     seconds = time.perf_counter() - t0
@@ -176,7 +191,10 @@ def rig4_run(recipe: str, out: Path, data: Path, long_side: int, frames: int, st
         row.update(canonical_psnr=m["train_psnr_canonical"], dx_pct=100 * m["mean_abs_dx"] / m["scene_extent"],
                    static_psnr=m.get("heldout_static_psnr"))
     mo = json.loads(next((out / "stages").glob("*_motion/metrics.json")).read_text())
-    row.update(reference_psnr=mo["reference_psnr"], spawned=mo.get("spawned_in_growth", 0), n=mo["num_gaussians"])
+    row.update(reference_psnr=mo["reference_psnr"], spawned=mo.get("spawned_in_growth", 0), n=mo["num_gaussians"],
+               motion_seconds=mo.get("seconds"))
+    if can:
+        row["canonical_seconds"] = json.loads(can[0].read_text()).get("seconds")
     return row
 
 
@@ -203,9 +221,42 @@ def bench_rig4(args) -> None:
     (args.out / "rig4.json").write_text(json.dumps(rows, indent=1))
 
 
+# ================================================================================= dome27
+DOME27_TEST = ["6", "1", "22", "24"]
+
+
+def bench_dome27(args) -> None:
+    data = args.data or DATA / "dome27"
+    if not (data / "train_meta.json").is_file():
+        sys.exit(f"{data}: the dome27 capture is not here (train_meta.json missing)")
+    recipes = {"4real": "multicam-to-4d.yaml", "all": "multicam-all-views.yaml"}
+    p = "stages.multicam.params."
+    rows = []
+    for scale in args.scale:
+        for setting in args.settings:
+            sets = [f"{p}capture={data}", f"{p}long_side={args.long_side}",
+                    f"{p}test_cameras={json.dumps(DOME27_TEST)}", f"iterations_scale={scale}",
+                    "stages.export.params.orbit_frames=8", *args.sets]
+            if setting == "all":
+                sets.append(f"{p}stride=5")  # 15 of 75 times x 23 cameras fit in memory
+            r = capture_run(recipes[setting], args.out / f"dome27-{setting}-{scale}", sets, args.device)
+            rows.append({"setting": setting, "scale": scale, **r})
+    base = rows[0]
+    print(f"\ndome27: cameras {', '.join(DOME27_TEST)} held out (never trained), long side {args.long_side}; "
+          "'people' = inside the given person masks")
+    print(f"{'setting':8} {'scale':>5} {'PSNR':>6} {'SSIM':>5} {'people':>6} {'at t_c':>6} {'ref':>6} "
+          f"{'canon s':>7} {'motion s':>8} {'total s':>7} {'vs first dB':>11}")
+    for r in rows:
+        print(f"{r['setting']:8} {r['scale']:5.2f} {r['psnr']:6.2f} {r['ssim']:5.3f} "
+              f"{r.get('dynamic_psnr', float('nan')):6.2f} {r.get('static_psnr') or float('nan'):6.2f} "
+              f"{r['reference_psnr']:6.2f} {r.get('canonical_seconds') or float('nan'):7.0f} "
+              f"{r.get('motion_seconds') or float('nan'):8.0f} {r['seconds']:7.0f} {r['psnr'] - base['psnr']:+11.2f}")
+    (args.out / "dome27.json").write_text(json.dumps(rows, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("which", choices=["fox", "rig4"])
+    ap.add_argument("which", choices=["fox", "rig4", "dome27"])
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-real")
     ap.add_argument("--device", default="auto")
@@ -214,15 +265,21 @@ def main() -> None:
     ap.add_argument("--sfm-height", type=int, default=480,
                     help="fox: frame height for COLMAP / triangulation features (0: --height)")
     ap.add_argument("--poses", nargs="+", default=["known", "colmap"], choices=["known", "colmap"])
-    ap.add_argument("--long-side", type=int, default=128, help="rig4: frames' longest side")
+    ap.add_argument("--long-side", type=int, default=None, help="rig4 / dome27: frames' longest side (128 / 256)")
+    ap.add_argument("--settings", nargs="+", default=["4real"], choices=["4real", "all"], help="dome27: settings")
     ap.add_argument("--frames", type=int, default=30, help="rig4: time steps")
     ap.add_argument("--stride", type=int, default=2, help="rig4: keep every n-th time step")
-    ap.add_argument("--scale", type=float, nargs="+", default=[0.5], help="rig4: iterations_scale values")
-    ap.add_argument("--set", action="append", default=[], dest="sets", help="rig4: extra recipe overrides")
+    ap.add_argument("--scale", type=float, nargs="+", default=None,
+                    help="rig4 / dome27: iterations_scale values (0.5 / 0.25)")
+    ap.add_argument("--set", action="append", default=[], dest="sets", help="rig4 / dome27: extra recipe overrides")
     args = ap.parse_args()
     args.out = args.out.resolve()  # the recipe written per run resolves its paths from its own folder
     args.out.mkdir(parents=True, exist_ok=True)
-    bench_fox(args) if args.which == "fox" else bench_rig4(args)
+    if args.long_side is None:
+        args.long_side = 256 if args.which == "dome27" else 128
+    if args.scale is None:
+        args.scale = [0.25] if args.which == "dome27" else [0.5]
+    {"fox": bench_fox, "rig4": bench_rig4, "dome27": bench_dome27}[args.which](args)
 
 
 if __name__ == "__main__":

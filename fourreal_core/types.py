@@ -225,7 +225,11 @@ class PosedVideo:
         canonical_view: index of the frame that shows the canonical frame c from the
             reference camera (at t_c), or None: the canonical view k_c of a freeze-time video;
             in the reference video it is the canonical frame c itself. (Was ``anchor``.)
-        masks: optional ``[N,H,W,1]`` float32 in [0,1]: which pixels to supervise.
+        masks: optional ``[N,H,W,1]`` float32 in [0,1]: which pixels to supervise
+            (nerfstudio's ``mask_path``).
+        dynamic_masks: optional ``[N,H,W,1]`` float32: the moving region (1 where the moving
+            subject is in that frame; ``dynamic_mask_path``), NaN for a frame whose moving
+            region is not known. Scores only; never what is supervised.
     """
 
     video: Video
@@ -234,6 +238,7 @@ class PosedVideo:
     canonical_view: Optional[int] = None
     masks: Optional["torch.Tensor"] = None
     meta: dict = field(default_factory=dict)
+    dynamic_masks: Optional["torch.Tensor"] = None
 
     def __post_init__(self) -> None:
         if len(self.cameras) != len(self.video):
@@ -247,6 +252,11 @@ class PosedVideo:
             )
         if self.times is not None and len(self.times) != len(self.video):
             raise ValueError(f"PosedVideo: {len(self.video)} frames but {len(self.times)} times")
+        for name in ("masks", "dynamic_masks"):
+            m = getattr(self, name)
+            if m is not None and tuple(m.shape) != (len(self.video), self.video.height, self.video.width, 1):
+                raise ValueError(f"PosedVideo: {name} are {tuple(m.shape)}, expected "
+                                 f"{(len(self.video), self.video.height, self.video.width, 1)}")
 
     def __len__(self) -> int:
         return len(self.video)
@@ -258,6 +268,7 @@ class PosedVideo:
             cameras=self.cameras.to(device),
             times=None if self.times is None else self.times.to(device),
             masks=None if self.masks is None else self.masks.to(device),
+            dynamic_masks=None if self.dynamic_masks is None else self.dynamic_masks.to(device),
         )
 
 

@@ -40,6 +40,9 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "IMAGE_SUFFIXES",
     "read_video",
+    "read_video_sampled",
+    "count_frames",
+    "sample_indices",
     "write_video",
     "write_frames",
     "read_image",
@@ -331,8 +334,139 @@ def read_video(
     return Video(torch.stack(frames).contiguous(), fps=float(fps))
 
 
-def _decode_video(path: Path, height, width, stride, max_frames, start, background):
-    """Decode with ffmpeg (imageio-ffmpeg): yields frames already resized."""
+def count_frames(path: Union[str, os.PathLike]) -> tuple[int, Optional[float]]:
+    """``(frames, fps)`` of a video file or a frame folder without keeping any frame (a
+    folder: its image count and no fps). Video files are counted by ffmpeg decoding the
+    stream once (``imageio_ffmpeg.count_frames_and_secs``: exact, unlike the container's
+    frame count, which some phones' files get wrong).
+
+    Raises:
+        InputError: missing path, or not a readable video / frame folder.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        n = len(list_frames(path))
+        if not n:
+            raise InputError(
+                f"{path}: folder holds no image frames ({', '.join(s[1:] for s in IMAGE_SUFFIXES[:3])})"
+            )
+        return n, None
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return 1, None
+    import imageio_ffmpeg
+
+    try:
+        n, secs = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except Exception as e:  # noqa: BLE001 - ffmpeg could not open it
+        raise InputError(f"{path}: not a readable video ({_short(e)})") from None
+    return int(n), (n / secs if secs and secs > 0 else None)
+
+
+def sample_indices(
+    num_source: int, start: int = 0, stride: int = 1, max_frames: Optional[int] = None, sampling: str = "first"
+) -> list[int]:
+    """Indices into a video of ``num_source`` frames: from ``start`` every ``stride``-th
+    frame, then at most ``max_frames`` of them -- the first ones (``sampling: first``) or
+    evenly spaced over all of them, first and last included (``sampling: even``: a long
+    phone orbit keeps its whole arc rather than its first seconds)."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if sampling not in ("first", "even"):
+        raise ValueError(f"sampling must be 'first' or 'even', got {sampling!r}")
+    grid = list(range(max(0, int(start)), int(num_source), int(stride)))
+    if max_frames is None or len(grid) <= int(max_frames):
+        return grid
+    m = max(0, int(max_frames))
+    if sampling == "first" or m == 0:
+        return grid[:m]
+    if m == 1:
+        return [grid[0]]
+    # evenly spaced positions on the stride grid, rounded; strictly increasing since m <= len(grid)
+    return [grid[round(i * (len(grid) - 1) / (m - 1))] for i in range(m)]
+
+
+def read_video_sampled(
+    path: Union[str, os.PathLike],
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    stride: int = 1,
+    max_frames: Optional[int] = None,
+    min_frames: int = 1,
+    start: int = 0,
+    sampling: str = "even",
+    background: Optional[Sequence[float]] = (0.0, 0.0, 0.0),
+    long_side: Optional[int] = None,
+) -> tuple["Video", dict]:
+    """:func:`read_video` choosing the frames with :func:`sample_indices` over the whole
+    source (``sampling: even`` by default) and saying which it used.
+
+    Returns:
+        ``(video, info)``: ``info`` has ``source_frames``, ``source_fps`` (None for folders),
+        ``indices`` (source frame indices kept, in order), ``start`` / ``stride`` /
+        ``max_frames`` / ``sampling``, ``first_s`` / ``last_s`` (seconds into the source, when
+        its fps is known), ``covered_fraction`` (the share of the source between the first
+        and the last kept frame) and ``source_size`` ``[width, height]``.
+
+    ``long_side`` (instead of ``height`` / ``width``): resize so the longest side is this
+    many pixels, never enlarging a smaller source.
+    """
+    import torch
+
+    from fourreal_core.types import Video
+
+    path = Path(path)
+    n_src, fps = count_frames(path)
+    idx = sample_indices(n_src, start, stride, max_frames, sampling)
+    info: dict = {"source_frames": n_src, "source_fps": fps, "start": int(start), "stride": int(stride),
+                  "max_frames": max_frames, "sampling": sampling, "indices": idx}
+    if len(idx) < max(1, min_frames):
+        extra = f" (start {start}, stride {stride})" if stride > 1 or start else ""
+        raise InputError(f"{path}: has {len(idx)} usable frame{'s' if len(idx) != 1 else ''}{extra} of {n_src}, "
+                         f"need at least {max(1, min_frames)}")
+    if idx:
+        span = (idx[-1] - idx[0] + 1) if len(idx) > 1 else 1
+        info["covered_fraction"] = round(span / max(1, n_src), 4)
+        if fps:
+            info["first_s"], info["last_s"] = round(idx[0] / fps, 3), round(idx[-1] / fps, 3)
+    step = (idx[-1] - idx[0]) / (len(idx) - 1) if len(idx) > 1 else 1.0
+    out_fps = (fps or 8.0) / max(step, 1.0)
+    def size_of(src_h: int, src_w: int) -> tuple[int, int]:
+        info["source_size"] = [int(src_w), int(src_h)]
+        if long_side is not None:
+            s = min(1.0, float(long_side) / max(src_h, src_w))
+            return max(1, round(src_h * s)), max(1, round(src_w * s))
+        return target_size(src_h, src_w, height, width)
+
+    if path.is_dir():
+        files = list_frames(path)
+        frames, size = [], None
+        for i in idx:
+            img = read_image(files[i], background=background)
+            if size is None:
+                size = img.shape[:2]
+                h, w = size_of(size[0], size[1])
+            elif img.shape[:2] != size:
+                raise InputError(f"{files[i]}: frame is {img.shape[1]}x{img.shape[0]} but earlier frames of {path} "
+                                 f"are {size[1]}x{size[0]}")
+            frames.append(resize_frames(img[None], h, w)[0])
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        img = read_image(path, background=background)
+        h, w = size_of(img.shape[0], img.shape[1])
+        frames = [resize_frames(img[None], h, w)[0]] if idx else []
+    else:
+        frames, _ = _decode_video(path, height, width, 1, None, 0, background, keep=set(idx), size_fn=size_of)
+    if len(frames) < max(1, min_frames):  # the stream ended before its counted length
+        raise InputError(f"{path}: decoded {len(frames)} of the {len(idx)} frames asked for, need at least "
+                         f"{max(1, min_frames)}")
+    info["indices"] = idx[: len(frames)]
+    return Video(torch.stack(frames).contiguous(), fps=float(out_fps)), info
+
+
+def _decode_video(path: Path, height, width, stride, max_frames, start, background, keep=None, size_fn=None):
+    """Decode with ffmpeg (imageio-ffmpeg): yields frames already resized (``keep``: only
+    these source indices)."""
     import numpy as np
     import torch
 
@@ -348,10 +482,16 @@ def _decode_video(path: Path, height, width, stride, max_frames, start, backgrou
     try:
         src_w, src_h = (int(v) for v in meta["size"])
         fps = float(meta.get("fps") or 8.0)
-        h, w = target_size(src_h, src_w, height, width)
+        h, w = size_fn(src_h, src_w) if size_fn is not None else target_size(src_h, src_w, height, width)
         frames = []
+        last = max(keep) if keep else -1
         for i, buf in enumerate(gen):
-            if i < start or (i - start) % stride:
+            if keep is not None:
+                if i > last:
+                    break
+                if i not in keep:
+                    continue
+            elif i < start or (i - start) % stride:
                 continue
             if max_frames is not None and len(frames) >= max_frames:
                 break

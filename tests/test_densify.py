@@ -308,3 +308,92 @@ def test_frozen_unchanged_through_training_with_densification():
     trainable_now = m.sh0.detach()[~m.frozen]
     assert trainable_now.shape != spawned["sh0"].shape or not torch.equal(trainable_now, spawned["sh0"])
     assert losses[29] < 0.95 * losses[0]  # (step 30 resets the opacities)
+
+
+# ------------------------------------------------------------------------------ 3DGS-MCMC
+def test_relocation_keeps_the_rendered_gaussian():
+    """N copies with the relocated opacity and scale render like the one Gaussian did
+    (3DGS-MCMC Eq. 9): same opacity at the centre, total within a few percent."""
+    from fourreal_gaussians.dense_reference import rasterize_dense
+    from fourreal_gaussians.densify import relocation
+
+    K = torch.tensor([[[60.0, 0, 24], [0, 60.0, 24], [0, 0, 1]]])
+    V = torch.eye(4)[None]
+    m, q = torch.tensor([[0.0, 0, 3]]), torch.tensor([[1.0, 0, 0, 0]])
+    s, c = torch.tensor([[0.2, 0.1, 0.15]]), torch.ones(1, 3)
+    for o in (0.1, 0.5, 0.9):
+        one = rasterize_dense(m, q, s, torch.tensor([o]), c, V, K, 48, 48)
+        for n in (2, 3, 5):
+            no, ns = relocation(torch.tensor([o]), s, torch.tensor([n]))
+            assert 1 - (1 - float(no)) ** n == pytest.approx(o, rel=1e-5)
+            many = rasterize_dense(m.repeat(n, 1), q.repeat(n, 1), ns.repeat(n, 1), no.repeat(n), c.repeat(n, 1),
+                                   V, K, 48, 48)
+            assert float(many[1][0, 24, 24, 0]) == pytest.approx(float(one[1][0, 24, 24, 0]), abs=0.02)
+            if o >= 0.5:  # (faint copies lose more of their tails to the 1/255 alpha cut-off)
+                assert float(many[0].sum()) == pytest.approx(float(one[0].sum()), rel=0.08)
+    # a single copy (ratio 1) is the identity
+    no, ns = relocation(torch.tensor([0.3]), s, torch.tensor([1]))
+    assert float(no) == pytest.approx(0.3) and torch.allclose(ns, s)
+
+
+def mcmc_model(n=40, dead=10, frozen=5, seed=0) -> GaussianModel:
+    m = GaussianModel(GaussiansConfig(sh_degree=0))
+    g = torch.Generator().manual_seed(seed)
+    opac = torch.full((n,), 0.6)
+    opac[:dead] = 0.001
+    m.set_raw({
+        "means": torch.randn(n, 3, generator=g),
+        "quats": torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1),
+        "scales": torch.full((n, 3), math.log(0.05)),
+        "opacities": torch.logit(opac),
+        "sh0": torch.arange(n, dtype=torch.float32)[:, None, None].repeat(1, 1, 3),  # row tags
+        "shN": torch.zeros(n, 0, 3),
+    })
+    m.scene_extent = 1.0
+    if frozen:
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[:2] = True  # two dead frozen rows
+        mask[n - frozen + 2:] = True
+        m.freeze(mask)
+    return m
+
+
+def test_mcmc_relocates_dead_gaussians_onto_live_ones_and_grows_to_the_cap():
+    from fourreal_gaussians.densify import MCMCStrategy
+
+    m = mcmc_model()
+    frozen0 = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    st = MCMCStrategy(DensifyConfig(strategy="mcmc", max_gaussians=43, start=0, stop=100, every=10), seed=1)
+    state = st.initialize_state(len(m))
+    rep = st.step_post_backward(m, state, None, 10)
+    assert rep["relocated"] == 8  # 10 dead, 2 of them frozen
+    assert rep["added"] == 2 and len(m) == 42  # int(1.05 * 40) = 42 <= the cap
+    op = torch.sigmoid(m.opacities.data)
+    assert int((op <= 0.005).sum()) == 2 and bool((op[:2] <= 0.005).all())  # only the frozen dead stay
+    tags = m.sh0.data[:, 0, 0]
+    assert torch.equal(tags[:2], torch.tensor([0.0, 1.0]))  # frozen rows untouched
+    assert torch.equal(m.means.data[:2], frozen0["means"][:2])
+    moved = tags[2:10]
+    assert bool((moved >= 10).all()) and bool((moved < 40 - 3).all())  # copies of live, unfrozen rows
+    for i in range(2, 10):  # a relocated row sits exactly on its source
+        src = int(moved[i - 2])
+        assert torch.equal(m.means.data[i], m.means.data[src])
+    assert bool((op[2:] < 0.6 + 1e-6).all())  # sources share their opacity with their copies
+    rep = st.step_post_backward(m, state, None, 20)
+    assert len(m) == 43  # the hard cap
+    rep = st.step_post_backward(m, state, None, 30)
+    assert rep["added"] == 0 and len(m) == 43
+
+
+def test_mcmc_noise_moves_only_transparent_unfrozen_gaussians_and_needs_a_cap():
+    from fourreal_gaussians.densify import MCMCStrategy
+
+    m = mcmc_model(frozen=0)
+    m.update_learning_rate(0, 100)
+    before = m.means.data.clone()
+    st = MCMCStrategy(DensifyConfig(strategy="mcmc", max_gaussians=100, start=50, stop=100), seed=0)
+    st.step_post_backward(m, st.initialize_state(len(m)), None, 1)  # no refinement at step 1
+    d = (m.means.data - before).norm(dim=-1)
+    assert bool((d[:10] > 0).all()) and float(d[10:].max()) < 1e-12
+    with pytest.raises(ValueError, match="strategy mcmc needs a hard cap: set max_gaussians > 0"):
+        DensifyConfig(strategy="mcmc")

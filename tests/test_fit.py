@@ -252,6 +252,62 @@ def test_a_downscale_phase_renders_and_supervises_at_the_smaller_size(tiny, regi
     assert downscaled(m, 2, 2)[0, :, :, 0].tolist() == [[True, False], [False, False]]
 
 
+def test_random_training_background_is_a_new_colour_every_step(tiny, registry):
+    """`train_background: random` renders each training step over a fresh colour (the
+    render's uncovered pixels show it); `fixed` keeps the data's background."""
+    from fourreal_losses.recon import L1Loss
+
+    seen = []
+
+    class Probe(L1Loss):
+        def __call__(self, inputs):
+            seen.append(inputs["background"].clone())
+            return super().__call__(inputs)
+
+    phases = [{"name": "a", "iterations": 4000, "losses": ["probe_bg"], "train": ["gaussians"], "deform": False}]
+    with _test_loss(registry, "probe_bg", Probe):
+        _canonical(tiny, registry, "bg_random", losses=[{"name": "probe_bg"}], train_background="random",
+                   scheduler={"name": "stagewise", "params": {"phases": phases}})
+        random_bgs = list(seen)
+        seen.clear()
+        _canonical(tiny, registry, "bg_fixed", losses=[{"name": "probe_bg"}],
+                   scheduler={"name": "stagewise", "params": {"phases": phases}})
+    assert len(random_bgs) == 4 and len(seen) == 4
+    assert len({tuple(b.tolist()) for b in random_bgs}) == 4  # a new colour each step
+    assert all(bool(((b >= 0) & (b <= 1)).all()) for b in random_bgs)
+    assert len({tuple(b.tolist()) for b in seen}) == 1  # fixed: the data's colour throughout
+
+
+def test_supervision_masks_reach_the_losses_and_moving_region_masks_do_not(tiny, registry):
+    """A freeze-time video with mask_path gives every training view its ``mask`` input (recon
+    losses average over it); dynamic_mask_path (the moving region) is for scores only."""
+    from fourreal_core.types import PosedVideo
+    from fourreal_losses.recon import L1Loss
+    from fourreal_poses.transforms_json import load_transforms, write_transforms
+
+    src = load_transforms(tiny / "data" / "freeze_time" / "transforms.json")
+    n, h, w = len(src), src.video.height, src.video.width
+    sup = torch.zeros(n, h, w, 1)
+    sup[:, : h // 2] = 1.0
+    posed = PosedVideo(src.video, src.cameras, times=src.times, canonical_view=src.canonical_view, masks=sup,
+                       dynamic_masks=torch.ones(n, h, w, 1))
+    write_transforms(tiny / "masked" / "transforms.json", posed)
+    seen = []
+
+    class Probe(L1Loss):
+        def __call__(self, inputs):
+            seen.append(inputs.get("mask"))
+            return super().__call__(inputs)
+
+    phases = [{"name": "a", "iterations": 3000, "losses": ["probe_mask"], "train": ["gaussians"], "deform": False}]
+    with _test_loss(registry, "probe_mask", Probe):
+        _canonical(tiny, registry, "masked_run", losses=[{"name": "probe_mask"}],
+                   freeze_time=str(tiny / "masked" / "transforms.json"),
+                   scheduler={"name": "stagewise", "params": {"phases": phases}})
+    assert len(seen) == 3 and all(m is not None and tuple(m.shape) == (1, h, w, 1) for m in seen)
+    assert all(float(m[0, : h // 2].min()) == 1.0 and float(m[0, h // 2:].max()) == 0.0 for m in seen)
+
+
 def test_a_phase_downscale_below_one_is_refused(tmp_path):
     from fourreal_stages.configs import PhaseConfig
 

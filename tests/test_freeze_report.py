@@ -92,7 +92,7 @@ def _orbit(tmp_path, name, **imp):
 
 
 def test_report_scores_imperfections_and_warns_on_a_moving_object(tmp_path):
-    from fourreal_stages.freeze_report import freeze_time_report, summary_line
+    from fourreal_stages.freeze_report import ReportOptions, freeze_time_report, summary_line
 
     scores = {}
     for name, imp in (("clean", {}), ("demo", dict(wobble=0.1, moving_object=0.05, flicker=0.02))):
@@ -117,13 +117,25 @@ def test_report_scores_imperfections_and_warns_on_a_moving_object(tmp_path):
     cfg = PosesConfig(reference=str(ds.root / "reference" / "transforms.json"),
                       freeze_time=str(ds.root / "freeze_time" / "transforms.json"),
                       pose_estimator=ComponentSpec("pose_estimator", "known", KnownConfig(source="transforms")),
-                      reference_camera="fixed")
+                      reference_camera="fixed", freeze_time_source="generated")
     PosesStage(cfg).run(ctx)
     rep = json.loads((ctx.out_dir / "freeze_time_report.json").read_text())
-    assert rep["usable"] is False and rep["poses"] == "given"
+    assert rep["usable"] is False and rep["poses"] == "given" and rep["kind"] == "generated"
     assert rep["static_fraction"] < scores["demo"]["static_fraction"]
     assert any("static scene" in w for w in rep["warnings"]) and "LoRA" in rep["advice"]
     assert len(notes) == 1 and "WARNING" in notes[0] and "\n" not in notes[0]
+    # the same frames as a real capture (issue 32): the capture's bar and advice about filming,
+    # never the generated-video remedies (freeze_frames, LoRAs, freeze_prompt)
+    frames = ds.freeze_time.video.frames
+    cap = freeze_time_report(frames, cameras=ds.freeze_time.cameras, kind="capture",
+                             options=ReportOptions(min_static_fraction_capture=0.99))
+    assert cap["usable"] is False and cap["kind"] == "capture"
+    assert "film slower" in cap["advice"] and "LoRA" not in cap["advice"] and "freeze_frames" not in cap["advice"]
+    assert summary_line(cap).startswith("orbit video (a capture): ")
+    lenient = freeze_time_report(frames, cameras=ds.freeze_time.cameras, kind="capture")
+    assert lenient["static_fraction"] > 0.9 and lenient["usable"] is True and lenient["notes"]
+    short = freeze_time_report(frames[:4], cameras=ds.freeze_time.cameras[:4], kind="capture")
+    assert short["usable"] is False and "walk further around" in short["advice"]
 
 
 def test_report_seams():

@@ -119,6 +119,26 @@ def test_magnitude_losses_known_values():
     assert float(make("norm")({"deformation": d})) == pytest.approx(5 + 3)
 
 
+def test_opacity_and_scale_regularisers_values_and_gradients():
+    """3DGS-MCMC's regularisers: the mean opacity and the mean L1 scale of the canonical
+    Gaussians, with gradients that shrink both."""
+    assert make("opacity").weight.at(0) == 0.01 and make("scale").weight.at(0) == 0.01
+    assert make("opacity").requires == ("canonical",) and make("scale").requires == ("canonical",)
+    can = canonical(5)
+    logits = torch.tensor([-2.0, 0.0, 1.0, 3.0, 0.5], dtype=torch.float64, requires_grad=True)
+    log_s = torch.log(torch.tensor([[0.1, 0.2, 0.3]] * 5, dtype=torch.float64)).requires_grad_(True)
+    g = GaussianParams(means=can.means, quats=can.quats, scales=torch.exp(log_s),
+                       opacities=torch.sigmoid(logits), colors=can.colors)
+    op = make("opacity")({"canonical": g})
+    assert float(op) == pytest.approx(float(torch.sigmoid(logits).detach().mean()))
+    sc = make("scale")({"canonical": g})
+    assert float(sc) == pytest.approx(0.6)
+    (op + sc).backward()
+    assert (logits.grad > 0).all() and (log_s.grad > 0).all()  # descent lowers both
+    with pytest.raises(KeyError, match="canonical"):
+        make("opacity")({"deformation": zero_deformation(3)})
+
+
 def test_diff_zero_for_constant_offsets_positive_otherwise():
     can = canonical(50)
     g = torch.Generator().manual_seed(1)

@@ -34,7 +34,7 @@ from fourreal_poses.align import (
     transform_cameras,
     umeyama,
 )
-from fourreal_poses.colmap import FAIL_HINT, assemble_result, make_pairs, normalization_similarity
+from fourreal_poses.colmap import assemble_result, fail_hint, make_pairs, normalization_similarity
 from fourreal_poses.known import KnownPoseEstimator, orbit_cameras, points_in_view
 from fourreal_poses.plugin import ColmapConfig, KnownConfig
 
@@ -399,7 +399,12 @@ def test_colmap_featureless_input_fails_with_one_line():
         ColmapPoseEstimator(ColmapConfig()).estimate([flat], ["flat.mp4"])
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("COLMAP found no reconstruction for 8 frames of 'flat.mp4'")
-    assert "0 features per frame" in msg and "`known` pose estimator" in msg and FAIL_HINT in msg
+    assert "0 features per frame" in msg and "`known` pose estimator" in msg
+    # the frames are smaller than max_image_size: the advice names the knob that gives COLMAP
+    # more pixels (the poses stage's sfm_long_side), not max_image_size (issue 32)
+    assert "larger frames (these are 96 px on the long side, under max_image_size 1024" in msg
+    assert "sfm_long_side" in msg and "a higher resolution (max_image_size" not in msg
+    assert "a higher resolution (max_image_size, now 64" in fail_hint(ColmapConfig(max_image_size=64), [flat])
 
 
 def test_colmap_input_errors():

@@ -248,6 +248,24 @@ def test_per_camera_videos_and_a_cameras_file(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(InputError, match=r"frames\[1\]: file_path 'videos/missing.mp4': no such video"):
         read_capture(tmp_path / "bad.json")
+    # the moving subject's mask of the held-out camera: a video under dynamic_mask_path, written
+    # into test/ as the moving region (dynamic_mask_path), never as pixels to supervise
+    m = torch.zeros(6, 24, 32, 3)
+    m[:, 6:18, 8:20] = 1.0
+    write_video(tmp_path / "videos" / "mask2.mp4", m, fps=10)
+    good = json.loads((tmp_path / "cameras.json").read_text())
+    good["frames"][2]["dynamic_mask_path"] = "videos/mask2.mp4"
+    (tmp_path / "masked.json").write_text(json.dumps(good))
+    st = _run_stage(tmp_path, {"capture": str(tmp_path / "masked.json"), "long_side": 32, "points": "none"},
+                    name="masked")
+    test = load_transforms(st / "test")
+    assert test.masks is None and test.dynamic_masks is not None
+    assert float(test.dynamic_masks[0, 12, 14, 0]) > 0.5 and float(test.dynamic_masks[0, 2, 2, 0]) < 0.5
+    good["frames"][2]["mask_path"] = good["frames"][2].pop("dynamic_mask_path")
+    (tmp_path / "old.json").write_text(json.dumps(good))
+    with pytest.raises(InputError, match=r"frames\[2\]: mask_path means pixels to supervise, which a capture "
+                                         r"does not take; a mask of the moving subject is dynamic_mask_path"):
+        read_capture(tmp_path / "old.json")
 
 
 # ============================================================================ real data

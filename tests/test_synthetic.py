@@ -281,15 +281,17 @@ def test_written_files_load_back(clean):
 
 
 def test_held_out_views_carry_the_true_moving_region(clean):
-    """The test split's masks are where the garden's moving parts are seen: a render of the
+    """The test split's moving-region masks (dynamic_mask_path, not mask_path: every pixel
+    is still supervised/scored) are where the garden's moving parts are seen: a render of the
     scene without them differs inside the mask and matches outside it; eval scores them."""
     test = load_transforms(clean.root / "test" / "transforms.json")
-    assert test.masks is not None and test.masks.shape == (len(test), H, W, 1)
-    assert clean.split("test").masks is not None
+    assert test.masks is None
+    assert test.dynamic_masks is not None and test.dynamic_masks.shape == (len(test), H, W, 1)
+    assert clean.split("test").dynamic_masks is not None
     scene = clean.scene
     keep = scene.static_mask()
     for i in range(len(test)):
-        m = test.masks[i, ..., 0] > 0.5
+        m = test.dynamic_masks[i, ..., 0] > 0.5
         assert 0 < int(m.sum()) < m.numel() // 2, i
         t = float(test.times[i])
         full = scene.render(test.cameras[i:i + 1], t)[0]
@@ -302,8 +304,8 @@ def test_held_out_views_carry_the_true_moving_region(clean):
         assert float(diff[m].mean()) > 0.1 and float(diff[~m].mean()) < 0.01, i
     from fourreal_stages.evaluate import dynamic_masks
 
-    dm, src = dynamic_masks(test.video.frames, test.cameras, test.masks, per_frame=True)
-    assert src == "given" and torch.equal(dm, test.masks[..., 0] > 0.5)
+    dm, src = dynamic_masks(test.video.frames, test.cameras, test.dynamic_masks, per_frame=True)
+    assert src == "given" and torch.equal(dm, test.dynamic_masks[..., 0] > 0.5)
 
 
 def test_stage_runs_from_a_recipe(tmp_path):

@@ -224,6 +224,32 @@ def test_transforms_per_frame_intrinsics_and_masks(tmp_path):
     assert back.times is None and back.canonical_view is None
     assert torch.allclose(back.cameras.Ks, Ks, atol=1e-5)
     assert torch.equal(back.masks, masks)
+    assert back.dynamic_masks is None and "dynamic_mask_path" not in data["frames"][0]
+
+
+def test_supervision_masks_and_moving_region_masks_stay_apart(tmp_path):
+    """mask_path (pixels to supervise) and dynamic_mask_path (the moving region, for scores)
+    round-trip separately; a frame without a moving-region mask reads as unknown (NaN), never
+    as "everything moves", and eval leaves it out of the moving-region score with a note."""
+    posed = _orbit_posed(n=3, times=True)
+    dyn = torch.zeros(3, 30, 40, 1)
+    dyn[:, 10:20, 15:25] = 1.0
+    dyn[1] = float("nan")  # frame 1: moving region unknown
+    posed = PosedVideo(posed.video, posed.cameras, times=posed.times, dynamic_masks=dyn)
+    path = write_transforms(tmp_path / "t.json", posed)
+    frames = json.loads(path.read_text())["frames"]
+    assert [("dynamic_mask_path" in f, "mask_path" in f) for f in frames] == [(True, False), (False, False),
+                                                                             (True, False)]
+    back = load_transforms(path)
+    assert back.masks is None
+    assert torch.equal(back.dynamic_masks[[0, 2]], dyn[[0, 2]])
+    assert bool(torch.isnan(back.dynamic_masks[1]).all())
+    from fourreal_stages.evaluate import dynamic_masks
+
+    dm, src = dynamic_masks(back.video.frames, back.cameras, back.dynamic_masks, per_frame=True)
+    assert src == "given" and not bool(dm[1].any()) and int(dm[0].sum()) == 100
+    with pytest.raises(ValueError, match=r"PosedVideo: dynamic_masks are \(3, 30, 40\), expected \(3, 30, 40, 1\)"):
+        PosedVideo(posed.video, posed.cameras, dynamic_masks=dyn[..., 0])
 
 
 def _write_dnerf(tmp_path, n=3, size=16, angle_x=0.69):

@@ -117,6 +117,8 @@ def export(
     orbit_frames: Optional[int] = typer.Option(None, help="Frames of the orbit and spiral videos."),
     orbit_arc_deg: Optional[float] = typer.Option(None, help="Arc of the bullet-time orbit."),
     num_times: Optional[int] = typer.Option(None, help="PLYs / fixed-camera frames (0: the reference times)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Width of the videos (default: the input's)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Height of the videos (default: the input's)."),
     web: Optional[Path] = typer.Option(
         None, "--web", help="Write only a static web page (OUT/index.html, opens from file://) into this folder."),
     web_times: int = typer.Option(0, "--web-times", help="Time steps of the page (0: the reference frames' times)."),
@@ -147,7 +149,7 @@ def export(
     if changed:
         raise FourRealError(f"{changed[0]}: only with --web OUT")
     path = _adhoc(run_dir, "export", {"orbit_frames": orbit_frames, "orbit_arc_deg": orbit_arc_deg,
-                                      "num_times": num_times}, out, device)
+                                      "num_times": num_times, "width": width, "height": height}, out, device)
     _print_outputs(path)
 
 

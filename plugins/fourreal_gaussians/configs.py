@@ -76,6 +76,15 @@ class DensifyConfig:
     reset_opacity_value: float = 0.01
     split_into: int = 2
     max_gaussians: int = 0  # 0: unlimited
+    # ``default``: the 3DGS heuristics above; ``mcmc``: 3DGS-MCMC as gsplat's MCMCStrategy
+    # (dead Gaussians -- opacity <= prune_opacity -- relocated onto live ones, +5% per
+    # refinement up to max_gaussians, SGLD position noise; densify.MCMCStrategy)
+    strategy: Literal["default", "mcmc"] = "default"
+    noise_lr: float = 5e5  # mcmc: position noise scale (times the position lr), gsplat's default
+
+    def __post_init__(self) -> None:
+        if self.strategy == "mcmc" and int(self.max_gaussians) <= 0:
+            raise ValueError("strategy mcmc needs a hard cap: set max_gaussians > 0")
 
     def __post_init__(self) -> None:
         at_least(self, grad_threshold=0, prune_opacity=0, grow_scale3d=0, prune_scale3d=0, prune_screen_radius=0,

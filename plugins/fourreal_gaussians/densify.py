@@ -35,6 +35,7 @@ children) start with zero moments, removed rows take theirs away (as gsplat).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
@@ -348,3 +349,140 @@ def spawn_from(
         p = torch.tensor(float(opacity)).clamp(1e-6, 1 - 1e-6)
         new["opacities"] = torch.full_like(new["opacities"], float(torch.logit(p)))
     return model.append(new, frozen=False)
+
+
+# ====================================================================== 3DGS-MCMC
+def relocation(opacities: torch.Tensor, scales: torch.Tensor, ratios: torch.Tensor, max_ratio: int = 51):
+    """3DGS-MCMC's relocation (Kheradmand et al. 2024, Eq. 9): the opacity and scale that
+    ``ratios[i]`` copies of Gaussian ``i`` need so that together they render like the one
+    Gaussian did (``opacities [M]`` in (0,1), ``scales [M,3]`` world units, ``ratios [M]``
+    counts >= 1). gsplat's ``compute_relocation`` is a CUDA kernel; this is the same closed
+    form in torch (the double sum over binomial terms is evaluated for every ratio up to the
+    largest present, at most ``max_ratio``)."""
+    n = ratios.to(torch.long).clamp(1, max_ratio)
+    o = opacities.clamp(1e-8, 1 - 1e-6)
+    new_o = 1.0 - (1.0 - o) ** (1.0 / n.to(o.dtype))
+    top = int(n.max()) if n.numel() else 1
+    # denom(N) = sum_{i=1..N} sum_{k=0..i-1} C(i-1,k) (-1)^k new_o^(k+1) / sqrt(k+1)
+    denom = torch.zeros_like(o)
+    for i in range(1, top + 1):
+        term = torch.zeros_like(o)
+        for k in range(i):
+            term = term + math.comb(i - 1, k) * (-1.0) ** k * new_o ** (k + 1) / math.sqrt(k + 1)
+        denom = denom + torch.where(n >= i, term, torch.zeros_like(term))
+    new_s = scales * (o / denom).unsqueeze(-1)
+    return new_o, new_s
+
+
+@dataclass
+class MCMCStrategy(DensifyStrategyBase):
+    """3DGS-MCMC density control (Kheradmand et al. 2024), as gsplat's ``MCMCStrategy``:
+    ``densify: {strategy: mcmc, max_gaussians: N}``.
+
+    Every ``cfg.every`` steps in ``(cfg.start, cfg.stop)``:
+
+    * **relocate**: Gaussians with opacity <= ``cfg.prune_opacity`` are dead; each is moved
+      onto a live Gaussian drawn with probability proportional to opacity, and the source and
+      its copies share its opacity and scale by :func:`relocation` (so the image does not
+      change); Adam moments of the rows involved restart;
+    * **add**: ``min(max_gaussians, 1.05 N) - N`` new Gaussians the same way (the set grows
+      by 5% per refinement up to the hard cap).
+
+    Every step: positions get noise ``lr_means * cfg.noise_lr * Sigma_i * eps`` (SGLD),
+    gated by ``sigmoid(-100 (o_i - 0.005))`` so only near-transparent Gaussians wander.
+    Nothing is pruned and opacities are never reset; pair it with the ``opacity`` and
+    ``scale`` losses (weight 0.01 each, as 3DGS-MCMC) so unneeded Gaussians fade and are
+    relocated where the image needs them. Frozen Gaussians are never moved or copied.
+    """
+
+    cfg: DensifyConfig = field(default_factory=DensifyConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._gen = torch.Generator().manual_seed(int(self.seed))
+
+    def initialize_state(self, n: int = 0, device: "torch.device | str" = "cpu") -> dict[str, torch.Tensor]:
+        return {}
+
+    def step_post_backward(self, model: "GaussianModel", state: dict, render: RenderOutput,
+                           step: int) -> DensifyReport:
+        cfg = self.cfg
+        report = DensifyReport(relocated=0, added=0, n=len(model))
+        if cfg.start < step < cfg.stop and cfg.every > 0 and step % cfg.every == 0:
+            report["relocated"] = self.relocate(model)
+            report["added"] = self.add(model)
+        if step < cfg.stop:
+            self.inject_noise(model)
+        report["n"] = len(model)
+        return report
+
+    # ------------------------------------------------------------------ operations
+    def _draw(self, model: "GaussianModel", pool: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` row indices from ``pool`` with probability proportional to opacity."""
+        w = torch.sigmoid(model.opacities.data[pool]).float().cpu()
+        pick = torch.multinomial(w, n, replacement=True, generator=self._gen)
+        return pool[pick.to(pool.device)]
+
+    def _share(self, model: "GaussianModel", sampled: torch.Tensor, extra: torch.Tensor) -> None:
+        """Give each sampled source (and so its copies) the relocated opacity and scale for
+        ``1 + copies`` Gaussians; its Adam moments restart."""
+        ratios = torch.bincount(sampled, minlength=len(model))[sampled] + 1 + extra
+        op = torch.sigmoid(model.opacities.data[sampled])
+        sc = torch.exp(model.scales.data[sampled])
+        new_o, new_s = relocation(op, sc, ratios)
+        new_o = new_o.clamp(self.cfg.prune_opacity, 1.0 - 1e-6)
+        with torch.no_grad():
+            model.opacities.data[sampled] = torch.log(new_o / (1.0 - new_o)).to(model.opacities.dtype)
+            model.scales.data[sampled] = torch.log(new_s).to(model.scales.dtype)
+        for g in model.optimizer.param_groups:
+            st = model.optimizer.state.get(g["params"][0])
+            if st:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in st:
+                        st[key][sampled] = 0.0
+
+    def relocate(self, model: "GaussianModel") -> int:
+        dev = model.device
+        op = torch.sigmoid(model.opacities.data)
+        dead = (op <= self.cfg.prune_opacity) & ~model.frozen
+        alive = torch.nonzero(~dead & ~model.frozen, as_tuple=False)[:, 0]
+        dead_idx = torch.nonzero(dead, as_tuple=False)[:, 0]
+        n = int(dead_idx.numel())
+        if n == 0 or alive.numel() == 0:
+            return 0
+        sampled = self._draw(model, alive, n)
+        self._share(model, sampled, torch.zeros_like(sampled))
+        with torch.no_grad():
+            for name in GROUPS:
+                p = model.raw[name]
+                p.data[dead_idx] = p.data[sampled]
+        for g in model.optimizer.param_groups:
+            st = model.optimizer.state.get(g["params"][0])
+            if st:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in st:
+                        st[key][dead_idx] = 0.0
+        return n
+
+    def add(self, model: "GaussianModel") -> int:
+        n0 = len(model)
+        target = min(int(self.cfg.max_gaussians), int(1.05 * n0))
+        n = max(0, target - n0)
+        pool = torch.nonzero(~model.frozen, as_tuple=False)[:, 0]
+        if n == 0 or pool.numel() == 0:
+            return 0
+        sampled = self._draw(model, pool, n)
+        self._share(model, sampled, torch.zeros_like(sampled))
+        return model.append(_rows(model, sampled), frozen=False)
+
+    @torch.no_grad()
+    def inject_noise(self, model: "GaussianModel") -> None:
+        lr = float(model.group("means")["lr"])
+        op = torch.sigmoid(model.opacities.data)
+        gate = torch.sigmoid(-100.0 * (op - 0.005)) * (~model.frozen).to(op.dtype)
+        s = torch.exp(model.scales.data)
+        R = quat_to_matrix(torch.nn.functional.normalize(model.quats.data, dim=-1))
+        eps = torch.randn(model.means.shape, generator=self._gen).to(model.means)
+        # Sigma eps = R S^2 R^T eps
+        noise = torch.einsum("nij,nj->ni", R, s * s * torch.einsum("nji,nj->ni", R, eps))
+        model.means.data.add_(noise * (gate * lr * self.cfg.noise_lr).unsqueeze(-1))

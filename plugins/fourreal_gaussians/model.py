@@ -467,10 +467,13 @@ class GaussianModel(Representation):
 
     # ------------------------------------------------------------------ strategies
     def densify_strategy(self, seed: int = 0):
-        """3DGS adaptive density control with this model's ``cfg.densify`` (its steps already
-        scaled by the stage): a :class:`~.densify.DensifyStrategy`."""
-        from .densify import DensifyStrategy
+        """Density control with this model's ``cfg.densify`` (its steps already scaled by the
+        stage): a :class:`~.densify.DensifyStrategy` (3DGS), or a
+        :class:`~.densify.MCMCStrategy` for ``strategy: mcmc``."""
+        from .densify import DensifyStrategy, MCMCStrategy
 
+        if self.cfg.densify.strategy == "mcmc":
+            return MCMCStrategy(self.cfg.densify, seed=seed)
         return DensifyStrategy(self.cfg.densify, seed=seed)
 
     def growth_strategy(self, start: int, end: int, grad_threshold: float, prune_opacity: float, seed: int = 0,

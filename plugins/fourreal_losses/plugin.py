@@ -19,10 +19,12 @@ Input keys (a stage fills those its losses require):
 ``gaussians_version`` int the stage increments whenever densification changes the
                      Gaussians; ``rigid``/``rot`` recompute kNN only when it changes
 ``step``             int, the iteration
+``background``       ``[3]`` the colour this step's render was composited over
 ==================== ==================================================================
 
 Losses: ``l1`` (Eq. 2), ``ssim`` (1 - SSIM), ``align`` (Sec. 3.4: L1 + lambda (1 - SSIM)),
-``small_motion`` (Eq. 3), ``norm`` (Eq. 7), ``diff`` (Eq. 8), ``rigid`` (Eqs. 9-11),
+``small_motion`` (Eq. 3), ``opacity`` / ``scale`` (3DGS-MCMC's regularisers of the
+canonical Gaussians), ``norm`` (Eq. 7), ``diff`` (Eq. 8), ``rigid`` (Eqs. 9-11),
 ``rot`` (Eq. 12).
 
 Adding a loss (also from another module of this package): define its config dataclass and
@@ -131,6 +133,20 @@ class SmallMotionConfig:
 
 
 @dataclass
+class OpacityRegConfig:
+    """mean opacity of the canonical Gaussians (3DGS-MCMC's opacity regulariser)."""
+
+    weight: Ramp = _w(0.01)
+
+
+@dataclass
+class ScaleRegConfig:
+    """mean |scale|_1 of the canonical Gaussians in world units (3DGS-MCMC's scale regulariser)."""
+
+    weight: Ramp = _w(0.01)
+
+
+@dataclass
 class NormConfig:
     """mean |dx| + |dq| + |ds| of the temporal deformation (paper Eq. 7)."""
 
@@ -182,6 +198,20 @@ def _small_motion(cfg: SmallMotionConfig):
     from .regularizers import SmallMotionLoss
 
     return SmallMotionLoss(cfg)
+
+
+@register_loss("opacity", OpacityRegConfig, "Mean opacity of the Gaussians (3DGS-MCMC regulariser)")
+def _opacity(cfg: OpacityRegConfig):
+    from .regularizers import OpacityLoss
+
+    return OpacityLoss(cfg)
+
+
+@register_loss("scale", ScaleRegConfig, "Mean |scale| of the Gaussians (3DGS-MCMC regulariser)")
+def _scale(cfg: ScaleRegConfig):
+    from .regularizers import ScaleLoss
+
+    return ScaleLoss(cfg)
 
 
 @register_loss("norm", NormConfig, "Norm of the deformation dx, dq, ds (paper Eq. 7)")

@@ -69,6 +69,32 @@ class SmallMotionLoss(BaseLoss):
         return d.dx.abs().sum(-1).mean() + d.dq.abs().sum(-1).mean()
 
 
+class OpacityLoss(BaseLoss):
+    """3DGS-MCMC's opacity regulariser: ``mean_i sigmoid(o_i)`` of the canonical Gaussians.
+
+    Every Gaussian pays for being opaque, so one that no view needs fades and is pruned;
+    a semi-transparent blob that only one training view explains (the haze in front of a
+    capture's plain walls) is the first to go.
+    """
+
+    requires = ("canonical",)
+
+    def __call__(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+        self.check_inputs(inputs)
+        return inputs["canonical"].opacities.mean()
+
+
+class ScaleLoss(BaseLoss):
+    """3DGS-MCMC's scale regulariser: ``mean_i |s_i|_1`` (world units) of the canonical
+    Gaussians, so large thin blobs that cover many pixels of one view split or shrink."""
+
+    requires = ("canonical",)
+
+    def __call__(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+        self.check_inputs(inputs)
+        return inputs["canonical"].scales.abs().sum(-1).mean()
+
+
 class NormLoss(BaseLoss):
     """Eq. 7: ``mean_i |dx_i| + |dq_i| + |ds_i|`` (Euclidean norms; ``ds`` None counts 0)."""
 

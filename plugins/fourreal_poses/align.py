@@ -34,6 +34,8 @@ __all__ = [
     "quat_to_matrix",
     "slerp",
     "interpolate_missing_poses",
+    "neighbour_rotations_deg",
+    "camera_path_jumps",
 ]
 
 
@@ -287,3 +289,27 @@ def _up_rotation(up_from, up_to=(0.0, 0.0, 1.0)) -> torch.Tensor:
         [[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]], dtype=torch.float64
     )
     return torch.eye(3, dtype=torch.float64) + K + K @ K / (1 + c)
+
+
+def neighbour_rotations_deg(cameras: Cameras) -> torch.Tensor:
+    """``[N-1]`` angles (degrees) of the relative rotation between each two neighbouring
+    cameras (world-to-camera rotations ``R_k``: the angle of ``R_{k+1} R_k^T``)."""
+    R = cameras.viewmats[:, :3, :3].double()
+    if len(R) < 2:
+        return torch.zeros(0, dtype=torch.float64)
+    rel = R[1:] @ R[:-1].transpose(1, 2)
+    cos = ((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.arccos(cos))
+
+
+def camera_path_jumps(cameras: Cameras, max_step_deg: float = 30.0, factor: float = 4.0) -> list[dict]:
+    """Neighbouring frames of a video whose cameras turn implausibly far: more than
+    ``max_step_deg`` AND more than ``factor`` x the median step of the path. A handheld orbit
+    turns a few degrees per frame; a pose that flips (SfM's mirror ambiguity, a frame placed
+    in a wrong cluster) turns by tens to 180 degrees in one step. Returns ``[{"frames": [k,
+    k+1], "deg": angle}]`` (indices into ``cameras``)."""
+    steps = neighbour_rotations_deg(cameras)
+    if not len(steps):
+        return []
+    limit = max(float(max_step_deg), float(factor) * float(steps.median()))
+    return [{"frames": [k, k + 1], "deg": round(float(a), 2)} for k, a in enumerate(steps.tolist()) if a > limit]

@@ -53,6 +53,20 @@ FAIL_HINT = (
 _DISTORTED_MODELS = {"SIMPLE_RADIAL", "RADIAL", "OPENCV"}
 
 
+def fail_hint(cfg: ColmapConfig, videos: Sequence[Video]) -> str:
+    """What to try when COLMAP fails, naming the knob that can help: ``max_image_size``
+    only when it shrank the frames; otherwise the frames themselves are small, and only
+    larger frames (the poses stage's ``sfm_long_side``) give SIFT more to work with."""
+    side = max((max(v.width, v.height) for v in videos), default=0)
+    if side > int(cfg.max_image_size):
+        pixels = f"a higher resolution (max_image_size, now {cfg.max_image_size}, shrinks the {side} px frames)"
+    else:
+        pixels = (f"larger frames (these are {side} px on the long side, under max_image_size "
+                  f"{cfg.max_image_size}: the poses stage's sfm_long_side sets the size COLMAP gets)")
+    return (f"try {pixels}, more frames, matching: exhaustive, or the `known` pose estimator "
+            "(a transforms.json per video, or an orbit)")
+
+
 def import_pycolmap():
     """Import pycolmap, or raise a :class:`PluginError` saying how to install it.
 
@@ -239,6 +253,7 @@ class ColmapPoseEstimator(PoseEstimator):
     # ----------------------------------------------------------------------- pipeline
     def _run(self, videos: list[Video], names: list[str], ws: Path) -> PoseResult:
         pc, cfg = self.pycolmap, self.cfg
+        self._hint = fail_hint(cfg, videos)
         timings: dict[str, float] = {}
         total = sum(len(v) for v in videos)
         lengths = [len(v) for v in videos]
@@ -311,6 +326,9 @@ class ColmapPoseEstimator(PoseEstimator):
             if hasattr(opts, "random_seed"):
                 opts.random_seed = int(cfg.seed)
             opts.mapper.init_min_num_inliers = int(cfg.init_min_num_inliers)
+            for key in ("focal_length", "principal_point", "extra_params"):  # intrinsics BA refines
+                if hasattr(opts, f"ba_refine_{key}"):
+                    setattr(opts, f"ba_refine_{key}", bool(getattr(cfg, f"refine_{key}")))
             sparse = ws / "sparse"
             sparse.mkdir(exist_ok=True)
             recs = self._step("incremental mapping", pc.incremental_mapping, db, image_dir, sparse, options=opts)
@@ -322,7 +340,7 @@ class ColmapPoseEstimator(PoseEstimator):
         if not recs or sizes[0] == 0:
             raise FourRealError(
                 f"COLMAP found no reconstruction for {what} ({stats.get('keypoints_per_image', 0):.0f} "
-                f"features per frame, {stats.get('inlier_matches', 0)} verified matches): {FAIL_HINT}"
+                f"features per frame, {stats.get('inlier_matches', 0)} verified matches): {self._hint}"
             )
         rec = max(recs.values(), key=lambda r: r.num_reg_images())
 
@@ -354,7 +372,7 @@ class ColmapPoseEstimator(PoseEstimator):
         except FourRealError:
             raise
         except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError
-            raise FourRealError(f"COLMAP {what} failed: {_one_line(exc)}; {FAIL_HINT}") from exc
+            raise FourRealError(f"COLMAP {what} failed: {_one_line(exc)}; {self._hint}") from exc
 
     def _write_frames(self, videos: list[Video], image_dir: Path) -> list[list[str]]:
         """Frames -> 8-bit images, one folder per video. Returns the relative names."""
@@ -493,6 +511,7 @@ def assemble_result(
         report: entries to start the report with.
     """
     report = dict(report or {})
+    hint = fail_hint(cfg, videos)
     total = sum(len(v) for v in videos)
     registered = sum(int(ok.sum()) for _, _, ok in per_video)
     frac = registered / max(total, 1)
@@ -500,21 +519,21 @@ def assemble_result(
     if frac < cfg.min_registered_fraction:
         raise FourRealError(
             f"COLMAP registered only {registered} of {what} ({100 * frac:.0f}% < "
-            f"min_registered_fraction {100 * cfg.min_registered_fraction:.0f}%): {FAIL_HINT}"
+            f"min_registered_fraction {100 * cfg.min_registered_fraction:.0f}%): {hint}"
         )
     for (_, _, ok), name, video in zip(per_video, names, videos):
         if not bool(ok.any()):
             raise FourRealError(
                 f"COLMAP registered none of the {len(video)} frames of {name!r} "
                 f"({registered} of {total} frames overall), so it has no place in the shared "
-                f"world frame: {FAIL_HINT}"
+                f"world frame: {hint}"
             )
     missing = [torch.nonzero(~ok).reshape(-1).tolist() for _, _, ok in per_video]
     if cfg.on_unregistered == "error" and any(missing):
         listing = "; ".join(f"{n!r}: frames {idx}" for n, idx in zip(names, missing) if idx)
         raise InputError(
             f"COLMAP did not register {total - registered} of {total} frames ({listing}); "
-            f"set on_unregistered: interpolate or drop, or {FAIL_HINT}"
+            f"set on_unregistered: interpolate or drop, or {hint}"
         )
 
     sim = None

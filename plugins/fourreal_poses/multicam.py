@@ -13,8 +13,9 @@ Two layouts are read (:func:`read_capture`):
   folder of its frames, camera-to-world OpenGL ``transform_matrix``, intrinsics per entry
   or global (``fl_x, fl_y, cx, cy, w, h`` in pixels of the video), and an optional
   ``camera`` name (default: the file's stem). All videos are synchronized: frame ``t`` of
-  every video is the same instant. Masks: an optional ``mask_path`` per entry (a video or
-  frame folder of the same length; white = moving subject).
+  every video is the same instant. Masks: an optional ``dynamic_mask_path`` per entry (a
+  video or frame folder of the same length; white = moving subject), used to score the moving
+  region of held-out cameras (``mask_path``, nerfstudio's pixels-to-supervise, is refused).
 
 The stage then forms one of two settings (``setting``):
 
@@ -30,7 +31,7 @@ Outputs (``stages/NN_multicam/``)::
 
     reference/transforms.json     (+ images/)   per-frame camera and time; canonical_view = c
     freeze_time/transforms.json   (+ images/)   4real only; canonical_view = k_c, the reference camera
-    test/transforms.json          (+ images/, masks/ when given)   held-out cameras over time
+    test/transforms.json          (+ images/, dynamic_masks/ when given)   held-out cameras over time
     test_static/transforms.json   held-out cameras at t_c
     points.ply                    initial points (file / triangulated / frustum; see triangulate.py)
     capture.json                  what was read and chosen
@@ -348,10 +349,14 @@ def _read_videos(jpath: Path) -> Capture:
         lengths[name] = len(v)
         names.append(name)
         Ks[name], V[name], videos[name] = K, vm, vp
-        if fr.get("mask_path"):
-            masks[name] = (root / str(fr["mask_path"])).resolve()
+        if fr.get("mask_path"):  # nerfstudio's meaning (pixels to supervise) is not this one
+            raise InputError(f"{where}: mask_path means pixels to supervise, which a capture does not take; "
+                             "a mask of the moving subject is dynamic_mask_path")
+        if fr.get("dynamic_mask_path"):
+            masks[name] = (root / str(fr["dynamic_mask_path"])).resolve()
             if not masks[name].exists():
-                raise InputError(f"{where}: mask_path {fr['mask_path']!r}: no such video or frame folder ({masks[name]})")
+                raise InputError(f"{where}: dynamic_mask_path {fr['dynamic_mask_path']!r}: no such video or frame "
+                                 f"folder ({masks[name]})")
         if fr.get("split", "train") not in ("train", "test"):
             raise InputError(f"{where}: split must be \"train\" or \"test\", got {json.dumps(fr['split'])[:40]}")
     T = min(lengths.values())
@@ -478,7 +483,7 @@ class MulticamStage(Stage):
                 tc_k += ks
             masks = torch.cat(tms) if all(m is not None for m in tms) else None
             tv = PosedVideo(Video(torch.cat(tfr), fps=cfg.fps), cap.cameras_at(tc_cams, [times[k] for k in tc_k], H, W),
-                            times=torch.tensor([float(tnorm[k]) for k in tc_k]), masks=masks)
+                            times=torch.tensor([float(tnorm[k]) for k in tc_k]), dynamic_masks=masks)
             write_transforms(out / "test" / "transforms.json", tv,
                              extra={"split": "test", "cameras": tc_cams, "frame_indices": tc_k, **rx})
             st = PosedVideo(Video(torch.cat([cap.frames(cam, [times[c]], H, W) for cam in test]), fps=cfg.fps),

@@ -33,6 +33,12 @@ class ColmapConfig:
     # -- cameras ---------------------------------------------------------------------
     camera_model: CameraModel = "SIMPLE_RADIAL"
     share_intrinsics: bool = True  # one camera for all frames of all videos
+    # what bundle adjustment refines of the camera (COLMAP's mapper options ba_refine_*):
+    # the focal length and the distortion terms by default; the principal point stays at the
+    # image centre unless asked (it is poorly constrained by a short orbit)
+    refine_focal_length: bool = True
+    refine_principal_point: bool = False
+    refine_extra_params: bool = True
     # -- mapping ---------------------------------------------------------------------
     min_num_matches: int = 15  # verified matches for a pair to count
     init_min_num_inliers: int = 100  # inliers of the initial pair (lower for tiny frames)

@@ -10,7 +10,8 @@ The file layout (all three projects share it)::
         {"file_path": "images/0001.jpg",  # relative to the json; extension optional
          "transform_matrix": [[...4x4...]],   # camera-to-world, OpenGL axes (y up, z back)
          "time": 0.0,                     # optional, D-NeRF style, in [0,1]
-         "mask_path": "masks/0001.png"}   # optional, nerfstudio style
+         "mask_path": "masks/0001.png",   # optional, nerfstudio style: pixels to supervise
+         "dynamic_mask_path": "dynamic_masks/0001.png"}  # optional: the moving region (scores)
       ]
     }
 
@@ -162,7 +163,9 @@ def load_transforms(
         PosedVideo with frames ``[N,H,W,3]``, OpenCV cameras, ``times [N]`` when every frame
         has ``time``, ``canonical_view`` from the fourreal extras (re-indexed after striding; files
         written before the rename say ``anchor``, still read), masks
-        ``[N,H,W,1]`` when frames have ``mask_path``, and ``meta`` with ``source``,
+        ``[N,H,W,1]`` when frames have ``mask_path`` (frames without: all supervised),
+        ``dynamic_masks`` ``[N,H,W,1]`` when frames have ``dynamic_mask_path`` (frames
+        without: NaN, unknown), and ``meta`` with ``source``,
         ``file_paths``, ``frame_indices`` (into the file's frame list), ``warnings`` and the
         file's other top-level keys (``aabb_scale``...).
 
@@ -204,7 +207,7 @@ def load_transforms(
         warnings.append(f"camera_model {model!r} treated as a pinhole camera")
     bg = (1.0, 1.0, 1.0) if (white_background is None or white_background) else (0.0, 0.0, 0.0)
 
-    c2ws, intr, files, masks_files, times, idxs = [], [], [], [], [], []
+    c2ws, intr, files, masks_files, dyn_files, times, idxs = [], [], [], [], [], [], []
     dist_seen = False
     for idx, fr in sel:
         where = f"{jpath}: frames[{idx}]"
@@ -225,6 +228,8 @@ def load_transforms(
         intr.append(cam)
         files.append(img_path)
         masks_files.append(_resolve_image(root, str(fr["mask_path"]), jpath) if fr.get("mask_path") else None)
+        dyn_files.append(_resolve_image(root, str(fr["dynamic_mask_path"]), jpath)
+                         if fr.get("dynamic_mask_path") else None)
         t = None if fr.get("time") is None else _number(fr["time"], f"{where}.time")
         if t is not None and not 0.0 <= t <= 1.0:
             raise InputError(f"{where}.time must be in [0, 1] (D-NeRF convention), got {fr['time']}")
@@ -317,6 +322,12 @@ def load_transforms(
                 m = read_image(mf)[..., :1]
                 ms.append(resize_frames(m[None], out_h, out_w)[0])
         masks = torch.stack(ms)
+    dynamic_masks = None
+    if load_images and any(m is not None for m in dyn_files):
+        # a frame without one: its moving region is unknown (NaN), not "everything moves"
+        dynamic_masks = torch.stack([
+            torch.full((out_h, out_w, 1), float("nan")) if mf is None
+            else resize_frames(read_image(mf)[..., :1][None], out_h, out_w)[0] for mf in dyn_files])
 
     times_t = None
     if all(t is not None for t in times):
@@ -351,6 +362,7 @@ def load_transforms(
         canonical_view=canonical_view,
         masks=masks,
         meta=meta,
+        dynamic_masks=dynamic_masks,
     )
 
 
@@ -368,7 +380,8 @@ def write_transforms(
     frame), ``camera_angle_x`` (for D-NeRF loaders), ``camera_model: OPENCV`` with zero
     distortion, ``frames`` with ``file_path`` (``image_folder/file_pattern``), camera-to-world
     OpenGL ``transform_matrix``, ``time`` when ``posed.times`` is set and ``mask_path`` when
-    ``posed.masks`` is; fourreal extras (``canonical_view``, ``fps``, ``extra``) under ``"fourreal"``.
+    ``posed.masks`` is, ``dynamic_mask_path`` for frames whose ``posed.dynamic_masks`` is known;
+    fourreal extras (``canonical_view``, ``fps``, ``extra``) under ``"fourreal"``.
 
     Args:
         path: the json file to write (its folder receives ``image_folder/``).
@@ -421,6 +434,11 @@ def write_transforms(
             if write_images:
                 m = posed.masks[i].detach().float().cpu()
                 write_image(root / mrel, m[..., 0])
+        if posed.dynamic_masks is not None and not bool(torch.isnan(posed.dynamic_masks[i]).any()):
+            drel = f"dynamic_masks/{Path(name).with_suffix('.png').name}"
+            fr["dynamic_mask_path"] = drel
+            if write_images:
+                write_image(root / drel, posed.dynamic_masks[i].detach().float().cpu()[..., 0])
         if write_images:
             write_image(img_dir / name, posed.video.frames[i])
         frames_json.append(fr)

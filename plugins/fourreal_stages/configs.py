@@ -174,6 +174,10 @@ class CanonicalConfig:
     width: Optional[int] = None
     height: Optional[int] = None
     background: Optional[list[float]] = None  # RGB behind the Gaussians; None: the data's (fourreal.background) or black
+    # training renders over ``fixed`` (the background above) or ``random`` (a new colour each
+    # step, nerfstudio splatfacto's ``random``): for full-frame captures, where every pixel is
+    # scene, so a semi-transparent fit can never match the target (docs/real-data.md)
+    train_background: Literal["fixed", "random"] = "fixed"
     # render (and train) with at least this near plane; None: the data's (fourreal.near_plane,
     # set by the multicam stage for cameras mounted in the scene's wall), else the rasterizer's
     near_plane: Optional[float] = None
@@ -291,6 +295,31 @@ class PosesConfig:
     reference_camera: ``fixed`` -- the reference video is filmed from the canonical view's
         camera (the 4Real setting: only the freeze-time video goes through SfM);
         ``estimate`` -- register every reference frame in the same reconstruction.
+    height / width / long_side: the training size (one of height/width keeps the aspect
+        ratio; ``long_side`` sets the longest side whatever the orientation and overrides
+        them: 320 gives 320x180 for a landscape phone video and 180x320 for a portrait one).
+    start / stride / max_frames / sampling: which frames of a video or frame folder are used:
+        from source frame ``start``, every ``stride``-th, at most ``max_frames`` of them --
+        evenly spaced over the whole video (``sampling: even``, first and last frame kept) or
+        the first ones (``sampling: first``). ``poses.json`` (``frames``) records the source
+        indices used and the seconds they span. (A transforms.json input: stride/max_frames
+        keep its first frames, as before.)
+    holdout_every: hold out every N-th used frame of the freeze-time (orbit) video (frames
+        0, N, 2N, ... of those used; never k_c): SfM still sees them, so they share the
+        world frame, but they go to ``test_static/transforms.json`` instead of the training
+        frames and the canonical stage scores them (``heldout_static_psnr`` in its
+        metrics.json). None: every frame trains.
+    sfm_long_side: structure-from-motion sees a video you give (``freeze_time`` /
+        ``reference`` set) at this longest side in pixels (never above the source's, never
+        below the training size) while training uses ``height`` / ``width``; SIFT needs
+        the pixels (fox at 54x96: 28 of 67 frames registered; at 270x480: all 67). None: SfM
+        at the training size. The generate stage's videos always go at the training size.
+    max_step_deg: a camera path check for video inputs: neighbouring frames whose estimated
+        cameras turn by more than this AND 4x the path's median step are a pose failure
+        (``on_jump: error``, naming the frames) or a warning in poses.json (``warn``).
+        A flipped pose turns by ~180 deg; a real gap in a capture can reach ~45 deg (the fox
+        capture, 14 frames missing between two of its images: 42.7 deg with its known poses).
+        None: no check.
     """
 
     reference: Optional[InputPath] = None
@@ -298,9 +327,19 @@ class PosesConfig:
     pose_estimator: Component("pose_estimator") = component_default("pose_estimator", "colmap")  # type: ignore[valid-type]
     width: Optional[int] = None
     height: Optional[int] = None
+    long_side: Optional[int] = None
     stride: int = 1
     max_frames: Optional[int] = None
+    start: int = 0
+    sampling: Literal["even", "first"] = "even"
     min_frames: int = 4
+    holdout_every: Optional[int] = None
+    sfm_long_side: Optional[int] = 640
+    max_step_deg: Optional[float] = 60.0
+    on_jump: Literal["error", "warn"] = "error"
+    # what the freeze-time video is, for its report's verdict and advice: auto = a video given
+    # in params.freeze_time is a real capture, the generate stage's is generated
+    freeze_time_source: Literal["auto", "capture", "generated"] = "auto"
     canonical_frame: Optional[int] = None
     canonical_view: Optional[int] = None
     reference_camera: Literal["fixed", "estimate"] = "fixed"
@@ -309,6 +348,14 @@ class PosesConfig:
     freeze_time_anchor: Any = None  # renamed canonical_view: kept only to say so
 
     def __post_init__(self) -> None:
+        if self.long_side is not None and self.long_side < 8:
+            raise ConfigValueError("long_side", f"must be >= 8 pixels, got {self.long_side}")
+        if self.holdout_every is not None and self.holdout_every < 2:
+            raise ConfigValueError("holdout_every", f"must be >= 2 (every N-th frame held out), got {self.holdout_every}")
+        if self.stride < 1:
+            raise ConfigValueError("stride", f"must be >= 1, got {self.stride}")
+        if self.start < 0:
+            raise ConfigValueError("start", f"must be >= 0, got {self.start}")
         if self.freeze_time_anchor is not None:
             _renamed("freeze_time_anchor", "canonical_view", "k_c, the freeze-time index of the canonical frame")
 
@@ -326,6 +373,16 @@ class ExportOptions:
     ply_per_time: bool = True
     grid_views: int = 4
     grid_times: int = 4
+    # size of the videos and the grid's tiles; None: the input's (the reference camera's: the
+    # frames the scene was trained on); one of them keeps the aspect ratio
+    width: Optional[int] = None
+    height: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        for key in ("width", "height"):
+            v = getattr(self, key)
+            if v is not None and v < 2:
+                raise ConfigValueError(key, f"must be >= 2 pixels, got {v}")
 
     def __post_init__(self) -> None:
         at_least(self, num_times=0, orbit_frames=1, grid_views=1, grid_times=1)

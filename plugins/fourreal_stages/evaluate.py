@@ -178,8 +178,13 @@ def evaluate_views(scene, rasterizer, views: PosedVideo, lpips: bool = True) -> 
             lp = metric(renders, gt)
         else:
             notes.append(f"LPIPS not computed: {metric.why}")
-    dmask, dsource = dynamic_masks(gt, views.cameras, views.masks.cpu() if views.masks is not None else None,
-                                   per_frame=True)
+    given = views.dynamic_masks.cpu() if views.dynamic_masks is not None else None
+    dmask, dsource = dynamic_masks(gt, views.cameras, given, per_frame=True)
+    if given is not None:
+        unknown = int(torch.isnan(given).flatten(1).all(1).sum())
+        if unknown:
+            notes.append(f"{unknown} of {len(views)} views have no moving-region mask (dynamic_mask_path): "
+                         "their moving region is not scored")
     dp, ds = masked_scores(renders.cpu(), gt, dmask)
     frac = dmask.float().flatten(1).mean(1)
     per = []

@@ -105,6 +105,20 @@ def write_ply_at(scene: Scene4D, t: float, path: Path) -> None:
 
 
 
+def video_camera(cam: Cameras, width: Optional[int], height: Optional[int]) -> Cameras:
+    """``cam`` for images of ``width`` x ``height`` (intrinsics scaled per axis; one of them
+    given keeps the aspect ratio; none: ``cam`` as it is, the input's size)."""
+    from fourreal_media import target_size
+
+    if width is None and height is None:
+        return cam
+    h, w = target_size(cam.height, cam.width, height, width)
+    Ks = cam.Ks.clone()
+    Ks[:, 0, :] *= w / cam.width
+    Ks[:, 1, :] *= h / cam.height
+    return Cameras(cam.viewmats, Ks, w, h)
+
+
 def export_scene(scene: Scene4D, rasterizer, out: Path, opts: Optional[ExportOptions] = None,
                  camera: Optional[Cameras] = None) -> dict:
     """Write everything under ``out``; returns the manifest of written files."""
@@ -116,7 +130,7 @@ def export_scene(scene: Scene4D, rasterizer, out: Path, opts: Optional[ExportOpt
     cam = camera or scene.reference_camera
     if cam is None:
         raise ValueError("export: the scene has no reference camera; pass one")
-    cam = cam[:1]
+    cam = video_camera(cam[:1], opts.width, opts.height)
     times = (scene.times if (opts.num_times <= 0 and scene.times is not None)
              else torch.linspace(0, 1, max(opts.num_times, 2)))
     c = scene.canonical_frame

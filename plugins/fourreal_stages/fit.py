@@ -45,7 +45,7 @@ from fourreal_core.trainer import load_optimizer_tensors, optimizer_tensors, tra
 from fourreal_core.types import Cameras
 
 #: inputs every step provides (a stage's :attr:`Fit.provides` adds its own)
-BASE_INPUTS = ("render", "target", "canonical", "gaussians", "step", "gaussians_version", "knn")
+BASE_INPUTS = ("render", "target", "canonical", "gaussians", "step", "gaussians_version", "knn", "background")
 #: what the engine adds when an active loss requires ``render_video`` (video SDS)
 SDS_INPUTS = ("render_video", "freeze_cameras", "canonical_view", "canonical_image",
               "reference_camera", "canonical_time", "sds_progress", "prompt", "rng", "sds_mode")
@@ -177,7 +177,7 @@ class Fit:
 
     def __init__(self, ctx, *, model, scheduler, losses: Mapping[str, Loss], loss_specs: list,
                  background: torch.Tensor, checkpoint_every: int, prompt: str = "",
-                 near_plane: Optional[float] = None) -> None:
+                 near_plane: Optional[float] = None, random_background: bool = False) -> None:
         from fourreal_losses.knn import SharedKNN
 
         from .common import with_near_plane
@@ -188,6 +188,7 @@ class Fit:
         self.losses = dict(losses)
         self.loss_specs = {s.name: s for s in loss_specs}
         self.background = background
+        self.random_background = bool(random_background)
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.prompt = prompt
         self.rasterizer = with_near_plane(ctx.rasterizer, near_plane)
@@ -296,8 +297,11 @@ class Fit:
             target = downscaled(target, cam.height, cam.width)
             view_inputs = {k: downscaled(v, cam.height, cam.width) if k in IMAGE_INPUTS and v is not None else v
                            for k, v in view_inputs.items()}
-        out = self.rasterizer.rasterize(g, cam, background=self.background, render_depth=False)
-        inputs = {"render": out, "target": target, "canonical": g0, "gaussians": g, "step": i,
+        bg = self.background
+        if self.random_background:  # a fresh colour each step: transparency never matches the target
+            bg = torch.rand(3, generator=gen).to(bg)
+        out = self.rasterizer.rasterize(g, cam, background=bg, render_depth=False)
+        inputs = {"render": out, "target": target, "canonical": g0, "gaussians": g, "step": i, "background": bg,
                   "gaussians_version": self.version, "knn": self.knn, **view_inputs, **extra}
         wanted = [n for n in phase.losses if n in self.losses]
         if any("render_video" in getattr(self.losses[n], "requires", ()) for n in wanted):

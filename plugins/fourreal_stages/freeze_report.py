@@ -65,16 +65,40 @@ class ReportOptions:
     fb_max_px: float = 0.5  # forward-backward flow disagreement above which a pixel is unreliable
     min_gradient: float = 0.02  # image gradient (intensity in [0,1] per px) a pixel needs to be reliable
     min_static_fraction: float = 0.99  # of reliable pixels: a small object that keeps moving is ~1-2%
+    # a real capture (kind: capture) of a static scene loses a few % to blur, rolling shutter and
+    # exposure changes; below this something really moves
+    min_static_fraction_capture: float = 0.9
     min_orbit_deg: float = 20.0
     max_seam_ratio: float = 3.0
     fov_deg: float = 60.0  # assumed horizontal field of view when no cameras are given
 
 
+#: advice for a generated freeze-time video (the generate stage's)
 ADVICE = (
     "generate more frames (freeze_frames), try another seed, add a freeze-time LoRA (prior.params.loras, "
     "uses: [freeze_time]) or use a stronger freeze-time prompt (freeze_prompt, e.g. 'bullet time, frozen "
     "moment, camera orbiting around ...')"
 )
+
+
+#: advice for a real capture (a video the user filmed, given to the poses stage)
+CAPTURE_ADVICE = {
+    "static": ("a real static scene measures as moving through motion blur, rolling shutter, auto-exposure or "
+               "lens distortion: film slower with exposure locked, keep people and leaves out of the frame (w_mv "
+               "absorbs only small residue), and judge the result by its held-out score (holdout_every)"),
+    "orbit": "walk further around the subject (120 deg or more) or sample the whole video (max_frames, sampling: even)",
+    "flow": "the frames show too little texture at this size: give the poses stage more pixels (height)",
+}
+
+
+def advice_for(kind: str, warnings_kinds: Sequence[str]) -> str:
+    """The advice line for what went wrong (``static``, ``orbit``, ``seam``, ``flow``), for a
+    ``capture`` (a real video) or a ``generated`` freeze-time video."""
+    if not warnings_kinds:
+        return ""
+    if kind != "capture":
+        return ADVICE
+    return "; ".join(CAPTURE_ADVICE[k] for k in dict.fromkeys(warnings_kinds) if k in CAPTURE_ADVICE)
 
 
 def _gray(frames: torch.Tensor, max_side: int) -> tuple[list[np.ndarray], float]:
@@ -160,19 +184,42 @@ def _focus(cameras) -> np.ndarray:
 
 
 def _orbit_from_cameras(cameras) -> float:
-    """Degrees swept by the camera centres around the orbit axis (the normal of their
-    best-fit plane, through the point nearest all optical axes)."""
+    """Degrees of orbit the camera centres cover around the orbit axis through the point
+    nearest all optical axes: the span (max - min) of their unwrapped, signed azimuth about
+    the world up (the direction orthogonal to the cameras' right vectors, else their mean up:
+    a phone or a generated orbit is held upright; the normal of the centres' best-fit plane
+    is the fallback when the ups disagree). Summing the
+    unsigned angle between neighbours about the plane normal, as before, counted every
+    back-and-forth jitter and a flipped pose, and a handheld path's plane is ill-defined (a
+    ~30 deg real orbit read 113 deg); the fox capture reads 93 deg with its known poses."""
     c2w = np.linalg.inv(cameras.viewmats.detach().double().cpu().numpy())
     o = c2w[:, :3, 3]
+    if len(o) < 2:
+        return 0.0
     p = _focus(cameras)
     v = o - p
-    if len(o) >= 3:
+    up = -c2w[:, :3, 1].mean(0)  # OpenCV: camera y points down
+    right = c2w[:, :3, 0]
+    sv, vt = np.linalg.svd(right, full_matrices=False)[1:]
+    if len(o) >= 3 and sv[1] > 3.0 * sv[2] and abs(vt[2] @ up) > 0.5:
+        # upright cameras' right vectors are horizontal: the world up is the direction
+        # orthogonal to all of them (exact for cameras looking down at the subject, whose own
+        # ups lean inward) once they span enough azimuth to pin it down
+        axis = vt[2] * np.sign(vt[2] @ up)
+    elif np.linalg.norm(up) > 0.5:
+        axis = up / np.linalg.norm(up)
+    elif len(o) >= 3:
         _, _, vt = np.linalg.svd(o - o.mean(0))
         axis = vt[2]
-        v = v - np.outer(v @ axis, axis)
+    else:
+        return 0.0
+    v = v - np.outer(v @ axis, axis)
     v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    # signed angle of each step about the axis, accumulated: the unwrapped azimuth
+    sin = np.cross(v[:-1], v[1:]) @ axis
     cos = np.clip(np.sum(v[1:] * v[:-1], 1), -1.0, 1.0)
-    return float(np.degrees(np.arccos(cos)).sum())
+    az = np.concatenate([[0.0], np.cumsum(np.degrees(np.arctan2(sin, cos)))])
+    return float(min(360.0, az.max() - az.min()))
 
 
 def _rotation_deg(R: np.ndarray) -> float:
@@ -186,6 +233,7 @@ def freeze_time_report(
     windows: Optional[Sequence[dict]] = None,
     options: Optional[ReportOptions] = None,
     source: str = "",
+    kind: str = "generated",
 ) -> dict:
     """How usable a freeze-time video is for reconstruction (see the module docstring).
 
@@ -198,6 +246,9 @@ def freeze_time_report(
             ``direction``) for the seam scores.
         options: thresholds (:class:`ReportOptions`).
         source: what was measured (recorded).
+        kind: ``generated`` (a video model's freeze-time video: the 99% static bar, advice
+            about generating it again) or ``capture`` (a video someone filmed: the
+            ``min_static_fraction_capture`` bar, advice about filming).
 
     Returns:
         a JSON-friendly dict: ``usable``, ``static_fraction``, ``residual_px`` (median
@@ -207,7 +258,7 @@ def freeze_time_report(
     opt = options or ReportOptions()
     frames = torch.as_tensor(frames).detach().float().cpu()
     K, H, W = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
-    out: dict[str, Any] = {"source": source, "frames": K, "height": H, "width": W, "canonical_view": canonical_view,
+    out: dict[str, Any] = {"source": source, "kind": kind, "frames": K, "height": H, "width": W, "canonical_view": canonical_view,
                            "poses": "given" if cameras is not None else "estimated from the video (no cameras)",
                            "options": asdict(opt)}
     warnings: list[str] = []
@@ -264,7 +315,8 @@ def freeze_time_report(
         per_frame[i] = round(st / n, 4)
     if total_px == 0:
         out.update(usable=False, static_fraction=None, residual_px=None, orbit_deg=None, seams=[],
-                   warnings=["no reliable flow between frames (textureless or too small video)"], advice=ADVICE,
+                   warnings=["no reliable flow between frames (textureless or too small video)"],
+                   advice=advice_for(kind, ["flow"]),
                    per_frame=per_frame)
         return out
     static = static_px / total_px
@@ -301,14 +353,22 @@ def freeze_time_report(
     if cameras is None:
         notes.append("no cameras: epipolar geometry from the video with an assumed field of view; the poses "
                      "stage's report (with its cameras) is the stricter check")
-    if static < opt.min_static_fraction:
-        warnings.append(f"only {static:.1%} of the video is static scene after registration (need "
-                        f"{opt.min_static_fraction:.0%}): something moves or wobbles while the camera orbits")
+    kinds: list[str] = []
+    bar = opt.min_static_fraction_capture if kind == "capture" else opt.min_static_fraction
+    if static < bar:
+        kinds.append("static")
+        warnings.append(f"only {static:.1%} of the video is static scene after registration (need {bar:.0%}"
+                        + (" for a real capture): something in the scene moves, or the frames are blurred"
+                           if kind == "capture" else "): something moves or wobbles while the camera orbits"))
+    elif kind == "capture" and static < opt.min_static_fraction:
+        notes.append(f"{static:.1%} static: usual for a real capture (motion blur, rolling shutter, exposure)")
     if orbit < opt.min_orbit_deg:
+        kinds.append("orbit")
         warnings.append(f"the camera covers only {orbit:.0f} deg of orbit (need {opt.min_orbit_deg:g})")
     bad = [x for x in seams if x["seam_ratio"] is not None and x["seam_ratio"] > opt.max_seam_ratio]
     if bad:
         worst = max(bad, key=lambda x: x["seam_ratio"])
+        kinds.append("seam")
         warnings.append(f"{len(bad)} window seam(s) jump more than {opt.max_seam_ratio:g}x a normal frame step "
                         f"(worst {worst['seam_ratio']:.1f}x at frame {worst['frame']})")
     out.update(
@@ -322,7 +382,7 @@ def freeze_time_report(
         max_seam_ratio=max((x["seam_ratio"] for x in seams if x["seam_ratio"] is not None), default=None),
         warnings=warnings,
         notes=notes,
-        advice=ADVICE if warnings else "",
+        advice=advice_for(kind, kinds),
         per_frame=per_frame,
         working_size=[h, w],
     )
@@ -340,7 +400,7 @@ def summary_line(report: dict) -> str:
              f"orbit {report['orbit_deg']:.0f} deg"]
     if seam is not None:
         parts.append(f"seams <= {seam:.1f}x")
-    head = "freeze-time video: " + ", ".join(parts)
+    head = ("orbit video (a capture): " if report.get("kind") == "capture" else "freeze-time video: ") + ", ".join(parts)
     if report.get("usable"):
         return head + ": usable"
     return head + ": WARNING, unlikely to reconstruct: " + "; ".join(report["warnings"]) + f". Advice: {report['advice']}"
@@ -348,13 +408,13 @@ def summary_line(report: dict) -> str:
 
 def write_report(out_dir: Path, frames: torch.Tensor, cameras=None, canonical_view: Optional[int] = None,
                  windows: Optional[Sequence[dict]] = None, options: Optional[ReportOptions] = None,
-                 source: str = "", ctx=None) -> dict:
+                 source: str = "", ctx=None, kind: str = "generated") -> dict:
     """:func:`freeze_time_report` -> ``out_dir/freeze_time_report.json``; the summary line goes
     to ``ctx.notice`` (stderr + the run log) when a stage context is given."""
     from fourreal_core.io import write_json
 
     report = freeze_time_report(frames, cameras=cameras, canonical_view=canonical_view, windows=windows, options=options,
-                                source=source)
+                                source=source, kind=kind)
     report["summary"] = summary_line(report)
     write_json(Path(out_dir) / REPORT_NAME, report)
     if ctx is not None:

@@ -17,20 +17,58 @@ from .evaluate import evaluate_views
 
 
 # ------------------------------------------------------------------------------ poses
-def read_any_video(path: Path, cfg: PosesConfig):
-    """(Video, PosedVideo or None) from a video file, a frame folder or a transforms.json."""
+def read_any_video(path: Path, cfg: PosesConfig, sfm_long_side: Optional[int] = None):
+    """``(video, posed or None, frames info, sfm video or None)`` from a video file, a frame
+    folder or a transforms.json. Videos and folders are sampled with ``start`` / ``stride`` /
+    ``max_frames`` / ``sampling`` (fourreal_media.read_video_sampled); ``info`` says which
+    source frames were used. With ``sfm_long_side`` the frames are decoded once at that
+    longest side (capped at the source's, never below the training size) for
+    structure-from-motion and area-resized to the training size; the sfm video is None when
+    it would be the training video itself."""
     from fourreal_poses.transforms_json import load_transforms
     from fourreal_core.types import Video
-    from fourreal_media import read_video
+    from fourreal_media import read_video_sampled, resize_frames, target_size
 
+    height, width = cfg.height, cfg.width
     if path.suffix == ".json" or (path.is_dir() and (path / "transforms.json").exists()):
-        posed = load_transforms(path, height=cfg.height, width=cfg.width, stride=cfg.stride, max_frames=cfg.max_frames)
+        if cfg.long_side is not None:
+            cams = load_transforms(path, load_images=False).cameras
+            height, width = _long_side_size(cams.height, cams.width, cfg.long_side)
+        posed = load_transforms(path, height=height, width=width, stride=cfg.stride, max_frames=cfg.max_frames)
         if len(posed) < cfg.min_frames:
             raise InputError(f"{path}: has {len(posed)} frames, need at least {cfg.min_frames}")
-        return posed.video, posed
-    video = read_video(path, height=cfg.height, width=cfg.width, stride=cfg.stride, max_frames=cfg.max_frames,
-                       min_frames=cfg.min_frames)
-    return Video(video.frames, fps=video.fps or cfg.fps), None
+        info = {"source": str(path), "kind": "transforms.json",
+                "indices": list(posed.meta.get("frame_indices", range(len(posed))))}
+        return posed.video, posed, info, None
+    kw = dict(stride=cfg.stride, max_frames=cfg.max_frames, min_frames=cfg.min_frames, start=cfg.start,
+              sampling=cfg.sampling)
+    if sfm_long_side is None:
+        if cfg.long_side is not None:
+            video, info = read_video_sampled(path, long_side=cfg.long_side, **kw)
+        else:
+            video, info = read_video_sampled(path, height=height, width=width, **kw)
+        big = None
+    else:
+        big, info = read_video_sampled(path, long_side=int(sfm_long_side), **kw)
+        src_w, src_h = info["source_size"]
+        h, w = (_long_side_size(src_h, src_w, cfg.long_side) if cfg.long_side is not None
+                else target_size(src_h, src_w, height, width))
+        if max(h, w) >= max(big.height, big.width):  # training at or above the SfM size: one video
+            video, big = read_video_sampled(path, height=h, width=w, **kw)[0], None
+        else:
+            video = Video(resize_frames(big.frames, h, w), fps=big.fps)
+    info = {"source": str(path), "kind": "video" if path.is_file() else "frame folder", **info,
+            "size": [video.width, video.height]}
+    if big is not None:
+        info["sfm_size"] = [big.width, big.height]
+    fps = video.fps or cfg.fps
+    return Video(video.frames, fps=fps), None, info, (Video(big.frames, fps=fps) if big is not None else None)
+
+
+def _long_side_size(h: int, w: int, long_side: int) -> tuple[int, int]:
+    """``(height, width)`` with the longest side ``long_side``, the aspect ratio kept."""
+    s = float(long_side) / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
 
 
 def _plain(report) -> dict:
@@ -39,12 +77,115 @@ def _plain(report) -> dict:
 
 def _freeze_report(ctx, cfg, frz, k_c, info, frz_path) -> None:
     """The freeze-time usability report (fourreal_stages.freeze_report) with the cameras
-    this stage hands on; window seams when the video is the generate stage's."""
+    this stage hands on; window seams when the video is the generate stage's. A video the
+    user gave (``params.freeze_time``) is a real capture; the generate stage's is generated:
+    the report's verdict and advice differ."""
     from .freeze_report import write_report
 
     windows = info.get("windows") if not cfg.freeze_time else None
     write_report(ctx.out_dir, frz.video.frames, cameras=frz.cameras, canonical_view=k_c, windows=windows,
-                 source=f"poses: {frz_path}", ctx=ctx)
+                 source=f"poses: {frz_path}", ctx=ctx, kind=_source_kind(cfg))
+
+
+def _source_kind(cfg) -> str:
+    if cfg.freeze_time_source != "auto":
+        return cfg.freeze_time_source
+    return "capture" if cfg.freeze_time else "generated"
+
+
+def _at_training_size(posed, video):
+    """The cameras SfM estimated on the large frames, for ``video`` (the training frames):
+    intrinsics scaled per axis, frames dropped by ``on_unregistered: drop`` dropped too."""
+    from fourreal_core.types import Cameras, PosedVideo
+
+    keep = posed.meta.get("kept_indices")
+    if keep is not None:
+        from fourreal_core.types import Video
+
+        video = Video(video.frames[keep], fps=video.fps)
+    cams = posed.cameras
+    Ks = cams.Ks.clone()
+    Ks[:, 0, :] *= video.width / cams.width
+    Ks[:, 1, :] *= video.height / cams.height
+    return PosedVideo(video, Cameras(cams.viewmats, Ks, video.width, video.height), times=posed.times,
+                      canonical_view=posed.canonical_view, masks=posed.masks, meta=posed.meta)
+
+
+def _estimate(ctx, cfg, estimator, videos, sfm, names, infos, given: bool = True):
+    """Run the pose estimator on the SfM-size frames (where given), hand back the cameras
+    at the training size; a COLMAP failure says at what size the frames went in and which
+    knob gives SfM more pixels (``given``: the videos are the user's, so ``sfm_long_side``
+    applies; else the generate stage's, which SfM sees at the training size)."""
+    from fourreal_core.errors import FourRealError
+
+    inputs = [b if b is not None else v for v, b in zip(videos, sfm)]
+    try:
+        result = estimator.estimate(inputs, names)
+    except FourRealError as e:
+        if not str(e).startswith("COLMAP"):
+            raise
+        size = inputs[0]
+        side = max(size.width, size.height)
+        src = max(infos[0].get("source_size") or [0])
+        key = f"stages.{ctx.name}.params"
+        if not given:
+            knob = f"{key}.long_side (the training size, at which SfM sees the generate stage's videos)"
+        elif src and side >= src:
+            knob = (f"none left: the video's own {src} px are in use (try more frames, matching: exhaustive, "
+                    "or a sharper video)")
+        else:
+            want = max(960, 2 * side) if cfg.sfm_long_side is not None else 640
+            knob = f"{key}.sfm_long_side (now {cfg.sfm_long_side}; try {min(want, src) if src else want})"
+        raise type(e)(f"{e} [poses: the frames went to SfM at {size.width}x{size.height}; more pixels: {knob}]") from None
+    result.videos = [_at_training_size(p, v) if b is not None else p for p, v, b in zip(result.videos, videos, sfm)]
+    return result
+
+
+def _check_path(ctx, cfg, posed, name, report: dict) -> None:
+    """The camera-path jump check (fourreal_poses.align.camera_path_jumps) on an estimated
+    video's cameras: a failure naming the frames (``on_jump: error``) or a warning."""
+    from fourreal_core.errors import FourRealError
+    from fourreal_poses.align import camera_path_jumps, neighbour_rotations_deg
+
+    if cfg.max_step_deg is None or len(posed) < 3:
+        return
+    steps = neighbour_rotations_deg(posed.cameras)
+    jumps = camera_path_jumps(posed.cameras, cfg.max_step_deg)
+    report.setdefault("camera_path", {})[name] = {"median_step_deg": round(float(steps.median()), 3),
+                                                  "max_step_deg": round(float(steps.max()), 3), "jumps": jumps}
+    if not jumps:
+        return
+    listing = ", ".join(f"{j['frames'][0]}->{j['frames'][1]} ({j['deg']:.0f} deg)" for j in jumps[:6])
+    more = f" and {len(jumps) - 6} more" if len(jumps) > 6 else ""
+    msg = (f"poses: the {name} video's camera path jumps between neighbouring frames {listing}{more} "
+           f"(median step {float(steps.median()):.1f} deg, max_step_deg {cfg.max_step_deg:g}): SfM placed those frames "
+           "wrongly; try sampling more frames (max_frames), larger SfM frames (sfm_long_side), matching: "
+           f"exhaustive, or on_jump: warn to go on (frame indices are of the frames used; poses.json lists their source "
+           "frames)")
+    if cfg.on_jump == "error":
+        raise FourRealError(msg)
+    report.setdefault("warnings", []).append(msg)
+    ctx.notice("WARNING: " + msg)
+
+
+def split_holdout(posed, every: Optional[int], k_c: int):
+    """``(train, held_out or None, train indices, held-out indices)``: frames 0, N, 2N, ...
+    (but never k_c) held out; k_c re-indexed into the training frames."""
+    from fourreal_core.types import PosedVideo, Video
+
+    n = len(posed)
+    held = [i for i in range(n) if every and i % every == 0 and i != k_c]
+    if not held:
+        return posed, None, list(range(n)), []
+    train = [i for i in range(n) if i not in set(held)]
+
+    def sub(idx, canonical):
+        t = torch.as_tensor(idx)
+        return PosedVideo(Video(posed.video.frames[t], fps=posed.video.fps), posed.cameras[t],
+                          times=posed.times[t] if posed.times is not None else None, canonical_view=canonical,
+                          masks=posed.masks[t] if posed.masks is not None else None, meta=dict(posed.meta))
+
+    return sub(train, train.index(k_c)), sub(held, None), train, held
 
 
 class PosesStage(Stage):
@@ -64,26 +205,50 @@ class PosesStage(Stage):
         info = read_json(gen) if gen is not None else {}
         return ref, frz, info
 
+    def _read(self, ctx, path, given: bool):
+        """A video of the stage: the SfM-size frames too when the user gave it (a capture)
+        and the estimator is not ``known``."""
+        cfg = self.cfg
+        big = cfg.sfm_long_side if (given and cfg.pose_estimator.name != "known") else None
+        video, posed, info, sfm = read_any_video(path, cfg, sfm_long_side=big)
+        if info.get("kind") != "transforms.json":
+            used = info["indices"]
+            span = (f", {info['first_s']:.2f}-{info['last_s']:.2f} s" if "first_s" in info else "")
+            ctx.notice(f"{path.name}: {len(used)} of {info['source_frames']} frames "
+                       f"({info['sampling']} over {100 * info.get('covered_fraction', 1):.0f}% of the video{span}) "
+                       f"at {video.width}x{video.height}" + (f", SfM at {sfm.width}x{sfm.height}" if sfm is not None else ""))
+        return video, info, sfm
+
     def run(self, ctx) -> None:
         from fourreal_poses.transforms_json import write_transforms
         from fourreal_core.types import Cameras, PosedVideo
 
         cfg = self.cfg
         ref_path, frz_path, info = self._inputs(ctx)
-        frz_video, _ = read_any_video(frz_path, cfg)
+        frz_video, frz_info, frz_sfm = self._read(ctx, frz_path, bool(cfg.freeze_time))
+        estimated = cfg.pose_estimator.name != "known"
+        frames_rec = {"freeze_time": frz_info}
         if cfg.orbit_only:  # an orbit video alone (a static scene): cameras + points, no reference
-            result = cfg.pose_estimator.build(ctx.registry).estimate([frz_video], [str(frz_path)])
-            frz = result.videos[0]
             k_c = cfg.canonical_view or 0
+            if not 0 <= k_c < len(frz_video):
+                raise InputError(f"params.canonical_view: {k_c} is outside the orbit video's {len(frz_video)} "
+                                 f"frames ({frz_path})")
+            result = _estimate(ctx, cfg, cfg.pose_estimator.build(ctx.registry), [frz_video], [frz_sfm],
+                               [str(frz_path)], [frz_info], given=bool(cfg.freeze_time))
+            report = _plain(result.report)
+            frz = result.videos[0]
+            if estimated:
+                _check_path(ctx, cfg, frz, "freeze_time", report)
             frz = PosedVideo(frz.video, frz.cameras, times=torch.zeros(len(frz)), canonical_view=int(k_c))
-            write_transforms(ctx.out_dir / "freeze_time" / "transforms.json", frz)
             _freeze_report(ctx, cfg, frz, k_c, info, frz_path)
+            k_c = self._write_freeze_time(ctx, cfg, frz, k_c, frz_info)
             if result.points is not None and len(result.points):
                 write_points_ply(ctx.out_dir / "points.ply", result.points)
             write_json(ctx.out_dir / "poses.json", {"estimator": cfg.pose_estimator.name, "canonical_view": k_c,
-                                                    "report": _plain(result.report)})
+                                                    "frames": frames_rec, "report": report})
             return
-        ref_video, _ = read_any_video(ref_path, cfg)
+        ref_video, ref_info, ref_sfm = self._read(ctx, ref_path, bool(cfg.reference))
+        frames_rec["reference"] = ref_info
         T = len(ref_video)
         c = cfg.canonical_frame if cfg.canonical_frame is not None else info.get("canonical_frame", T // 2)
         # generation.json written before the rename says ``freeze_time_anchor``
@@ -97,25 +262,52 @@ class PosesStage(Stage):
         estimator = cfg.pose_estimator.build(ctx.registry)
         ctx.log("poses_start", stage=ctx.name, estimator=cfg.pose_estimator.name, frames=[len(frz_video), T])
         if cfg.reference_camera == "fixed":
-            result = estimator.estimate([frz_video], [str(frz_path)])
+            result = _estimate(ctx, cfg, estimator, [frz_video], [frz_sfm], [str(frz_path)], [frz_info],
+                               given=bool(cfg.freeze_time))
             frz = result.videos[0]
             cam = frz.cameras[k_c]
             ref_cams = Cameras(cam.viewmats.expand(T, 4, 4).clone(), cam.Ks.expand(T, 3, 3).clone(), cam.width, cam.height)
             ref = PosedVideo(ref_video, ref_cams)
         else:
-            result = estimator.estimate([frz_video, ref_video], [str(frz_path), str(ref_path)])
+            result = _estimate(ctx, cfg, estimator, [frz_video, ref_video], [frz_sfm, ref_sfm],
+                               [str(frz_path), str(ref_path)], [frz_info, ref_info], given=bool(cfg.freeze_time))
             frz, ref = result.videos
+        report = _plain(result.report)
+        if estimated:
+            _check_path(ctx, cfg, frz, "freeze_time", report)
+            if cfg.reference_camera == "estimate":
+                _check_path(ctx, cfg, ref, "reference", report)
         times = torch.linspace(0.0, 1.0, len(ref)) if len(ref) > 1 else torch.zeros(1)
         ref = PosedVideo(ref.video, ref.cameras, times=times, canonical_view=int(c))  # the reference video's is c
         t_c = float(times[c]) if c < len(times) else 0.0
         frz = PosedVideo(frz.video, frz.cameras, times=torch.full((len(frz),), t_c), canonical_view=int(k_c))
         write_transforms(ctx.out_dir / "reference" / "transforms.json", ref)
-        write_transforms(ctx.out_dir / "freeze_time" / "transforms.json", frz)
         _freeze_report(ctx, cfg, frz, k_c, info, frz_path)
+        k_c = self._write_freeze_time(ctx, cfg, frz, k_c, frz_info)
         if result.points is not None and len(result.points):
             write_points_ply(ctx.out_dir / "points.ply", result.points)
         write_json(ctx.out_dir / "poses.json", {"estimator": cfg.pose_estimator.name, "canonical_frame": c,
-                                                "canonical_view": k_c, "report": _plain(result.report)})
+                                                "canonical_view": k_c, "frames": frames_rec, "report": report})
+
+    def _write_freeze_time(self, ctx, cfg, frz, k_c: int, frz_info: dict) -> int:
+        """``freeze_time/transforms.json`` (the training frames) and, with ``holdout_every``,
+        ``test_static/transforms.json`` (the held-out ones, which the canonical stage scores).
+        Returns k_c as an index into the training frames; records the split in ``frz_info``."""
+        from fourreal_poses.transforms_json import write_transforms
+
+        train, held, tr_idx, ho_idx = split_holdout(frz, cfg.holdout_every, int(k_c))
+        write_transforms(ctx.out_dir / "freeze_time" / "transforms.json", train)
+        if held is not None:
+            write_transforms(ctx.out_dir / "test_static" / "transforms.json", held)
+            src = frz_info.get("indices")
+            if src is not None and len(src) == len(frz):
+                frz_info["train_source_indices"] = [src[i] for i in tr_idx]
+                frz_info["heldout_source_indices"] = [src[i] for i in ho_idx]
+            frz_info.update(holdout_every=cfg.holdout_every, heldout=ho_idx, canonical_view_in_video=int(k_c))
+            ctx.notice(f"{len(ho_idx)} of {len(frz)} freeze-time frames held out (every "
+                       f"{cfg.holdout_every}th: {ho_idx[:8]}{' ...' if len(ho_idx) > 8 else ''}); "
+                       "the canonical stage scores them")
+        return int(train.canonical_view)
 
 
 # ----------------------------------------------------------------------------- export

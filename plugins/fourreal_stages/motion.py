@@ -94,6 +94,9 @@ class MotionFit(Fit):
         self.freeze_frames = freeze.video.frames.to(dev) if freeze is not None else None
         self.freeze_cams = freeze.cameras.to(dev) if freeze is not None else None
         self.k_c = freeze.canonical_view if (freeze is not None and freeze.canonical_view is not None) else 0
+        # the data's supervision masks (mask_path): the ``mask`` input recon losses average over
+        self.ref_masks = ref.masks.to(dev) if ref.masks is not None else None
+        self.freeze_masks = freeze.masks.to(dev) if freeze is not None and freeze.masks is not None else None
         self.dt = 1.0 / max(self.T - 1, 1)
         # the reference video's dynamic region (pixels that change over a camera's own frames;
         # from the frames: PosedVideo.masks mean "supervise"), the ``dynamic_mask`` input of
@@ -121,8 +124,13 @@ class MotionFit(Fit):
             inputs = {"time": t}
             if self._dynamic_input is not None:
                 inputs["dynamic_mask"] = self._dynamic_input[j:j + 1]
+            if self.ref_masks is not None:
+                inputs["mask"] = self.ref_masks[j:j + 1]
             return View(src, j, self.ref_frames[j:j + 1], t, self.ref_cams[j], inputs=inputs)
-        return View(src, j, self.freeze_frames[j:j + 1], self.t_c, self.freeze_cams[j], inputs={"time": self.t_c})
+        inputs = {"time": self.t_c}
+        if self.freeze_masks is not None:
+            inputs["mask"] = self.freeze_masks[j:j + 1]
+        return View(src, j, self.freeze_frames[j:j + 1], self.t_c, self.freeze_cams[j], inputs=inputs)
 
     def _deform_on(self, phase) -> bool:
         return phase.options.get("deform", True)

@@ -232,7 +232,8 @@ def make_dataset(
                                  for i in range(len(cams))])[..., None].float()
             if not bool(masks.any()):
                 masks = None
-        splits[name] = PosedVideo(Video(frames, fps=fps), cams, times=times, masks=masks, meta={"split": name})
+        splits[name] = PosedVideo(Video(frames, fps=fps), cams, times=times, dynamic_masks=masks,
+                                  meta={"split": name})
 
     # ---- files ------------------------------------------------------------------------
     for name, pv in splits.items():
