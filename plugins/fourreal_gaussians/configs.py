@@ -83,13 +83,11 @@ class DensifyConfig:
     noise_lr: float = 5e5  # mcmc: position noise scale (times the position lr), gsplat's default
 
     def __post_init__(self) -> None:
-        if self.strategy == "mcmc" and int(self.max_gaussians) <= 0:
-            raise ValueError("strategy mcmc needs a hard cap: set max_gaussians > 0")
-
-    def __post_init__(self) -> None:
         at_least(self, grad_threshold=0, prune_opacity=0, grow_scale3d=0, prune_scale3d=0, prune_screen_radius=0,
                  split_into=2, max_gaussians=0)
         above(self, reset_opacity_value=0)
+        if self.strategy == "mcmc" and int(self.max_gaussians) <= 0:
+            raise ValueError("strategy mcmc needs a hard cap: set max_gaussians > 0")
 
 
 # --------------------------------------------------------------------------- representation

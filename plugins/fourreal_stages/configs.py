@@ -383,8 +383,6 @@ class ExportOptions:
             v = getattr(self, key)
             if v is not None and v < 2:
                 raise ConfigValueError(key, f"must be >= 2 pixels, got {v}")
-
-    def __post_init__(self) -> None:
         at_least(self, num_times=0, orbit_frames=1, grid_views=1, grid_times=1)
         above(self, fps=0)
 
