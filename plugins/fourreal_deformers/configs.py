@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fourreal_core.config import ConfigValueError, at_least
+
 
 @dataclass
 class MLPDeformerConfig:
@@ -44,6 +46,9 @@ class MLPDeformerConfig:
     chunk: int = 0  # evaluate at most this many Gaussians at once (0: all); see MLPDeformer
     lr: float = 1e-3  # paper D.4: decays exponentially to lr_final (read by the training stage)
     lr_final: float = 1e-5
+
+    def __post_init__(self) -> None:
+        at_least(self, width=1, depth=1, x_multires=0, t_multires=0, code_dim=1, chunk=0)
 
 
 @dataclass
@@ -84,6 +89,10 @@ class LBSDeformerConfig:
     lr: float = 1e-3
     lr_final: float = 1e-5
 
+    def __post_init__(self) -> None:
+        at_least(self, num_bones=1, t_multires=0, motion_width=1, motion_depth=0, skin_sigma=0, skin_mlp_width=0,
+                 skin_mlp_depth=0, skin_multires=0, kmeans_iters=1, kmeans_max_points=1, chunk=0)
+
 
 @dataclass
 class HexPlaneDeformerConfig:
@@ -108,3 +117,8 @@ class HexPlaneDeformerConfig:
     bound_margin: float = 0.1
     lr: float = 1e-2  # decays 100x over the stage; higher than 4DGaussians (1.6e-3 over 14k+ steps): our stages are short
     lr_final: float = 1e-4
+
+    def __post_init__(self) -> None:
+        at_least(self, resolution=2, time_resolution=2, features=1, width=1, depth=0, bound_margin=0)
+        if not self.multires or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.multires):
+            raise ConfigValueError("multires", f"must be a non-empty list of scales >= 1, got {self.multires}")

@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional
 
-from fourreal_core.config import Component, ConfigValueError, InputPath, Steps, component_default
+from fourreal_core.config import Component, ConfigValueError, InputPath, Steps, above, at_least, component_default
 from fourreal_core.config import renamed as _renamed  # old recipes: one line saying what was renamed
 
 
@@ -391,6 +391,8 @@ class ExportOptions:
             v = getattr(self, key)
             if v is not None and v < 2:
                 raise ConfigValueError(key, f"must be >= 2 pixels, got {v}")
+        at_least(self, num_times=0, orbit_frames=1, grid_views=1, grid_times=1)
+        above(self, fps=0)
 
 
 @dataclass
@@ -414,6 +416,9 @@ class EvalConfig:
     height: Optional[int] = None
     width: Optional[int] = None
     native_resolution: bool = False
+
+    def __post_init__(self) -> None:
+        at_least(self, height=1, width=1)
 
 
 @dataclass
