@@ -89,7 +89,7 @@ def test_tracks_file_reads_and_rescales(tmp_path):
     a = _good()
     a["visible"][1, 0] = False
     p = _write(tmp_path / "t.npz", **a, size=np.array([36, 64]))
-    out = build("tracks_file", path=str(p)).track(torch.zeros(4, 72, 128, 3))
+    out = build("tracks_file", file=str(p)).track(torch.zeros(4, 72, 128, 3))
     # (x + 0.5) * 2 - 0.5: pixel centres scale about the image's corner
     assert torch.allclose(out.tracks[0, :, 0], torch.tensor([0.5, 4.5, 8.5, 12.5]))
     assert torch.allclose(out.tracks[0, :, 1], torch.full((4,), 10.5))
@@ -119,7 +119,7 @@ def test_tracks_file_reads_and_rescales(tmp_path):
 def test_tracks_file_bad_layouts_are_one_line_errors(tmp_path, arrays, message):
     p = _write(tmp_path / "bad.npz", **arrays)
     with pytest.raises(InputError) as e:
-        build("tracks_file", path=str(p)).track(torch.zeros(4, 8, 8, 3))
+        build("tracks_file", file=str(p)).track(torch.zeros(4, 8, 8, 3))
     assert str(e.value) == f"{p}: {message}"
     assert "\n" not in str(e.value)
 
@@ -128,6 +128,6 @@ def test_tracks_file_not_an_npz_and_no_path(tmp_path):
     p = tmp_path / "tracks.npz"
     p.write_text("not a zip")
     with pytest.raises(InputError, match=r"tracks.npz: not a readable .npz of arrays \("):
-        build("tracks_file", path=str(p)).track(torch.zeros(4, 8, 8, 3))
-    with pytest.raises(InputError, match=r"^tracks_file: params.path is required"):
+        build("tracks_file", file=str(p)).track(torch.zeros(4, 8, 8, 3))
+    with pytest.raises(InputError, match=r"^tracks_file: params.file is required"):
         build("tracks_file").track(torch.zeros(4, 8, 8, 3))

@@ -47,7 +47,7 @@ class OpenCVTrackerConfig:
 class TracksFileConfig:
     """Tracks from an external tracker (CoTracker, TAPIR, BootsTAPIR...) saved as ``.npz``.
 
-    path: the file. Arrays (docs/deformers-and-losses.md, "Point tracks"): ``tracks``
+    file: the .npz. Arrays (docs/deformers-and-losses.md, "Point tracks"): ``tracks``
         ``[Q,T,2]`` float ``(x, y)`` pixels (centre of the top-left pixel at (0, 0)),
         ``visible`` ``[Q,T]`` bool (or 0/1), optional ``queries`` ``[Q,3]``
         ``(frame, x, y)`` (default: each track's first visible frame), optional ``size``
@@ -55,4 +55,4 @@ class TracksFileConfig:
         rescaled to the video the stage trains on; default: that video's size).
     """
 
-    path: Optional[InputPath] = None  # required; Optional only so the config has a default
+    file: Optional[InputPath] = None  # required; Optional only so the config has a default

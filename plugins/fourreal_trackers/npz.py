@@ -92,7 +92,7 @@ class TracksFile(Tracker):
         self.cfg = cfg or TracksFileConfig()
 
     def track(self, frames: torch.Tensor, queries: Optional[torch.Tensor] = None) -> Tracks:
-        if not self.cfg.path:
-            raise InputError("tracks_file: params.path is required (a .npz of tracks [Q,T,2] and visible [Q,T])")
+        if not self.cfg.file:
+            raise InputError("tracks_file: params.file is required (a .npz of tracks [Q,T,2] and visible [Q,T])")
         T, H, W = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
-        return load_tracks_npz(self.cfg.path, T, H, W)
+        return load_tracks_npz(self.cfg.file, T, H, W)
