@@ -86,3 +86,39 @@ def test_tracks_are_off_by_default_and_validated_in_recipes(tmp_path):
     p.write_text("name: r\nstages:\n  - name: motion\n    params:\n      tracker: {name: tracks_file, params: {file: nope.npz}}\n")
     with pytest.raises(RecipeError, match=r"tracker\.params\.file"):
         load_recipe(p, [], get_registry(), check_files=True)
+
+
+def test_motion_stage_with_a_tracker_trains_the_track_loss(tmp_path, registry):
+    """A motion stage with ``tracker: opencv`` and the ``motion_bases`` deformer: tracks are made
+    at the canonical frame, written to tracks.npz (the tracks_file layout, which reads back),
+    and the track loss is part of every reference step's loss."""
+    import json
+
+    from fourreal_core.recipe import component_from_plain
+    from fourreal_core.run import CheckpointStore, RunLog, StageContext
+    from fourreal_synthetic.stage import make_dataset
+    from fourreal_trackers.npz import load_tracks_npz
+
+    make_dataset("garden", tmp_path / "data", width=48, height=32, num_reference_frames=4, num_freeze_frames=4,
+                 num_test_views=0, num_test_static_views=0, seed=0, write_videos=False)
+    data = tmp_path / "data"
+    phases = [{"name": "motion", "iterations": 1000, "losses": ["align"], "train": ["deformer"], "frames": "reference"}]
+    spec = component_from_plain("stage", {"name": "motion", "params": {
+        "reference": str(data / "reference" / "transforms.json"), "init_points": str(data / "init_points.npz"),
+        "losses": [{"name": "align"}], "w_t": {"name": "motion_bases", "params": {"num_bases": 4}},
+        "tracker": {"name": "opencv"}, "track_points": 50,
+        "scheduler": {"name": "stagewise", "params": {"phases": phases}}}}, registry)
+    out = tmp_path / "motion"
+    out.mkdir()
+    ctx = StageContext(name="motion", index=2, run_dir=tmp_path, out_dir=out, recipe_dir=tmp_path,
+                       device=torch.device("cpu"), seed=0, iterations_scale=0.01,
+                       checkpoints=CheckpointStore(tmp_path / "ck"), log=RunLog(tmp_path / "log.jsonl"),
+                       registry=registry, rasterizer_spec=component_from_plain("rasterizer", {"name": "torch"}, registry))
+    spec.build(registry).run(ctx)
+    back = load_tracks_npz(out / "tracks.npz", 4, 32, 48)
+    assert 10 <= len(back) <= 50 and bool(back.visible.any(dim=1).all())
+    events = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    info = next(e for e in events if e["event"] == "tracks")
+    assert info["tracker"] == "opencv" and info["tracks"] == len(back)
+    steps = [e for e in events if e["event"] == "train" and e.get("stage") == "motion"]
+    assert steps and all("track" in e for e in steps[1:]), steps[-1]
