@@ -50,8 +50,9 @@ def motion_recipe(deformer: str, tracks: str, true_npz: Path, weight: float) -> 
     return text
 
 
-def true_tracks(path: Path, c: int = 0, n_ball: int = 60, n_static: int = 240) -> None:
-    """The true tracks of Gaussians seen at frame c (ball and static ones), as a tracks_file."""
+def true_tracks(path: Path, query_frames=(0, 4, 7, 11), n_ball: int = 15, n_static: int = 60) -> None:
+    """The true tracks of Gaussians seen at each query frame (ball and static ones), as a
+    tracks_file -- as many points as the opencv arms query (300 over 4 frames)."""
     import numpy as np
     import torch
 
@@ -63,15 +64,22 @@ def true_tracks(path: Path, c: int = 0, n_ball: int = 60, n_static: int = 240) -
     sl = sc.part_slices()
     g = torch.Generator().manual_seed(0)
 
-    def pick(idx, k):
-        _, vis = sc.point_tracks(cam, [times[c]], idx)
+    def pick(idx, k, f):
+        _, vis = sc.point_tracks(cam, [times[f]], idx)
         ok = idx[vis[:, 0]]
         return ok[torch.randperm(len(ok), generator=g)[:k]]
 
-    idx = torch.cat([pick(torch.arange(sl["ball"].start, sl["ball"].stop), n_ball),
-                     pick(torch.nonzero(sc.static_mask()).flatten(), n_static)])
+    idx, qf = [], []
+    for f in query_frames:
+        sel = torch.cat([pick(torch.arange(sl["ball"].start, sl["ball"].stop), n_ball, f),
+                         pick(torch.nonzero(sc.static_mask()).flatten(), n_static, f)])
+        idx.append(sel)
+        qf += [f] * len(sel)
+    idx = torch.cat(idx)
     tr, vis = sc.point_tracks(cam, times, idx)
-    np.savez(path, tracks=tr.numpy(), visible=vis.numpy(), size=np.array([HEIGHT, WIDTH]))
+    qf = torch.tensor(qf)
+    queries = torch.cat([qf[:, None].float(), tr[torch.arange(len(idx)), qf]], 1)
+    np.savez(path, tracks=tr.numpy(), visible=vis.numpy(), queries=queries.numpy(), size=np.array([HEIGHT, WIDTH]))
 
 
 def score(run: Path) -> dict:

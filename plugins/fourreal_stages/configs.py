@@ -236,8 +236,10 @@ class MotionConfig:
         ``track_points`` corners at c, half in the moving region) or ``{name: tracks_file,
         params: {path: tracks.npz}}`` (CoTracker, TAPIR...) -- and ``track_weight`` the weight of
         the track loss (Shape of Motion's: the reference camera's render at c of where w_t puts
-        each Gaussian at t must follow the track at t, where it is visible). On every reference
-        frame of phases that deform. None: off. The tracks are written to ``tracks.npz``.
+        each Gaussian at t must follow the track at t, where it is visible; and the same from the
+        previous frame to t). On every reference frame of phases that deform. None: off. The
+        tracks are written to ``tracks.npz``. ``track_points`` query points at
+        ``track_query_frames`` frames (c and others spread over the video).
     """
 
     reference: Optional[InputPath] = None
@@ -272,7 +274,8 @@ class MotionConfig:
     # tracks"); None: no tracks (the paper)
     tracker: Optional[Component("tracker")] = None  # type: ignore[valid-type]
     track_weight: Ramp = field(default_factory=lambda: Ramp(1.0))  # loss in image-size units (1 = the image's long side) per visible track
-    track_points: int = 300  # query points at the canonical frame c (opencv tracker; a file brings its own)
+    track_points: int = 300  # query points (opencv tracker; a file brings its own), split over the query frames
+    track_query_frames: int = 4  # frames the points are queried at: c and others spread over the video
     checkpoint_every: Steps = 500
     video_fps: float = 8.0
     deformer: Any = None  # renamed w_t: kept only to say so

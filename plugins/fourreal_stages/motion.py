@@ -137,8 +137,11 @@ class MotionFit(Fit):
             d, dp = deform_pair(self.w_t, g0.means.detach(), g0.quats.detach(), t, t_prev)
             g = g0.deformed(d)
             extra = {"deformation": d, "deformation_prev": dp}
-            if self.track_loss is not None and view.source == "reference":
-                self._track_term = self.track_loss(g0, g, view.index)  # added in weighted_loss
+            if self.track_loss is not None and view.source == "reference":  # added in weighted_loss
+                prev = view.index - 1 if view.index > 0 else view.index + 1
+                ok = 0 <= prev < self.T and abs(float(self.ref_times[prev]) - t_prev) < 1e-5
+                self._track_term = self.track_loss(g0, g, view.index, g0.deformed(dp) if ok else None,
+                                                   prev if ok else None)
         if view.source == "freeze_time" and self.w_mv is not None:
             with torch.no_grad():
                 dmv = self.w_mv.deform(g0.means.detach(), view.index, quats=g0.quats.detach())
