@@ -25,7 +25,7 @@ def _file(cfg: TracksFileConfig):
 def fourreal_register(registry):
     registry.add(
         "tracker", "opencv", _opencv, config=OpenCVTrackerConfig,
-        description="OpenCV point tracks: pyramidal Lucas-Kanade (or DIS flow) chained frame to frame "
+        description="OpenCV point tracks: block matching + Lucas-Kanade (or DIS flow) chained frame to frame "
         "with a forward-backward check and re-seeding",
     )
     registry.add(
