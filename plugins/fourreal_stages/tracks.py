@@ -18,8 +18,9 @@ position at t with u_q(t); comparing motions instead removes the offset between 
 sub-pixel point and what the pixel it falls in composites (up to a pixel, which no w_t can
 remove). It is what a photometric loss cannot give once a subject has moved further than its
 own size: a gradient toward where it went. The render's weights are detached (the tracks move
-Gaussians, they do not reshape the frame); the positions at t carry gradients to w_t (and to
-the canonical positions in phases that train them).
+Gaussians, they do not reshape the frame), and so are the canonical positions: the loss
+trains w_t only (measured: letting it move the canonical Gaussians too cost up to 5 dB on the
+ball at c itself, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -123,9 +124,10 @@ class TrackLoss:
         """The loss at reference frame ``j``: ``g0`` the canonical Gaussians, ``g`` the same
         moved to frame j's time, ``g_prev`` (optional) moved to frame ``prev``'s; None when no
         track links j to c or to ``prev``."""
-        terms = [self.term(g0, self.c, g.means, j)]
+        means_j = g.means - g0.means + g0.means.detach()  # w_t's offset carries the gradient, not x
+        terms = [self.term(g0, self.c, means_j, j)]
         if g_prev is not None and prev is not None and prev != self.c:
-            terms.append(self.term(g_prev, prev, g.means, j))
+            terms.append(self.term(g_prev, prev, means_j, j))
         terms = [t for t in terms if t is not None]
         return None if not terms else sum(terms) / len(terms)
 
