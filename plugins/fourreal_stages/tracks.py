@@ -19,8 +19,8 @@ sub-pixel point and what the pixel it falls in composites (up to a pixel, which 
 remove). It is what a photometric loss cannot give once a subject has moved further than its
 own size: a gradient toward where it went. The render's weights are detached (the tracks move
 Gaussians, they do not reshape the frame), and so are the canonical positions: the loss
-trains w_t only (measured: letting it move the canonical Gaussians too cost up to 5 dB on the
-ball at c itself, docs/benchmarks.md).
+trains w_t only (the tracks say how things move, not where they are at c; measured on the
+garden's ball it changes little either way, docs/benchmarks.md "Point tracks").
 """
 
 from __future__ import annotations
