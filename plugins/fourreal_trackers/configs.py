@@ -24,9 +24,9 @@ class OpenCVTrackerConfig:
     win_size / levels: the plain pyramidal LK's window (pixels) and pyramid levels.
     fb_threshold: forward-backward check -- a step whose track, followed back one frame,
         misses its start by more than this many pixels is marked not visible there.
-    reseed: a point that fails the check keeps moving with the median motion of its
-        ``reseed_neighbours`` nearest points that passed (instead of stopping), and is tracked
-        again from there on the next frame, visible again once the check passes.
+    reseed: a point that fails the check moves on at its last velocity (not visible there)
+        and is tracked again from that prediction on the next frame, visible again once the
+        check passes (instead of stopping for good).
     upscale: track on frames enlarged by this integer factor (small generated or CPU-size
         videos: LK and DIS need a few pixels of texture per window); positions are reported
         in the original pixels.
@@ -39,7 +39,6 @@ class OpenCVTrackerConfig:
     levels: int = 3
     fb_threshold: float = 1.0
     reseed: bool = True
-    reseed_neighbours: int = 8
     upscale: int = 1
 
 

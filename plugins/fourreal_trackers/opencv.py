@@ -1,14 +1,16 @@
-"""Classical point tracking with OpenCV: pyramidal Lucas-Kanade (``calcOpticalFlowPyrLK``)
-or dense DIS flow (``DISOpticalFlow``), chained frame to frame from each query frame forwards
-and backwards, with a forward-backward check and re-seeding of lost points.
+"""Classical point tracking with OpenCV: block matching (``cv2.matchTemplate``) refined by
+Lucas-Kanade (``calcOpticalFlowPyrLK``), plain pyramidal LK, or dense DIS flow
+(``DISOpticalFlow``), chained frame to frame from each query frame forwards and backwards,
+with a forward-backward check and re-seeding of lost points.
 
 OpenCV's implementations are used as they are (well kept, fast on a CPU); what is written here
-is only the chaining (one step per neighbouring frame pair), the forward-backward check (the
-point followed back one frame must land within ``fb_threshold`` px of where it started --
-Kalal et al. 2010) and the re-seeding: a point that fails the check is carried on by the median
-motion of its nearest points that passed and tracked again from there (visible again once the
-check passes), so one bad step does not end a long track. Which method is the default was
-chosen by measured track error on the procedural garden (docs/benchmarks.md, "Point tracks").
+is only the chaining (one step per neighbouring frame pair, each starting from where the
+point's last velocity predicts it), the forward-backward check (the point followed back one
+frame must land within ``fb_threshold`` px of where it started -- Kalal et al. 2010) and the
+re-seeding: a point that fails the check moves on at its last velocity and is tracked again
+from there (visible again once the check passes), so one bad step does not end a long track.
+Which method is the default was chosen by measured track error on the procedural garden
+(docs/benchmarks.md, "Point tracks").
 """
 
 from __future__ import annotations
