@@ -180,11 +180,12 @@ def train(
     A run that diverges while staying finite (:class:`DivergenceGuard`: the training PSNR
     collapsing far under its early level and staying there, or the loss rising by orders of
     magnitude) stops with :class:`DivergedError` naming the stage, the step and the likely
-    cause; no checkpoint is written while the steps look diverged, so the last one kept is
-    the last good one."""
+    cause; a checkpoint is not written while the steps look diverged (it waits for the first
+    step that does not), so the last one kept is the last good one."""
     start = _resume(ctx, total, load, state)
     guard = DivergenceGuard(total - start)
     last_saved: Optional[int] = start if start else None
+    pending = False
     last_metrics: dict[str, float] = {}
     t0 = time.perf_counter()
     with ctx.progress(total, description, start=start) as bar:
@@ -201,15 +202,17 @@ def train(
             last_metrics = metrics
             bar.update(1, **metrics)
             logging = (i + 1) % log_every == 0 or i + 1 == total
-            saving = (i + 1) % checkpoint_every == 0 or i + 1 == total
+            # a checkpoint due while the steps look diverged waits for the first step that does not
+            pending = pending or (i + 1) % checkpoint_every == 0
+            saving = i + 1 == total or (pending and not guard.suspect())
             if logging or saving:
                 tensors = state()
                 check_finite(ctx, i + 1, {}, tensors)
                 if logging:
                     ctx.log("train", stage=ctx.name, step=i + 1, **metrics)
-                if saving and (i + 1 == total or not guard.suspect()):
+                if saving:
                     ctx.checkpoints.save(i + 1, tensors, meta() if meta else {})
-                    last_saved = i + 1
+                    last_saved, pending = i + 1, False
     ctx.log(
         "train_end", stage=ctx.name, steps=total - start, seconds=round(time.perf_counter() - t0, 3), **last_metrics
     )

@@ -101,13 +101,20 @@ def test_export_render_eval_commands(demo_run):
     tmp, _ = demo_run
     run = tmp / "run"
     test_json = run / "stages" / "01_synthetic" / "test" / "transforms.json"
-    res = run_cli(["eval", "run", "--against", str(test_json), "--no-lpips"], tmp, env=_env())
+    # the README's `fourreal eval runs/demo --against test/transforms.json`: a relative path not
+    # found in the current folder is the run's own (the newest stage holding it)
+    res = run_cli(["eval", "run", "--against", "test/transforms.json", "--no-lpips"], tmp, env=_env())
     assert res.returncode == 0, res.stderr
+    assert f"using the run's {Path('run/stages/01_synthetic/test/transforms.json')}" in res.stdout, res.stdout
     ev = json.loads((run / "eval" / "eval.json").read_text())
     assert abs(ev["mean"]["psnr"] - _eval_psnr(run)) < 1e-3  # same scene, same views, same score
     assert "mean" in res.stdout
     # scored at the training size unless told otherwise; the size is recorded and printed
     assert ev["resolution"] == {"height": 36, "width": 48, "from": "training"}
+    res = run_cli(["eval", "run", "--against", "nowhere/transforms.json"], tmp, env=_env())
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == (f"error: --against nowhere/transforms.json: file not found (looked in ., run, "
+                                  f"{Path('run/stages')}/*)"), res.stderr
     res = run_cli(["eval", "run", "--against", str(test_json), "--no-lpips", "--height", "18", "--out", "eval_half"],
                   tmp, env=_env())
     assert res.returncode == 0, res.stderr
