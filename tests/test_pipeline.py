@@ -155,7 +155,16 @@ def test_kill_during_motion_resumes_to_same_scores(demo_run, tmp_path):
     events = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     resumed = [e for e in events if e["event"] == "resume" and e["stage"] == "motion"]
     assert resumed and resumed[0]["step"] >= 20
-    assert abs(_eval_psnr(tmp_path / "run") - _eval_psnr(tmp / "run")) < 1.0
+    # a resume restores everything a step depends on (Gaussians, Adam moments, deformer and
+    # densification state; each step's rng is seeded by the step), so on one thread the resumed
+    # run scores exactly what the uninterrupted one did (measured: identical per-frame PSNR,
+    # once this session). The 1 dB it allowed before let a resume that lost state pass.
+    # Same tolerance as test_batch's resume test.
+    resumed_ev = json.loads((tmp_path / "run" / "stages" / "05_eval" / "eval.json").read_text())
+    straight_ev = json.loads((tmp / "run" / "stages" / "05_eval" / "eval.json").read_text())
+    diffs = [abs(a["psnr"] - b["psnr"]) for a, b in zip(resumed_ev["per_frame"], straight_ev["per_frame"])]
+    assert len(diffs) == len(straight_ev["per_frame"]) > 0
+    assert max(diffs) < 1e-6 and abs(resumed_ev["mean"]["psnr"] - straight_ev["mean"]["psnr"]) < 1e-6, diffs
 
 
 @pytest.mark.parametrize("deformer", ["mlp", "lbs"])
