@@ -246,6 +246,25 @@ class ConfigValueError(ValueError):
         self.message = message
 
 
+def at_least(cfg: Any, **minimums: float) -> None:
+    """``at_least(self, width=1, chunk=0)`` from a config's ``__post_init__``: each named field
+    that is set (not None) must be >= its minimum, else a :class:`ConfigValueError` at that
+    field (``w_t.params.width: must be >= 1, got 0``) -- counts and sizes that would otherwise
+    end in an internal error deep inside torch, or silently train nothing."""
+    for name, low in minimums.items():
+        v = getattr(cfg, name)
+        if v is not None and not isinstance(v, bool) and isinstance(v, (int, float)) and not v >= low:
+            raise ConfigValueError(name, f"must be >= {low:g}, got {v}")
+
+
+def above(cfg: Any, **minimums: float) -> None:
+    """Like :func:`at_least`, strictly greater (frame rates, lengths)."""
+    for name, low in minimums.items():
+        v = getattr(cfg, name)
+        if v is not None and not isinstance(v, bool) and isinstance(v, (int, float)) and not v > low:
+            raise ConfigValueError(name, f"must be > {low:g}, got {v}")
+
+
 def renamed(old: str, new: str, what: str) -> None:
     """A recipe key that was renamed: a config keeps ``old`` as a ``None``-default field only to
     say so and calls this from ``__post_init__`` when it is set; recipe validation reports the
@@ -256,4 +275,5 @@ def renamed(old: str, new: str, what: str) -> None:
 __all__ = [
     "Ramp", "InputPath", "InputFile", "Component", "ComponentSpec", "component_default", "Optional",
     "Steps", "StepCount", "steps_floor", "scale_steps", "step_count_marker", "renamed", "ConfigValueError",
+    "at_least", "above",
 ]

@@ -27,6 +27,7 @@ KINDS = (
     "representation",
     "rasterizer",
     "deformer",
+    "tracker",
     "loss",
     "scheduler",
 )
@@ -328,6 +329,47 @@ class Deformer(ABC):
             return lr0
         f = min(max(step / total, 0.0), 1.0)
         return math.exp(math.log(lr0) * (1 - f) + math.log(lr1) * f)
+
+
+# ------------------------------------------------------------------------------- tracker
+@dataclass
+class Tracks:
+    """2D point tracks over a video of T frames.
+
+    Attributes:
+        queries: ``[Q,3]`` float ``(frame index, x, y)``: where each track starts (is queried).
+        tracks: ``[Q,T,2]`` float ``(x, y)`` pixel positions in every frame. Pixel
+            coordinates as OpenCV, CoTracker and TAPIR give them: the centre of the top-left
+            pixel is ``(0, 0)`` (the rasterizers' pixel centres are at ``+0.5``).
+        visible: ``[Q,T]`` bool: the point is seen (not occluded, inside the frame) there.
+            Where it is False the position is the tracker's guess or anything finite.
+    """
+
+    queries: "torch.Tensor"
+    tracks: "torch.Tensor"
+    visible: "torch.Tensor"
+
+    def __len__(self) -> int:
+        return int(self.tracks.shape[0])
+
+
+class Tracker(ABC):
+    """Frames -> 2D point tracks (the motion stage's track supervision)."""
+
+    @abstractmethod
+    def track(self, frames: "torch.Tensor", queries: Optional["torch.Tensor"] = None) -> Tracks:
+        """Track points through a video.
+
+        Args:
+            frames: ``[T,H,W,3]`` float RGB in [0,1].
+            queries: ``[Q,3]`` ``(frame index, x, y)`` points to track (pixels, centre of the
+                top-left pixel at ``(0, 0)``); None lets the tracker choose (a tracker that
+                reads tracks from a file returns the file's).
+
+        Returns:
+            :class:`Tracks` with ``tracks [Q,T,2]`` and ``visible [Q,T]``; the query frame's
+            position of every track is its query point.
+        """
 
 
 # ---------------------------------------------------------------------------------- loss

@@ -45,10 +45,46 @@ def atomic_path(path: os.PathLike | str, suffix: Optional[str] = None) -> Iterat
         # mkstemp makes 0600 files; outputs follow the umask like any other file the user writes
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
-    except BaseException:
+        _journal(path)
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.errno is not None and not exc.filename:
+            exc.filename = str(path)  # a writer's EFBIG/ENOSPC often names no file: this is the one
         raise
+
+
+#: a run folder's record of the files fourreal wrote in it (one relative path a line), so a
+#: rerun removes from a leftover ``.partial`` or checkpoint folder only what fourreal wrote
+JOURNAL = ".fourreal-written"
+
+
+def _journal(path: Path) -> None:
+    """Append ``path`` to the journal of the folder above it that keeps one (a run folder)."""
+    for parent in list(path.parents)[:8]:
+        j = parent / JOURNAL
+        if j.is_file():
+            try:
+                with open(j, "a") as f:
+                    f.write(path.relative_to(parent).as_posix() + "\n")
+            except OSError:
+                pass  # the journal only narrows what a rerun may remove; it never blocks a write
+            return
+
+
+def start_journal(folder: Path) -> None:
+    """Make ``folder`` keep a journal of what fourreal writes under it (see :func:`written_files`)."""
+    j = Path(folder) / JOURNAL
+    if not j.exists():
+        j.touch()
+
+
+def written_files(folder: Path) -> set[str]:
+    """Relative paths (posix) fourreal recorded writing under ``folder``'s journal."""
+    try:
+        return set(filter(None, (Path(folder) / JOURNAL).read_text().splitlines()))
+    except (OSError, UnicodeDecodeError):
+        return set()
 
 
 def write_text(path: os.PathLike | str, text: str) -> None:

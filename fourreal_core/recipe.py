@@ -57,6 +57,11 @@ class Recipe:
     #: can tell a parameter it lacks that the user set from one a newer version defaulted
     written: frozenset = field(default=frozenset(), repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, bool) and isinstance(self.seed, int) and not 0 <= self.seed < 2**63:
+            # torch.manual_seed takes 64 bits; stage k is seeded with seed + k
+            raise ConfigValueError("seed", f"must be an integer in [0, 2^63), got {self.seed}")
+
     @property
     def recipe_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
@@ -74,13 +79,28 @@ class _Override:
 
     def parsed(self) -> Any:
         try:
-            return yaml.safe_load(self.text)
+            return yaml.load(self.text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader
+        except StrictYAMLError as exc:
+            raise RecipeError(f"--set {self.key}: {exc}") from None
         except yaml.YAMLError:
             return self.text
 
 
 # ---------------------------------------------------------------------------- loading
-class DuplicateKeyError(Exception):
+class StrictYAMLError(Exception):
+    """A YAML file :class:`StrictLoader` refuses; ``str()`` starts with ``line N:``."""
+
+
+#: at most this many values after expanding aliases (a recipe holds hundreds; a
+#: "billion laughs" alias bomb expands nine aliases nine times over to 9^9 values)
+MAX_YAML_VALUES = 1_000_000
+
+
+class AliasBombError(StrictYAMLError):
+    """Aliases that expand to more than :data:`MAX_YAML_VALUES` values."""
+
+
+class DuplicateKeyError(StrictYAMLError):
     """A key written twice in one YAML mapping (``str()``: ``line 12: duplicate key 'x' (first
     at line 9)``)."""
 
@@ -92,6 +112,14 @@ class DuplicateKeyError(Exception):
 class StrictLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a key written twice in one mapping (PyYAML keeps the
     last one silently). Keys a ``<<`` merge brings in may still be overridden, as YAML says."""
+
+    def construct_document(self, node):  # type: ignore[override]
+        """Refuse before constructing when the aliases would expand past :data:`MAX_YAML_VALUES`
+        (PyYAML shares an aliased object, but validating, dumping or fingerprinting the recipe
+        walks every copy: a 9^9 alias bomb ran for a minute and ended as "out of memory")."""
+        if node is not None:
+            check_alias_expansion(node)
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):  # type: ignore[override]
         if isinstance(node, yaml.MappingNode):
@@ -111,6 +139,41 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def check_alias_expansion(root: "yaml.Node", limit: int = MAX_YAML_VALUES) -> None:
+    """:class:`AliasBombError` naming the line of the largest expansion when the document
+    composed as ``root`` would hold more than ``limit`` values once its aliases are expanded.
+    Counted over the composed node graph with one entry per distinct node, so the check
+    costs time linear in the file, never in the expansion."""
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        sizes[key] = 1  # a recursive alias (a node inside itself) counts once, never loops
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            total = 1
+        sizes[key] = min(total, 1 << 62)
+        return sizes[key]
+
+    try:
+        total = size(root)
+    except RecursionError:
+        raise AliasBombError(f"line {root.start_mark.line + 1}: YAML nested too deeply; refusing") from None
+    if total <= limit:
+        return
+    worst, where = root, ""
+    if isinstance(root, yaml.MappingNode) and root.value:  # name the top-level key that expands most
+        key, worst = max(root.value, key=lambda kv: sizes.get(id(kv[1]), 1))
+        where = f" ({key.value})" if isinstance(key, yaml.ScalarNode) else ""
+    raise AliasBombError(f"line {worst.start_mark.line + 1}{where}: YAML aliases expand to {total:.3g} values "
+                         f"(more than {limit:,}); refusing to expand them (an alias bomb?)")
+
+
 def load_yaml(path: Path) -> Any:
     path = Path(path)
     if not path.exists():
@@ -125,7 +188,7 @@ def load_yaml(path: Path) -> Any:
                           "save the recipe as UTF-8") from None
     try:
         data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader
-    except DuplicateKeyError as exc:
+    except StrictYAMLError as exc:
         raise RecipeError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -19,6 +19,7 @@ and a training stage resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .errors import RunDirError
-from .io import load_tensors, save_tensors, strict_json_dumps, write_json, write_text
+from .io import load_tensors, save_tensors, start_journal, strict_json_dumps, write_json, write_text, written_files
 from .lock import LOCK_FILE, FolderLock
 
 if TYPE_CHECKING:
@@ -336,6 +337,80 @@ def _short(v: Any) -> str:
 
 #: run.json key: ``{stage folder name: {relative file path: size in bytes}}`` of finished stages
 OUTPUTS_KEY = "outputs"
+#: run.json key: ``{stage folder name: {param path: digest}}`` of the input files a finished
+#: stage read (its InputPath params), so a rerun notices a fixed input
+INPUTS_KEY = "inputs"
+
+
+def input_paths(obj: Any, prefix: str = "") -> dict[str, str]:
+    """``{param path: path}`` of every ``InputPath`` / ``InputFile`` value set in a config
+    dataclass (nested configs and components included)."""
+    import dataclasses
+    import typing
+
+    from .config import ComponentSpec, _InputPathMarker
+
+    out: dict[str, str] = {}
+    if isinstance(obj, ComponentSpec):
+        return input_paths(obj.params, f"{prefix}.params" if prefix else "params")
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(input_paths(v, f"{prefix}[{i}]"))
+        return out
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return out
+    try:
+        hints = typing.get_type_hints(type(obj), include_extras=True)
+    except Exception:  # noqa: BLE001 - a plugin's annotations that do not resolve: nothing to fingerprint
+        return out
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name, None)
+        sub = f"{prefix}.{f.name}" if prefix else f.name
+        if isinstance(value, str) and value and "_InputPathMarker" in repr(hints.get(f.name)):
+            out[sub] = value
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            out.update(input_paths(value, sub))
+    return out
+
+
+def input_digest(path: str | os.PathLike) -> str:
+    """A fingerprint of an input: a file's sha256 (size and mtime above 512 MB); a folder's
+    JSON files (capture metadata, transforms) by content and every file below it by relative
+    path and size (an image replaced by one of the same size is not noticed); ``missing``."""
+    p = Path(path)
+    h = hashlib.sha256()
+
+    def add_file(f: Path) -> None:
+        st = f.stat()
+        if st.st_size > 512 * 2**20:
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+            return
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+
+    try:
+        if p.is_file():
+            add_file(p)
+        elif p.is_dir():
+            for i, f in enumerate(sorted(p.rglob("*"))):
+                if i > 200_000:
+                    break
+                if f.is_file():
+                    rel = f.relative_to(p).as_posix()
+                    h.update(f"{rel}:{f.stat().st_size}\n".encode())
+                    if f.suffix == ".json" and f.parent == p:
+                        add_file(f)
+        else:
+            return "missing"
+    except OSError:
+        return "unreadable"
+    return h.hexdigest()[:16]
+
+
+def stage_inputs(spec: Any) -> dict[str, str]:
+    """``{param path: digest}`` of a stage's input files (see :func:`input_digest`)."""
+    return {k: input_digest(v) for k, v in sorted(input_paths(spec).items())}
 
 
 def output_sizes(folder: Path) -> dict[str, int]:
@@ -370,6 +445,83 @@ def output_problem(folder: Path, run_info: Mapping) -> Optional[str]:
     return None
 
 
+def files_not_written(folder: Path, run_dir: Path, since: float) -> list[str]:
+    """Files under ``folder`` that fourreal did not write: not in the run's journal
+    (:data:`~fourreal_core.io.JOURNAL`) and modified after ``since`` (the time the previous
+    attempt last logged; older files are its own, written by a plugin outside
+    ``fourreal_core.io``, or by a run made before the journal). Relative to the run folder."""
+    folder, run_dir = Path(folder), Path(run_dir)
+    if not folder.is_dir():
+        return []
+    ours = written_files(run_dir)
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_dir() and not p.is_symlink():
+            continue
+        rel = p.relative_to(run_dir).as_posix()
+        try:
+            mtime = p.lstat().st_mtime
+        except OSError:
+            continue
+        if rel not in ours and mtime > since:
+            out.append(rel)
+    return out
+
+
+def last_logged(run_dir: Path, **match: Any) -> float:
+    """Time of the last ``log.jsonl`` event whose fields include ``match`` (``stage="canonical"``),
+    0 when none: files an interrupted attempt of that stage left are no newer than this (or
+    are in the journal); a file newer than it and not in the journal was put there since."""
+    last = 0.0
+    try:
+        with open(Path(run_dir) / "log.jsonl") as f:
+            for line in f:
+                if not all(f'"{v}"' in line for v in match.values()):
+                    continue  # most lines are about something else: skip the JSON parse
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and all(rec.get(k) == v for k, v in match.items()):
+                    t = rec.get("time")
+                    last = max(last, float(t)) if isinstance(t, (int, float)) else last
+    except OSError:
+        pass
+    return last
+
+
+def remove_own(folder: Path, run_dir: Path, since: float, what: str) -> None:
+    """Remove ``folder`` (a leftover of an interrupted attempt), or, when it holds files fourreal
+    did not write, stop with a :class:`RunDirError` naming them and touch nothing."""
+    foreign = files_not_written(folder, run_dir, since)
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise RunDirError(
+            f"{Path(run_dir) / Path(folder).relative_to(run_dir)}: {what} holds files fourreal did not write "
+            f"({', '.join(foreign[:3])}{more}); a rerun would remove them -- move them out of the run folder and "
+            "rerun (nothing was removed)")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_run_info(run_json: Path) -> dict:
+    """The JSON object of a run's ``run.json``; :class:`RunDirError` naming the file when it is
+    unreadable, not JSON, or not an object (a list, a string: a run record edited or replaced
+    by something else, which a rerun must not trust)."""
+    try:
+        info = json.loads(Path(run_json).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:80]
+        raise RunDirError(f"{run_json}: unreadable ({why}); restore it or choose another --out") from None
+    if not isinstance(info, dict):
+        raise RunDirError(f"{run_json}: not a fourreal run record (a JSON {_json_kind(info)}, expected an object); "
+                          "restore it or choose another --out")
+    return info
+
+
+def _json_kind(v: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(v), "null")
+
+
 class RunDir:
     """A run folder bound to one resolved recipe."""
 
@@ -381,6 +533,7 @@ class RunDir:
         self.fingerprint = fingerprint
         self.recipe_name = recipe_name
         self.stages = stages if stages is not None else []
+        self.since: dict[str, float] = {}  # stage label -> when its previous attempt last logged
 
     def check_usable(self) -> None:
         """Refuse (writing nothing) a path that is a file or a non-empty folder that is not a
@@ -402,21 +555,21 @@ class RunDir:
         self.check_usable()
         run_json = self.path / "run.json"
         notices: list[str] = []
+
         if run_json.exists():
-            try:
-                info = json.loads(run_json.read_text())
-            except (OSError, ValueError) as exc:
-                raise RunDirError(f"{run_json}: unreadable ({exc}); choose another --out") from None
+            info = read_run_info(run_json)
             if info.get("fingerprint") != self.fingerprint:
                 notices = self._accept_changed_recipe(info)
         (self.path / "stages").mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)
+        start_journal(self.path)
         if notices or not (self.path / "recipe.yaml").exists():
             write_text(self.path / "recipe.yaml", self.resolved_yaml)
         if notices or not run_json.exists():
-            kept = self._run_info().get(OUTPUTS_KEY)  # the finished stages' files (kept stages stay checked)
+            old = self._run_info()  # the finished stages' files and inputs (kept stages stay checked)
+            kept = {k: old[k] for k in (OUTPUTS_KEY, INPUTS_KEY) if isinstance(old.get(k), dict)}
             write_json(run_json, {"recipe": self.recipe_name, "fingerprint": self.fingerprint, "stages": self.stages,
-                                  **({OUTPUTS_KEY: kept} if isinstance(kept, dict) else {})})
+                                  **kept})
         return notices
 
     def _run_info(self) -> dict:
@@ -472,7 +625,8 @@ class RunDir:
                 if isinstance(st, dict):
                     ck = self.checkpoint_dir(k + 1, str(st.get("label")))
                     if ck.exists():
-                        shutil.rmtree(ck)
+                        remove_own(ck, self.path, last_logged(self.path, stage=str(st.get("label"))),
+                                   "the checkpoint folder of a changed stage")
         label = self.stages[first]["label"] if first < len(self.stages) else "?"
         return [
             f"recipe changed since the last attempt ({what}); finished stages before stage {first + 1} are kept, "
@@ -497,19 +651,67 @@ class RunDir:
     def is_complete(self, index: int, name: str) -> bool:
         return self.final_dir(index, name).is_dir()
 
-    def finish(self, index: int, name: str) -> Path:
+    def finish(self, index: int, name: str, inputs: Optional[dict] = None) -> Path:
         """Atomically publish a stage's partial folder as complete, after recording its files
-        and their sizes in ``run.json`` (what :meth:`check_outputs` compares a rerun against)."""
+        and their sizes in ``run.json`` (what :meth:`check_outputs` compares a rerun against),
+        and the fingerprints of the input files it read (``inputs``, :func:`stage_inputs`)."""
         final = self.final_dir(index, name)
         partial = self.partial_dir(index, name)
         info = self._run_info()
         if info:
             outputs = info.get(OUTPUTS_KEY) if isinstance(info.get(OUTPUTS_KEY), dict) else {}
             outputs[final.name] = output_sizes(partial)
-            write_json(self.path / "run.json", {**info, OUTPUTS_KEY: outputs})
+            recorded = info.get(INPUTS_KEY) if isinstance(info.get(INPUTS_KEY), dict) else {}
+            if inputs:
+                recorded[final.name] = inputs
+            write_json(self.path / "run.json", {**info, OUTPUTS_KEY: outputs,
+                                                **({INPUTS_KEY: recorded} if recorded else {})})
         os.replace(partial, final)
-        shutil.rmtree(self.checkpoint_dir(index, name), ignore_errors=True)
+        ck = self.checkpoint_dir(index, name)
+        since = self.since.get(name, 0.0)
+        if not files_not_written(ck, self.path, since):
+            shutil.rmtree(ck, ignore_errors=True)
+        else:  # only fourreal's own checkpoints go; the folder stays with what someone else put there
+            ours = written_files(self.path)
+            for p in ck.glob("step_*.safetensors"):
+                if p.relative_to(self.path).as_posix() in ours or p.stat().st_mtime <= since:
+                    p.unlink(missing_ok=True)
         return final
+
+    def changed_inputs(self, index: int, name: str, spec: Any) -> list[str]:
+        """Param paths of a finished stage whose input files changed since it finished (empty
+        for a run made before fourreal recorded them)."""
+        info = self._run_info()
+        rec = info.get(INPUTS_KEY, {}).get(self.final_dir(index, name).name) if isinstance(
+            info.get(INPUTS_KEY), dict) else None
+        if not isinstance(rec, dict):
+            return []
+        now = stage_inputs(spec)
+        return [k for k in sorted(set(rec) | set(now)) if rec.get(k) != now.get(k)]
+
+    def unpublish(self, labels: list[tuple[int, str]]) -> None:
+        """Remove finished stages (their folders and run.json records) so they run again --
+        only when each folder holds exactly the files fourreal recorded there; a file added
+        since stops it with a :class:`RunDirError`, nothing removed."""
+        info = self._run_info()
+        outputs = info.get(OUTPUTS_KEY) if isinstance(info.get(OUTPUTS_KEY), dict) else {}
+        for index, name in labels:
+            folder = self.final_dir(index, name)
+            recorded = outputs.get(folder.name)
+            extra = sorted(set(output_sizes(folder)) - set(recorded)) if isinstance(recorded, dict) else ["?"]
+            if extra:
+                shown = "its files were not recorded" if extra == ["?"] else \
+                    f"it holds files fourreal did not write ({', '.join(extra[:3])})"
+                raise RunDirError(f"{self.path}: stage {index} {name} must run again (its input changed), but {shown}; "
+                                  f"move them out of {folder.relative_to(self.path).as_posix()} or delete the folder, "
+                                  "and rerun (nothing was removed)")
+        for index, name in labels:
+            folder = self.final_dir(index, name)
+            shutil.rmtree(folder)
+            outputs.pop(folder.name, None)
+            if isinstance(info.get(INPUTS_KEY), dict):
+                info[INPUTS_KEY].pop(folder.name, None)
+        write_json(self.path / "run.json", {**info, OUTPUTS_KEY: outputs})
 
     def check_outputs(self, index: int, name: str) -> None:
         """Refuse to reuse a finished stage whose recorded output files are gone or changed size
@@ -586,6 +788,16 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
         log("notice", message=line)
         _say(console, f"note: {line}")
     stage_dirs: dict[str, Path] = {}
+    for index, spec in enumerate(recipe.stages, start=1):  # a fixed input re-runs its stage and the later ones
+        changed = run.changed_inputs(index, spec.label, spec) if run.is_complete(index, spec.label) else []
+        if changed:
+            later = [(k, s.label) for k, s in enumerate(recipe.stages, start=1) if k >= index and run.is_complete(k, s.label)]
+            run.unpublish(later)
+            line = (f"input changed since stage {index} {spec.label} finished ({', '.join(changed[:3])}); stage "
+                    f"{index} {spec.label} and the later finished stages run again")
+            log("notice", message=line)
+            _say(console, f"note: {line}")
+            break
     for index, spec in enumerate(recipe.stages, start=1):
         name = spec.label
         if run.is_complete(index, name):
@@ -596,12 +808,15 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
                 console.print(f"[dim]stage {index} {name}: already complete, skipped[/dim]")
             continue
         partial = run.partial_dir(index, name)
-        shutil.rmtree(partial, ignore_errors=True)  # leftovers of an interrupted attempt (we hold the lock)
+        # leftovers of an interrupted attempt (we hold the lock); anyone else's files stop the run
+        run.since[name] = last_logged(run.path, stage=name)
+        remove_own(partial, run.path, run.since[name], "the unfinished stage folder")
         partial.mkdir(parents=True)
         seed = recipe.seed + index
         random.seed(seed)
         np.random.seed(seed % (2**32))
         torch.manual_seed(seed)
+        inputs = stage_inputs(spec)  # as the stage reads them (recorded when it finishes)
         stage = spec.build(registry)
         ctx = StageContext(
             name=name,
@@ -622,9 +837,9 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
             console.print(f"[bold cyan]stage {index} {name}[/bold cyan]")
         t0 = time.perf_counter()
         log("stage_start", stage=name, index=index)
-        with stage_errors(f"stage {index} {name}", dev):
+        with stage_errors(f"stage {index} {name}", dev, partial):
             stage.run(ctx)
-        final = run.finish(index, name)
+        final = run.finish(index, name, inputs)
         stage_dirs[name] = final
         log("stage_end", stage=name, index=index, seconds=round(time.perf_counter() - t0, 3))
     log("run_end", recipe=recipe.name)
@@ -643,32 +858,47 @@ def _say(console: Any, line: str) -> None:
 
 
 class stage_errors:
-    """Turn out-of-memory inside a stage into one line naming the stage and what to lower."""
+    """Turn failures of the machine inside a stage into one line naming the stage: out of
+    memory (and what to lower), and OS errors -- a full disk, a file-size limit, too many open
+    files, a shared library that could not be mapped -- with the path (or, when the error names
+    none, the stage's output folder ``folder``)."""
 
-    def __init__(self, where: str, device: Any) -> None:
+    def __init__(self, where: str, device: Any, folder: Optional[Path] = None) -> None:
         self.where = where
         self.device = device
+        self.folder = folder
 
     def __enter__(self) -> "stage_errors":
         return self
 
     def __exit__(self, typ, exc, tb) -> bool:
-        if exc is None or not is_out_of_memory(exc):
-            return False
-        from .errors import FourRealError
+        from .errors import FourRealError, environment_error
 
-        kind = "CUDA" if "cuda" in str(self.device) or "CUDA" in str(exc) else str(self.device).upper()
-        raise FourRealError(
-            f"{self.where}: out of {kind} memory; lower the resolution (height/width), "
-            "densify.max_gaussians, or the frames per SDS video (num_frames); finished stages and "
-            "checkpoints are kept"
-        ) from exc
+        if exc is None or isinstance(exc, FourRealError) or not isinstance(exc, Exception):
+            return False
+        if is_out_of_memory(exc):
+            kind = "CUDA" if "cuda" in str(self.device) or "CUDA" in str(exc) else str(self.device).upper()
+            raise FourRealError(
+                f"{self.where}: out of {kind} memory; lower the resolution (height/width), "
+                "densify.max_gaussians, or the frames per SDS video (num_frames); finished stages and "
+                "checkpoints are kept"
+            ) from exc
+        if not isinstance(exc, (OSError, ImportError)):
+            return False
+        line = environment_error(exc)
+        if line is None:
+            return False
+        if isinstance(exc, OSError) and not exc.filename and self.folder is not None:
+            line = f"writing into {self.folder}: {line}"
+        raise FourRealError(f"{self.where}: {line}") from exc
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
     if isinstance(exc, MemoryError) or isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and (

@@ -17,6 +17,8 @@ imageio / imageio-ffmpeg are imported inside the functions so importing this mod
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import re
 from pathlib import Path
@@ -557,28 +559,59 @@ def write_video(
             iio.imwrite(tmp, arr, extension=".gif", duration=1000.0 / fps, loop=0)
         return path
 
+    with atomic_path(path) as tmp:
+        _ffmpeg_encode(arr, tmp, fps, crf, path)
+    return path
+
+
+def _ffmpeg_encode(arr, tmp: Path, fps: float, crf: int, path: Path) -> None:
+    """Pipe ``arr`` ``[N,H,W,3]`` uint8 into ffmpeg (libx264, yuv420p), the command
+    imageio-ffmpeg's ``write_frames`` builds. Run here rather than through ``write_frames``
+    because that writer does not check ffmpeg's exit status (ffmpeg killed by the file-size
+    limit left a truncated mp4 and exit 0) and lets ffmpeg print to our stderr (a full disk
+    gave lines after fourreal's one error line). A failure becomes an ``OSError`` naming
+    ``path`` (ENOSPC, EFBIG) or an :class:`InputError`-like one-line error."""
+    import errno
+    import signal
+    import subprocess
+    import tempfile
+    from fractions import Fraction
+
     import imageio_ffmpeg
 
-    with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp),
-            (w, h),
-            fps=fps,
-            codec="libx264",
-            pix_fmt_in="rgb24",
-            pix_fmt_out="yuv420p",
-            quality=None,
-            macro_block_size=1,
-            ffmpeg_log_level="error",
-            output_params=["-crf", str(int(crf)), "-preset", "medium", "-movflags", "+faststart"],
-        )
-        writer.send(None)  # start ffmpeg
+    n, h, w, _ = arr.shape
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{w}x{h}",
+           "-pix_fmt", "rgb24", "-r", str(Fraction(fps).limit_denominator()), "-i", "-", "-an",
+           "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-v", "error",
+           "-crf", str(int(crf)), "-preset", "medium", "-movflags", "+faststart", str(tmp)]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
         try:
             for frame in arr:
-                writer.send(frame)
+                proc.stdin.write(frame.tobytes())
+        except (BrokenPipeError, OSError):
+            pass  # ffmpeg died: its exit status and stderr say why
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         finally:
-            writer.close()
-    return path
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        code = proc.wait()
+        err.seek(0)
+        text = err.read().decode("utf-8", "replace")
+    if code == 0:
+        return
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "No space left" in text:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    if "Disk quota" in text:
+        raise OSError(errno.EDQUOT, "Disk quota exceeded", str(path))
+    if code == -signal.SIGXFSZ or "File too large" in text:
+        raise OSError(errno.EFBIG, "File too large", str(path))
+    why = lines[-1][:160] if lines else f"exit status {code}"
+    raise InputError(f"{path}: ffmpeg could not write the video ({why})")
 
 
 def _short(e: BaseException) -> str:

@@ -60,12 +60,13 @@ def variants():
         ("lbs", {"num_bones": 4}, {}, 0.37),
         ("lbs", {"num_bones": 4, "motion": "per_frame"}, {"num_frames": 6, "canonical": 2}, 4),
         ("hexplane", {"resolution": 8, "time_resolution": 5, "features": 4, "width": 16}, {}, 0.37),
+        ("motion_bases", {"num_bases": 4}, {"num_frames": 6, "canonical": 0.4}, 0.37),
     ]
 
 
 def make_variant(name, params, setup, x):
     d = build(name, **params)
-    if name in ("lbs", "hexplane"):
+    if name in ("lbs", "hexplane", "motion_bases"):
         setup = dict(setup, canonical_means=x)
     d.setup(**setup)
     return d
@@ -153,8 +154,8 @@ def test_gradients_reach_every_parameter(variant):
     for pname, p in d.named_parameters():
         if pname == "codes":  # only the codes of the frame used get a gradient
             assert p.grad[t].abs().sum() > 0 and p.grad[setup["canonical"]].abs().sum() == 0
-        elif pname == "frame_params":
-            assert p.grad[t].abs().sum() > 0
+        elif pname == "frame_params":  # a frame index (lbs per_frame) or a time between rows (motion_bases)
+            assert (p.grad[t] if isinstance(t, int) else p.grad).abs().sum() > 0
         else:
             assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
@@ -406,7 +407,8 @@ def test_rendered_fit_of_articulated_motion(name, params, steps, lr, floor):
 # ------------------------------------------------------------------ canonical time (w_t)
 @pytest.mark.parametrize("name,params", [("mlp", {"width": 32}), ("lbs", {"num_bones": 4}),
                                          ("lbs", {"num_bones": 4, "motion": "per_frame"}),
-                                         ("hexplane", {"resolution": 8, "time_resolution": 5, "features": 4})])
+                                         ("hexplane", {"resolution": 8, "time_resolution": 5, "features": 4}),
+                                         ("motion_bases", {"num_bases": 4})])
 def test_temporal_deformation_exactly_zero_at_canonical_time(name, params):
     """setup(canonical=t_c): w_t(x, t_c) is exactly zero whatever the weights (the Deformer
     contract), elsewhere it is not; deform_batch and the mlp's deform_pair agree with deform."""
@@ -425,3 +427,36 @@ def test_temporal_deformation_exactly_zero_at_canonical_time(name, params):
         assert a.dx.requires_grad and not b.dx.requires_grad
         a, b = d.deform_pair(x, t_c, 0.9, quats=q)
         assert torch.count_nonzero(a.dx) == 0
+
+
+# ------------------------------------------------------------------------- motion bases
+def test_motion_bases_init_from_tracks_recovers_rigid_motions():
+    """Two clusters moving rigidly (one turning and translating, one still): init_from_tracks
+    puts each cluster's motion in its basis, so w_t moves every point of a cluster -- tracked
+    or not -- to where it truly is, exactly zero at t_c."""
+    from fourreal_synthetic.scenes import axis_angle_to_matrix
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(80, 3, generator=g) * 0.2 + torch.tensor([2.0, 0.0, 0.0])
+    b = torch.randn(80, 3, generator=g) * 0.2 - torch.tensor([2.0, 0.0, 0.0])
+    x = torch.cat([a, b])
+    T, t_c = 5, 0.25
+    times = torch.linspace(0, 1, T)
+    truth = []
+    for t in times.tolist():
+        R = axis_angle_to_matrix((0.0, 0.0, 1.0), 1.2 * (t - t_c)).float()
+        moved = (a - a.mean(0)) @ R.T + a.mean(0) + torch.tensor([1.5 * (t - t_c), 0.0, 0.3 * (t - t_c)])
+        truth.append(torch.cat([moved, b]))
+    truth = torch.stack(truth, 1)  # [N,T,3]
+    d = build("motion_bases", num_bases=2, weight_mlp_width=0, weight_sigma=0.1)  # near-hard weights
+    d.setup(num_frames=T, canonical=t_c, canonical_means=x)
+    tracked = torch.arange(0, 160, 4)  # a quarter of the points carry tracks
+    vis = torch.ones(len(tracked), T, dtype=torch.bool)
+    vis[::3, 0] = False
+    assert d.init_from_tracks(x[tracked], truth[tracked], vis) == 2 * T
+    for k, t in enumerate(times.tolist()):
+        dx = d.deform(x, t).dx.detach()
+        assert float((x + dx - truth[:, k]).norm(dim=-1).max()) < 2e-3, t
+    assert_all_zero(d.deform(x, t_c))
+    with pytest.raises(TypeError, match="temporal deformer"):
+        d.setup(canonical=2)

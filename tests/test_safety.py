@@ -5,6 +5,7 @@ traceback; for the data-loss cases the victim folder is byte-identical afterward
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import shutil
 import json
@@ -709,3 +710,495 @@ def test_loaded_weights_are_checked_in_one_line(tmp_path):
         Scene4D.load(tmp_path, reg)
     msg = str(exc.value)
     assert "\n" not in msg and str(wpath) in msg and "not a readable safetensors file" in msg
+
+
+# ---------------------------------------------------------- issue 33: loaded inputs checked
+def _capture(root: Path, mutate=None, T: int = 2, C: int = 3, W: int = 8, H: int = 6) -> Path:
+    """A tiny Dynamic-3D-Gaussians capture (C cameras on a ring, T times, WxH PNGs), its
+    train_meta.json changed by ``mutate(root, meta)``."""
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    (root / "ims").mkdir(parents=True)
+    meta = {"w": W, "h": H, "k": [], "w2c": [], "fn": [], "cam_id": []}
+    for t in range(T):
+        for key in ("k", "w2c", "fn", "cam_id"):
+            meta[key].append([])
+        for c in range(C):
+            a = 2 * math.pi * c / C
+            cen = np.array([3 * math.cos(a), 3 * math.sin(a), 0.5])
+            z = -cen / np.linalg.norm(cen)
+            x = np.cross(z, [0, 0, 1.0])
+            x /= np.linalg.norm(x)
+            R = np.stack([x, np.cross(z, x), z])
+            w2c = np.eye(4)
+            w2c[:3, :3], w2c[:3, 3] = R, -R @ cen
+            fn = f"{c}/{t:06d}.png"
+            (root / "ims" / str(c)).mkdir(exist_ok=True)
+            Image.new("RGB", (W, H), (40 * c, 80, 120)).save(root / "ims" / fn)
+            meta["k"][t].append([[10.0, 0, W / 2], [0, 10.0, H / 2], [0, 0, 1]])
+            meta["w2c"][t].append(w2c.tolist())
+            meta["fn"][t].append(fn)
+            meta["cam_id"][t].append(c)
+    if mutate is not None:
+        meta = mutate(root, meta) or meta
+    (root / "train_meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def _set(key, value):
+    def mutate(root, m):
+        m[key] = value
+    return mutate
+
+
+def _resize_image(root, m):
+    from PIL import Image
+
+    Image.new("RGB", (16, 6)).save(root / "ims" / m["fn"][1][2])
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (_set("h", "tall"), "train_meta.json: h must be a positive whole number of pixels, got \"tall\""),
+    (_set("w", 0), "train_meta.json: w must be a positive whole number of pixels, got 0"),
+    (_set("w", 7.5), "train_meta.json: w must be a positive whole number of pixels, got 7.5"),
+    (_set("h", None), "train_meta.json: h must be a positive whole number of pixels, got null"),
+    (lambda r, m: m["fn"].__setitem__(1, m["fn"][1][:2]),
+     "train_meta.json: fn[1] must hold one entry per camera of cam_id[1] (3), got 2 entries"),
+    (lambda r, m: m["k"].__setitem__(0, "abc"), "train_meta.json: k[0] must hold one entry per camera of cam_id[0] (3)"),
+    (lambda r, m: m.update(w2c=m["w2c"][:1]), "train_meta.json: w2c has 1 time steps, cam_id has 2"),
+    (_set("fn", "abc"), "train_meta.json: fn must be a non-empty list with one list per time step"),
+    (lambda r, m: m["k"][1][2][0].__setitem__(0, 0.0),
+     "train_meta.json: k[1][2] (camera 2): focal lengths must be > 0, got fx=0, fy=10"),
+    (lambda r, m: m["k"][0][0][1].__setitem__(1, -10.0),
+     "train_meta.json: k[0][0] (camera 0): focal lengths must be > 0, got fx=10, fy=-10"),
+    (lambda r, m: m["k"][0][1].__setitem__(2, [0, 0, 0]), "train_meta.json: k[0][1] (camera 1): not a pinhole intrinsics"),
+    (lambda r, m: m["k"][0][0][0].__setitem__(0, True), "train_meta.json: k[0][0] (camera 0): expected a 3x3 matrix of numbers"),
+    (lambda r, m: m["w2c"][0].__setitem__(1, [[0, 0, 0, 0]] * 3 + [[0, 0, 0, 1]]),
+     "train_meta.json: w2c[0][1] (camera 1): not a camera pose (its rotation part is not a rotation: det 0"),
+    (lambda r, m: m["w2c"][1][0].__setitem__(3, [0, 0, 0, 0]),
+     "train_meta.json: w2c[1][0] (camera 0): last row must be [0, 0, 0, 1]"),
+    (lambda r, m: m["w2c"][0][2][1].__setitem__(1, float("nan")), "train_meta.json: w2c[0][2] (camera 2): holds a non-finite number"),
+    (lambda r, m: m["cam_id"][0].__setitem__(1, 0), "train_meta.json: cam_id[0][1]: camera 0 appears twice at time 0"),
+    (lambda r, m: m["fn"][0].__setitem__(0, 5), "train_meta.json: fn[0][0] must be an image path under ims/, got 5"),
+    (lambda r, m: [1, 2], "train_meta.json: expected a JSON object with w, h, k, w2c, fn, cam_id, got a list"),
+])
+def test_bad_capture_metadata_is_one_line(tmp_path, mutate, expected):
+    """Capture metadata is checked entry by entry: each mistake is one line naming the file and
+    the entry (these ended as IndexError / ValueError / ZeroDivisionError, or trained on a
+    camera with fx = 0, a singular w2c or a negative focal length with exit 0)."""
+    from fourreal_core.errors import InputError
+    from fourreal_poses.multicam import read_capture
+
+    root = _capture(tmp_path / "cap", mutate)
+    with pytest.raises(InputError) as exc:
+        read_capture(root)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(str(root / expected.split(":")[0]) + ":"), msg
+    assert expected.split(": ", 1)[1] in msg, msg
+
+
+def test_a_good_capture_still_loads_and_a_frame_at_another_size_is_not_stretched(tmp_path):
+    from fourreal_core.errors import InputError
+    from fourreal_poses.multicam import read_capture
+
+    cap = read_capture(_capture(tmp_path / "good"))
+    assert cap.cameras == ["0", "1", "2"] and cap.num_times == 2 and (cap.width, cap.height) == (8, 6)
+    assert cap.frames("2", [0, 1], 6, 8).shape == (2, 6, 8, 3)
+    root = _capture(tmp_path / "cap", _resize_image)
+    cap = read_capture(root)
+    cap.frames("2", [0], 3, 4)  # the other frames are fine
+    with pytest.raises(InputError) as exc:
+        cap.frames("2", [0, 1], 3, 4)
+    assert str(exc.value) == (f"{root / 'ims' / '2' / '000001.png'}: camera 2 time 1: image is 16x6, but the capture's "
+                              "meta file declares 8x6 (w x h); resize it or fix w/h (not stretched)")
+
+
+def test_bad_capture_through_the_cli(cli, tmp_path):
+    _capture(tmp_path / "cap", _set("h", "tall"))
+    (tmp_path / "r.yaml").write_text("name: mc\ndevice: cpu\nstages:\n  - name: multicam\n"
+                                     "    params: {capture: cap, long_side: 8, points: frustum, fill_points: 50}\n")
+    res = cli("run", "r.yaml", "--out", "run", env=fourreal_env(extra_modules=""))
+    _one_line_error(res, str(tmp_path / "cap" / "train_meta.json") + ": h must be a positive whole number of pixels")
+
+
+@pytest.mark.parametrize("write,expected", [
+    (lambda p: p.write_bytes(b"PK\x03\x04garbage"), "cannot read points (BadZipFile: File is not a zip file)"),
+    (lambda p: p.write_bytes(b""), "cannot read points ("),
+    (lambda p: __import__("numpy").savez(p, data=__import__("numpy").zeros((0, 7))), "holds no points"),
+    (lambda p: __import__("numpy").savez(p, data=__import__("numpy").full((4, 7), float("nan"))),
+     "points hold non-finite coordinates"),
+    (lambda p: __import__("numpy").savez(p, data=__import__("numpy").zeros((4,))), "'data' must be [N,>=6] (xyz, rgb), got [4]"),
+])
+def test_corrupt_init_pt_cld(tmp_path, write, expected):
+    from fourreal_core.errors import InputError
+    from fourreal_poses.triangulate import read_points_file
+
+    path = tmp_path / "init_pt_cld.npz"
+    write(path)
+    with pytest.raises(InputError) as exc:
+        read_points_file(path)
+    assert str(exc.value).startswith(f"{path}: {expected}"), str(exc.value)
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\nend_header\n",
+     "holds no points (element vertex 0)"),
+    (b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nproperty float red\n"
+     b"property float green\nproperty float blue\nend_header\n0 0 0 1 1 1\n0 0 0 nan 1 1\n",
+     "point 1 has a non-finite colour (1 of 2 points)"),
+])
+def test_points_ply_attributes_checked(tmp_path, content, expected):
+    from fourreal_core.errors import InputError
+    from fourreal_stages.common import read_points
+
+    (tmp_path / "p.ply").write_bytes(content)
+    with pytest.raises(InputError) as exc:
+        read_points(tmp_path / "p.ply")
+    assert str(exc.value) == f"{tmp_path / 'p.ply'}: {expected}"
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda d: d["frames"][1].update(time=5.0), "t.json: frames[1].time must be in [0, 1] (D-NeRF convention), got 5.0"),
+    (lambda d: d["frames"][0].update(time=-0.1), "t.json: frames[0].time must be in [0, 1] (D-NeRF convention), got -0.1"),
+    (lambda d: d.update(w=16), "t.json: frames[0]: image img.png is 8x8, but the file declares w=16, h=8 (another aspect"),
+])
+def test_transforms_times_in_range_and_no_stretch(tmp_path, mutate, expected):
+    from fourreal_core.errors import InputError
+    from fourreal_poses.transforms_json import load_transforms
+
+    path = _transforms(tmp_path, mutate)
+    with pytest.raises(InputError) as exc:
+        load_transforms(path)
+    assert str(exc.value).startswith(str(path) + expected[len("t.json"):]), str(exc.value)
+    ok = _transforms(tmp_path, lambda d: d.update(w=16, h=16))  # a half-size copy: intrinsics scaled
+    assert float(load_transforms(ok).cameras.Ks[0, 0, 0]) == pytest.approx(5.0)
+
+
+def test_eval_without_times_says_so(tmp_path):
+    """Held-out views without ``time`` are scored at t_c -- and the notes say so."""
+    import torch
+
+    from fourreal_core.recipe import component_from_plain
+    from fourreal_core.registry import get_registry
+    from fourreal_core.types import Cameras, PosedVideo, Video
+    from fourreal_stages.evaluate import evaluate_views
+    from fourreal_stages.scene4d import Scene4D
+
+    reg = get_registry()
+    rep = component_from_plain("representation", {"name": "gaussians", "params": {}}, reg)
+    model = rep.build(reg)
+    model.init_random_box(n=50, extent=1.0, seed=0)
+    scene = Scene4D(model, None, torch.zeros(3), times=torch.linspace(0, 1, 5), canonical_frame=2,
+                    representation_spec=rep)
+    vm = torch.eye(4)
+    vm[2, 3] = 4.0
+    K = torch.tensor([[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]])
+    views = PosedVideo(Video(torch.rand(2, 8, 8, 3)), Cameras(vm.expand(2, 4, 4).clone(), K.expand(2, 3, 3).clone(), 8, 8),
+                       meta={"source": "test.json", "warnings": []})
+    rast = component_from_plain("rasterizer", {"name": "torch", "params": {}}, reg).build(reg)
+    res = evaluate_views(scene, rast, views, lpips=False)
+    assert "test.json: frames have no 'time'; every view was scored at the canonical time t_c = 0.5" in res["notes"]
+    assert [r["time"] for r in res["per_frame"]] == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("kind,params,expected", [
+    ("deformer", {"name": "mlp", "params": {"width": 0}}, "params.width: must be >= 1, got 0"),
+    ("deformer", {"name": "mlp", "params": {"depth": -2}}, "params.depth: must be >= 1, got -2"),
+    ("deformer", {"name": "hexplane", "params": {"multires": []}}, "params.multires: must be a non-empty list of scales"),
+    ("deformer", {"name": "hexplane", "params": {"resolution": 1}}, "params.resolution: must be >= 2, got 1"),
+    ("deformer", {"name": "lbs", "params": {"num_bones": 0}}, "params.num_bones: must be >= 1, got 0"),
+    ("stage", {"name": "export", "params": {"orbit_frames": -3}}, "params.orbit_frames: must be >= 1, got -3"),
+    ("stage", {"name": "export", "params": {"num_times": -1}}, "params.num_times: must be >= 0, got -1"),
+    ("stage", {"name": "export", "params": {"fps": 0}}, "params.fps: must be > 0, got 0"),
+    ("stage", {"name": "eval", "params": {"height": -5}}, "params.height: must be >= 1, got -5"),
+    ("stage", {"name": "multicam", "params": {"stride": 0}}, "params.stride: must be >= 1, got 0"),
+    ("representation", {"name": "gaussians", "params": {"sh_degree": 4}}, "params.sh_degree: must be 0, 1, 2 or 3"),
+    ("representation", {"name": "gaussians", "params": {"init_opacity": 1.5}}, "params.init_opacity: must be < 1"),
+    ("representation", {"name": "gaussians", "params": {"densify": {"max_gaussians": -5}}},
+     "params.densify.max_gaussians: must be >= 0, got -5"),
+    ("representation", {"name": "gaussians", "params": {"densify": {"split_into": 1}}},
+     "params.densify.split_into: must be >= 2, got 1"),
+])
+def test_counts_and_sizes_are_validated(kind, params, expected):
+    from fourreal_core.errors import RecipeError
+    from fourreal_core.recipe import component_from_plain
+    from fourreal_core.registry import get_registry
+
+    with pytest.raises(RecipeError) as exc:
+        component_from_plain(kind, params, get_registry(), source="r.yaml")
+    assert str(exc.value) == f"r.yaml: {expected}" or str(exc.value).startswith(f"r.yaml: {expected}"), str(exc.value)
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["export", "run", "--orbit-frames", "-3"], "fourreal export: params.orbit_frames: must be >= 1, got -3"),
+    (["eval", "run", "--against", "r.yaml", "--height", "-5"], "fourreal eval: params.height: must be >= 1, got -5"),
+])
+def test_adhoc_options_out_of_range(cli, toy_run, args, expected):
+    _one_line_error(cli(*args), expected)
+    assert not (toy_run / "export").exists() and not (toy_run / "eval").exists()
+
+
+@pytest.mark.parametrize("seed", ["100000000000000000000000", "-1", "9223372036854775808"])
+def test_seed_beyond_64_bits(cli, tmp_path, seed):
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    _one_line_error(cli("validate", "r.yaml", "--set", f"seed={seed}"), f"r.yaml: seed: must be an integer in [0, 2^63), got {seed}")
+
+
+@pytest.mark.parametrize("content,kind", [("[1, 2]\n", "list"), ('"x"\n', "string")])
+def test_run_json_that_is_not_an_object(cli, toy_run, content, kind):
+    (toy_run / "run.json").write_text(content)
+    before = _snapshot(toy_run / "stages")
+    expected = f"run/run.json: not a fourreal run record (a JSON {kind}, expected an object)"
+    _one_line_error(cli("run", "r.yaml", "--out", "run"), expected)
+    _one_line_error(cli("export", "run"), expected)
+    assert _snapshot(toy_run / "stages") == before and (toy_run / "run.json").read_text() == content
+    assert not (toy_run / "export").exists()
+
+
+def test_yaml_alias_bomb_is_refused_quickly(cli, tmp_path):
+    lines = ['name: toy', 'x0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"x{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    lines += ["stages:", "  - name: count", "    id: *a8", "    params: {steps: 1, trace: t.txt}"]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    res = cli("validate", "bomb.yaml")
+    _one_line_error(res, "bomb.yaml: line 12 (stages): YAML aliases expand to 9.26e+08 values (more than 1,000,000)")
+    assert time.perf_counter() - t0 < 20
+    from fourreal_core.recipe import load_yaml
+
+    (tmp_path / "ok.yaml").write_text("a: &x [1, 2]\nb: [*x, *x]\n")
+    assert load_yaml(tmp_path / "ok.yaml") == {"a": [1, 2], "b": [[1, 2], [1, 2]]}  # aliases still work
+
+
+# ------------------------------------------------------- issue 33: errors from the machine
+@pytest.mark.parametrize("err,expected", [
+    (errno.ENOSPC, "no space left on the disk"),
+    (errno.EFBIG, "file too large for this filesystem or the file-size limit (ulimit -f)"),
+    (errno.EMFILE, "too many open files for this process (ulimit -n)"),
+    (errno.EDQUOT, "disk quota exceeded"),
+    (errno.EIO, "input/output error from the disk"),
+])
+def test_os_errors_name_the_stage_and_the_path(registry, tmp_path, monkeypatch, capsys, err, expected):
+    """An OSError that names no file (safetensors, zipfile and ffmpeg raise such) while a stage
+    writes a checkpoint: one line naming the stage and the file, exit 2."""
+    import safetensors.torch
+
+    from fourreal_cli.main import main
+
+    def fail(*a, **k):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fail)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # main() silences it after the line
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "r.yaml", "--out", "run"])
+    assert exc.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith(f"error: stage 1 quick: {Path('run') / 'checkpoints' / '01_quick' / 'step_00000001.safetensors'}: "
+                           f"{expected}"), line
+    assert not [p for p in (tmp_path / "run").rglob("*.tmp.*")]
+
+
+@pytest.mark.parametrize("exc_factory,expected", [
+    (lambda: MemoryError(), "stage 1 quick: out of CPU memory"),
+    (lambda: OSError(errno.ENOMEM, "Cannot allocate memory"), "stage 1 quick: out of CPU memory"),
+])
+def test_out_of_memory_in_a_stage_is_one_line(registry, tmp_path, monkeypatch, capsys, exc_factory, expected):
+    import safetensors.torch
+
+    from fourreal_cli.main import main
+
+    def fail(*a, **k):
+        raise exc_factory()
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fail)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "r.yaml", "--out", "run"])
+    assert exc.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and line.startswith(f"error: {expected}"), line
+
+
+def test_environment_error_lines():
+    from fourreal_core.errors import environment_error
+
+    lib = ImportError("libscipy_openblas64_-32a4b2a6.so: failed to map segment from shared object")
+    assert environment_error(lib) == ("cannot load the shared library libscipy_openblas64_-32a4b2a6.so: out of memory "
+                                      "or address space (ulimit -v); raise the limit or free memory and rerun")
+    assert environment_error(OSError(errno.EMFILE, "Too many open files", "/x/y")).startswith(
+        "/x/y: too many open files for this process (ulimit -n)")
+    assert environment_error(SystemError("<function _find_and_load at 0x1> returned NULL without setting an exception")) \
+        .startswith("out of memory or address space while loading Python modules")
+    assert environment_error(ValueError("a bug")) is None
+
+
+def test_small_address_space_is_one_line(cli, tmp_path):
+    """Under ``ulimit -v`` too small for torch: one line (the library that could not be mapped,
+    or out of memory), exit 2 -- not an 82-line MemoryError traceback."""
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (300 * 2**20, 300 * 2**20)); "
+              "from fourreal_cli.main import main; sys.argv = ['fourreal', 'run', 'r.yaml', '--out', 'run']; main()")
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=fourreal_env(), capture_output=True,
+                         text=True, timeout=120)
+    line = _one_line_error(res)
+    assert "ulimit -v" in line and "memory" in line, line
+
+
+def test_a_video_over_the_file_size_limit_is_one_error_and_no_file(tmp_path):
+    """ffmpeg killed by the file-size limit: imageio-ffmpeg's writer left a truncated mp4 with no
+    error; write_video raises EFBIG naming the file, leaves nothing, and prints nothing."""
+    script = (
+        "import resource, errno, sys, torch\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n"
+        "from fourreal_media import write_video\n"
+        "try:\n"
+        f"    write_video({str(tmp_path / 'v.mp4')!r}, torch.rand(20, 96, 96, 3), fps=8)\n"
+        "except OSError as e:\n"
+        "    print(errno.errorcode[e.errno], e.filename)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], env=fourreal_env(), capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == f"EFBIG {tmp_path / 'v.mp4'}", (res.stdout, res.stderr)
+    assert res.stderr.strip() == "" and list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------- issue 33: a rerun removes only what it wrote
+def test_a_rerun_does_not_remove_files_it_did_not_write(cli, tmp_path):
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    res = cli("run", "r.yaml", "--out", "run", env=fourreal_env(FOURREAL_FAULT="train_step:cpu_oom@2"))
+    assert res.returncode == 2
+    run = tmp_path / "run"
+    partial, ckpt = run / "stages" / ".01_quick.partial", run / "checkpoints" / "01_quick"
+    assert partial.is_dir() and list(ckpt.glob("step_*.safetensors"))
+    (partial / "notes.txt").write_text("mine")
+    (ckpt / "my-weights.bin").write_text("mine too")
+    res = cli("run", "r.yaml", "--out", "run")
+    _one_line_error(res, "run/stages/.01_quick.partial: the unfinished stage folder holds files fourreal did not write "
+                         "(stages/.01_quick.partial/notes.txt); a rerun would remove them")
+    assert (partial / "notes.txt").read_text() == "mine"
+    (partial / "notes.txt").rename(tmp_path / "notes.txt")
+    res = cli("run", "r.yaml", "--out", "run")
+    assert res.returncode == 0, res.stderr
+    assert (run / "stages" / "01_quick").is_dir()
+    assert [p.name for p in ckpt.iterdir()] == ["my-weights.bin"]  # fourreal's checkpoints went, the user's stayed
+
+
+def test_an_adhoc_command_does_not_remove_files_in_its_leftover(cli, toy_run):
+    partial = toy_run / ".export.partial"
+    partial.mkdir()
+    (partial / ".fourreal-output.json").write_text(json.dumps({"kind": "export", "partial": True, "files": []}))
+    (partial / "keep.txt").write_text("mine")
+    line = _one_line_error(cli("export", "run"), "the leftover of an interrupted export holds files fourreal did not write")
+    assert ".export.partial/keep.txt" in line
+    assert (partial / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--fps", "0"], "--fps 0.0: must be > 0"),
+    (["--height", "-3"], "--height -3: must be >= 1"),
+    (["--interactive-height", "0"], "--interactive-height 0: must be >= 1"),
+])
+def test_view_options_out_of_range(cli, toy_run, args, expected):
+    pytest.importorskip("viser")
+    _one_line_error(cli("view", "run", *args, timeout=60), expected)
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda m: [1], "unknown format 'list'"),
+    (lambda m: m.pop("canonical") and m, "canonical must name the canonical PLY file, got null"),
+    (lambda m: m.update(deformer="mlp") or m, "deformer must be {name, params}, got \"mlp\""),
+    (lambda m: m["reference"].update(times=[0, 5.0]) or m, "reference.times must be a non-empty list of times in [0, 1]"),
+    (lambda m: m["reference"].update(canonical_frame=99) or m, "reference.canonical_frame must index reference.times (0..3), got 99"),
+    (lambda m: m["reference"]["camera"].update(width=0) or m, "reference.camera.width must be a positive whole number of pixels"),
+    (lambda m: m["reference"]["camera"].update(Ks=[[[0, 0, 16], [0, 0, 12], [0, 0, 1]]]) or m,
+     "reference.camera.Ks[0]: focal lengths must be > 0, got fx=0, fy=0"),
+    (lambda m: m["freeze_time_cameras"].update(viewmats=[[[0.0] * 4] * 3 + [[0, 0, 0, 1]]]) or m,
+     "freeze_time_cameras.viewmats[0]: not a camera pose"),
+    (lambda m: m.update(background="white") or m, "background must be three numbers (RGB), got \"white\""),
+    (lambda m: m.update(near_plane=-1) or m, "near_plane must be a number > 0, got -1"),
+    (lambda m: m["deformer"]["params"].update(width=32) or m, "does not fit the deformer 'mlp' described in scene4d.json"),
+])
+def test_a_bad_scene_manifest_is_one_line(tmp_path, mutate, expected):
+    import torch
+
+    from fourreal_core.errors import InputError
+    from fourreal_core.recipe import component_from_plain
+    from fourreal_core.registry import get_registry
+    from fourreal_core.types import Cameras
+    from fourreal_stages.scene4d import MANIFEST, Scene4D
+
+    reg = get_registry()
+    rep = component_from_plain("representation", {"name": "gaussians", "params": {}}, reg)
+    model = rep.build(reg)
+    model.init_random_box(n=30, extent=1.0, seed=0)
+    spec = component_from_plain("deformer", {"name": "mlp", "params": {"width": 16, "depth": 2}}, reg)
+    w_t = spec.build(reg)
+    w_t.setup(canonical=0.5)
+    vm = torch.eye(4)
+    vm[2, 3] = 4.0
+    cam = Cameras(vm[None], torch.tensor([[[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]]]), 32, 24)
+    Scene4D(model, w_t, torch.zeros(3), times=torch.linspace(0, 1, 4), canonical_frame=2, reference_camera=cam,
+            freeze_cameras=cam, deformer_spec=spec, representation_spec=rep).save(tmp_path)
+    Scene4D.load(tmp_path, reg)
+    path = tmp_path / MANIFEST
+    path.write_text(json.dumps(mutate(json.loads(path.read_text()))))
+    with pytest.raises(InputError) as exc:
+        Scene4D.load(tmp_path, reg)
+    assert "\n" not in str(exc.value) and expected in str(exc.value), str(exc.value)
+
+
+def test_a_fixed_input_reruns_the_stages_that_read_it(cli, tmp_path):
+    """A finished multicam stage records its capture's fingerprint; fixing the capture (a
+    principal point corrected in train_meta.json) re-runs that stage and the later ones with one
+    line saying so, instead of 'already complete, skipped'. A file of the user's in the stage
+    folder stops it instead, nothing removed."""
+    root = _capture(tmp_path / "cap")
+    (tmp_path / "r.yaml").write_text("name: mc\ndevice: cpu\nstages:\n  - name: multicam\n"
+                                     "    params: {capture: cap, long_side: 8, points: frustum, fill_points: 50}\n")
+    env = fourreal_env(extra_modules="")
+    assert cli("run", "r.yaml", "--out", "run", env=env).returncode == 0
+    res = cli("run", "r.yaml", "--out", "run", env=env)
+    assert "already complete, skipped" in res.stdout and "input changed" not in res.stdout + res.stderr
+    meta = json.loads((root / "train_meta.json").read_text())
+    meta["k"][0][0][0][2] = 4.5
+    (root / "train_meta.json").write_text(json.dumps(meta))
+    res = cli("run", "r.yaml", "--out", "run", env=env)
+    assert res.returncode == 0, res.stderr
+    assert ("note: input changed since stage 1 multicam finished (params.capture); stage 1 multicam and the later "
+            "finished stages run again") in res.stdout
+    assert "already complete" not in res.stdout
+    capture = json.loads((tmp_path / "run" / "stages" / "01_multicam" / "capture.json").read_text())
+    assert capture["train_cameras"] == ["0", "1", "2"]
+    (tmp_path / "run" / "stages" / "01_multicam" / "mine.txt").write_text("mine")
+    meta["k"][0][0][0][2] = 4.0
+    (root / "train_meta.json").write_text(json.dumps(meta))
+    _one_line_error(cli("run", "r.yaml", "--out", "run", env=env),
+                    "stage 1 multicam must run again (its input changed), but it holds files fourreal did not write "
+                    "(mine.txt)")
+    assert (tmp_path / "run" / "stages" / "01_multicam" / "mine.txt").read_text() == "mine"
+
+
+def test_no_traceback_from_destructors_after_the_error_line(tmp_path):
+    """An object whose destructor raises at exit (a writer closed on a full disk) prints
+    nothing after fourreal's one error line."""
+    script = (
+        "import sys\n"
+        "class Writer:\n"
+        "    def __del__(self):\n"
+        "        raise OSError(28, 'No space left on device')\n"
+        "w = Writer(); w.self = w\n"  # a cycle: freed by the collector at shutdown, after main() returns
+        "from fourreal_cli.main import main\n"
+        "main(['validate', 'missing.yaml'])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=fourreal_env(), capture_output=True,
+                         text=True, timeout=120)
+    _one_line_error(res, "missing.yaml: recipe file not found")
+    assert "Exception ignored" not in res.stderr

@@ -19,7 +19,8 @@ from fourreal_core.errors import RunDirError
 from fourreal_core.io import write_json
 from fourreal_core.lock import FolderLock
 from fourreal_core.run import (
-    CheckpointStore, RunLog, StageContext, ensure_inside, output_problem, resolve_device, stage_errors,
+    CheckpointStore, RunLog, StageContext, ensure_inside, last_logged, output_problem, read_run_info, remove_own,
+    resolve_device, stage_errors,
 )
 
 if TYPE_CHECKING:
@@ -31,10 +32,7 @@ def completed_stage_dirs(run_dir: Path) -> dict[str, Path]:
     output files (as ``run.json`` recorded them) are gone or changed size is refused."""
     out: dict[str, Path] = {}
     stages = Path(run_dir) / "stages"
-    try:
-        info = json.loads((Path(run_dir) / "run.json").read_text())
-    except (OSError, ValueError):
-        info = {}
+    info = read_run_info(Path(run_dir) / "run.json")
     if stages.is_dir():
         for d in sorted(p for p in stages.iterdir() if p.is_dir() and not p.name.startswith(".")):
             problem = output_problem(d, info if isinstance(info, dict) else {})
@@ -92,8 +90,9 @@ def check_replaceable_output(folder: Path, kind: str) -> None:
         )
 
 
-def _remove_own(folder: Path, kind: str) -> None:
-    """Remove a leftover folder of an earlier ``kind`` command; refuse one fourreal did not make."""
+def _remove_own(folder: Path, kind: str, run_dir: Path, out_name: str) -> None:
+    """Remove a leftover folder of an earlier ``kind`` command; refuse one fourreal did not make,
+    or one holding files it did not write (put there after the command was interrupted)."""
     if not folder.exists():
         return
     try:
@@ -102,7 +101,7 @@ def _remove_own(folder: Path, kind: str) -> None:
         info = {}
     if info.get("kind") != kind:
         raise RunDirError(f"{folder}: exists and was not made by fourreal {kind}; move it away (nothing was touched)")
-    shutil.rmtree(folder)
+    remove_own(folder, run_dir, last_logged(run_dir, out=out_name), f"the leftover of an interrupted {kind}")
 
 
 def execute_adhoc(
@@ -139,7 +138,7 @@ def execute_adhoc(
     stage_dirs = completed_stage_dirs(run_dir)  # checked before anything is written
     with FolderLock(run_dir, name=f".{out_name}.lock", what=str(final)):
         check_replaceable_output(final, stage)  # again, now that no other writer can change it
-        _remove_own(partial, stage)  # leftovers of an interrupted attempt of this command
+        _remove_own(partial, stage, run_dir, out_name)  # leftovers of an interrupted attempt of this command
         partial.mkdir(parents=True)
         write_json(partial / OUTPUT_MARKER, {"kind": stage, "partial": True, "files": []})
         log = RunLog(run_dir / "log.jsonl")
@@ -151,12 +150,12 @@ def execute_adhoc(
         )
         torch.manual_seed(recipe.seed)
         log("adhoc_start", stage=stage, out=out_name)
-        with stage_errors(f"{stage}", dev):
+        with stage_errors(f"fourreal {stage}", dev, partial):
             spec.build(registry).run(ctx)
         write_json(partial / OUTPUT_MARKER, {"kind": stage, "files": _written_files(partial)})
         if final.exists():
             old = run_dir / f".{out_name}.old"
-            _remove_own(old, stage)
+            _remove_own(old, stage, run_dir, out_name)
             os.replace(final, old)  # checked above: a same-kind output holding only fourreal's files
             os.replace(partial, final)
             shutil.rmtree(old, ignore_errors=True)

@@ -158,11 +158,11 @@ def load_spec(path: Path | str) -> Spec:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: batch spec not found")
-    from fourreal_core.recipe import DuplicateKeyError, StrictLoader
+    from fourreal_core.recipe import StrictLoader, StrictYAMLError
 
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)  # noqa: S506 - a SafeLoader
-    except DuplicateKeyError as exc:
+    except StrictYAMLError as exc:
         raise RecipeError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fourreal_core import __version__
-from fourreal_core.errors import FourRealError
+from fourreal_core.errors import FourRealError, environment_error
 
 app = typer.Typer(
     name="fourreal",
@@ -407,33 +407,25 @@ def _install_interrupt_handlers() -> None:
     signal.signal(signal.SIGTERM, _term)
 
 
-def _environment_error(exc: BaseException) -> Optional[str]:
-    """One line for failures of the machine rather than of fourreal: a disk that is full,
-    read-only or not a folder, and out of memory. None for anything else (a bug)."""
-    import errno
+def _say_error(line: str, label: str = "error") -> None:
+    """Print ``error: line`` on stderr; plain text when rich cannot (out of memory or address
+    space, a closed stream)."""
+    try:
+        err_console.print(f"[bold red]{label}:[/bold red] {escape(line)}", highlight=False, soft_wrap=True)
+    except Exception:  # noqa: BLE001 - the line must come out even when rich cannot
+        try:
+            sys.stderr.write(f"{label}: {line}\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001
+            pass
 
-    if isinstance(exc, OSError) and exc.errno is not None:
-        where = exc.filename or ""
-        if exc.filename2:
-            where = f"{where} -> {exc.filename2}"
-        advice = {
-            errno.ENOSPC: "no space left on the disk; free some space or choose another --out "
-                          "(finished stages and checkpoints are kept; rerun to resume)",
-            errno.EROFS: "the filesystem is read-only; choose a writable --out",
-            errno.EACCES: "permission denied; choose a folder you can write to",
-            errno.EPERM: "operation not permitted; choose a folder you can write to",
-            errno.ENOTDIR: "a part of this path is a file, not a folder; choose another --out",
-            errno.EISDIR: "is a folder where a file was expected",
-            errno.ENOENT: "no such file or folder",
-            errno.EEXIST: "already exists",
-        }.get(exc.errno, exc.strerror or str(exc))
-        return f"{where}: {advice}" if where else advice
-    from fourreal_core.run import is_out_of_memory
 
-    if is_out_of_memory(exc):
-        return ("out of memory; lower the resolution (height/width), densify.max_gaussians, or the frames per "
-                "SDS video (num_frames); finished stages and checkpoints are kept")
-    return None
+def _exit_after_error(code: int) -> None:
+    """Exit with ``code`` after the one error line: objects freed at shutdown (a video writer
+    whose ffmpeg died on a full disk, an open file on a disk over its limit) may raise from
+    their destructors; Python would print each as a traceback after the line."""
+    sys.unraisablehook = lambda unraisable: None
+    sys.exit(code)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -451,8 +443,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     except FourRealError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        exc.__traceback__ = None  # frees what the failed command held (tensors) before printing
+        _say_error(str(exc))
+        _exit_after_error(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         err_console.print(
             "interrupted: finished stages and checkpoints are kept; rerun the same command to resume",
@@ -467,17 +460,13 @@ def main(argv: Optional[list[str]] = None) -> None:
             sys.exit(exc.exit_code)
         if debug:
             raise
-        line = _environment_error(exc)
+        exc.__traceback__ = None
+        line = environment_error(exc)
         if line is not None:
-            err_console.print(f"[bold red]error:[/bold red] {escape(line)}", highlight=False, soft_wrap=True)
-            sys.exit(2)
-        err_console.print(
-            f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} "
-            "(rerun with --debug for the traceback)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(1)
+            _say_error(line)
+            _exit_after_error(2)
+        _say_error(f"{type(exc).__name__}: {str(exc)} (rerun with --debug for the traceback)", "internal error")
+        _exit_after_error(1)
 
 
 if __name__ == "__main__":

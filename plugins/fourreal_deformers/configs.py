@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fourreal_core.config import ConfigValueError, at_least
+
 
 @dataclass
 class MLPDeformerConfig:
@@ -44,6 +46,9 @@ class MLPDeformerConfig:
     chunk: int = 0  # evaluate at most this many Gaussians at once (0: all); see MLPDeformer
     lr: float = 1e-3  # paper D.4: decays exponentially to lr_final (read by the training stage)
     lr_final: float = 1e-5
+
+    def __post_init__(self) -> None:
+        at_least(self, width=1, depth=1, x_multires=0, t_multires=0, code_dim=1, chunk=0)
 
 
 @dataclass
@@ -84,6 +89,10 @@ class LBSDeformerConfig:
     lr: float = 1e-3
     lr_final: float = 1e-5
 
+    def __post_init__(self) -> None:
+        at_least(self, num_bones=1, t_multires=0, motion_width=1, motion_depth=0, skin_sigma=0, skin_mlp_width=0,
+                 skin_mlp_depth=0, skin_multires=0, kmeans_iters=1, kmeans_max_points=1, chunk=0)
+
 
 @dataclass
 class HexPlaneDeformerConfig:
@@ -108,3 +117,44 @@ class HexPlaneDeformerConfig:
     bound_margin: float = 0.1
     lr: float = 1e-2  # decays 100x over the stage; higher than 4DGaussians (1.6e-3 over 14k+ steps): our stages are short
     lr_final: float = 1e-4
+
+    def __post_init__(self) -> None:
+        at_least(self, resolution=2, time_resolution=2, features=1, width=1, depth=0, bound_margin=0)
+        if not self.multires or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.multires):
+            raise ConfigValueError("multires", f"must be a non-empty list of scales >= 1, got {self.multires}")
+
+@dataclass
+class MotionBasesDeformerConfig:
+    """Shape of Motion's motion bases for w_t (Wang et al. 2024): ``num_bases`` rigid SE(3)
+    trajectories over the reference video -- a per-frame table of (quaternion residual,
+    translation) per basis, linear in time between frames -- and per-Gaussian softmax blend
+    weights: a Gaussian moves by the weighted blend of the bases' rigid motions, so a few
+    tracks on part of a subject move all of it. Exactly zero at the canonical time t_c (the
+    table's value at t_c is subtracted). ``time`` is a float t in [0,1]; the frame count comes
+    from ``setup(num_frames=T)``.
+
+    The blend weights are a field of the canonical position (so Gaussians added by
+    densification get weights): ``softmax_b(-|x - s_b|^2 / sigma_b^2 + r_b(x))``, centres
+    ``s_b`` from k-means on the canonical Gaussians, widths starting at ``weight_sigma`` x the
+    median distance between neighbouring centres, and a zero-initialised residual MLP ``r``
+    (``weight_mlp_width`` 0: distance only). The machinery is the ``lbs`` deformer's with
+    ``motion: per_frame`` (docs/deformers-and-losses.md); :meth:`init_from_tracks` sets the
+    trajectories from 3D tracks (Procrustes per basis), as Shape of Motion initialises them.
+    """
+
+    num_bases: int = 10
+    weight_sigma: float = 0.5
+    weight_mlp_width: int = 64
+    weight_mlp_depth: int = 2
+    weight_multires: int = 4
+    kmeans_iters: int = 30
+    seed: int = 0
+    chunk: int = 0
+    lr: float = 1e-2  # a table, not a network: larger steps (as hexplane)
+    lr_final: float = 1e-4
+
+    def __post_init__(self) -> None:
+        at_least(self, num_bases=1, weight_mlp_width=0, weight_mlp_depth=0, weight_multires=0, kmeans_iters=1,
+                 chunk=0)
+        if not self.weight_sigma > 0:
+            raise ConfigValueError("weight_sigma", f"must be > 0, got {self.weight_sigma}")

@@ -1,5 +1,6 @@
 """Registers the deformers family: ``mlp`` (Deformable-3DGS MLP, temporal or per-frame),
-``lbs`` (linear blend skinning) and ``hexplane`` (K-Planes grid, temporal). Implementations are imported inside the factories.
+``lbs`` (linear blend skinning), ``hexplane`` (K-Planes grid, temporal) and
+``motion_bases`` (Shape of Motion's rigid motion bases, temporal). Implementations are imported inside the factories.
 
 Both take ``setup(num_frames=, canonical=, canonical_means=)`` (zero at ``canonical``: a frame
 index k_c or a time t_c) and
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from fourreal_core import hookimpl
 
-from .configs import HexPlaneDeformerConfig, LBSDeformerConfig, MLPDeformerConfig
+from .configs import HexPlaneDeformerConfig, LBSDeformerConfig, MLPDeformerConfig, MotionBasesDeformerConfig
 
 
 def _mlp(cfg: MLPDeformerConfig):
@@ -32,6 +33,12 @@ def _hexplane(cfg: HexPlaneDeformerConfig):
     return HexPlaneDeformer(cfg)
 
 
+def _motion_bases(cfg: MotionBasesDeformerConfig):
+    from .motion_bases import MotionBasesDeformer
+
+    return MotionBasesDeformer(cfg)
+
+
 @hookimpl
 def fourreal_register(registry):
     registry.add(
@@ -48,4 +55,9 @@ def fourreal_register(registry):
         "deformer", "hexplane", _hexplane, config=HexPlaneDeformerConfig,
         description="K-Planes/HexPlane field for w_t (4DGaussians): six multi-scale feature planes "
         "(xy xz yz xt yt zt) and a small MLP head; zero at the canonical time",
+    )
+    registry.add(
+        "deformer", "motion_bases", _motion_bases, config=MotionBasesDeformerConfig,
+        description="Shape of Motion's motion bases for w_t: K rigid SE(3) trajectories over the reference "
+        "frames, softmax blend weights per Gaussian; zero at the canonical time",
     )

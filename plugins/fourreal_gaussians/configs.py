@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fourreal_core.config import Steps, steps_floor
+from fourreal_core.config import ConfigValueError, Steps, above, at_least, steps_floor
 
 #: the refinement interval's floor under iterations_scale: gradient statistics need several
 #: views to mean anything, and refining every step or two makes the Gaussian count explode
@@ -83,6 +83,9 @@ class DensifyConfig:
     noise_lr: float = 5e5  # mcmc: position noise scale (times the position lr), gsplat's default
 
     def __post_init__(self) -> None:
+        at_least(self, grad_threshold=0, prune_opacity=0, grow_scale3d=0, prune_scale3d=0, prune_screen_radius=0,
+                 split_into=2, max_gaussians=0)
+        above(self, reset_opacity_value=0)
         if self.strategy == "mcmc" and int(self.max_gaussians) <= 0:
             raise ValueError("strategy mcmc needs a hard cap: set max_gaussians > 0")
 
@@ -107,3 +110,11 @@ class GaussiansConfig:
     sh0_lr: float = 2.5e-3
     shN_lr: float = 2.5e-3 / 20
     densify: DensifyConfig = field(default_factory=DensifyConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sh_degree, bool) and isinstance(self.sh_degree, int) and not 0 <= self.sh_degree <= 3:
+            raise ConfigValueError("sh_degree", f"must be 0, 1, 2 or 3 (fourreal_gaussians.sh.MAX_SH_DEGREE), got {self.sh_degree}")
+        at_least(self, init_num_points=1)
+        above(self, init_extent=0, init_scale=0, init_opacity=0)
+        if isinstance(self.init_opacity, (int, float)) and not self.init_opacity < 1:
+            raise ConfigValueError("init_opacity", f"must be < 1 (an opacity), got {self.init_opacity}")

@@ -97,6 +97,7 @@ class Capture:
                 p = self._files[camera][t]
                 if not p.is_file():
                     raise InputError(f"{self.root}: camera {camera} time {t}: image {p} is missing")
+                self._check_size(p, camera, t)
                 out.append(read_image(p, height=height, width=width))
             return torch.stack(out)
         key = (camera, height, width)
@@ -106,6 +107,18 @@ class Capture:
                 raise InputError(f"{self._videos[camera]}: {len(v)} frames, but the capture has {self.num_times}")
             self._cache[key] = resize_frames(v.frames[: self.num_times], height, width)
         return self._cache[key][list(times)]
+
+    def _check_size(self, path: Path, camera: str, t: int) -> None:
+        """Refuse a frame stored at another size than the meta file declares: resized, it would
+        be stretched under intrinsics that belong to the declared size."""
+        from fourreal_poses.transforms_json import _image_size
+
+        if path not in self._cache:
+            self._cache[path] = _image_size(path)
+        h, w = self._cache[path]
+        if (w, h) != (self.width, self.height):
+            raise InputError(f"{path}: camera {camera} time {t}: image is {w}x{h}, but the capture's meta file "
+                             f"declares {self.width}x{self.height} (w x h); resize it or fix w/h (not stretched)")
 
     def masks(self, camera: str, times: list[int], height: int, width: int) -> Optional[torch.Tensor]:
         """``[len(times),height,width,1]`` in [0,1] (1 = the moving subject), or None."""
@@ -164,6 +177,72 @@ def _load_json(p: Path) -> dict:
         raise InputError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
 
 
+def _pixels(value, where: str) -> int:
+    """A positive whole number of pixels from a meta file (``"h": "tall"``, 0, 24.5 refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or int(value) != value or value < 1 or value > 1 << 20:
+        raise InputError(f"{where} must be a positive whole number of pixels, got {json.dumps(value)[:40]}")
+    return int(value)
+
+
+def _per_time_lengths(mpath: Path, m: dict) -> int:
+    """T, after checking that ``k``, ``w2c``, ``fn`` and ``cam_id`` are lists of T lists, the
+    t-th of each holding one entry per camera of ``cam_id[t]`` (a ragged list names its entry)."""
+    for key in ("cam_id", "fn", "k", "w2c"):
+        if not isinstance(m[key], list) or not m[key]:
+            raise InputError(f"{mpath}: {key} must be a non-empty list with one list per time step, "
+                             f"got {json.dumps(m[key])[:40]}")
+    t_n = len(m["cam_id"])
+    for key in ("fn", "k", "w2c"):
+        if len(m[key]) != t_n:
+            raise InputError(f"{mpath}: {key} has {len(m[key])} time steps, cam_id has {t_n}")
+    for t in range(t_n):
+        if not isinstance(m["cam_id"][t], list):
+            raise InputError(f"{mpath}: cam_id[{t}] must be a list of cameras, got {json.dumps(m['cam_id'][t])[:40]}")
+        n = len(m["cam_id"][t])
+        for key in ("fn", "k", "w2c"):
+            row = m[key][t]
+            if not isinstance(row, list) or len(row) != n:
+                got = f"{len(row)} entries" if isinstance(row, list) else json.dumps(row)[:40]
+                raise InputError(f"{mpath}: {key}[{t}] must hold one entry per camera of cam_id[{t}] ({n}), got {got}")
+    return t_n
+
+
+def _number_matrix(value, shape: tuple, where: str) -> torch.Tensor:
+    rows = value if isinstance(value, list) else None
+    if rows is None or len(rows) != shape[0] or any(not isinstance(r, list) or len(r) != shape[1] for r in rows) \
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for r in rows for v in r):
+        raise InputError(f"{where}: expected a {shape[0]}x{shape[1]} matrix of numbers, got {json.dumps(value)[:60]}")
+    out = torch.tensor(rows, dtype=torch.float64)
+    if not torch.isfinite(out).all():
+        raise InputError(f"{where}: holds a non-finite number")
+    return out
+
+
+def _intrinsics(value, where: str) -> torch.Tensor:
+    """A pixel intrinsics matrix: positive focal lengths, last row [0, 0, 1]."""
+    K = _number_matrix(value, (3, 3), where)
+    if not (K[0, 0] > 0 and K[1, 1] > 0):
+        raise InputError(f"{where}: focal lengths must be > 0, got fx={float(K[0, 0]):g}, fy={float(K[1, 1]):g}")
+    if K[1, 0] != 0 or K[2].tolist() != [0.0, 0.0, 1.0]:
+        raise InputError(f"{where}: not a pinhole intrinsics matrix (expected rows [fx, s, cx], [0, fy, cy], "
+                         f"[0, 0, 1]), got {K.tolist()}")
+    return K
+
+
+def _world_to_camera(value, where: str) -> torch.Tensor:
+    """A rigid 4x4 world-to-camera matrix (rotation part orthonormal up to 1e-3, last row [0,0,0,1])."""
+    vm = _number_matrix(value, (4, 4), where)
+    if vm[3].tolist() != [0.0, 0.0, 0.0, 1.0]:
+        raise InputError(f"{where}: last row must be [0, 0, 0, 1], got {vm[3].tolist()}")
+    R = vm[:3, :3]
+    err = float((R @ R.T - torch.eye(3, dtype=torch.float64)).abs().max())
+    if err > 1e-3 or float(torch.linalg.det(R)) <= 0:
+        raise InputError(f"{where}: not a camera pose (its rotation part is not a rotation: "
+                         f"det {float(torch.linalg.det(R)):.3g}, |R R^T - I| {err:.2g})")
+    return vm
+
+
 def _read_dynamic3dgs(root: Path) -> Capture:
     metas = []
     for name, split in (("train_meta.json", "train"), ("test_meta.json", "test")):
@@ -175,33 +254,37 @@ def _read_dynamic3dgs(root: Path) -> Capture:
     W = H = T = None
     for mpath, split in metas:
         m = _load_json(mpath)
+        if not isinstance(m, dict):
+            raise InputError(f"{mpath}: expected a JSON object with w, h, k, w2c, fn, cam_id, got a {type(m).__name__}")
         for key in ("w", "h", "k", "w2c", "fn", "cam_id"):
             if key not in m:
                 raise InputError(f"{mpath}: missing key {key!r} (Dynamic-3D-Gaussians layout: w, h, k, w2c, fn, cam_id)")
-        w, h = int(m["w"]), int(m["h"])
+        w, h = _pixels(m["w"], f"{mpath}: w"), _pixels(m["h"], f"{mpath}: h")
         if W is None:
             W, H = w, h
         elif (w, h) != (W, H):
             raise InputError(f"{mpath}: image size {w}x{h} differs from {W}x{H} of the other meta file")
-        t_n = len(m["fn"])
+        t_n = _per_time_lengths(mpath, m)
         if T is None:
             T = t_n
         elif t_n != T:
             raise InputError(f"{mpath}: {t_n} time steps, the other meta file has {T}")
         for t in range(t_n):
+            seen: set = set()
             for i, cid in enumerate(m["cam_id"][t]):
+                if isinstance(cid, (dict, list)) or isinstance(cid, bool):
+                    raise InputError(f"{mpath}: cam_id[{t}][{i}] must be a camera number or name, got {json.dumps(cid)[:40]}")
                 cam = str(cid)
-                where = f"{mpath}: k/w2c[{t}][{i}] (camera {cam})"
-                try:
-                    K = torch.tensor(m["k"][t][i], dtype=torch.float64)
-                    vm = torch.tensor(m["w2c"][t][i], dtype=torch.float64)
-                except (TypeError, ValueError, IndexError):
-                    raise InputError(f"{where}: not a number matrix") from None
-                if K.shape != (3, 3) or vm.shape != (4, 4) or not (torch.isfinite(K).all() and torch.isfinite(vm).all()):
-                    raise InputError(f"{where}: expected a finite 3x3 K and 4x4 w2c")
+                if cam in seen:
+                    raise InputError(f"{mpath}: cam_id[{t}][{i}]: camera {cam} appears twice at time {t}")
+                seen.add(cam)
+                K = _intrinsics(m["k"][t][i], f"{mpath}: k[{t}][{i}] (camera {cam})")
+                vm = _world_to_camera(m["w2c"][t][i], f"{mpath}: w2c[{t}][{i}] (camera {cam})")
                 Ks.setdefault(cam, [None] * t_n)[t] = K
                 V.setdefault(cam, [None] * t_n)[t] = vm
-                fn = str(m["fn"][t][i])
+                fn = m["fn"][t][i]
+                if not isinstance(fn, str) or not fn:
+                    raise InputError(f"{mpath}: fn[{t}][{i}] must be an image path under ims/, got {json.dumps(fn)[:40]}")
                 files.setdefault(cam, [None] * t_n)[t] = root / "ims" / fn
                 seg = root / "seg" / Path(fn).with_suffix(".png")
                 masks.setdefault(cam, [None] * t_n)[t] = seg
@@ -220,6 +303,8 @@ def _read_dynamic3dgs(root: Path) -> Capture:
 def _read_videos(jpath: Path) -> Capture:
     from fourreal_core.types import Cameras as _C
 
+    from .transforms_json import _matrix, _number
+
     data = _load_json(jpath)
     root = jpath.parent
     frames = data.get("frames")
@@ -232,6 +317,8 @@ def _read_videos(jpath: Path) -> Capture:
     lengths = {}
     for i, fr in enumerate(frames):
         where = f"{jpath}: frames[{i}]"
+        if not isinstance(fr, dict):
+            raise InputError(f"{where}: expected an object (file_path, transform_matrix...), got {json.dumps(fr)[:40]}")
         if "file_path" not in fr or "transform_matrix" not in fr:
             raise InputError(f"{where}: needs file_path (the camera's video) and transform_matrix")
         vp = (root / str(fr["file_path"])).resolve()
@@ -241,30 +328,20 @@ def _read_videos(jpath: Path) -> Capture:
         if name in Ks:
             raise InputError(f"{where}: camera name {name!r} is used twice")
 
-        def num(key):
+        def num(key, positive=False):
             v = fr.get(key, data.get(key))
             if v is None:
                 raise InputError(f"{where}: {key} missing (per entry or global)")
-            try:
-                f = float(v)
-            except (TypeError, ValueError):
-                raise InputError(f"{where}: {key} must be a number, got {v!r}") from None
-            if not math.isfinite(f):
-                raise InputError(f"{where}: {key} is not finite")
-            return f
+            return _number(v, f"{where}: {key}", positive=positive)
 
-        w, h = int(num("w")), int(num("h"))
+        w, h = _pixels(num("w"), f"{where}: w"), _pixels(num("h"), f"{where}: h")
         if W is None:
             W, H = w, h
         elif (w, h) != (W, H):
             raise InputError(f"{where}: size {w}x{h} differs from {W}x{H} (resize the videos to one size)")
-        K = torch.tensor([[num("fl_x"), 0, num("cx")], [0, num("fl_y"), num("cy")], [0, 0, 1]], dtype=torch.float64)
-        try:
-            c2w = torch.tensor(fr["transform_matrix"], dtype=torch.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{where}: transform_matrix is not a 4x4 number matrix") from None
-        if c2w.shape != (4, 4) or not torch.isfinite(c2w).all():
-            raise InputError(f"{where}: transform_matrix must be a finite 4x4 matrix")
+        K = torch.tensor([[num("fl_x", True), 0, num("cx")], [0, num("fl_y", True), num("cy")], [0, 0, 1]],
+                         dtype=torch.float64)
+        c2w = _matrix(fr["transform_matrix"], f"{where}.transform_matrix")  # 4x4 (or 3x4), invertible
         vm = _C.from_c2w_opengl(c2w[None].float(), K[None].float(), w, h).viewmats[0].double()
         v = read_video(vp)
         if (v.width, v.height) != (w, h):
@@ -277,6 +354,11 @@ def _read_videos(jpath: Path) -> Capture:
                              "a mask of the moving subject is dynamic_mask_path")
         if fr.get("dynamic_mask_path"):
             masks[name] = (root / str(fr["dynamic_mask_path"])).resolve()
+            if not masks[name].exists():
+                raise InputError(f"{where}: dynamic_mask_path {fr['dynamic_mask_path']!r}: no such video or frame "
+                                 f"folder ({masks[name]})")
+        if fr.get("split", "train") not in ("train", "test"):
+            raise InputError(f"{where}: split must be \"train\" or \"test\", got {json.dumps(fr['split'])[:40]}")
     T = min(lengths.values())
     if len(set(lengths.values())) > 1:
         pass  # synchronized from frame 0; extra trailing frames are ignored (capture.json records it)

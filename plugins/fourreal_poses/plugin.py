@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from fourreal_core import hookimpl
-from fourreal_core.config import InputPath, renamed
+from fourreal_core.config import InputPath, above, at_least, renamed
 
 CameraModel = Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"]
 
@@ -147,6 +147,11 @@ class MulticamConfig:
     max_points: int = 100000  # a larger file is subsampled
     triangulate_long_side: int = 1024  # SIFT sees the frames at this size (native if smaller)
     max_pair_angle_deg: float = 75.0
+
+    def __post_init__(self) -> None:
+        at_least(self, start=0, stride=1, max_frames=1, test_times=0, long_side=1, height=1, width=1, min_points=0,
+                 fill_points=0, max_points=0, triangulate_long_side=16, canonical_frame=0)
+        above(self, fps=0)
 
 
 def _multicam(cfg: MulticamConfig):

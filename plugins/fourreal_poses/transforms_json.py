@@ -230,7 +230,10 @@ def load_transforms(
         masks_files.append(_resolve_image(root, str(fr["mask_path"]), jpath) if fr.get("mask_path") else None)
         dyn_files.append(_resolve_image(root, str(fr["dynamic_mask_path"]), jpath)
                          if fr.get("dynamic_mask_path") else None)
-        times.append(None if fr.get("time") is None else _number(fr["time"], f"{where}.time"))
+        t = None if fr.get("time") is None else _number(fr["time"], f"{where}.time")
+        if t is not None and not 0.0 <= t <= 1.0:
+            raise InputError(f"{where}.time must be in [0, 1] (D-NeRF convention), got {fr['time']}")
+        times.append(t)
         idxs.append(idx)
     if dist_seen:
         present = [k for k in _DISTORTION_KEYS if k in data or k in sel[0][1]]
@@ -275,6 +278,9 @@ def load_transforms(
         cx = float(cam["cx"]) if cam.get("cx") is not None else W / 2.0
         cy = float(cam["cy"]) if cam.get("cy") is not None else H / 2.0
         sx, sy = img_w / W, img_h / H  # images stored at another size than declared
+        if abs(img_w - W * sy) > 1.5 or abs(img_h - H * sx) > 1.5:  # not a uniformly scaled copy
+            raise InputError(f"{where}: image {f.name} is {img_w}x{img_h}, but the file declares w={W:g}, h={H:g} "
+                             "(another aspect ratio, not a scaled copy); fix w/h or the image (not stretched)")
         Ks.append([fx * sx, fy * sy, cx * sx, cy * sy])
         sizes.append((img_h, img_w))
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -465,10 +466,17 @@ def read_points_file(path: Path) -> PointCloud:
                     pts, cols = d[:, :3], d[:, 3:6]
                 else:
                     pts, cols = z["points"].astype(np.float32), z["colors"].astype(np.float32)
-        except (OSError, KeyError, ValueError) as exc:
-            raise InputError(f"{path}: cannot read points ({exc})") from None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            why = (str(exc).splitlines() or [""])[0][:120]
+            raise InputError(f"{path}: cannot read points ({type(exc).__name__}: {why})") from None
+        if pts.ndim != 2 or pts.shape[1] != 3 or cols.shape != pts.shape:
+            raise InputError(f"{path}: points must be [N,3] with colors [N,3], got {list(pts.shape)} and {list(cols.shape)}")
+        if not len(pts):
+            raise InputError(f"{path}: holds no points")
         if not np.isfinite(pts).all():
             raise InputError(f"{path}: points hold non-finite coordinates")
+        if not np.isfinite(cols).all():
+            raise InputError(f"{path}: colors hold non-finite values")
         cols = cols / 255.0 if cols.max() > 1.0 else cols
         return PointCloud(torch.from_numpy(pts), torch.from_numpy(np.clip(cols, 0, 1)))
     if path.suffix == ".bin":

@@ -62,9 +62,15 @@ def read_points(path: Path) -> PointCloud:
         if bad.any():
             raise InputError(f"{path}: point {int(np.argmax(bad))} has a non-finite coordinate "
                              f"({int(bad.sum())} of {len(pts)} points)")
+        if not len(pts):
+            raise InputError(f"{path}: holds no points (element vertex 0)")
         names = v.data.dtype.names
         if "red" in names:
             cols = np.stack([v["red"], v["green"], v["blue"]], -1).astype(np.float32)
+            bad = ~np.isfinite(cols).all(-1)
+            if bad.any():
+                raise InputError(f"{path}: point {int(np.argmax(bad))} has a non-finite colour "
+                                 f"({int(bad.sum())} of {len(pts)} points)")
             cols = cols / 255.0 if cols.max() > 1.0 else cols
         else:
             cols = np.full_like(pts, 0.5)

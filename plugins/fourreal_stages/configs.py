@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional
 
-from fourreal_core.config import Component, ConfigValueError, InputPath, Steps, component_default
+from fourreal_core.config import Component, ConfigValueError, InputPath, Ramp, Steps, above, at_least, component_default
 from fourreal_core.config import renamed as _renamed  # old recipes: one line saying what was renamed
 
 
@@ -241,6 +241,14 @@ class MotionConfig:
         fixed reference camera and a subject small in the frame it makes a motion step cheaper
         by the static share and keeps the background from drifting (region.py,
         docs/real-data.md). None: w_t moves every Gaussian (the paper).
+    tracker: point tracks of the reference video -- ``{name: opencv}`` (tracked here from
+        ``track_points`` corners at c, half in the moving region) or ``{name: tracks_file,
+        params: {path: tracks.npz}}`` (CoTracker, TAPIR...) -- and ``track_weight`` the weight of
+        the track loss (Shape of Motion's: the reference camera's render at c of where w_t puts
+        each Gaussian at t must follow the track at t, where it is visible; and the same from the
+        previous frame to t). On every reference frame of phases that deform. None: off. The
+        tracks are written to ``tracks.npz``. ``track_points`` query points at
+        ``track_query_frames`` frames (c and others spread over the video).
     """
 
     reference: Optional[InputPath] = None
@@ -270,6 +278,13 @@ class MotionConfig:
     # widens linearly to the whole video over the stage's first ``time_window`` steps
     # (0: every frame from the start); see docs/real-data.md, "The moving subject"
     time_window: Steps = 0
+    # point tracks of the reference video (a tracker plugin: opencv, tracks_file) supervise w_t
+    # with Shape of Motion's track loss (tracks.py; docs/deformers-and-losses.md, "Point
+    # tracks"); None: no tracks (the paper)
+    tracker: Optional[Component("tracker")] = None  # type: ignore[valid-type]
+    track_weight: Ramp = field(default_factory=lambda: Ramp(1.0))  # loss in image-size units (1 = the image's long side) per visible track
+    track_points: int = 300  # query points (opencv tracker; a file brings its own), split over the query frames
+    track_query_frames: int = 4  # frames the points are queried at: c and others spread over the video
     checkpoint_every: Steps = 500
     video_fps: float = 8.0
     deformer: Any = None  # renamed w_t: kept only to say so
@@ -396,6 +411,8 @@ class ExportOptions:
             v = getattr(self, key)
             if v is not None and v < 2:
                 raise ConfigValueError(key, f"must be >= 2 pixels, got {v}")
+        at_least(self, num_times=0, orbit_frames=1, grid_views=1, grid_times=1)
+        above(self, fps=0)
 
 
 @dataclass
@@ -419,6 +436,9 @@ class EvalConfig:
     height: Optional[int] = None
     width: Optional[int] = None
     native_resolution: bool = False
+
+    def __post_init__(self) -> None:
+        at_least(self, height=1, width=1)
 
 
 @dataclass

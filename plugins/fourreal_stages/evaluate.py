@@ -161,14 +161,16 @@ def evaluate_views(scene, rasterizer, views: PosedVideo, lpips: bool = True) -> 
     time when absent) and score it. Returns ``{"per_frame": [...], "mean": {...},
     "renders": [N,H,W,3], "notes": [...]}``."""
     times = views.times
+    notes = [f"{views.meta.get('source', 'views')}: {w}" for w in views.meta.get("warnings", [])]
     if times is None:
         t_c = float(scene.times[scene.canonical_frame]) if scene.times is not None and scene.canonical_frame is not None else 0.0
         times = torch.full((len(views),), t_c)
+        notes.append(f"{views.meta.get('source', 'the views')}: frames have no 'time'; every view was scored at "
+                     f"the canonical time t_c = {t_c:.4g}")
     renders = scene.render_each(rasterizer, views.cameras, times)
     gt = views.video.frames.cpu()
     p = psnr_per_frame(renders, gt)
     s = ssim_per_frame(renders, gt)
-    notes: list[str] = []
     lp = None
     if lpips:
         metric = _Lpips()

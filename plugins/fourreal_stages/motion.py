@@ -108,6 +108,7 @@ class MotionFit(Fit):
         self._dynamic_input = self.ref_dynamic[..., None].float().to(dev) if bool(self.ref_dynamic.any()) else None
         self.growth = self.scheduler.phase_named("growth")
         self.meta = {"spawned": 0}
+        self.track_loss, self._track_term = None, None  # point tracks (tracks.py); set by the stage
 
     def sample(self, i, phase, gen) -> View:
         kind = phase.options.get("frames", "all")
@@ -144,11 +145,26 @@ class MotionFit(Fit):
             d, dp = deform_pair(self.w_t, g0.means.detach(), g0.quats.detach(), t, t_prev)
             g = g0.deformed(d)
             extra = {"deformation": d, "deformation_prev": dp}
+            if self.track_loss is not None and view.source == "reference":  # added in weighted_loss
+                prev = view.index - 1 if view.index > 0 else view.index + 1
+                ok = 0 <= prev < self.T and abs(float(self.ref_times[prev]) - t_prev) < 1e-5
+                self._track_term = self.track_loss(g0, g, view.index, g0.deformed(dp) if ok else None,
+                                                   prev if ok else None)
         if view.source == "freeze_time" and self.w_mv is not None:
             with torch.no_grad():
                 dmv = self.w_mv.deform(g0.means.detach(), view.index, quats=g0.quats.detach())
             g = g.deformed(Deformation(dmv.dx, dmv.dq, None))
         return g, extra
+
+    def weighted_loss(self, active, inputs, step):
+        total, parts = super().weighted_loss(active, inputs, step)
+        term, self._track_term = self._track_term, None
+        if term is not None:
+            w = self.cfg.track_weight.at(step)
+            if w != 0.0:
+                total = total + w * term
+                parts["track"] = float(term.detach())
+        return total, parts
 
     def sds_context(self, g0, i, gen):
         ras, bg, w_t = self.rasterizer, self.background, self.w_t
@@ -273,6 +289,10 @@ class MotionStage(Stage):
                         near_plane=near_plane_for(cfg.near_plane, ref))
         if cfg.dynamic_region is not None:
             w_t = fit.w_t = self._in_dynamic_region(ctx, cfg, w_t, ref, c, fit)
+        from .tracks import build_track_loss
+
+        fit.track_loss = build_track_loss(ctx, cfg, ref, c, fit.ref_dynamic if bool(fit.ref_dynamic.any()) else None,
+                                          fit.ref_cams, fit.rasterizer, ctx.out_dir)
         t0 = time.perf_counter()
         fit.run()
         scene = Scene4D(model, w_t, bg, times=fit.ref_times.cpu(), canonical_frame=c,

@@ -19,6 +19,7 @@ rebuild it without the recipe::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -40,6 +41,76 @@ def cameras_to_json(c: Cameras) -> dict:
 
 def cameras_from_json(d: dict) -> Cameras:
     return Cameras(torch.tensor(d["viewmats"]), torch.tensor(d["Ks"]), d["width"], d["height"])
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_cameras(d: Any, where: str) -> None:
+    """Cameras as :func:`cameras_to_json` writes them: N world-to-camera 4x4 (last row
+    [0, 0, 0, 1], invertible rotation), N pixel intrinsics with positive focal lengths, and a
+    positive whole width and height."""
+    if not isinstance(d, dict) or not all(k in d for k in ("viewmats", "Ks", "width", "height")):
+        raise InputError(f"{where}: expected {{viewmats, Ks, width, height}}, got {json.dumps(d)[:60]}")
+    for k in ("width", "height"):
+        if not _is_num(d[k]) or int(d[k]) != d[k] or d[k] < 1:
+            raise InputError(f"{where}.{k} must be a positive whole number of pixels, got {json.dumps(d[k])[:40]}")
+    try:
+        V = torch.tensor(d["viewmats"], dtype=torch.float64)
+        K = torch.tensor(d["Ks"], dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"{where}: viewmats and Ks must be lists of 4x4 and 3x3 number matrices") from None
+    if V.ndim != 3 or V.shape[1:] != (4, 4) or K.ndim != 3 or K.shape[1:] != (3, 3) or len(V) != len(K) or not len(V):
+        raise InputError(f"{where}: viewmats must be [N,4,4] and Ks [N,3,3], got {list(V.shape)} and {list(K.shape)}")
+    if not (torch.isfinite(V).all() and torch.isfinite(K).all()):
+        raise InputError(f"{where}: holds a non-finite number")
+    for i in range(len(V)):
+        if not (K[i, 0, 0] > 0 and K[i, 1, 1] > 0):
+            raise InputError(f"{where}.Ks[{i}]: focal lengths must be > 0, got fx={float(K[i, 0, 0]):g}, "
+                             f"fy={float(K[i, 1, 1]):g}")
+        if V[i, 3].tolist() != [0.0, 0.0, 0.0, 1.0] or abs(float(torch.linalg.det(V[i, :3, :3]))) < 1e-6:
+            raise InputError(f"{where}.viewmats[{i}]: not a camera pose (singular, or last row not [0, 0, 0, 1])")
+
+
+def check_manifest(path: Path, m: Any) -> None:
+    """One :class:`InputError` line naming the manifest and the entry for anything
+    :meth:`Scene4D.load` would otherwise fail on deep inside (or render wrong with exit 0):
+    missing or mistyped keys, reference times outside [0, 1], a canonical frame outside
+    them, bad cameras, a background that is not three numbers, a non-positive near plane."""
+    if not isinstance(m, dict):
+        raise InputError(f"{path}: expected a JSON object (a fourreal 4D scene), got {type(m).__name__}")
+    if not isinstance(m.get("canonical"), str) or not m["canonical"]:
+        raise InputError(f"{path}: canonical must name the canonical PLY file, got {json.dumps(m.get('canonical'))[:40]}")
+    for key in ("representation", "deformer"):
+        c = m.get(key)
+        if c is not None and (not isinstance(c, dict) or not isinstance(c.get("name"), str)
+                              or not isinstance(c.get("params", {}), dict)):
+            raise InputError(f"{path}: {key} must be {{name, params}}, got {json.dumps(c)[:60]}")
+    for key in ("deformer_weights", "motion_region") if "deformer" in m else ():
+        if (key == "deformer_weights" or m.get(key)) and not (isinstance(m.get(key), str) and m[key]):
+            raise InputError(f"{path}: {key} must name a safetensors file, got {json.dumps(m.get(key))[:40]}")
+    bg = m.get("background", [0, 0, 0])
+    if not isinstance(bg, list) or len(bg) != 3 or not all(_is_num(v) for v in bg):
+        raise InputError(f"{path}: background must be three numbers (RGB), got {json.dumps(bg)[:40]}")
+    if m.get("near_plane") is not None and not (_is_num(m["near_plane"]) and m["near_plane"] > 0):
+        raise InputError(f"{path}: near_plane must be a number > 0, got {json.dumps(m['near_plane'])[:40]}")
+    ref = m.get("reference", {})
+    if not isinstance(ref, dict):
+        raise InputError(f"{path}: reference must be an object, got {json.dumps(ref)[:40]}")
+    times = ref.get("times")
+    if times is not None:
+        if not isinstance(times, list) or not times or not all(_is_num(t) and 0.0 <= t <= 1.0 for t in times):
+            raise InputError(f"{path}: reference.times must be a non-empty list of times in [0, 1], "
+                             f"got {json.dumps(times)[:60]}")
+    c = ref.get("canonical_frame", ref.get("canonical_index"))
+    if c is not None and (isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < len(times or [])):
+        raise InputError(f"{path}: reference.canonical_frame must index reference.times "
+                         f"(0..{len(times or []) - 1}), got {json.dumps(c)[:40]}")
+    if "camera" in ref:
+        _check_cameras(ref["camera"], f"{path}: reference.camera")
+    if "freeze_time_cameras" in m:
+        _check_cameras(m["freeze_time_cameras"], f"{path}: freeze_time_cameras")
 
 
 @dataclass
@@ -134,8 +205,12 @@ class Scene4D:
             raise InputError(f"{path}: no fourreal 4D scene here (expected {MANIFEST}, written by the motion stage)")
         try:
             m = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(m, dict) or m.get("format") != FORMAT:
+            got = m.get("format") if isinstance(m, dict) else type(m).__name__
+            raise InputError(f"{path}: unknown format {got!r} (expected {FORMAT})")
+        check_manifest(path, m)
         if m.get("format") != FORMAT:
             raise InputError(f"{path}: unknown format {m.get('format')!r} (expected {FORMAT})")
         folder = path.parent
@@ -155,7 +230,12 @@ class Scene4D:
             deformer.setup(num_frames=len(ref.get("times", [])) or None, canonical=None,
                            canonical_means=model.params().means.detach())
             tensors, _ = load_tensors(folder / m["deformer_weights"], device="cpu")
-            deformer.load_state_dict(tensors)
+            try:
+                deformer.load_state_dict(tensors)
+            except (RuntimeError, KeyError, ValueError) as exc:
+                why = " ".join(str(exc).split())[:160]
+                raise InputError(f"{folder / m['deformer_weights']}: does not fit the deformer {m['deformer']['name']!r} "
+                                 f"described in {path.name} ({why})") from None
             if m.get("motion_region"):
                 from .region import RegionDeformer
 

@@ -644,6 +644,36 @@ class ProceduralScene:
         rgb = rgb.clamp(0.0, 1.0)
         return (rgb, torch.cat(alphas)) if return_alpha else rgb
 
+    @torch.no_grad()
+    def point_tracks(self, camera: Cameras, times, index: torch.Tensor, rasterizer=None,
+                     depth_tolerance: float = 0.03):
+        """The true 2D tracks of Gaussians ``index`` ``[Q]`` seen by ``camera`` (one camera, or
+        one per time) at ``times`` ``[T]``: ``(tracks [Q,T,2], visible [Q,T])``, pixel
+        coordinates with the centre of the top-left pixel at (0, 0) (as OpenCV and
+        :class:`fourreal_core.interfaces.Tracks`). A point is visible where it projects inside
+        the image and its depth is within ``depth_tolerance`` (relative) of the rendered
+        expected depth at its pixel (nothing in front of it)."""
+        if rasterizer is None:
+            rasterizer = default_rasterizer()
+        times = [float(t) for t in times]
+        index = torch.as_tensor(index).long()
+        out_uv, out_vis = [], []
+        for k, t in enumerate(times):
+            cam = camera[k] if len(camera) > 1 else camera
+            gs = self.gaussians(t)
+            uv, z = cam.project(gs.means[index].to(cam.viewmats))
+            uv, z = uv[0].float().cpu(), z[0].float().cpu()
+            r = rasterizer.rasterize(gs, cam, background=torch.zeros(3), render_depth=True)
+            depth = r.depth[0, ..., 0].cpu()
+            H, W = depth.shape
+            ix, iy = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+            inside = (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H) & (z > 0)
+            d = depth[iy.clamp(0, H - 1), ix.clamp(0, W - 1)]
+            vis = inside & (z <= d * (1 + depth_tolerance))
+            out_uv.append(uv - 0.5)
+            out_vis.append(vis)
+        return torch.stack(out_uv, dim=1), torch.stack(out_vis, dim=1)
+
     # -- cameras --------------------------------------------------------------------
     def reference_camera(self, width: int, height: int) -> Cameras:
         """The fixed reference-video camera (one camera)."""

@@ -430,6 +430,11 @@ def view(path: Path, opts: ViewOptions, device: Optional[str] = None, say: Calla
         import viser  # noqa: F401
     except ImportError:
         raise FourRealError("fourreal view needs viser: pip install -e '.[view]'") from None
+    for flag, value in (("--height", opts.height), ("--interactive-height", opts.interactive_height)):
+        if value is not None and value < 1:
+            raise FourRealError(f"{flag} {value}: must be >= 1")
+    if not opts.fps > 0:
+        raise FourRealError(f"--fps {opts.fps}: must be > 0")
     source = ViewSource(path, device=device)
     check_port_free(opts.host, opts.port)  # before the (slower) scene load
     app = ViewerApp(source, opts, say=say)

@@ -1,0 +1,163 @@
+"""Point-track supervision of the motion stage (after Shape of Motion's track loss, Wang et al. 2024).
+
+The reference video's 2D point tracks (a ``tracker`` plugin: OpenCV, or an external tracker's
+``.npz``) say where a point seen at one frame is at another. The loss at a training frame t:
+render the canonical Gaussians from the reference camera at c with, as their "colour", each
+Gaussian's image motion from c to t -- its projection at t after w_t has moved it, minus its
+projection at c; alpha-composited (divided by the accumulated opacity) that is the expected
+motion to t of what is seen at each pixel at c. At each track's pixel at c it must be the
+track's motion:
+
+    L_track = sum_q v_q |D_t(u_q(c)) - (u_q(t) - u_q(c))|_1 / (sum_q v_q * max(H, W))
+
+with ``v_q`` the track's visibility at c and at t (and a covered pixel at c); and the same from
+the previous frame (where the step already evaluates w_t, without autograd) to t, with the
+tracks visible at both: points seen at c may have turned away by t (a rolling ball), tracks
+queried at later frames still carry the subject on. Shape of Motion compares the composited
+position at t with u_q(t); comparing motions instead removes the offset between a track's
+sub-pixel point and what the pixel it falls in composites (up to a pixel, which no w_t can
+remove). It is what a photometric loss cannot give once a subject has moved further than its
+own size: a gradient toward where it went. The render's weights are detached (the tracks move
+Gaussians, they do not reshape the frame), and so are the canonical positions: the loss
+trains w_t only (the tracks say how things move, not where they are at c; measured on the
+garden's ball it changes little either way, docs/benchmarks.md "Point tracks").
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from fourreal_core.interfaces import GaussianParams, Tracks
+
+
+def choose_queries(frame: torch.Tensor, dynamic: Optional[torch.Tensor], n: int, c: int) -> torch.Tensor:
+    """About ``n`` query points ``[Q,3]`` ``(c, x, y)`` on frame c ``[H,W,3]``: corners that a
+    tracker can follow (``cv2.goodFeaturesToTrack``, Shi-Tomasi), half of them inside the
+    reference video's moving region at c when there is one (``dynamic`` ``[H,W]`` bool), the
+    rest anywhere."""
+    import cv2
+
+    g = (frame.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    g = cv2.cvtColor(g, cv2.COLOR_RGB2GRAY)
+    pts = []
+    n_dyn = n // 2 if dynamic is not None and bool(dynamic.any()) else 0
+    if n_dyn:
+        m = dynamic.cpu().numpy().astype(np.uint8) * 255
+        p = cv2.goodFeaturesToTrack(g, maxCorners=n_dyn, qualityLevel=0.001, minDistance=1.5, mask=m)
+        if p is not None:
+            pts.append(p.reshape(-1, 2))
+    p = cv2.goodFeaturesToTrack(g, maxCorners=n - sum(len(x) for x in pts), qualityLevel=0.001, minDistance=3)
+    if p is not None:
+        pts.append(p.reshape(-1, 2))
+    xy = np.concatenate(pts) if pts else np.zeros((0, 2), np.float32)
+    return torch.cat([torch.full((len(xy), 1), float(c)), torch.from_numpy(xy).float()], dim=1)
+
+
+def save_tracks(path, tracks: Tracks, height: int, width: int) -> None:
+    """Write ``tracks`` in the ``tracks_file`` layout (so a run's tracks can be looked at and reused)."""
+    np.savez(path, tracks=tracks.tracks.cpu().numpy(), visible=tracks.visible.cpu().numpy(),
+             queries=tracks.queries.cpu().numpy(), size=np.array([height, width]))
+
+
+class TrackLoss:
+    """The track loss for one reference video; see the module docstring.
+
+    At a reference frame j it has up to two terms, each between a frame a whose Gaussians are
+    known and j: a = c (the canonical Gaussians; tracks visible at c and j) and a = the
+    previous frame the step already evaluates w_t at (``deformation_prev``, without autograd;
+    tracks visible there and at j). The second carries the subject on when the points seen at
+    c are no longer visible at j (a rolling ball turns its face away; a person turns round),
+    provided there are tracks queried at later frames.
+
+    Args:
+        tracks: the reference video's tracks (T frames).
+        c: the canonical frame index.
+        ref_cams: the reference cameras (T), on the training device.
+        rasterizer: the stage's rasterizer.
+    """
+
+    def __init__(self, tracks: Tracks, c: int, ref_cams, rasterizer) -> None:
+        dev = ref_cams.viewmats.device
+        self.c = c
+        self.cams = ref_cams
+        self.rasterizer = rasterizer
+        self.H, self.W = int(ref_cams.height), int(ref_cams.width)
+        self.uv = (tracks.tracks + 0.5).to(dev)  # [Q,T,2], rasterizer pixel centres at +0.5
+        self.vis = tracks.visible.bool().to(dev)  # [Q,T]
+        self.num = int(self.vis.any(dim=1).sum())
+
+    def __len__(self) -> int:
+        return self.num
+
+    def term(self, ga: GaussianParams, a: int, means_b: torch.Tensor, b: int) -> Optional[torch.Tensor]:
+        """Tracks visible at frames a and b: the Gaussians ``ga`` at a's time, rendered from
+        camera a, carry their image motion to ``means_b`` (the same Gaussians at b's time) seen
+        from camera b; at each track's pixel at a it must be the track's motion a -> b."""
+        v = self.vis[:, a] & self.vis[:, b]
+        if a == b or not bool(v.any()):
+            return None
+        uv_b, _ = self.cams[b].project(means_b)  # [1,N,2]
+        with torch.no_grad():
+            uv_a, _ = self.cams[a].project(ga.means)
+        scale = float(max(self.H, self.W))
+        disp = (uv_b[0] - uv_a[0]) / scale
+        feat = torch.cat([disp, torch.zeros_like(disp[:, :1])], dim=1)
+        geo = GaussianParams(ga.means.detach(), ga.quats.detach(), ga.scales.detach(), ga.opacities.detach(), feat, None)
+        out = self.rasterizer.rasterize(geo, self.cams[a], background=torch.zeros(3, device=feat.device),
+                                        render_depth=False)
+        q = self.uv[v, a]
+        px = q[:, 0].floor().long().clamp(0, self.W - 1)
+        py = q[:, 1].floor().long().clamp(0, self.H - 1)
+        alpha = out.alpha[0, py, px, 0]
+        ok = alpha.detach() > 0.5
+        if not bool(ok.any()):
+            return None
+        pred = out.rgb[0, py, px, :2] / alpha.clamp_min(1e-6)[:, None]  # expected motion / scale
+        err = (pred - (self.uv[v, b] - q) / scale).abs().sum(-1)
+        return (err * ok).sum() / ok.sum()
+
+    def __call__(self, g0: GaussianParams, g: GaussianParams, j: int,
+                 g_prev: Optional[GaussianParams] = None, prev: Optional[int] = None) -> Optional[torch.Tensor]:
+        """The loss at reference frame ``j``: ``g0`` the canonical Gaussians, ``g`` the same
+        moved to frame j's time, ``g_prev`` (optional) moved to frame ``prev``'s; None when no
+        track links j to c or to ``prev``."""
+        means_j = g.means - g0.means + g0.means.detach()  # w_t's offset carries the gradient, not x
+        terms = [self.term(g0, self.c, means_j, j)]
+        if g_prev is not None and prev is not None and prev != self.c:
+            terms.append(self.term(g_prev, prev, means_j, j))
+        terms = [t for t in terms if t is not None]
+        return None if not terms else sum(terms) / len(terms)
+
+
+def query_frames(T: int, c: int, n: int) -> list[int]:
+    """``n`` frames spread over ``T`` that include c (c first)."""
+    n = max(1, min(int(n), T))
+    spread = [int(round(k * (T - 1) / max(n - 1, 1))) for k in range(n)] if n > 1 else []
+    out = [c] + [f for f in spread if f != c]
+    return list(dict.fromkeys(out))[:n]
+
+
+def build_track_loss(ctx, cfg, ref, c: int, dynamic: Optional[torch.Tensor], ref_cams, rasterizer, out_dir):
+    """The motion stage's :class:`TrackLoss` from ``cfg.tracker`` (None when it is unset):
+    tracks the reference video from ``cfg.track_points`` query points at c and at
+    ``cfg.track_query_frames - 1`` other frames spread over the video, writes them to
+    ``tracks.npz`` in the stage folder and logs how many are usable."""
+    if cfg.tracker is None:
+        return None
+    tracker = cfg.tracker.build(ctx.registry)
+    frames = ref.video.frames
+    fs = query_frames(len(frames), c, cfg.track_query_frames)
+    per = max(1, int(cfg.track_points) // len(fs))
+    queries = torch.cat([choose_queries(frames[f], None if dynamic is None else dynamic[f], per, f) for f in fs])
+    tracks = tracker.track(frames, queries)
+    save_tracks(out_dir / "tracks.npz", tracks, frames.shape[1], frames.shape[2])
+    loss = TrackLoss(tracks, c, ref_cams, rasterizer)
+    ctx.log("tracks", stage=ctx.name, tracker=cfg.tracker.name, tracks=len(tracks),
+            at_canonical=int(tracks.visible[:, c].sum()), visible=round(float(tracks.visible.float().mean()), 3))
+    if len(loss) == 0:
+        ctx.notice(f"{cfg.tracker.source or 'tracker'}: no track is visible in any frame; the track loss is off")
+        return None
+    return loss

@@ -1,0 +1,1 @@
+"""Point trackers: OpenCV (pyramidal Lucas-Kanade or DIS flow, chained) and tracks from a file."""
