@@ -28,12 +28,23 @@ IMPERFECTIONS = {"wobble": 0.2, "wobble_radius": 2.0, "moving_object": 0.08}
 NUM_FREEZE, K_C = 12, 6
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread for this module (deterministic float order: the runs below are repeatable
+    to the bit), the caller's count restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(tmp_path_factory, one_thread):
     from fourreal_synthetic.stage import make_dataset
 
     root = tmp_path_factory.mktemp("canon")
-    torch.set_num_threads(1)
     ds = make_dataset("garden", root / "data", width=64, height=48, num_reference_frames=8,
                       num_freeze_frames=NUM_FREEZE, canonical_view=K_C, num_test_views=1,
                       num_test_static_views=4, flicker=0.0, seed=0, write_videos=False, **IMPERFECTIONS)
@@ -75,9 +86,8 @@ def _run(root, name: str, deformer, losses) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(dataset):
+def runs(dataset, one_thread):
     root, _ = dataset
-    torch.set_num_threads(1)
     l1 = {"name": "l1"}
     small = {"name": "small_motion", "params": {"weight": 0.01}}
     return {
