@@ -40,7 +40,7 @@ class DivergedError(FourRealError):
 
 
 #: Divergence thresholds (:class:`DivergenceGuard`), from measured runs (``recipes/demo.yaml``
-#: at ``iterations_scale=0.006``, 48x36, the tests' TINY settings; docs/run-folders.md):
+#: at ``iterations_scale=0.006``, 48x36, the tests' TINY settings; docs/runs.md, "Divergence"):
 #:
 #: * a normal canonical stage dips 8-10 dB under its early training PSNR after each 3DGS opacity
 #:   reset, for at most 76 consecutive steps (of 276); the motion stage for at most 8 steps, and
@@ -49,9 +49,9 @@ class DivergedError(FourRealError):
 #:   never comes back (275 of 276 steps), and its loss reaches 4400x its first value (small_motion
 #:   ~5e4), above 100x on 79 steps.
 #: PSNR: a step is "collapsed" when it is more than COLLAPSE_DB under the best of the first
-#: EARLY_STEPS steps (the best so far, during them); the stage has diverged when COLLAPSE_STEPS (or a quarter of the stage, if
-#: more) consecutive steps collapsed, or the stage ends with at least END_COLLAPSE_STEPS (or a
-#: tenth of the stage) of them. Loss: LOSS_FACTOR x the smallest loss of the first EARLY_STEPS
+#: EARLY_STEPS steps (the best so far, during them); the stage has diverged when COLLAPSE_STEPS
+#: (or a quarter of the stage, if more) consecutive steps collapsed, or the stage ends with at
+#: least END_COLLAPSE_STEPS (or a tenth of the stage) of them. Loss: LOSS_FACTOR x the smallest loss of the first EARLY_STEPS
 #: steps on LOSS_STEPS of the last LOSS_WINDOW steps.
 EARLY_STEPS = 10
 COLLAPSE_DB = 6.0
