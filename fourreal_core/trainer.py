@@ -51,8 +51,8 @@ class DivergedError(FourRealError):
 #: PSNR: a step is "collapsed" when it is more than COLLAPSE_DB under the best of the first
 #: EARLY_STEPS steps (the best so far, during them); the stage has diverged when COLLAPSE_STEPS
 #: (or a quarter of the stage, if more) consecutive steps collapsed, or the stage ends with at
-#: least END_COLLAPSE_STEPS (or a tenth of the stage) of them. Loss: LOSS_FACTOR x the smallest loss of the first EARLY_STEPS
-#: steps on LOSS_STEPS of the last LOSS_WINDOW steps.
+#: least END_COLLAPSE_STEPS (or a tenth of the stage) of them. Loss: over LOSS_FACTOR x the
+#: smallest loss of the first EARLY_STEPS steps on LOSS_STEPS of the last LOSS_WINDOW steps.
 EARLY_STEPS = 10
 COLLAPSE_DB = 6.0
 COLLAPSE_STEPS = 150

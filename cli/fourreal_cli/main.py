@@ -213,7 +213,9 @@ def _find_against(run_dir: Path, against: Path) -> Path:
 @app.command(name="eval")
 def eval_(
     run_dir: Path = typer.Argument(..., help="A run folder whose canonical or motion stage has finished."),
-    against: Path = typer.Option(..., "--against", help="transforms.json of held-out views (with per-frame time); a relative path not found here is looked up in the run folder, then in its stages (newest first)."),
+    against: Path = typer.Option(
+        ..., "--against", help="transforms.json of held-out views (with per-frame time); a relative path not found "
+        "here is looked up in the run folder, then in its stages (newest first)."),
     out: str = typer.Option("eval", "--out", help="Sub-folder of the run to write into."),
     white_background: Optional[bool] = typer.Option(
         None, "--white-background/--black-background", help="Composite RGBA targets on white (D-NeRF) or black."),
