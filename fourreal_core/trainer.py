@@ -47,7 +47,11 @@ class DivergedError(FourRealError):
 #:   its loss never exceeds 3x the smallest of its first steps;
 #: * with ``means_lr=1e6`` the canonical stage falls from 16.4 dB to 7.5-8.9 dB at step 1 and
 #:   never comes back (275 of 276 steps), and its loss reaches 4400x its first value (small_motion
-#:   ~5e4), above 100x on 79 steps.
+#:   ~5e4), above 100x on 79 steps; on the motion stage only, its PSNR falls from ~22 to 7.6-9.7 dB
+#:   when the joint phase starts moving the Gaussians (step 92 of 240) and stays there (the end
+#:   check stops it at step 240, the last good checkpoint step 90);
+#: * the full demo (``iterations_scale=0.03``): canonical collapses for at most 20 consecutive
+#:   steps (limit 345), loss at most 3.2x; motion at most 41 steps (limit 150), loss 3.7x.
 #: PSNR: a step is "collapsed" when it is more than COLLAPSE_DB under the best of the first
 #: EARLY_STEPS steps (the best so far, during them); the stage has diverged when COLLAPSE_STEPS
 #: (or a quarter of the stage, if more) consecutive steps collapsed, or the stage ends with at
