@@ -51,7 +51,8 @@ class DivergedError(FourRealError):
 #:   when the joint phase starts moving the Gaussians (step 92 of 240) and stays there (the end
 #:   check stops it at step 240, the last good checkpoint step 90);
 #: * the full demo (``iterations_scale=0.03``): canonical collapses for at most 20 consecutive
-#:   steps (limit 345), loss at most 3.2x; motion at most 41 steps (limit 300), loss 3.7x; held-out 25.83 dB as before.
+#:   steps (limit 345), loss at most 3.2x; motion at most 41 steps (limit 300), loss 3.7x;
+#:   held-out 25.83 dB as before.
 #: PSNR: a step is "collapsed" when it is more than COLLAPSE_DB under the best of the first
 #: EARLY_STEPS steps (the best so far, during them); the stage has diverged when COLLAPSE_STEPS
 #: (or a quarter of the stage, if more) consecutive steps collapsed, or the stage ends with at
