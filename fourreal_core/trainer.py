@@ -34,6 +34,94 @@ class NonFiniteError(FourRealError):
     """Training produced NaN/inf: the stage stops before publishing or checkpointing it."""
 
 
+class DivergedError(FourRealError):
+    """Training stayed finite but ran away (the Gaussians flew off, the loss exploded): the
+    stage stops before publishing, its checkpoints never hold the diverged state."""
+
+
+#: Divergence thresholds (:class:`DivergenceGuard`), from measured runs (``recipes/demo.yaml``
+#: at ``iterations_scale=0.006``, 48x36, the tests' TINY settings; docs/runs.md, "Divergence"):
+#:
+#: * a normal canonical stage dips 8-10 dB under its early training PSNR after each 3DGS opacity
+#:   reset, for at most 76 consecutive steps (of 276); the motion stage for at most 8 steps, and
+#:   its loss never exceeds 3x the smallest of its first steps;
+#: * with ``means_lr=1e6`` the canonical stage falls from 16.4 dB to 7.5-8.9 dB at step 1 and
+#:   never comes back (275 of 276 steps), and its loss reaches 4400x its first value (small_motion
+#:   ~5e4), above 100x on 79 steps; on the motion stage only, its PSNR falls from ~22 to 7.6-9.7 dB
+#:   when the joint phase starts moving the Gaussians (step 92 of 240) and stays there (the end
+#:   check stops it at step 240, the last good checkpoint step 90);
+#: * the full demo (``iterations_scale=0.03``): canonical collapses for at most 20 consecutive
+#:   steps (limit 345), loss at most 3.2x; motion at most 41 steps (limit 300), loss 3.7x;
+#:   held-out 25.83 dB as before.
+#: PSNR: a step is "collapsed" when it is more than COLLAPSE_DB under the best of the first
+#: EARLY_STEPS steps (the best so far, during them); the stage has diverged when COLLAPSE_STEPS
+#: (or a quarter of the stage, if more) consecutive steps collapsed, or the stage ends with at
+#: least END_COLLAPSE_STEPS (or a tenth of the stage) of them. Loss: over LOSS_FACTOR x the
+#: smallest loss of the first EARLY_STEPS steps on LOSS_STEPS of the last LOSS_WINDOW steps.
+EARLY_STEPS = 10
+COLLAPSE_DB = 6.0
+COLLAPSE_STEPS = 150
+END_COLLAPSE_STEPS = 50
+LOSS_FACTOR = 100.0
+LOSS_WINDOW = 40
+LOSS_STEPS = 20
+CAUSE = "a learning rate too high? e.g. the Gaussians' means_lr or a deformer's lr"
+
+
+class DivergenceGuard:
+    """Watches the ``psnr`` and ``loss`` metrics a stage's steps return (either may be
+    absent) and says when the run has diverged while staying finite; see the thresholds above.
+    :meth:`suspect` is true while the latest steps look diverged (a collapsed PSNR or a loss
+    spike): :func:`train` writes no checkpoint then, so the last checkpoint kept is a good one."""
+
+    def __init__(self, total: int) -> None:
+        self.total = int(total)
+        self.collapse_steps = max(COLLAPSE_STEPS, self.total // 4)
+        self.end_steps = max(END_COLLAPSE_STEPS, self.total // 10)
+        self.seen = 0
+        self.level: Optional[float] = None  # best PSNR of the first EARLY_STEPS steps
+        self.loss0: Optional[float] = None  # smallest loss of the first EARLY_STEPS steps
+        self.run = 0  # consecutive collapsed steps
+        self.run_since: Optional[int] = None
+        self.spikes: list[bool] = []
+
+    def update(self, step: int, metrics: Mapping[str, float]) -> Optional[str]:
+        """Record step ``step``'s metrics; the reason (a phrase) when the run has diverged."""
+        self.seen += 1
+        psnr, loss = metrics.get("psnr"), metrics.get("loss")
+        early = self.seen <= EARLY_STEPS
+        if psnr is not None and math.isfinite(psnr):
+            if early:  # the level is the best so far, so an early collapse counts too
+                self.level = psnr if self.level is None else max(self.level, psnr)
+            if psnr < self.level - COLLAPSE_DB:
+                self.run += 1
+                self.run_since = step if self.run == 1 else self.run_since
+            else:
+                self.run = 0
+        if loss is not None and math.isfinite(loss):
+            if early:
+                self.loss0 = loss if self.loss0 is None else min(self.loss0, loss)
+            elif self.loss0 is not None and self.loss0 > 0:
+                self.spikes = (self.spikes + [loss > LOSS_FACTOR * self.loss0])[-LOSS_WINDOW:]
+        if self.run >= self.collapse_steps:
+            return self._collapse()
+        if sum(self.spikes) >= LOSS_STEPS:
+            return (f"the loss rose over {LOSS_FACTOR:g}x its early {self.loss0:.3g} on {sum(self.spikes)} of the "
+                    f"last {len(self.spikes)} steps (now {loss:.3g})")
+        return None
+
+    def _collapse(self) -> str:
+        return (f"the training PSNR has stayed more than {COLLAPSE_DB:g} dB under its early {self.level:.1f} dB "
+                f"for {self.run} steps (since step {self.run_since})")
+
+    def at_end(self) -> Optional[str]:
+        """The reason when the stage ends inside a long collapse, else None."""
+        return self._collapse() if self.run >= self.end_steps else None
+
+    def suspect(self) -> bool:
+        return self.run > 0 or any(self.spikes[-LOSS_STEPS:])
+
+
 #: How trained tensors are named to the user, by checkpoint-key prefix (the fitting engine's
 #: convention: ``model.`` the Gaussians, ``model_opt.`` their Adam moments).
 TENSOR_NAMES = {"model.": "Gaussian {}", "model_opt.": "Adam state of the Gaussians' {}"}
@@ -92,8 +180,17 @@ def train(
     else :class:`NonFiniteError` stops the stage (nothing published, no checkpoint written).
     A checkpoint that does not load into this stage (wrong keys or shapes), is truncated or
     holds NaN falls back to the previous one; discarding one, or restarting from step 0
-    after discarding, is said in one line (``ctx.notice``)."""
+    after discarding, is said in one line (``ctx.notice``).
+
+    A run that diverges while staying finite (:class:`DivergenceGuard`: the training PSNR
+    collapsing far under its early level and staying there, or the loss rising by orders of
+    magnitude) stops with :class:`DivergedError` naming the stage, the step and the likely
+    cause; a checkpoint is not written while the steps look diverged (it waits for the first
+    step that does not), so the last one kept is the last good one."""
     start = _resume(ctx, total, load, state)
+    guard = DivergenceGuard(total - start)
+    last_saved: Optional[int] = start if start else None
+    pending = False
     last_metrics: dict[str, float] = {}
     t0 = time.perf_counter()
     with ctx.progress(total, description, start=start) as bar:
@@ -101,10 +198,18 @@ def train(
             inject("train_step", i)
             metrics = {k: float(v) for k, v in step(i).items()}
             check_finite(ctx, i + 1, metrics)
+            why = guard.update(i + 1, metrics)
+            if why is None and i + 1 == total:
+                why = guard.at_end()
+            if why is not None:
+                kept = f"the last good checkpoint is step {last_saved}" if last_saved else "no checkpoint was kept"
+                raise DivergedError(f"{ctx.name} step {i + 1}: training diverged: {why} ({CAUSE}); {kept}")
             last_metrics = metrics
             bar.update(1, **metrics)
             logging = (i + 1) % log_every == 0 or i + 1 == total
-            saving = (i + 1) % checkpoint_every == 0 or i + 1 == total
+            # a checkpoint due while the steps look diverged waits for the first step that does not
+            pending = pending or (i + 1) % checkpoint_every == 0
+            saving = i + 1 == total or (pending and not guard.suspect())
             if logging or saving:
                 tensors = state()
                 check_finite(ctx, i + 1, {}, tensors)
@@ -112,6 +217,7 @@ def train(
                     ctx.log("train", stage=ctx.name, step=i + 1, **metrics)
                 if saving:
                     ctx.checkpoints.save(i + 1, tensors, meta() if meta else {})
+                    last_saved, pending = i + 1, False
     ctx.log(
         "train_end", stage=ctx.name, steps=total - start, seconds=round(time.perf_counter() - t0, 3), **last_metrics
     )

@@ -113,8 +113,19 @@ def test_predict_x0(trained):
     eps = torch.randn(v.shape, generator=torch.Generator().manual_seed(1))
     x_t = ((1 - t) * (v * 2 - 1) + t * eps + 1) / 2
     assert float(((x0a[1:] - v[1:]) ** 2).mean()) < 0.5 * float(((x_t[1:] - v[1:]) ** 2).mean())
-    # at t=0 it is the identity up to the network's (small) velocity scale
-    assert float((prior.predict_x0(v, 0.0, None, PROMPT) - v).abs().max()) < 1e-6
+    # at t = 0.8, where x_t is mostly noise and x0 = x_t - t v is mostly the velocity's work (at
+    # t = 0 it equals the input whatever the velocity, so it tests nothing): x0's error is a
+    # fraction of x_t's and of the clamped x_t's (x0 with the velocity dropped). Measured
+    # (2026-12-07, held-out blob videos seeds 77-79 x noise seeds 1-2): 0.19-0.27 of x_t's,
+    # 0.26-0.34 of the clamped x_t's; with the velocity dropped (x0 = x_t) both would be 1.
+    t = 0.8
+    for seed in (1, 2):
+        x0 = prior.predict_x0(v, t, known, PROMPT, generator=torch.Generator().manual_seed(seed))
+        eps = torch.randn(v.shape, generator=torch.Generator().manual_seed(seed))
+        x_t = ((1 - t) * (v * 2 - 1) + t * eps + 1) / 2
+        e0 = float(((x0[1:] - v[1:]) ** 2).mean())
+        assert e0 < 0.4 * float(((x_t[1:] - v[1:]) ** 2).mean()), (seed, e0)
+        assert e0 < 0.5 * float(((x_t[1:].clamp(0, 1) - v[1:]) ** 2).mean()), (seed, e0)
 
 
 def test_checkpoint_round_trip_and_registry(trained, tmp_path):

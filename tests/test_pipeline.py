@@ -101,13 +101,20 @@ def test_export_render_eval_commands(demo_run):
     tmp, _ = demo_run
     run = tmp / "run"
     test_json = run / "stages" / "01_synthetic" / "test" / "transforms.json"
-    res = run_cli(["eval", "run", "--against", str(test_json), "--no-lpips"], tmp, env=_env())
+    # the README's `fourreal eval runs/demo --against test/transforms.json`: a relative path not
+    # found in the current folder is the run's own (the newest stage holding it)
+    res = run_cli(["eval", "run", "--against", "test/transforms.json", "--no-lpips"], tmp, env=_env())
     assert res.returncode == 0, res.stderr
+    assert f"using the run's {Path('run/stages/01_synthetic/test/transforms.json')}" in res.stdout, res.stdout
     ev = json.loads((run / "eval" / "eval.json").read_text())
     assert abs(ev["mean"]["psnr"] - _eval_psnr(run)) < 1e-3  # same scene, same views, same score
     assert "mean" in res.stdout
     # scored at the training size unless told otherwise; the size is recorded and printed
     assert ev["resolution"] == {"height": 36, "width": 48, "from": "training"}
+    res = run_cli(["eval", "run", "--against", "nowhere/transforms.json"], tmp, env=_env())
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == (f"error: --against nowhere/transforms.json: file not found (looked in ., run, "
+                                  f"{Path('run/stages')}/*)"), res.stderr
     res = run_cli(["eval", "run", "--against", str(test_json), "--no-lpips", "--height", "18", "--out", "eval_half"],
                   tmp, env=_env())
     assert res.returncode == 0, res.stderr
@@ -148,7 +155,16 @@ def test_kill_during_motion_resumes_to_same_scores(demo_run, tmp_path):
     events = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     resumed = [e for e in events if e["event"] == "resume" and e["stage"] == "motion"]
     assert resumed and resumed[0]["step"] >= 20
-    assert abs(_eval_psnr(tmp_path / "run") - _eval_psnr(tmp / "run")) < 1.0
+    # a resume restores everything a step depends on (Gaussians, Adam moments, deformer and
+    # densification state; each step's rng is seeded by the step), so on one thread the resumed
+    # run scores exactly what the uninterrupted one did (measured: identical per-frame PSNR,
+    # twice this session). The 1 dB it allowed before let a resume that lost state pass.
+    # Same tolerance as test_batch's resume test.
+    resumed_ev = json.loads((tmp_path / "run" / "stages" / "05_eval" / "eval.json").read_text())
+    straight_ev = json.loads((tmp / "run" / "stages" / "05_eval" / "eval.json").read_text())
+    diffs = [abs(a["psnr"] - b["psnr"]) for a, b in zip(resumed_ev["per_frame"], straight_ev["per_frame"])]
+    assert len(diffs) == len(straight_ev["per_frame"]) > 0
+    assert max(diffs) < 1e-6 and abs(resumed_ev["mean"]["psnr"] - straight_ev["mean"]["psnr"]) < 1e-6, diffs
 
 
 @pytest.mark.parametrize("deformer", ["mlp", "lbs"])

@@ -358,7 +358,11 @@ def test_rig4_4real_toy_fit_keeps_the_moving_subject(tmp_path):
     assert mo["reference_dynamic_fraction"] > 0.1  # the subject moves in the reference camera
     assert mo["reference_dynamic_psnr"] >= RIG4_REF_DYNAMIC_FLOOR, mo
     assert mo["reference_psnr"] >= RIG4_REF_FLOOR, mo
-    assert ev["dynamic_fraction"] > 0.1 and math.isfinite(ev["dynamic_psnr"])  # cam 3 scored over time
+    # cam 3 (held out, wide apart from cams 0-2) scored over time in its moving region: measured
+    # 11.24 dB (two runs equal, 2026-12-07, MCMC canonical); the same scene frozen at t_c 11.17,
+    # the frames' own mean colour 14.67, a black render 6.20 -- a floor 1.5 dB under the
+    # measurement fails an empty or flown-away scene, not a poor one (the rig's baselines are wide)
+    assert ev["dynamic_fraction"] > 0.1 and ev["dynamic_psnr"] >= 11.24 - 1.5, ev
     # the subject moves with w_t: frozen at t_c (the canonical scene at every time) scores far worse there
     from fourreal_core.recipe import component_from_plain
     from fourreal_poses.transforms_json import load_transforms

@@ -332,10 +332,14 @@ def _oracle_fit(garden, shift: float, steps: int = 40, frames: int = 6, lr: floa
 
 
 def test_oracle_sds_lowers_the_error_only_when_cameras_and_times_are_aligned(garden):
+    """Measured (one thread, deterministic; 2026-12-07): before 0.009165, aligned 0.006263 (-31.7%),
+    shifted 0.008154 (-11.0%). Bounds: aligned at least 25% down; the shifted fit gains less
+    than half of what the aligned one gains (measured 0.35 of it) -- when the times do not reach
+    the prior (or reach it unshifted), the two fits are the same and gain the same."""
     before, aligned = _oracle_fit(garden, 0.0)
     _, shifted = _oracle_fit(garden, 0.5)  # the SDS video's times handed to the prior 0.5 late
     assert aligned < 0.75 * before, (before, aligned)
-    assert shifted > 0.85 * before and shifted > 1.3 * aligned, (before, aligned, shifted)
+    assert before - shifted < 0.5 * (before - aligned), (before, aligned, shifted)
 
 
 # ------------------------------------------------------------ through the motion stage
@@ -354,8 +358,8 @@ def motion_run(tmp_path_factory):
     from fourreal_stages import configs
     from fourreal_synthetic.oracle import OraclePrior
 
-    if "canonical" not in inspect.signature(Deformer.setup).parameters:
-        pytest.skip("the fitting engine (issue 12) is not in this tree yet: w_t is zero at t_c only with it")
+    # the fitting engine's Deformer contract (w_t zero at t_c): missing is a failure, not a skip
+    assert "canonical" in inspect.signature(Deformer.setup).parameters
     tmp = tmp_path_factory.mktemp("sds_motion")
     w_t = "w_t" if "w_t" in {f.name for f in fields(configs.MotionConfig)} else "deformer"
     oracle = "{name: oracle, params: {scene: garden, seed: 0}}"
@@ -398,13 +402,9 @@ def test_motion_stage_w_t_is_zero_at_t_c(motion_run):
 
 
 def test_motion_stage_sds_videos_at_sampled_reference_times(motion_run):
-    import inspect
-
-    from fourreal_stages import motion
-
-    if "reference_frames" not in inspect.getsource(motion):
-        pytest.skip("the motion stage does not pass the reference video to SDS yet (issue 14 stage wiring, "
-                    "waiting for the fitting engine of issue 12)")
+    """The motion stage's SDS wiring (issue 14): multi-view SDS videos at sampled reference
+    times, temporal ones forward from t_c = 0. Without the wiring the multi-view times are
+    pinned at t_c (or no SDS call happens): this fails, it never skips."""
     seen = motion_run[1]
     multiview = [ts for ts in seen if len(set(ts)) == 1]
     temporal = [ts for ts in seen if len(set(ts)) > 1]

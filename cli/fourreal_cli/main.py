@@ -191,10 +191,31 @@ def _export_web(run_dir: Path, out: Path, **o) -> None:
             soft_wrap=True, highlight=False)
 
 
+def _find_against(run_dir: Path, against: Path) -> Path:
+    """``--against`` as given (relative to the current folder), else, for a relative path, the
+    same path inside the run: ``RUN/against``, then the newest finished stage's
+    ``RUN/stages/NN_name/against`` -- so ``--against test/transforms.json`` finds the held-out
+    views an earlier stage wrote (the synthetic scene's, a poses stage's hold-out)."""
+    if against.exists():
+        return against
+    looked = ["."]
+    if not against.is_absolute():
+        stages = run_dir / "stages"
+        finished = sorted((d for d in stages.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                          reverse=True) if stages.is_dir() else []
+        for base in [run_dir, *finished]:
+            if (base / against).is_file():
+                return base / against
+        looked += [str(run_dir), f"{stages}/*"]
+    raise FourRealError(f"--against {against}: file not found (looked in {', '.join(looked)})")
+
+
 @app.command(name="eval")
 def eval_(
     run_dir: Path = typer.Argument(..., help="A run folder whose canonical or motion stage has finished."),
-    against: Path = typer.Option(..., "--against", help="transforms.json of held-out views (with per-frame time)."),
+    against: Path = typer.Option(
+        ..., "--against", help="transforms.json of held-out views (with per-frame time); a relative path not found "
+        "here is looked up in the run folder, then in its stages (newest first)."),
     out: str = typer.Option("eval", "--out", help="Sub-folder of the run to write into."),
     white_background: Optional[bool] = typer.Option(
         None, "--white-background/--black-background", help="Composite RGBA targets on white (D-NeRF) or black."),
@@ -213,9 +234,10 @@ def eval_(
 
     from rich.table import Table
 
-    if not against.exists():
-        raise FourRealError(f"--against {against}: file not found")
-    path = _adhoc(run_dir, "eval", {"against": str(against.resolve()), "white_background": white_background,
+    found = _find_against(run_dir, against)
+    if found != against:
+        console.print(f"eval: --against {against}: using the run's {found}", soft_wrap=True, highlight=False)
+    path = _adhoc(run_dir, "eval", {"against": str(found.resolve()), "white_background": white_background,
                                     "lpips": lpips, "height": height, "width": width,
                                     "native_resolution": native_resolution}, out, device)
     res = json.loads((path / "eval.json").read_text())
