@@ -34,19 +34,23 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return -10.0 * torch.log10(mse)
 
 
-def test_fit_static_object_reaches_30db_on_held_out_views():
-    t0 = time.perf_counter()
+def object_views():
+    """The procedural object, 16 training views on two elevation rings and 4 held-out views
+    in between, the rasterizer, background and ground-truth renders of both sets."""
     torch.manual_seed(0)
     scene = make_scene("object", seed=0)
-    # 16 training views on two elevation rings, 4 held-out views in between
     az = torch.cat([torch.arange(16) * 22.5, 11.25 + torch.arange(4) * 90.0])
     el = torch.cat([torch.tensor([5.0, 45.0]).repeat(8), torch.full((4,), 25.0)])
     cams = cameras_at(az, el, scene.ref_radius, scene.center, SIZE, SIZE, scene.fov_deg)
     train, test = cams[list(range(16))], cams[list(range(16, 20))]
     rast = TorchRasterizer(TorchRasterizerConfig())
-    bg = scene.background
-    gt_train = scene.render(train, 0.0, rasterizer=rast)
-    gt_test = scene.render(test, 0.0, rasterizer=rast)
+    return (scene, train, test, rast, scene.background, scene.render(train, 0.0, rasterizer=rast),
+            scene.render(test, 0.0, rasterizer=rast))
+
+
+def test_fit_static_object_reaches_30db_on_held_out_views():
+    t0 = time.perf_counter()
+    scene, train, test, rast, bg, gt_train, gt_test = object_views()
 
     cfg = GaussiansConfig(
         sh_degree=1, sh_degree_interval=100, init_opacity=0.5, init_scale=0.5,
@@ -98,16 +102,7 @@ def test_fit_static_object_with_mcmc_density_control():
     grows to the cap, leaves no dead Gaussian behind and generalises like the 3DGS control."""
     from fourreal_gaussians.densify import MCMCStrategy
 
-    torch.manual_seed(0)
-    scene = make_scene("object", seed=0)
-    az = torch.cat([torch.arange(16) * 22.5, 11.25 + torch.arange(4) * 90.0])
-    el = torch.cat([torch.tensor([5.0, 45.0]).repeat(8), torch.full((4,), 25.0)])
-    cams = cameras_at(az, el, scene.ref_radius, scene.center, SIZE, SIZE, scene.fov_deg)
-    train, test = cams[list(range(16))], cams[list(range(16, 20))]
-    rast = TorchRasterizer(TorchRasterizerConfig())
-    bg = scene.background
-    gt_train = scene.render(train, 0.0, rasterizer=rast)
-    gt_test = scene.render(test, 0.0, rasterizer=rast)
+    scene, train, test, rast, bg, gt_train, gt_test = object_views()
     model = GaussianModel(GaussiansConfig(sh_degree=1, sh_degree_interval=100, init_opacity=0.5, init_scale=0.5,
                                           sh0_lr=0.01, scales_lr=0.005, quats_lr=0.005))
     model.init_from_points(scene.point_cloud(0.0), scene.extent)

@@ -374,6 +374,15 @@ def relocation(opacities: torch.Tensor, scales: torch.Tensor, ratios: torch.Tens
     return new_o, new_s
 
 
+def _zero_moments(model: "GaussianModel", rows: torch.Tensor) -> None:
+    """Restart the Adam moments of ``rows`` in every parameter group."""
+    for g in model.optimizer.param_groups:
+        st = model.optimizer.state.get(g["params"][0])
+        for key in ("exp_avg", "exp_avg_sq"):
+            if st and key in st:
+                st[key][rows] = 0.0
+
+
 @dataclass
 class MCMCStrategy(DensifyStrategyBase):
     """3DGS-MCMC density control (Kheradmand et al. 2024), as gsplat's ``MCMCStrategy``:
@@ -434,12 +443,7 @@ class MCMCStrategy(DensifyStrategyBase):
         with torch.no_grad():
             model.opacities.data[sampled] = torch.log(new_o / (1.0 - new_o)).to(model.opacities.dtype)
             model.scales.data[sampled] = torch.log(new_s).to(model.scales.dtype)
-        for g in model.optimizer.param_groups:
-            st = model.optimizer.state.get(g["params"][0])
-            if st:
-                for key in ("exp_avg", "exp_avg_sq"):
-                    if key in st:
-                        st[key][sampled] = 0.0
+        _zero_moments(model, sampled)
 
     def relocate(self, model: "GaussianModel") -> int:
         dev = model.device
@@ -456,12 +460,7 @@ class MCMCStrategy(DensifyStrategyBase):
             for name in GROUPS:
                 p = model.raw[name]
                 p.data[dead_idx] = p.data[sampled]
-        for g in model.optimizer.param_groups:
-            st = model.optimizer.state.get(g["params"][0])
-            if st:
-                for key in ("exp_avg", "exp_avg_sq"):
-                    if key in st:
-                        st[key][dead_idx] = 0.0
+        _zero_moments(model, dead_idx)
         return n
 
     def add(self, model: "GaussianModel") -> int:
