@@ -21,6 +21,9 @@ class TorchRasterizerConfig:
     near_plane: float = 0.01
     far_plane: float = 1e10
     eps2d: float = 0.3  # low-pass filter added to the 2D covariance (3DGS / gsplat)
+    # gsplat's rasterize_mode="antialiased" (Mip-Splatting's 2D filter): opacity scaled by
+    # sqrt(det(Sigma2d) / det(Sigma2d + eps2d I)) so the low-pass adds no weight (docs/rasterizer.md)
+    antialiased: bool = False
 
 
 @dataclass
@@ -31,6 +34,7 @@ class NumbaRasterizerConfig:
     near_plane: float = 0.01
     far_plane: float = 1e10
     eps2d: float = 0.3
+    antialiased: bool = False  # as the torch rasterizer's
 
 
 @dataclass
@@ -41,6 +45,7 @@ class GsplatRasterizerConfig:
     far_plane: float = 1e10
     eps2d: float = 0.3
     packed: bool = False
+    antialiased: bool = False  # rasterize_mode="antialiased"
 
 
 @dataclass
@@ -52,6 +57,7 @@ class AutoRasterizerConfig:
     near_plane: float = 0.01
     far_plane: float = 1e10
     eps2d: float = 0.3
+    antialiased: bool = False  # Mip-Splatting's 2D filter on every backend (gsplat: rasterize_mode)
 
 
 # --------------------------------------------------------------------------- densification

@@ -97,6 +97,7 @@ def rasterize_dense(
     tile_size: int = 16,
     render_depth: bool = True,
     pixel_chunk: Optional[int] = None,
+    antialiased: bool = False,
 ):
     """Dense reference with the signature of :func:`.rasterize_torch.rasterize`.
 
@@ -139,8 +140,14 @@ def rasterize_dense(
             [torch.stack([fx / zs, zero, -fx * xz / zs], -1), torch.stack([zero, fy / zs, -fy * yz / zs], -1)],
             dim=1,
         )  # [N,2,3]
-        cov2d = J @ cov_cam @ J.transpose(1, 2) + eps2d * torch.eye(2, dtype=dt, device=dev)
+        cov2d_raw = J @ cov_cam @ J.transpose(1, 2)
+        cov2d = cov2d_raw + eps2d * torch.eye(2, dtype=dt, device=dev)
         det = torch.linalg.det(cov2d)
+        if antialiased:  # Mip-Splatting's 2D filter: sqrt(det(Sigma) / det(Sigma + eps2d I))
+            comp = torch.sqrt(torch.clamp(torch.linalg.det(cov2d_raw) / torch.where(det > 0, det, torch.ones_like(det)),
+                                          min=0.0))
+        else:
+            comp = torch.ones_like(det)
         ok = in_range & (det > 0)
         cov2d_safe = torch.where(ok[:, None, None], cov2d, torch.eye(2, dtype=dt, device=dev).expand_as(cov2d))
         conic = torch.linalg.inv(cov2d_safe)
@@ -175,7 +182,7 @@ def rasterize_dense(
         else:
             feats = colors
         order = torch.argsort(z.detach(), stable=True)
-        args = (m2d[order], conic[order], opacities[order], feats[order], z[order, None], lo[order], hi[order])
+        args = (m2d[order], conic[order], (opacities * comp)[order], feats[order], z[order, None], lo[order], hi[order])
         if pixel_chunk is None:
             f, dsum, T = _composite_pixels(pix, *args[:5], args[5], args[6], pix_tile)
         else:

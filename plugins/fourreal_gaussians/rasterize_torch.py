@@ -123,7 +123,8 @@ def project_gaussians(
     Returns:
         dict with ``means2d [C,N,2]`` (pixels), ``conics [C,N,3]`` (inverse 2D covariance
         a, b, c of ``[[a,b],[b,c]]``), ``cov2d [C,N,3]`` (2D covariance incl. eps2d),
-        ``depths [C,N]`` (camera z), ``radii [C,N]`` int32 (0 = culled).
+        ``depths [C,N]`` (camera z), ``radii [C,N]`` int32 (0 = culled), ``compensations
+        [C,N]`` (``sqrt(det(cov2d - eps2d I) / det(cov2d))``, the antialiased mode's opacity factor).
     """
     R = quat_to_matrix(quats)  # [N,3,3]
     M = R * scales[:, None, :]  # R diag(s): Sigma = M M^T
@@ -151,6 +152,10 @@ def project_gaussians(
     b = gx * gy * (s01 - u * s12 - v * s02 + u * v * s22)
     c = gy * gy * (s11 - 2 * v * s12 + v * v * s22) + eps2d
     det = a * c - b * b
+    # Mip-Splatting's 2D filter / gsplat's "antialiased" mode: the opacity factor that keeps a
+    # Gaussian's integrated alpha what it was before eps2d widened it
+    det0 = (a - eps2d) * (c - eps2d) - b * b
+    compensation = torch.sqrt(torch.clamp(det0 / torch.where(det > 0, det, torch.ones_like(det)), min=0.0))
     valid = valid & (det > 0)
     det_s = torch.where(valid, det, torch.ones_like(det))
     conics = torch.stack([c / det_s, -b / det_s, a / det_s], dim=-1)
@@ -170,6 +175,7 @@ def project_gaussians(
         "cov2d": torch.stack([a, b, c], dim=-1),
         "depths": tz,
         "radii": radii,
+        "compensations": compensation,
     }
 
 
@@ -639,6 +645,7 @@ def rasterize(
     budget: int = DEFAULT_BUDGET,
     slice_len: int = DEFAULT_SLICE_LEN,
     compositor: str = "torch",
+    antialiased: bool = False,
 ):
     """Render N Gaussians from C cameras (gsplat-compatible, differentiable, tile-based).
 
@@ -662,6 +669,9 @@ def rasterize(
         compositor: ``"torch"`` (the portable block compositing of this module) or
             ``"numba"`` (the compiled, multi-threaded CPU kernels of :mod:`.rasterize_numba`;
             same outputs and gradients; ``block``/``budget``/``slice_len`` do not apply).
+        antialiased: gsplat's ``rasterize_mode="antialiased"`` (Mip-Splatting's 2D filter):
+            each opacity is multiplied by ``sqrt(det(Sigma2d) / det(Sigma2d + eps2d I))``, so
+            the eps2d low-pass does not make small or distant Gaussians heavier.
 
     Returns:
         ``(rgb [C,H,W,D], alpha [C,H,W,1], depth [C,H,W,1] or None, meta)`` where meta has
@@ -675,11 +685,12 @@ def rasterize(
     with _cpu_threads(means.device):
         return _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                           backgrounds, near_plane, far_plane, eps2d, tile_size, render_depth, block, budget,
-                          slice_len, compositor)
+                          slice_len, compositor, antialiased)
 
 
 def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
-               near_plane, far_plane, eps2d, tile_size, render_depth, block, budget, slice_len, compositor):
+               near_plane, far_plane, eps2d, tile_size, render_depth, block, budget, slice_len, compositor,
+               antialiased=False):
     C = viewmats.shape[0]
     N = means.shape[0]
     proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height,
@@ -702,6 +713,8 @@ def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
         feats = colors if colors.dim() == 3 else colors[None].expand(C, -1, -1)
     D = feats.shape[-1]
     op = opacities[None, :].expand(C, N)
+    if antialiased:
+        op = op * proj["compensations"]
     parts = [means2d, proj["conics"], op[..., None], feats]
     if render_depth:
         parts.append(depths[..., None])

@@ -74,6 +74,7 @@ class TorchRasterizer(Rasterizer):
             tile_size=self.cfg.tile_size,
             render_depth=render_depth,
             compositor=self.compositor,
+            antialiased=self.cfg.antialiased,
         )
         extras = {k: meta[k] for k in ("depths", "conics", "tiles_per_gauss", "n_isects", "n_pairs", "n_evals")}
         extras["backend"] = self.name
@@ -167,6 +168,7 @@ class GsplatRasterizer(Rasterizer):
             sh_degree=g.sh_degree, packed=self.cfg.packed,
             backgrounds=_backgrounds(background, C, g.means),
             render_mode="RGB+ED" if render_depth else "RGB",
+            rasterize_mode="antialiased" if self.cfg.antialiased else "classic",
         )
         rgb = colors[..., :3]
         depth = colors[..., 3:4] if render_depth else None
@@ -217,6 +219,7 @@ class AutoRasterizer(Rasterizer):
         self._torch = TorchRasterizer(TorchRasterizerConfig(
             tile_size=self.cfg.tile_size, near_plane=self.cfg.near_plane,
             far_plane=self.cfg.far_plane, eps2d=self.cfg.eps2d,
+            antialiased=self.cfg.antialiased,
         ))
         self._gsplat: Optional[GsplatRasterizer] = None
         self._gsplat_ok: Optional[bool] = None
@@ -224,7 +227,7 @@ class AutoRasterizer(Rasterizer):
         if numba_available():
             self._numba = NumbaRasterizer(NumbaRasterizerConfig(
                 tile_size=self.cfg.tile_size, near_plane=self.cfg.near_plane,
-                far_plane=self.cfg.far_plane, eps2d=self.cfg.eps2d,
+                far_plane=self.cfg.far_plane, eps2d=self.cfg.eps2d, antialiased=self.cfg.antialiased,
             ))
 
     def backend_for(self, device: torch.device) -> Rasterizer:
@@ -239,6 +242,7 @@ class AutoRasterizer(Rasterizer):
             if self._gsplat_ok:
                 self._gsplat = GsplatRasterizer(GsplatRasterizerConfig(
                     near_plane=self.cfg.near_plane, far_plane=self.cfg.far_plane, eps2d=self.cfg.eps2d,
+                    antialiased=self.cfg.antialiased,
                 ))
         return self._gsplat if self._gsplat_ok else self._torch
 
