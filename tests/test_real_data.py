@@ -220,7 +220,11 @@ def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
                                 "setting": "all"}, name="all")
     allv = load_transforms(st2 / "reference")
     assert len(allv) == 15 and allv.canonical_view == 2 * 3 + 0
-    assert torch.allclose(allv.times[:3], torch.zeros(3)) and not (st2 / "freeze_time").exists()
+    assert torch.allclose(allv.times[:3], torch.zeros(3))
+    # ... and the same freeze-time video (the training cameras at t_c) for a canonical stage
+    frz2 = load_transforms(st2 / "freeze_time")
+    assert torch.equal(frz2.video.frames, frz.video.frames) and frz2.canonical_view == 0  # camera 0 here
+    assert torch.allclose(allv.video.frames[allv.canonical_view], frz2.video.frames[frz2.canonical_view])
     with pytest.raises(InputError, match="camera '9' is not in the capture"):
         _run_stage(tmp_path, {"capture": str(tmp_path / "cap"), "test_cameras": ["9"]}, name="bad")
 

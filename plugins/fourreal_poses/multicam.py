@@ -24,13 +24,15 @@ The stage then forms one of two settings (``setting``):
   are scored over time (``test/``) and at ``t_c`` (``test_static/``). Canonical + motion
   stages follow (recipes/multicam-to-4d.yaml).
 * ``all``: the reference "video" = every training camera at every time (the standard
-  multi-view dynamic setting, a motion stage with a static warm-up fits it;
-  recipes/multicam-all-views.yaml); the same ``test/`` views.
+  multi-view dynamic setting; recipes/multicam-all-views.yaml), and the same freeze-time
+  video as ``4real`` (the training cameras at ``t_c``) so a canonical stage can fit the scene
+  at c before the motion stage moves it (a static warm-up over all times averages the
+  moving people away: docs/real-data.md); the same ``test/`` views.
 
 Outputs (``stages/NN_multicam/``)::
 
     reference/transforms.json     (+ images/)   per-frame camera and time; canonical_view = c
-    freeze_time/transforms.json   (+ images/)   4real only; canonical_view = k_c, the reference camera
+    freeze_time/transforms.json   (+ images/)   the training cameras at t_c; canonical_view = k_c, the reference camera
     test/transforms.json          (+ images/, dynamic_masks/ when given)   held-out cameras over time
     test_static/transforms.json   held-out cameras at t_c
     points.ply                    initial points (file / triangulated / frustum; see triangulate.py)
@@ -452,12 +454,12 @@ class MulticamStage(Stage):
         frz_cams = cap.cameras_at(train, [times[c]] * len(train), H, W)
         frz_frames = torch.cat([cap.frames(cam, [times[c]], H, W) for cam in train])
         k_c = train.index(ref_cam)
+        frz = PosedVideo(Video(frz_frames, fps=cfg.fps), frz_cams, times=torch.full((len(train),), t_c), canonical_view=k_c)
+        write_transforms(out / "freeze_time" / "transforms.json", frz,
+                         extra={"split": "freeze_time", "t_c": t_c, "canonical_frame": c, "cameras": train, **rx})
         if cfg.setting == "4real":
             ref = PosedVideo(Video(cap.frames(ref_cam, times, H, W), fps=cfg.fps),
                              cap.cameras_at([ref_cam] * T, times, H, W), times=tnorm, canonical_view=c)
-            frz = PosedVideo(Video(frz_frames, fps=cfg.fps), frz_cams, times=torch.full((len(train),), t_c), canonical_view=k_c)
-            write_transforms(out / "freeze_time" / "transforms.json", frz,
-                             extra={"split": "freeze_time", "t_c": t_c, "canonical_frame": c, "cameras": train, **rx})
         else:
             pairs = [(cam, k) for k in range(T) for cam in train]
             fr = torch.cat([cap.frames(cam, times, H, W) for cam in train])  # [C*T] camera-major
