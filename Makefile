@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fourreal run recipes/demo.yaml --out runs/demo
 
+# one pytest-xdist worker per core (at most 4), each test file on one worker so its module
+# fixtures are built once; `pytest -q` alone runs the same tests serially
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"

@@ -8,6 +8,7 @@ process, checkpointing every step; writes ``result.json`` with the final counter
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -21,6 +22,7 @@ class CountConfig:
     steps: int
     trace: str
     sleep: float = 0.0
+    hold: Optional[str] = None  # while this file exists, step 1 waits (at most 120 s): a test holds a run open
     nan_at: Optional[int] = None  # the step whose loss is NaN (tests of the non-finite guard)
     weight: Ramp = field(default_factory=lambda: Ramp(1.0))
     deformer: Optional[Component("deformer")] = None  # type: ignore[valid-type]
@@ -63,6 +65,9 @@ class CountStage:
 
         def step(i):
             time.sleep(self.cfg.sleep)
+            t0 = time.time()
+            while i == 1 and self.cfg.hold and os.path.exists(self.cfg.hold) and time.time() - t0 < 120:
+                time.sleep(0.05)
             with open(self.cfg.trace, "a") as f:
                 f.write(f"{ctx.name}:{i}\n")
             counter.add_(self.cfg.weight.at(i))

@@ -16,6 +16,13 @@ sys.path.insert(0, str(TESTS))
 
 os.environ.setdefault("FOURREAL_NO_PROGRESS", "1")
 
+# `make test` runs the files on pytest-xdist workers (one per core, at most 4): each worker and
+# the `fourreal` subprocesses it starts use one thread, so two workers on a 2-core machine do
+# not fight over the cores (set before torch / numba are imported by any test module).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "FOURREAL_RASTER_THREADS"):
+        os.environ[_var] = "1"
+
 
 def fourreal_env(extra_modules: str = "_toy_plugin", **env: str) -> dict:
     """Environment for a `fourreal` subprocess that also registers the tests' toy plugin."""

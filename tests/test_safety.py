@@ -124,12 +124,13 @@ def test_every_written_path_stays_inside_the_run(tmp_path):
 SLOW = """name: slow
 stages:
   - name: count
-    params: {steps: 40, trace: trace.txt, sleep: 0.1}
+    params: {steps: 40, trace: trace.txt, sleep: 0.1, hold: hold.txt}
 """
 
 
 def test_two_runs_on_one_out_exactly_one_proceeds(tmp_path):
     (tmp_path / "r.yaml").write_text(SLOW)
+    (tmp_path / "hold.txt").write_text("the first run waits at step 1 while this file exists")
     exe = Path(sys.executable).parent / "fourreal"
     first = subprocess.Popen([str(exe), "run", "r.yaml", "--out", "run"], cwd=tmp_path, env=fourreal_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -139,6 +140,7 @@ def test_two_runs_on_one_out_exactly_one_proceeds(tmp_path):
         time.sleep(0.05)
     second = subprocess.run([str(exe), "run", "r.yaml", "--out", "run"], cwd=tmp_path, env=fourreal_env(),
                             capture_output=True, text=True, timeout=120)
+    (tmp_path / "hold.txt").unlink()  # (held so a slow start of the second cannot miss the first)
     _one_line_error(second, f"run is in use by pid {first.pid} on {socket.gethostname()}")
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
