@@ -165,7 +165,7 @@ class Representation(ABC):
     """The canonical Gaussians: parameters, their optimiser, densification, PLY I/O.
 
     Stored parameters are unconstrained (log-scales, opacity logits); :meth:`params`
-    returns them activated. Everything the fitting engine (``fourreal_stages.fit``) calls is
+    returns them activated. Everything the fitting engine calls is
     declared here; optional parts raise ``NotImplementedError`` with a message, and the
     engine only calls them when a recipe asks for what needs them (densify, growth, freeze).
     """
@@ -254,6 +254,18 @@ class Representation(ABC):
         """Restore :meth:`optimizer_state_dict` output (after :meth:`load_state_dict`)."""
 
 
+def log_linear_decay(step: int, total: int, v0: float, v1: float) -> float:
+    """Log-linear interpolation from ``v0`` at step 0 to ``v1`` at step ``total`` and after
+    (3DGS's learning-rate decay); ``v0`` when ``total``, ``v0`` or ``v1`` is not positive.
+    The one decay of the project: deformers, the Gaussians' positions and the cameras use it."""
+    import math
+
+    if total <= 0 or v0 <= 0 or v1 <= 0:
+        return v0
+    f = min(max(step / total, 0.0), 1.0)
+    return math.exp(math.log(v0) * (1 - f) + math.log(v1) * f)
+
+
 # ------------------------------------------------------------------------------ deformer
 @dataclass
 class Deformation:
@@ -322,13 +334,7 @@ class Deformer(ABC):
     def learning_rate(self, step: int, total: int) -> float:
         """The learning rate at ``step`` of ``total``: log-linear from :attr:`lr` to
         :attr:`lr_final` (3DGS style)."""
-        import math
-
-        lr0, lr1 = float(self.lr), float(self.lr_final)
-        if total <= 0 or lr0 <= 0 or lr1 <= 0:
-            return lr0
-        f = min(max(step / total, 0.0), 1.0)
-        return math.exp(math.log(lr0) * (1 - f) + math.log(lr1) * f)
+        return log_linear_decay(step, total, float(self.lr), float(self.lr_final))
 
 
 # ------------------------------------------------------------------------------- tracker
@@ -397,11 +403,11 @@ class Loss(ABC):
 # ----------------------------------------------------------------------------- scheduler
 @dataclass
 class Phase:
-    """What is active at one iteration of a training stage.
-
-    ``options``: ``deform`` (bool: apply the stage's deformation field), ``frames``
-    (``all`` / ``reference`` / ``freeze_time``: which training frames to sample).
-    """
+    """What is active at one iteration of a training stage: its losses, the parameter groups
+    it trains, ``densify`` (3DGS densification), ``grow`` (growth of new Gaussians, the motion
+    stage's), ``deform`` (apply the stage's deformation field), ``frames`` (``all`` /
+    ``reference`` / ``freeze_time``: which training frames to sample) and ``downscale``
+    (render and supervise at 1/downscale of the frames' size)."""
 
     name: str
     start: int
@@ -409,7 +415,10 @@ class Phase:
     losses: tuple[str, ...] = ()
     param_groups: tuple[str, ...] = ()
     densify: bool = False
-    options: dict = field(default_factory=dict)
+    deform: bool = True
+    frames: str = "all"
+    downscale: int = 1
+    grow: bool = False
 
 
 class Scheduler(ABC):
@@ -436,10 +445,6 @@ class Scheduler(ABC):
     def phase_named(self, name: str) -> Optional[Phase]:
         """The phase called ``name``, or None."""
         return next((p for p in self.phases if p.name == name), None)
-
-    @abstractmethod
-    def lr_at(self, group: str, step: int, base_lr: float) -> float:
-        """Learning rate of parameter group ``group`` at ``step`` (``base_lr``: its own)."""
 
 
 # ---------------------------------------------------------------------------- video prior
@@ -526,7 +531,7 @@ class Stage(ABC):
     A stage writes everything it produces into ``ctx.out_dir``; the runner moves that
     folder into place atomically when :meth:`run` returns, so a stage is either complete
     or absent. Long stages checkpoint through ``ctx.checkpoints`` to resume mid-stage.
-    Earlier stages' outputs are found with ``ctx.find_output(name)`` / ``ctx.stage_dir(label)``;
+    Earlier stages' outputs are found with ``ctx.find_output(name)``;
     input files in the config are declared as ``InputPath`` so ``fourreal validate`` checks them.
     """
 

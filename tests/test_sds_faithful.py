@@ -304,7 +304,7 @@ def _oracle_fit(garden, shift: float, steps: int = 40, frames: int = 6, lr: floa
     error at three unseen cameras at unseen times, before and after."""
     from fourreal_synthetic.oracle import OraclePrior
     from fourreal_synthetic.plugin import OraclePriorConfig
-    from fourreal_synthetic.scenes import cameras_at
+    from fourreal_formats.cameras import cameras_at
 
     sc = garden["scene"]
     deformer = _deformer()
@@ -391,7 +391,7 @@ stages:
 
 def test_motion_stage_w_t_is_zero_at_t_c(motion_run):
     from fourreal_core.registry import get_registry
-    from fourreal_stages.scene4d import Scene4D, find_scene
+    from fourreal_formats.scene4d import Scene4D, find_scene
 
     scene = Scene4D.load(find_scene(motion_run[0]), get_registry())
     g = scene.model.params()

@@ -160,7 +160,7 @@ def _export_web(run_dir: Path, out: Path, **o) -> None:
 
     from fourreal_core.errors import InputError
     from fourreal_core.registry import get_registry
-    from fourreal_stages.scene4d import Scene4D, find_scene
+    from fourreal_formats.scene4d import Scene4D, find_scene
 
     try:
         from fourreal_viewer.web import WebOptions, build_web, check_options, prepare_out

@@ -41,6 +41,7 @@ from fourreal_core.run import resolve_device
 from fourreal_core.errors import FourRealError, InputError
 from fourreal_core.interfaces import VideoPrior
 from fourreal_core.types import Video
+from fourreal_media import resize_frames
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +137,6 @@ def round_up(v: int, m: int) -> int:
     return max(m, -(-int(v) // m) * m)
 
 
-def resize(frames: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``[N,H,W,3]`` -> ``[N,h,w,3]`` (bilinear, antialiased when shrinking)."""
-    if frames.shape[1:3] == (h, w):
-        return frames
-    x = frames.permute(0, 3, 1, 2).float()
-    shrink = h < frames.shape[1] or w < frames.shape[2]
-    x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
-    return x.permute(0, 2, 3, 1).clamp(0, 1)
-
-
 def pipe_frames(out) -> torch.Tensor:
     """A pipeline's ``output_type="pt"`` frames -> ``[F,H,W,3]`` float in [0,1]."""
     fr = out.frames if hasattr(out, "frames") else out[0]
@@ -191,7 +182,7 @@ def paste(frames: torch.Tensor, known: Optional[Mapping[int, torch.Tensor]]) -> 
     frames = frames.clone()
     F_, H, W, _ = frames.shape
     for i, img in known.items():
-        frames[int(i) % F_] = resize(torch.as_tensor(img).detach().float().cpu()[None], H, W)[0].to(frames)
+        frames[int(i) % F_] = resize_frames(torch.as_tensor(img).detach().float().cpu()[None], H, W)[0].to(frames)
     return frames
 
 
@@ -282,14 +273,14 @@ class DiffusersPrior(VideoPrior):
             raise ValueError(f"predict_x0 expects [F,H,W,3] frames, got {tuple(frames.shape)}")
         F_, H, W, _ = frames.shape
         n, h, w = self._gen_shape(F_, H, W)
-        x = resize(frames, h, w)
+        x = resize_frames(frames, h, w)
         if n > F_:  # pad by repeating the last frame
             x = torch.cat([x, x[-1:].expand(n - F_, h, w, 3)], dim=0)
-        known = {i: resize(img[None], h, w)[0] for i, img in check_known(known, F_).items()}
+        known = {i: resize_frames(img[None], h, w)[0] for i, img in check_known(known, F_).items()}
         return x, known, F_, H, W
 
     def _finish(self, x0: torch.Tensor, F_: int, H: int, W: int, known, out_device) -> torch.Tensor:
-        out = resize(x0[:F_].float().cpu(), H, W)
+        out = resize_frames(x0[:F_].float().cpu(), H, W)
         out = paste(out, {i: img for i, img in check_known(known, F_).items()})
         return out.to(out_device)
 
@@ -375,7 +366,7 @@ class LTXPrior(DiffusersPrior):
         n, h, w = self._gen_shape(num_frames, height, width)
         conds = []
         for f, m in ltx_condition_plan(known, self.temporal_ratio):
-            clip = resize(torch.stack([known[f + j] for j in range(m)]), h, w).permute(0, 3, 1, 2)  # [m,3,h,w]
+            clip = resize_frames(torch.stack([known[f + j] for j in range(m)]), h, w).permute(0, 3, 1, 2)  # [m,3,h,w]
             if m == 1:
                 conds.append(LTXVideoCondition(image=clip, frame_index=f, strength=1.0))
             else:
@@ -388,7 +379,7 @@ class LTXPrior(DiffusersPrior):
             decode_timestep=self.cfg.decode_timestep, decode_noise_scale=self.cfg.decode_noise_scale,
             generator=gen, output_type="pt", max_sequence_length=self.cfg.max_sequence_length,
         )
-        frames = resize(pipe_frames(out)[:num_frames], height, width)
+        frames = resize_frames(pipe_frames(out)[:num_frames], height, width)
         if self.cfg.paste_known:
             frames = paste(frames, known)
         return Video(frames.contiguous(), fps=float(self.cfg.frame_rate))
@@ -499,7 +490,7 @@ class WanPrior(DiffusersPrior):
                       generator=gen, output_type="pt", max_sequence_length=self.cfg.max_sequence_length)
 
         def pil(img):
-            return Image.fromarray(to_uint8(resize(img[None], h, w)[0]))
+            return Image.fromarray(to_uint8(resize_frames(img[None], h, w)[0]))
 
         if self.kind == "WanVACEPipeline":
             if known:
@@ -529,7 +520,7 @@ class WanPrior(DiffusersPrior):
                     "Wan-AI/Wan2.1-VACE-1.3B-diffusers) or another prior"
                 )
             out = self.pipe(**common)
-        frames = resize(pipe_frames(out)[:num_frames], height, width)
+        frames = resize_frames(pipe_frames(out)[:num_frames], height, width)
         if self.cfg.paste_known:
             frames = paste(frames, known)
         return Video(frames.contiguous(), fps=16.0)
@@ -663,9 +654,9 @@ class CogVideoXPrior(DiffusersPrior):
                       num_inference_steps=self.cfg.num_inference_steps, guidance_scale=self.cfg.guidance_scale,
                       generator=gen, output_type="pt", max_sequence_length=self.cfg.max_sequence_length)
         if known:
-            kwargs["image"] = resize(known[0][None], h, w)[0].permute(2, 0, 1)[None]
+            kwargs["image"] = resize_frames(known[0][None], h, w)[0].permute(2, 0, 1)[None]
         out = pipe(**kwargs)
-        frames = resize(pipe_frames(out)[:num_frames], height, width)
+        frames = resize_frames(pipe_frames(out)[:num_frames], height, width)
         if self.cfg.paste_known:
             frames = paste(frames, known)
         return Video(frames.contiguous(), fps=8.0)

@@ -22,7 +22,7 @@ render / export / eval`` and the viewer apply the same split.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -30,6 +30,19 @@ from fourreal_core.interfaces import Deformation, Deformer
 from fourreal_core.types import Cameras
 
 REGION_FILE = "motion_region.safetensors"
+
+
+def deform_pair(deformer: Any, x: torch.Tensor, q: torch.Tensor, t: float, t_prev: float):
+    """``(w(x, t), w(x, t_prev))``; the second without autograd -- the previous state is a
+    fixed reference for the temporal regularisers (``diff``, ``rigid``, ``rot``), as the
+    previous frame is in Dynamic 3D Gaussians -- which halves the deformer's backward.
+    A deformer with ``deform_pair`` (the ``mlp``) computes both at once, sharing work."""
+    if hasattr(deformer, "deform_pair") and not getattr(deformer, "frame_mode", False):
+        return deformer.deform_pair(x, t, t_prev, quats=q)
+    d = deformer.deform(x, t, quats=q)
+    with torch.no_grad():
+        dp = deformer.deform(x, t_prev, quats=q)
+    return d, dp
 
 
 def region_mask(dynamic: torch.Tensor, margin: float) -> torch.Tensor:
@@ -100,8 +113,6 @@ class RegionDeformer(torch.nn.Module, Deformer):
     def deform_pair(self, means: torch.Tensor, t: float, t_prev: float, quats: Optional[torch.Tensor] = None):
         """``(w(x, t), w(x, t_prev))`` on the selected Gaussians, through the inner deformer's
         own ``deform_pair`` when it has one (the second without autograd)."""
-        from .fit import deform_pair
-
         sel = self.selected(means).nonzero().squeeze(1)
         if not len(sel):
             z = self._scatter(len(means), sel, None, means)
