@@ -302,6 +302,8 @@ class Deformer(ABC):
 
     lr: float = 1e-3
     lr_final: float = 1e-5
+    #: ``deform`` takes a frame index k (w_mv) rather than a time t (w_t)
+    frame_mode: bool = False
 
     def setup(
         self,
@@ -330,6 +332,18 @@ class Deformer(ABC):
         skinning) return the additive ``dq`` that composes their rotation with each Gaussian's.
         Exactly zero at the canonical input of :meth:`setup`.
         """
+
+    def deform_pair(self, means: "torch.Tensor", t: float, t_prev: float,
+                    quats: Optional["torch.Tensor"] = None) -> "tuple[Deformation, Deformation]":
+        """``(w(x, t), w(x, t_prev))`` for the temporal regularisers; the second without
+        autograd (the previous state is a fixed reference). A deformer that can share work
+        between the two (the ``mlp``) overrides it."""
+        import torch
+
+        d = self.deform(means, t, quats=quats)
+        with torch.no_grad():
+            dp = self.deform(means, t_prev, quats=quats)
+        return d, dp
 
     def learning_rate(self, step: int, total: int) -> float:
         """The learning rate at ``step`` of ``total``: log-linear from :attr:`lr` to
@@ -449,12 +463,37 @@ class Scheduler(ABC):
 
 # ---------------------------------------------------------------------------- video prior
 class VideoPrior(ABC):
-    """A video diffusion model: generation, masked conditioning, one-step x0 for SDS."""
+    """A video diffusion model: generation, masked conditioning, one-step x0 for SDS.
+
+    Optional abilities are declared here with defaults, never probed: a prior overrides
+    what it has (``conditions``, ``context_at_start``, ``use``, ``to``, ``device``,
+    ``loras``, ``sds_size``)."""
 
     #: the prior's native frame count, height and width
     num_frames: int
     height: int
     width: int
+    #: what :meth:`predict_x0` conditions on beyond the frames: ``"cameras"`` and/or
+    #: ``"times"`` -- SDS passes exactly these keywords (default: neither)
+    conditions: frozenset = frozenset()
+    #: the prior holds known frames firmly only at the start of a window (freeze-time
+    #: generation then runs backward windows reversed)
+    context_at_start: bool = False
+    #: the device the prior runs on when it places itself (None: it does not say)
+    device: Any = None
+    #: the LoRAs it applies (described in a generate stage's generation.json), or None
+    loras: Any = None
+
+    def use(self, what: str) -> Any:
+        """A context manager activating what the prior has for ``what`` (a LoRA use:
+        ``freeze_time``, ``sds_multiview``...); default: nothing to activate."""
+        import contextlib
+
+        return contextlib.nullcontext(self)
+
+    def to(self, device: Any) -> "VideoPrior":
+        """Move to ``device`` (default: stays where it is)."""
+        return self
 
     @abstractmethod
     def generate(
@@ -488,10 +527,9 @@ class VideoPrior(ABC):
         fraction -- as it documents), encoding and decoding inside for latent priors,
         conditions on ``known_frames`` and ``prompt``, and returns its x0 prediction.
         Implementations take an optional ``generator`` keyword for reproducible noise, and
-        may take optional ``cameras`` (:class:`Cameras`, F, at the frames' size) and
-        ``times`` (``[F]`` in [0,1]) keywords: where each frame was rendered from and when
-        (SDS passes them to priors whose signature has them; camera-conditioned models use
-        them, others need not declare them)."""
+        the ``cameras`` (:class:`Cameras`, F, at the frames' size) and ``times`` (``[F]`` in
+        [0,1]) keywords -- where each frame was rendered from and when -- which SDS passes
+        only when :attr:`conditions` names them."""
 
     def sds_size(self) -> tuple[int, int, int]:
         """``(height, width, multiple)``: the size SDS scores videos at -- renders are only
@@ -500,7 +538,7 @@ class VideoPrior(ABC):
         else its native ``height``/``width``; ``size_multiple`` or 1."""
         return (int(getattr(self, "sds_height", None) or self.height),
                 int(getattr(self, "sds_width", None) or self.width),
-                int(getattr(self, "size_multiple", 1) or 1))
+                int(getattr(self, "size_multiple", 1) or 1))  # config-style attributes a prior may set
 
 
 # ------------------------------------------------------------------------- pose estimator

@@ -11,7 +11,7 @@ import cycle between packages):
   ``write_points_ply``) and the one PLY opener ``read_plydata``.
 - :mod:`fourreal_formats.scene4d` -- the trained 4D scene (``Scene4D``, ``scene4d.json``).
 - :mod:`fourreal_formats.region` -- w_t restricted to the reference video's dynamic region
-  (``motion_region.safetensors``) and ``deform_pair``.
+  (``motion_region.safetensors``).
 - :mod:`fourreal_formats.cameras` -- cameras on a sphere or orbit (``cameras_at``,
   ``orbit_cameras``, ``up_basis``), ``points_in_view``, and orbits of a camera about a 4D
   scene (``look_at_target``, ``scene_up``, ``orbit_about``).

@@ -22,7 +22,7 @@ render / export / eval`` and the viewer apply the same split.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
@@ -30,19 +30,6 @@ from fourreal_core.interfaces import Deformation, Deformer
 from fourreal_core.types import Cameras
 
 REGION_FILE = "motion_region.safetensors"
-
-
-def deform_pair(deformer: Any, x: torch.Tensor, q: torch.Tensor, t: float, t_prev: float):
-    """``(w(x, t), w(x, t_prev))``; the second without autograd -- the previous state is a
-    fixed reference for the temporal regularisers (``diff``, ``rigid``, ``rot``), as the
-    previous frame is in Dynamic 3D Gaussians -- which halves the deformer's backward.
-    A deformer with ``deform_pair`` (the ``mlp``) computes both at once, sharing work."""
-    if hasattr(deformer, "deform_pair") and not getattr(deformer, "frame_mode", False):
-        return deformer.deform_pair(x, t, t_prev, quats=q)
-    d = deformer.deform(x, t, quats=q)
-    with torch.no_grad():
-        dp = deformer.deform(x, t_prev, quats=q)
-    return d, dp
 
 
 def region_mask(dynamic: torch.Tensor, margin: float) -> torch.Tensor:
@@ -71,7 +58,7 @@ class RegionDeformer(torch.nn.Module, Deformer):
 
     @property
     def frame_mode(self) -> bool:
-        return bool(getattr(self.inner, "frame_mode", False))
+        return bool(self.inner.frame_mode)
 
     def setup(self, **kw) -> None:
         self.inner.setup(**kw)
@@ -112,13 +99,13 @@ class RegionDeformer(torch.nn.Module, Deformer):
 
     def deform_pair(self, means: torch.Tensor, t: float, t_prev: float, quats: Optional[torch.Tensor] = None):
         """``(w(x, t), w(x, t_prev))`` on the selected Gaussians, through the inner deformer's
-        own ``deform_pair`` when it has one (the second without autograd)."""
+        ``deform_pair`` (the second without autograd)."""
         sel = self.selected(means).nonzero().squeeze(1)
         if not len(sel):
             z = self._scatter(len(means), sel, None, means)
             return z, z
         q = None if quats is None else quats[sel]
-        d, dp = deform_pair(self.inner, means[sel], q, t, t_prev)
+        d, dp = self.inner.deform_pair(means[sel], t, t_prev, quats=q)
         return self._scatter(len(means), sel, d, means), self._scatter(len(means), sel, dp, means)
 
     # ---------------------------------------------------------------------- saving

@@ -129,7 +129,7 @@ def _make(name, cfg):
 
 def _vae_roundtrip_error(prior, pipe, frames):
     """Mean |decode(encode(frames)) - frames| of a clip through the prior's VAE."""
-    from fourreal_diffusers.priors import from_pixels, to_pixels
+    from fourreal_diffusers.base import from_pixels, to_pixels
 
     with torch.no_grad():
         enc = pipe.vae.encode(to_pixels(frames, "cpu", pipe.vae.dtype))

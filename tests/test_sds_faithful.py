@@ -25,6 +25,8 @@ H, W = 48, 80  # renders: not the prior's aspect (36x64), so the centred crop is
 class RecordingPrior(VideoPrior):
     """Records every predict_x0 call; returns the frames dimmed (any x0 will do)."""
 
+    conditions = frozenset({"cameras", "times"})  # predict_x0 takes where and when each frame was rendered
+
     num_frames = 16
 
     def __init__(self, height=36, width=64, multiple=4):

@@ -231,9 +231,10 @@ class MLPDeformer(nn.Module, Deformer):
     ) -> tuple[Deformation, Deformation]:
         """``(w(x, t), w(x, t_prev))`` for the motion stage's temporal regularisers, the second
         without autograd (a fixed reference), sharing the position encoding and -- with a
-        canonical time -- the row ``f(x, t_c)`` between the two. Temporal mode only."""
+        canonical time -- the row ``f(x, t_c)`` between the two (per-frame codes: the
+        :class:`Deformer` default, two :meth:`deform` calls)."""
         if self.frame_mode:
-            raise TypeError("deform_pair is for temporal deformation (time_input: time)")
+            return super().deform_pair(means, t, t_prev, quats=quats)
         ref = self.head_dx.weight
         x = means.to(ref.dtype)
         n = x.shape[0]

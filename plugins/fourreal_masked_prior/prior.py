@@ -104,6 +104,8 @@ class MaskedPrior(VideoPrior):
     ``num_frames/height/width`` are the trained (native) clip shape.
     """
 
+    conditions = frozenset({"cameras", "times"})  # predict_x0 takes where and when each frame was rendered
+
     def __init__(self, model: MaskedVideoTransformer, cfg: Optional[MaskedPriorConfig] = None) -> None:
         self.cfg = cfg or MaskedPriorConfig()
         self.model = model.eval()

@@ -28,7 +28,6 @@ import torch
 from fourreal_core.config import scale_steps
 from fourreal_core.interfaces import Deformation, Stage
 from fourreal_core.io import write_json
-from fourreal_formats.region import deform_pair
 from fourreal_formats.scene4d import Scene4D
 from fourreal_media import psnr
 
@@ -152,7 +151,7 @@ class MotionFit(Fit):
         if self._deform_on(phase):
             t = float(view.key)
             t_prev = t - self.dt if t - self.dt >= 0 else t + self.dt
-            d, dp = deform_pair(self.w_t, g0.means.detach(), g0.quats.detach(), t, t_prev)
+            d, dp = self.w_t.deform_pair(g0.means.detach(), t, t_prev, quats=g0.quats.detach())
             g = g0.deformed(d)
             extra = {"deformation": d, "deformation_prev": dp}
             if self.track_loss is not None and view.source == "reference":  # added in weighted_loss

@@ -55,6 +55,8 @@ def gaussian_blur(frames: torch.Tensor, sigma: float) -> torch.Tensor:
 class OraclePrior(VideoPrior):
     """Ground truth of a procedural scene as a :class:`VideoPrior` (see the module doc)."""
 
+    conditions = frozenset({"cameras", "times"})  # predict_x0 takes where and when each frame was rendered
+
     def __init__(self, cfg) -> None:
         from .scenes import make_scene
 
