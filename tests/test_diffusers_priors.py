@@ -122,9 +122,11 @@ def _make(name, cfg):
     reg = get_registry()
     if ("video_prior", name) in reg:  # through the registered factory
         return reg.create("video_prior", name, cfg)
-    from fourreal_diffusers import plugin
+    from fourreal_diffusers.cogvideox import CogVideoXPrior
+    from fourreal_diffusers.ltx import LTXPrior
+    from fourreal_diffusers.wan import WanPrior
 
-    return {"ltx": plugin._ltx, "wan": plugin._wan, "cogvideox": plugin._cogvideox}[name](cfg)
+    return {"ltx": LTXPrior, "wan": WanPrior, "cogvideox": CogVideoXPrior}[name](cfg)
 
 
 def _vae_roundtrip_error(prior, pipe, frames):
