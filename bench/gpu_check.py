@@ -62,7 +62,7 @@ def _classes(kind: str):
 
 def dry_run(kinds: list[str]) -> list[dict]:
     """Every full-size config built on the meta device; shapes of the measured calls."""
-    from fourreal_diffusers.priors import round_frames, round_up
+    from fourreal_diffusers.base import round_frames, round_up
 
     rows = []
     for kind in kinds:

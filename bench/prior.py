@@ -134,7 +134,9 @@ def bench_one(kind: str, spec: dict, cuda: bool, dtype_name: str, frames: int, h
     with a known first frame) and, with ``window``, one freeze-time extension window (8
     known frames at the window's start; CogVideoX: its first frame only)."""
     from fourreal_diffusers.configs import CogVideoXPriorConfig, LTXPriorConfig, WanPriorConfig
-    from fourreal_diffusers.priors import CogVideoXPrior, LTXPrior, WanPrior
+    from fourreal_diffusers.cogvideox import CogVideoXPrior
+    from fourreal_diffusers.ltx import LTXPrior
+    from fourreal_diffusers.wan import WanPrior
 
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype_name]
     path = path or build(kind, spec, tmp / kind, dtype)

@@ -52,7 +52,7 @@ def fox_split(data: Path, out: Path, height: int, poses: str, every: int = 8,
     import numpy as np
     import torch
 
-    from fourreal_poses.transforms_json import load_transforms, write_transforms
+    from fourreal_formats.transforms import load_transforms, write_transforms
     from fourreal_core.types import PosedVideo, Video
 
     tj = load_transforms(data, height=height)

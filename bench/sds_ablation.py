@@ -128,7 +128,8 @@ def held_out_views(near=(0.0, 5.0, 10.0, 15.0), far=(30.0, 45.0, 60.0, 75.0, 90.
     reference frames. Returns (cameras, times [V], angle from the reference camera [V], truth)."""
     import torch
 
-    from fourreal_synthetic.scenes import cameras_at, make_scene
+    from fourreal_formats.cameras import cameras_at
+    from fourreal_synthetic.scenes import make_scene
 
     sc = make_scene(SCENE["scene"], seed=SCENE["seed"])
     g = torch.Generator().manual_seed(seed + 77)
@@ -152,7 +153,7 @@ def score(run: Path, views) -> dict:
     import torch
 
     from fourreal_core.registry import get_registry
-    from fourreal_stages.scene4d import Scene4D, find_scene
+    from fourreal_formats.scene4d import Scene4D, find_scene
     from fourreal_synthetic.scenes import default_rasterizer
 
     cams, times, angle, truth = views

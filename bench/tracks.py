@@ -86,7 +86,7 @@ def score(run: Path) -> dict:
     import torch
 
     from fourreal_core.registry import get_registry
-    from fourreal_stages.scene4d import Scene4D, find_scene
+    from fourreal_formats.scene4d import Scene4D, find_scene
     from fourreal_synthetic.scenes import default_rasterizer, make_scene
 
     sc = make_scene(SCENE["scene"], seed=SCENE["seed"])

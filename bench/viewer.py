@@ -40,7 +40,7 @@ def build_scene(n: int, width: int, height: int):
     from fourreal_core.recipe import component_from_plain
     from fourreal_core.registry import get_registry
     from fourreal_core.types import Cameras
-    from fourreal_stages.scene4d import Scene4D
+    from fourreal_formats.scene4d import Scene4D
     from rasterizer import make_scene
 
     reg = get_registry()

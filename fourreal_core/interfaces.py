@@ -165,7 +165,7 @@ class Representation(ABC):
     """The canonical Gaussians: parameters, their optimiser, densification, PLY I/O.
 
     Stored parameters are unconstrained (log-scales, opacity logits); :meth:`params`
-    returns them activated. Everything the fitting engine (``fourreal_stages.fit``) calls is
+    returns them activated. Everything the fitting engine calls is
     declared here; optional parts raise ``NotImplementedError`` with a message, and the
     engine only calls them when a recipe asks for what needs them (densify, growth, freeze).
     """
@@ -254,6 +254,18 @@ class Representation(ABC):
         """Restore :meth:`optimizer_state_dict` output (after :meth:`load_state_dict`)."""
 
 
+def log_linear_decay(step: int, total: int, v0: float, v1: float) -> float:
+    """Log-linear interpolation from ``v0`` at step 0 to ``v1`` at step ``total`` and after
+    (3DGS's learning-rate decay); ``v0`` when ``total``, ``v0`` or ``v1`` is not positive.
+    The one decay of the project: deformers, the Gaussians' positions and the cameras use it."""
+    import math
+
+    if total <= 0 or v0 <= 0 or v1 <= 0:
+        return v0
+    f = min(max(step / total, 0.0), 1.0)
+    return math.exp(math.log(v0) * (1 - f) + math.log(v1) * f)
+
+
 # ------------------------------------------------------------------------------ deformer
 @dataclass
 class Deformation:
@@ -290,6 +302,8 @@ class Deformer(ABC):
 
     lr: float = 1e-3
     lr_final: float = 1e-5
+    #: ``deform`` takes a frame index k (w_mv) rather than a time t (w_t)
+    frame_mode: bool = False
 
     def setup(
         self,
@@ -319,16 +333,22 @@ class Deformer(ABC):
         Exactly zero at the canonical input of :meth:`setup`.
         """
 
+    def deform_pair(self, means: "torch.Tensor", t: float, t_prev: float,
+                    quats: Optional["torch.Tensor"] = None) -> "tuple[Deformation, Deformation]":
+        """``(w(x, t), w(x, t_prev))`` for the temporal regularisers; the second without
+        autograd (the previous state is a fixed reference). A deformer that can share work
+        between the two (the ``mlp``) overrides it."""
+        import torch
+
+        d = self.deform(means, t, quats=quats)
+        with torch.no_grad():
+            dp = self.deform(means, t_prev, quats=quats)
+        return d, dp
+
     def learning_rate(self, step: int, total: int) -> float:
         """The learning rate at ``step`` of ``total``: log-linear from :attr:`lr` to
         :attr:`lr_final` (3DGS style)."""
-        import math
-
-        lr0, lr1 = float(self.lr), float(self.lr_final)
-        if total <= 0 or lr0 <= 0 or lr1 <= 0:
-            return lr0
-        f = min(max(step / total, 0.0), 1.0)
-        return math.exp(math.log(lr0) * (1 - f) + math.log(lr1) * f)
+        return log_linear_decay(step, total, float(self.lr), float(self.lr_final))
 
 
 # ------------------------------------------------------------------------------- tracker
@@ -397,11 +417,11 @@ class Loss(ABC):
 # ----------------------------------------------------------------------------- scheduler
 @dataclass
 class Phase:
-    """What is active at one iteration of a training stage.
-
-    ``options``: ``deform`` (bool: apply the stage's deformation field), ``frames``
-    (``all`` / ``reference`` / ``freeze_time``: which training frames to sample).
-    """
+    """What is active at one iteration of a training stage: its losses, the parameter groups
+    it trains, ``densify`` (3DGS densification), ``grow`` (growth of new Gaussians, the motion
+    stage's), ``deform`` (apply the stage's deformation field), ``frames`` (``all`` /
+    ``reference`` / ``freeze_time``: which training frames to sample) and ``downscale``
+    (render and supervise at 1/downscale of the frames' size)."""
 
     name: str
     start: int
@@ -409,7 +429,10 @@ class Phase:
     losses: tuple[str, ...] = ()
     param_groups: tuple[str, ...] = ()
     densify: bool = False
-    options: dict = field(default_factory=dict)
+    deform: bool = True
+    frames: str = "all"
+    downscale: int = 1
+    grow: bool = False
 
 
 class Scheduler(ABC):
@@ -437,19 +460,40 @@ class Scheduler(ABC):
         """The phase called ``name``, or None."""
         return next((p for p in self.phases if p.name == name), None)
 
-    @abstractmethod
-    def lr_at(self, group: str, step: int, base_lr: float) -> float:
-        """Learning rate of parameter group ``group`` at ``step`` (``base_lr``: its own)."""
-
 
 # ---------------------------------------------------------------------------- video prior
 class VideoPrior(ABC):
-    """A video diffusion model: generation, masked conditioning, one-step x0 for SDS."""
+    """A video diffusion model: generation, masked conditioning, one-step x0 for SDS.
+
+    Optional abilities are declared here with defaults, never probed: a prior overrides
+    what it has (``conditions``, ``context_at_start``, ``use``, ``to``, ``device``,
+    ``loras``, ``sds_size``)."""
 
     #: the prior's native frame count, height and width
     num_frames: int
     height: int
     width: int
+    #: what :meth:`predict_x0` conditions on beyond the frames: ``"cameras"`` and/or
+    #: ``"times"`` -- SDS passes exactly these keywords (default: neither)
+    conditions: frozenset = frozenset()
+    #: the prior holds known frames firmly only at the start of a window (freeze-time
+    #: generation then runs backward windows reversed)
+    context_at_start: bool = False
+    #: the device the prior runs on when it places itself (None: it does not say)
+    device: Any = None
+    #: the LoRAs it applies (described in a generate stage's generation.json), or None
+    loras: Any = None
+
+    def use(self, what: str) -> Any:
+        """A context manager activating what the prior has for ``what`` (a LoRA use:
+        ``freeze_time``, ``sds_multiview``...); default: nothing to activate."""
+        import contextlib
+
+        return contextlib.nullcontext(self)
+
+    def to(self, device: Any) -> "VideoPrior":
+        """Move to ``device`` (default: stays where it is)."""
+        return self
 
     @abstractmethod
     def generate(
@@ -483,10 +527,9 @@ class VideoPrior(ABC):
         fraction -- as it documents), encoding and decoding inside for latent priors,
         conditions on ``known_frames`` and ``prompt``, and returns its x0 prediction.
         Implementations take an optional ``generator`` keyword for reproducible noise, and
-        may take optional ``cameras`` (:class:`Cameras`, F, at the frames' size) and
-        ``times`` (``[F]`` in [0,1]) keywords: where each frame was rendered from and when
-        (SDS passes them to priors whose signature has them; camera-conditioned models use
-        them, others need not declare them)."""
+        the ``cameras`` (:class:`Cameras`, F, at the frames' size) and ``times`` (``[F]`` in
+        [0,1]) keywords -- where each frame was rendered from and when -- which SDS passes
+        only when :attr:`conditions` names them."""
 
     def sds_size(self) -> tuple[int, int, int]:
         """``(height, width, multiple)``: the size SDS scores videos at -- renders are only
@@ -495,7 +538,7 @@ class VideoPrior(ABC):
         else its native ``height``/``width``; ``size_multiple`` or 1."""
         return (int(getattr(self, "sds_height", None) or self.height),
                 int(getattr(self, "sds_width", None) or self.width),
-                int(getattr(self, "size_multiple", 1) or 1))
+                int(getattr(self, "size_multiple", 1) or 1))  # config-style attributes a prior may set
 
 
 # ------------------------------------------------------------------------- pose estimator
@@ -526,7 +569,7 @@ class Stage(ABC):
     A stage writes everything it produces into ``ctx.out_dir``; the runner moves that
     folder into place atomically when :meth:`run` returns, so a stage is either complete
     or absent. Long stages checkpoint through ``ctx.checkpoints`` to resume mid-stage.
-    Earlier stages' outputs are found with ``ctx.find_output(name)`` / ``ctx.stage_dir(label)``;
+    Earlier stages' outputs are found with ``ctx.find_output(name)``;
     input files in the config are declared as ``InputPath`` so ``fourreal validate`` checks them.
     """
 

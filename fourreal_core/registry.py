@@ -1,4 +1,5 @@
-"""The plugin registry: one pluggy hook, ``fourreal_register(registry)``.
+"""The plugin registry: pluggy hooks ``fourreal_register(registry)`` (components) and
+``fourreal_register_commands(app)`` (CLI commands).
 
 A plugin is a module with::
 
@@ -6,19 +7,23 @@ A plugin is a module with::
 
     @hookimpl
     def fourreal_register(registry):
-        registry.add("deformer", "mine", make_mine, config=MineConfig,
+        registry.add("deformer", "mine", "my_package.mine:MineDeformer", config=MineConfig,
                      description="What it does, in one line.")
 
 listed under the entry-point group ``fourreal`` of its distribution. Built-in plugins
-go through the same entry points. ``make_mine(cfg)`` receives a validated instance of
-``MineConfig`` (a dataclass) and returns the component; import heavy libraries inside it.
+go through the same entry points. The component is given as a lazy target
+``"module:attribute"`` (imported when a recipe first builds it, so registering stays cheap
+and torch-free) or as any callable; either receives a validated instance of ``MineConfig``
+(a dataclass) and returns the component.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import os
+import re
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, Iterable, Optional
@@ -38,7 +43,41 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 class _Spec:
     @hookspec
     def fourreal_register(self, registry: "Registry") -> None:
-        """Add components with ``registry.add(kind, name, factory, config=..., description=...)``."""
+        """Add components with ``registry.add(kind, name, target, config=..., description=...)``."""
+
+    @hookspec
+    def fourreal_register_commands(self, app: Any) -> None:
+        """Add commands to the ``fourreal`` CLI's typer ``app`` (``@app.command()``); called
+        once when the CLI starts, after the built-in commands."""
+
+
+_TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+class LazyTarget:
+    """A component given as ``"package.module:Attribute"``: imported on the first build, then
+    called with the validated config like any factory."""
+
+    def __init__(self, target: str, where: str) -> None:
+        if not _TARGET.match(target):
+            raise PluginError(f"{where}: target {target!r} is not 'package.module:Attribute'")
+        self.target, self.where = target, where
+
+    def resolve(self) -> Callable[[Any], Any]:
+        module, _, attr = self.target.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise PluginError(f"{self.where}: target {self.target!r}: module {module!r} has no {attr!r}") from None
+        return obj
+
+    def __call__(self, config: Any) -> Any:
+        return self.resolve()(config)
+
+    def __repr__(self) -> str:
+        return f"LazyTarget({self.target!r})"
 
 
 @dataclass(frozen=True)
@@ -81,10 +120,12 @@ class Registry:
         self,
         kind: str,
         name: str,
-        factory: Callable[[Any], Any],
+        factory: "Callable[[Any], Any] | str",
         config: Optional[type] = None,
         description: str = "",
     ) -> None:
+        """Register ``(kind, name)``: ``factory`` is a lazy target ``"module:Attribute"`` or a
+        callable, called with a validated ``config`` instance to build the component."""
         if kind not in KINDS:
             raise PluginError(
                 f"{self._current_source}: unknown plugin kind {kind!r}"
@@ -93,6 +134,11 @@ class Registry:
             )
         if config is not None and not dataclasses.is_dataclass(config):
             raise PluginError(f"{self._current_source}: config for {kind} {name!r} must be a dataclass")
+        if isinstance(factory, str):
+            factory = LazyTarget(factory, f"{self._current_source}: {kind} {name!r}")
+        elif not callable(factory):
+            raise PluginError(f"{self._current_source}: {kind} {name!r}: the target must be 'module:Attribute' "
+                              f"or a callable, got {type(factory).__name__}")
         key = (kind, name)
         if key in self._entries:
             raise PluginError(
@@ -106,18 +152,31 @@ class Registry:
     def register_module(self, module: Any, source: Optional[str] = None) -> None:
         """Register a plugin module (or object) that implements ``fourreal_register``."""
         source = source or f"<local>:{getattr(module, '__name__', repr(module))}"
-        self.pm.register(module, name=source)
-        self._call_one(module, source)
+        self._register(module, source)
 
-    def _call_one(self, module: Any, source: str) -> None:
-        impl = getattr(module, "fourreal_register", None)
-        if impl is None:
-            raise PluginError(f"{source}: plugin module has no fourreal_register(registry)")
+    def _register(self, module: Any, source: str) -> None:
+        """Add ``module`` to pluggy and call its ``fourreal_register`` through the hook (only
+        its own implementation: the others ran when they were registered)."""
+        try:
+            self.pm.register(module, name=source)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"{source}: {exc}") from None
+        impls = [i for i in self.pm.hook.fourreal_register.get_hookimpls() if i.plugin is module]
+        if not impls and not any(i.plugin is module for i in self.pm.hook.fourreal_register_commands.get_hookimpls()):
+            self.pm.unregister(name=source)
+            hint = (" (it has one without @hookimpl: decorate it with fourreal_core.hookimpl)"
+                    if callable(getattr(module, "fourreal_register", None)) else "")
+            raise PluginError(f"{source}: plugin module has no fourreal_register(registry){hint}")
+        others = [p for p in self.pm.get_plugins() if p is not module]
         prev, self._current_source = self._current_source, source
         try:
-            impl(self)
+            self.pm.subset_hook_caller("fourreal_register", remove_plugins=others)(registry=self)
         finally:
             self._current_source = prev
+
+    def register_commands(self, app: Any) -> None:
+        """Let every plugin add its CLI commands (``fourreal_register_commands(app)``)."""
+        self.pm.hook.fourreal_register_commands(app=app)
 
     def unregister_source(self, source: str) -> None:
         """Drop everything a source registered (tests use this in fixtures)."""
@@ -171,8 +230,7 @@ class Registry:
                 module = ep.load()
             except Exception as exc:  # a broken third-party plugin must say who it is
                 raise PluginError(f"plugin {ep.name!r} ({source}) failed to load: {exc}") from exc
-            self.pm.register(module, name=source)
-            self._call_one(module, source)
+            self._register(module, source)
 
     def load_modules_from_env(self) -> None:
         """Register plugin modules named in ``FOURREAL_PLUGIN_MODULES`` (comma list of

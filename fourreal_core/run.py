@@ -147,16 +147,6 @@ class StageContext:
         self.log("notice", stage=self.name, message=message)
         print(f"note: {self.name}: {message}", file=sys.stderr, flush=True)
 
-    def stage_dir(self, name: str) -> Path:
-        """Output folder of an earlier, finished stage, by its recipe name."""
-        try:
-            return self.stage_dirs[name]
-        except KeyError:
-            raise RunDirError(
-                f"stage {self.name!r} needs the outputs of stage {name!r}, which is not an earlier "
-                f"stage of this recipe (earlier: {', '.join(self.stage_dirs) or 'none'})"
-            ) from None
-
     def find_output(self, filename: str) -> Optional[Path]:
         """The newest earlier stage's ``filename`` (e.g. ``canonical.ply``), or None."""
         for d in reversed(list(self.stage_dirs.values())):

@@ -112,11 +112,13 @@ def to_uint8(frames: "torch.Tensor | np.ndarray") -> "np.ndarray":
 
 
 def psnr(a: "torch.Tensor", b: "torch.Tensor", max_val: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB between two float image tensors of one shape."""
+    """Peak signal-to-noise ratio in dB between two float image tensors of one shape (no
+    gradient; ``inf`` for identical images). The one psnr of the project: stages, scores,
+    the synthetic oracle and the tests use it."""
     import math
 
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return float("inf") if mse == 0 else 10.0 * math.log10(max_val**2 / mse)
+    mse = float(((a.detach().float() - b.detach().float()) ** 2).mean())
+    return float("inf") if mse <= 0 else -10.0 * math.log10(mse / (max_val * max_val))
 
 
 def _uint8_to_float(arr: "np.ndarray", background: Optional[Sequence[float]]) -> "torch.Tensor":

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fourreal_core.interfaces import Deformer, GaussianParams
+from fourreal_core.interfaces import Deformation, Deformer, GaussianParams
 from fourreal_core.registry import get_registry
 from fourreal_deformers.common import quat_multiply, quat_to_matrix
 from fourreal_deformers.configs import LBSDeformerConfig, MLPDeformerConfig
@@ -44,6 +44,15 @@ def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.1) -> None
     with torch.no_grad():
         for p in module.parameters():
             p.add_(torch.randn(p.shape, generator=g) * std)
+
+
+def deform_batch(d, x, times, quats=None) -> Deformation:
+    """``d.deform`` at each of ``times`` (ints: frame indices k; floats: times t), stacked:
+    ``dx [T,N,3]``, ``dq [T,N,4]``, ``ds [T,N,3]|None``."""
+    ts = times.tolist() if torch.is_tensor(times) else list(times)
+    outs = [d.deform(x, t, quats=quats) for t in ts]
+    return Deformation(dx=torch.stack([o.dx for o in outs]), dq=torch.stack([o.dq for o in outs]),
+                       ds=None if outs[0].ds is None else torch.stack([o.ds for o in outs]))
 
 
 def assert_all_zero(d) -> None:
@@ -96,7 +105,7 @@ def test_zero_deformation_at_initialisation(variant):
     d = make_variant(name, params, setup, x)
     assert_all_zero(d.deform(x, t, quats=q))
     assert_all_zero(d.deform(x, t))
-    assert_all_zero(d.deform_batch(x, [t, t]))
+    assert_all_zero(deform_batch(d, x, [t, t]))
 
 
 # ---------------------------------------------------------------------- canonical frame
@@ -121,7 +130,7 @@ def test_per_frame_deformation_exactly_zero_at_canonical_frame_after_training(na
     assert float(d.deform(x, 1, quats=q).dx.detach().abs().mean()) > 1e-3  # it did learn
     assert_all_zero(d.deform(x, 3, quats=q))
     assert_all_zero(d.deform(x, torch.tensor(3), quats=q))
-    batch = d.deform_batch(x, [0, 3, 4], quats=q)
+    batch = deform_batch(d, x, [0, 3, 4], quats=q)
     assert torch.count_nonzero(batch.dx[1]) == 0 and torch.count_nonzero(batch.dq[1]) == 0
     assert torch.count_nonzero(batch.dx[0]) > 0
     if name == "mlp":  # per-Gaussian frame indices
@@ -170,7 +179,7 @@ def test_mlp_time_forms_batches_and_chunks_agree():
         assert torch.allclose(d.deform(x, form).dx, ref.dx, atol=1e-6)
     per = d.deform(x, torch.linspace(0, 1, 50))
     assert torch.allclose(per.dx[10], d.deform(x[10:11], float(torch.linspace(0, 1, 50)[10])).dx[0], atol=1e-6)
-    batch = d.deform_batch(x, torch.tensor([0.1, 0.3, 0.9]))
+    batch = deform_batch(d, x, torch.tensor([0.1, 0.3, 0.9]))
     assert batch.dx.shape == (3, 50, 3) and batch.ds.shape == (3, 50, 3)
     assert torch.allclose(batch.dx[1], ref.dx, atol=1e-6) and torch.allclose(batch.dq[1], ref.dq, atol=1e-6)
     assert not torch.allclose(batch.dx[0], batch.dx[2])
@@ -184,7 +193,7 @@ def test_mlp_time_forms_batches_and_chunks_agree():
     for (n1, p1), (_, p2) in zip(d.named_parameters(), chunked.named_parameters()):
         assert torch.allclose(p1.grad, p2.grad, atol=1e-5), n1
     with torch.no_grad():
-        assert torch.allclose(chunked.deform_batch(x, [0.1, 0.9]).dx, d.deform_batch(x, [0.1, 0.9]).dx, atol=1e-6)
+        assert torch.allclose(deform_batch(chunked, x, [0.1, 0.9]).dx, deform_batch(d, x, [0.1, 0.9]).dx, atol=1e-6)
 
 
 def test_input_errors_are_clear():
@@ -298,7 +307,7 @@ def _fit_positions(d, data, steps: int, lr: float, times_per_step: int = 4):
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.1 ** (1 / steps))
     for _ in range(steps):
         idx = torch.randperm(len(times))[:times_per_step]
-        out = d.deform_batch(x0, times[idx], quats=q0)
+        out = deform_batch(d, x0, times[idx], quats=q0)
         qn = torch.nn.functional.normalize(q0 + out.dq, dim=-1)
         loss = (x0 + out.dx - X[idx]).abs().mean() + 0.1 * (1 - (qn * Q[idx]).sum(-1).abs()).mean()
         opt.zero_grad()
@@ -316,7 +325,7 @@ def _errors(d, data):
     with torch.no_grad():
         Xt = torch.stack([scene.gaussians(float(t)).means[sub] for t in tt])
         Qt = torch.stack([scene.gaussians(float(t)).quats[sub] for t in tt])
-        out = d.deform_batch(x0, tt, quats=q0)
+        out = deform_batch(d, x0, tt, quats=q0)
     amp = (Xt - x0)[:, moving].norm(dim=-1).mean()
     err = (x0 + out.dx - Xt).norm(dim=-1)
     ang = lambda a, b: 2 * torch.acos((a * b).sum(-1).abs().clamp(max=1))  # noqa: E731
@@ -411,14 +420,14 @@ def test_rendered_fit_of_articulated_motion(name, params, steps, lr, floor):
                                          ("motion_bases", {"num_bases": 4})])
 def test_temporal_deformation_exactly_zero_at_canonical_time(name, params):
     """setup(canonical=t_c): w_t(x, t_c) is exactly zero whatever the weights (the Deformer
-    contract), elsewhere it is not; deform_batch and the mlp's deform_pair agree with deform."""
+    contract), elsewhere it is not; the mlp's deform_pair agrees with deform."""
     x, q = points(60)
     t_c = float(torch.tensor(0.4))  # as the motion stage passes it: a float32 frame time
     d = make_variant(name, params, {"num_frames": 6, "canonical": t_c}, x)
     randomize_(d, seed=3)
     assert_all_zero(d.deform(x, t_c, quats=q))
     assert torch.count_nonzero(d.deform(x, 0.9, quats=q).dx) > 0
-    batch = d.deform_batch(x, [0.9, t_c], quats=q)
+    batch = deform_batch(d, x, [0.9, t_c], quats=q)
     assert torch.count_nonzero(batch.dx[1]) == 0 and torch.count_nonzero(batch.dq[1]) == 0
     assert torch.allclose(batch.dx[0], d.deform(x, 0.9, quats=q).dx, atol=1e-5)
     if hasattr(d, "deform_pair"):

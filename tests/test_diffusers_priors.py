@@ -122,14 +122,16 @@ def _make(name, cfg):
     reg = get_registry()
     if ("video_prior", name) in reg:  # through the registered factory
         return reg.create("video_prior", name, cfg)
-    from fourreal_diffusers import plugin
+    from fourreal_diffusers.cogvideox import CogVideoXPrior
+    from fourreal_diffusers.ltx import LTXPrior
+    from fourreal_diffusers.wan import WanPrior
 
-    return {"ltx": plugin._ltx, "wan": plugin._wan, "cogvideox": plugin._cogvideox}[name](cfg)
+    return {"ltx": LTXPrior, "wan": WanPrior, "cogvideox": CogVideoXPrior}[name](cfg)
 
 
 def _vae_roundtrip_error(prior, pipe, frames):
     """Mean |decode(encode(frames)) - frames| of a clip through the prior's VAE."""
-    from fourreal_diffusers.priors import from_pixels, to_pixels
+    from fourreal_diffusers.base import from_pixels, to_pixels
 
     with torch.no_grad():
         enc = pipe.vae.encode(to_pixels(frames, "cpu", pipe.vae.dtype))

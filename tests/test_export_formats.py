@@ -40,7 +40,7 @@ def _cams(eyes, w=32, h=24) -> Cameras:
 def scene(tmp_path_factory):
     from fourreal_core.recipe import component_from_plain
     from fourreal_core.registry import get_registry
-    from fourreal_stages.scene4d import Scene4D
+    from fourreal_formats.scene4d import Scene4D
 
     reg = get_registry()
     rep = component_from_plain("representation", {"name": "gaussians", "params": {}}, reg, source="test")

@@ -133,7 +133,7 @@ def test_third_party_deformer_runs_through_the_canonical_and_motion_stages(insta
 
     from fourreal_core.io import load_tensors
     from fourreal_core.registry import Registry
-    from fourreal_stages.scene4d import Scene4D
+    from fourreal_formats.scene4d import Scene4D
 
     env = fourreal_env()
     env.pop("FOURREAL_PLUGINS", None)

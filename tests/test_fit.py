@@ -166,12 +166,16 @@ def _canonical(root, registry, name, **params):
     spec = component_from_plain("stage", {"name": "canonical", "params": {**base, **params}}, registry)
     out = root / name
     out.mkdir()
-    ctx = StageContext(name="canonical", index=1, run_dir=root, out_dir=out, recipe_dir=root,
-                       device=torch.device("cpu"), seed=0, iterations_scale=0.001,
-                       checkpoints=CheckpointStore(root / f"ck_{name}"), log=RunLog(root / "log.jsonl"),
-                       registry=registry, rasterizer_spec=component_from_plain("rasterizer", {"name": "torch"}, registry))
-    spec.build(registry).run(ctx)
+    spec.build(registry).run(_ctx(root, registry, "canonical", 1, out, 0.001, root / f"ck_{name}"))
     return out
+
+
+def _ctx(root, registry, stage, index, out, scale, checkpoints):
+    """A stage context on the CPU with the torch rasterizer, writing into ``out``."""
+    return StageContext(name=stage, index=index, run_dir=root, out_dir=out, recipe_dir=root,
+                        device=torch.device("cpu"), seed=0, iterations_scale=scale,
+                        checkpoints=CheckpointStore(checkpoints), log=RunLog(root / "log.jsonl"),
+                        registry=registry, rasterizer_spec=component_from_plain("rasterizer", {"name": "torch"}, registry))
 
 
 def test_a_deformer_breaking_the_contract_is_refused_in_one_line(tiny, registry):
@@ -283,7 +287,7 @@ def test_supervision_masks_reach_the_losses_and_moving_region_masks_do_not(tiny,
     losses average over it); dynamic_mask_path (the moving region) is for scores only."""
     from fourreal_core.types import PosedVideo
     from fourreal_losses.recon import L1Loss
-    from fourreal_poses.transforms_json import load_transforms, write_transforms
+    from fourreal_formats.transforms import load_transforms, write_transforms
 
     src = load_transforms(tiny / "data" / "freeze_time" / "transforms.json")
     n, h, w = len(src), src.video.height, src.video.width
@@ -381,12 +385,7 @@ def test_growth_budget_caps_the_growth_phase_relative_to_the_canonical_count(tin
             "losses": [{"name": "align"}], "scheduler": {"name": "stagewise", "params": {"phases": phases}}}}, registry)
         out = tiny / f"motion_{budget}"
         out.mkdir()
-        ctx = StageContext(name="motion", index=2, run_dir=tiny, out_dir=out, recipe_dir=tiny,
-                           device=torch.device("cpu"), seed=0, iterations_scale=0.01,
-                           checkpoints=CheckpointStore(tiny / f"ck_motion_{budget}"), log=RunLog(tiny / "log.jsonl"),
-                           registry=registry,
-                           rasterizer_spec=component_from_plain("rasterizer", {"name": "torch"}, registry))
-        spec.build(registry).run(ctx)
+        spec.build(registry).run(_ctx(tiny, registry, "motion", 2, out, 0.01, tiny / f"ck_motion_{budget}"))
         counts[budget] = json.loads((out / "metrics.json").read_text())["num_gaussians"]
     assert counts[0.1] <= int(n_c * 1.1), (counts, n_c)
     assert counts[None] > int(n_c * 1.1), (counts, n_c)
@@ -399,7 +398,7 @@ def test_region_deformer_moves_only_what_projects_into_the_mask():
     from fourreal_core.types import Cameras
     from fourreal_deformers.configs import MLPDeformerConfig
     from fourreal_deformers.mlp import MLPDeformer
-    from fourreal_stages.region import RegionDeformer, region_mask
+    from fourreal_formats.region import RegionDeformer, region_mask
 
     torch.manual_seed(0)
     inner = MLPDeformer(MLPDeformerConfig(time_input="time", width=16, depth=2))
@@ -442,8 +441,8 @@ def test_dynamic_region_keeps_the_static_gaussians_still_and_survives_save_and_l
     """The motion stage with ``dynamic_region``: Gaussians outside the reference camera's dynamic
     region do not move at any time, those inside do, and the saved scene (``fourreal
     render/export/eval``) applies the same split."""
-    from fourreal_stages.region import RegionDeformer
-    from fourreal_stages.scene4d import Scene4D
+    from fourreal_formats.region import RegionDeformer
+    from fourreal_formats.scene4d import Scene4D
 
     canon = _canonical(tiny, registry, "for_region")
     data = tiny / "data"
@@ -469,3 +468,71 @@ def test_dynamic_region_keeps_the_static_gaussians_still_and_survives_save_and_l
         d = scene.deformer.deform(g.means, t, quats=g.quats)
         assert bool((d.dx[~sel] == 0).all()) and bool((d.dq[~sel] == 0).all())
         assert float(d.dx[sel].abs().max()) > 0  # the moving ones were trained
+
+
+# ------------------------------------------------------------------- typed phases (issue 30)
+def test_the_growth_phase_is_the_flagged_one_else_the_one_named_growth():
+    """``grow: true`` marks the growth phase whatever its name; a recipe written before the
+    flag keeps growing in its phase named ``growth``; without either nothing grows."""
+    from fourreal_core.interfaces import Phase
+    from fourreal_stages.motion import growth_phase
+
+    a, b = Phase("motion", 0, 10), Phase("spawn", 10, 20, grow=True)
+    named = Phase("growth", 20, 30)
+    assert growth_phase([a, b]) is b
+    assert growth_phase([a, named]) is named
+    assert growth_phase([a, named, b]) is b
+    assert growth_phase([a, Phase("joint", 10, 20)]) is None
+    # the scheduler carries the flag and the other phase fields (no options dict)
+    reg = get_registry()
+    sched = component_from_plain("scheduler", {"name": "stagewise", "params": {"phases": [
+        {"name": "spawn", "iterations": 5, "losses": ["align"], "train": ["new_gaussians"], "grow": True,
+         "frames": "reference", "deform": False, "downscale": 2}]}}, reg).build(reg)
+    p = sched.phases[0]
+    assert (p.grow, p.frames, p.deform, p.downscale) == (True, "reference", False, 2)
+
+
+@pytest.mark.parametrize("grow", [True, False])
+def test_a_phase_with_grow_true_grows_under_any_name(tiny, registry, grow):
+    """The motion stage grows new Gaussians in the phase flagged ``grow`` (here named
+    ``spawn``, no densify): the count rises above the canonical one, within the budget; the
+    same phase without the flag adds none."""
+    from fourreal_gaussians.ply import read_ply
+
+    canon = tiny / "for_flag"
+    if not canon.exists():
+        _canonical(tiny, registry, "for_flag")
+    n_c = len(read_ply(canon / "canonical.ply").means)
+    data = tiny / "data"
+    phases = [{"name": "motion", "iterations": 2000, "losses": ["align"], "train": ["deformer"], "frames": "reference"},
+              {"name": "spawn", "iterations": 3000, "losses": ["align"], "train": ["new_gaussians", "deformer"],
+               "grow": grow, "frames": "reference"}]
+    spec = component_from_plain("stage", {"name": "motion", "params": {
+        "reference": str(data / "reference" / "transforms.json"), "freeze_time": str(data / "freeze_time" / "transforms.json"),
+        "canonical": str(canon / "canonical.ply"), "growth_grad_threshold": 0.0, "growth_budget": 0.1,
+        "losses": [{"name": "align"}], "scheduler": {"name": "stagewise", "params": {"phases": phases}}}}, registry)
+    out = tiny / f"spawn_{grow}"
+    out.mkdir()
+    spec.build(registry).run(_ctx(tiny, registry, "motion", 2, out, 0.01, tiny / f"ck_spawn_{grow}"))
+    n = json.loads((out / "metrics.json").read_text())["num_gaussians"]
+    if grow:
+        assert n_c < n <= int(n_c * 1.1), (n, n_c)
+    else:
+        assert n == n_c, (n, n_c)
+
+
+def test_the_canonical_stages_camera_lr_is_the_one_used(tiny, registry):
+    """``camera_lr`` lives in the canonical stage's params and is what the camera corrections
+    train with (the value the stage used to pass was ignored): at 0 the refined freeze-time
+    cameras are the input ones exactly; at 1e-2 they move."""
+    from fourreal_formats.transforms import load_transforms
+
+    data = tiny / "data"
+    before = load_transforms(data / "freeze_time" / "transforms.json").cameras.viewmats
+    moved = {}
+    for lr in (0.0, 1e-2):
+        out = _canonical(tiny, registry, f"camera_lr_{lr}", refine_cameras=True, camera_lr=lr, camera_lr_final=1e-6)
+        after = load_transforms(out / "freeze_time" / "transforms.json").cameras.viewmats
+        moved[lr] = float((after - before).abs().max())
+    assert moved[0.0] < 1e-5, moved
+    assert moved[1e-2] > 1e-3, moved

@@ -22,7 +22,8 @@ from fourreal_gaussians.configs import DensifyConfig, GaussiansConfig, TorchRast
 from fourreal_gaussians.densify import DensifyStrategy
 from fourreal_gaussians.model import GaussianModel
 from fourreal_gaussians.rasterizers import TorchRasterizer
-from fourreal_synthetic.scenes import cameras_at, make_scene
+from fourreal_formats.cameras import cameras_at
+from fourreal_synthetic.scenes import make_scene
 
 SIZE = 64
 STEPS = 300

@@ -19,7 +19,7 @@ pytest.importorskip("cv2")
 
 # ----------------------------------------------------------------------------- LTX context
 def test_ltx_condition_plan():
-    from fourreal_diffusers.priors import ltx_condition_plan
+    from fourreal_diffusers.ltx import ltx_condition_plan
 
     # forward context 0..7: a hard 5-frame video at 0, the rest keyframes at their index
     assert ltx_condition_plan(range(8)) == [(0, 5), (5, 1), (6, 1), (7, 1)]

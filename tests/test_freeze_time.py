@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fourreal_core.errors import FourRealError
+from fourreal_core.interfaces import VideoPrior
 from fourreal_diffusers.freeze_time import generate_freeze_time, load_function, rewrite_prompt_for_freeze_time
 
 
@@ -22,7 +23,7 @@ def _random_masked_prior(frames=16, size=16):
     return MaskedPrior(m, MaskedPriorConfig(device="cpu", num_inference_steps=2))
 
 
-class Spy:
+class Spy(VideoPrior):
     """Wraps a prior; records every generate() call's known frames and output."""
 
     def __init__(self, prior):

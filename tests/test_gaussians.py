@@ -33,9 +33,9 @@ def random_loss(m: GaussianModel, g: torch.Generator, step=None) -> torch.Tensor
 
 
 def test_is_a_representation_and_registered():
-    from fourreal_gaussians.plugin import _gaussians
+    from fourreal_core.registry import get_registry
 
-    m = _gaussians(GaussiansConfig(sh_degree=2))
+    m = get_registry().create("representation", "gaussians", GaussiansConfig(sh_degree=2))
     assert isinstance(m, GaussianModel) and isinstance(m, Representation)
     assert len(m) == 0 and m.shN.shape == (0, 8, 3)
 

@@ -16,7 +16,7 @@ import torch
 from fourreal_core.types import Cameras, PosedVideo, Video
 from fourreal_media import read_video_sampled, sample_indices, write_video
 from fourreal_poses.align import camera_path_jumps
-from fourreal_poses.known import orbit_cameras
+from fourreal_formats.cameras import orbit_cameras
 
 ROOT = Path(__file__).resolve().parents[1]
 FOX = ROOT.parent / "shared" / "data" / "fox"
@@ -259,7 +259,7 @@ def test_orbit_poses_stage_holds_out_frames_of_a_video_and_records_them(tmp_path
 
     from fourreal_core.config import ComponentSpec
     from fourreal_poses.plugin import KnownConfig
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
     from fourreal_stages.configs import PosesConfig
     from fourreal_stages.io_stages import PosesStage
     from fourreal_synthetic.stage import make_dataset
@@ -298,7 +298,7 @@ def test_reference_holdout_every_sends_reference_frames_to_test_with_their_times
     from fourreal_core.registry import get_registry
     from fourreal_media import write_frames
     from fourreal_poses.plugin import KnownConfig
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
     from fourreal_stages.configs import PosesConfig
     from fourreal_stages.io_stages import PosesStage
 

@@ -80,7 +80,7 @@ def test_w_t_is_exactly_zero_at_the_canonical_time(demo_run):
 
     from fourreal_core.io import load_tensors
     from fourreal_core.registry import get_registry
-    from fourreal_stages.scene4d import Scene4D
+    from fourreal_formats.scene4d import Scene4D
 
     tmp, _ = demo_run
     stages = tmp / "run" / "stages"

@@ -35,7 +35,8 @@ from fourreal_poses.align import (
     umeyama,
 )
 from fourreal_poses.colmap import assemble_result, fail_hint, make_pairs, normalization_similarity
-from fourreal_poses.known import KnownPoseEstimator, orbit_cameras, points_in_view
+from fourreal_formats.cameras import orbit_cameras, points_in_view
+from fourreal_poses.known import KnownPoseEstimator
 from fourreal_poses.plugin import ColmapConfig, KnownConfig
 
 FOX = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fox"
@@ -306,13 +307,18 @@ def test_normalization_without_points_centres_on_cameras():
 
 
 # ======================================================================== known
-def test_known_orbit_matches_the_synthetic_scenes_exactly():
-    scenes = pytest.importorskip("fourreal_synthetic.scenes")
-    for n, arc in ((12, 360.0), (9, 140.0), (1, 90.0)):
+def test_known_orbit_matches_the_synthetic_scenes_convention():
+    """The estimator's orbit is the synthetic scenes' camera convention (z up, azimuth from +x
+    toward +y, the end of a full orbit left out): the same cameras as ``cameras_at`` at the
+    azimuths written out by hand."""
+    from fourreal_formats.cameras import cameras_at
+
+    for n, arc, az in ((12, 360.0, [-70.0 + 30.0 * i for i in range(12)]),
+                       (9, 140.0, [-70.0 + 17.5 * i for i in range(9)]), (1, 90.0, [-70.0])):
         cfg = KnownConfig(source="orbit", radius=3.3, elevation_deg=17.0, arc_deg=arc, start_azimuth_deg=-70.0,
                           look_at=[0.2, 0.1, 0.5], fov_deg=48.0, up="+z")
         res = KnownPoseEstimator(cfg).estimate([Video(torch.zeros(n, 36, 48, 3))], ["orbit"])
-        ref = scenes.orbit_cameras(n, 3.3, 17.0, arc, [0.2, 0.1, 0.5], 48, 36, 48.0, -70.0)
+        ref = cameras_at(az, 17.0, 3.3, [0.2, 0.1, 0.5], 48, 36, 48.0)
         got = res.videos[0].cameras
         assert torch.allclose(got.viewmats, ref.viewmats, atol=1e-6)
         assert torch.allclose(got.Ks, ref.Ks, atol=1e-5)
@@ -361,7 +367,7 @@ def test_known_fixed_reference_video_sits_at_the_canonical_view():
 
 
 def test_known_from_transforms_json(tmp_path):
-    from fourreal_poses.transforms_json import write_transforms
+    from fourreal_formats.transforms import write_transforms
 
     cams = _orbit(6, W=64, H=48)
     posed = PosedVideo(Video(torch.rand(6, 48, 64, 3)), cams, times=torch.linspace(0, 1, 6), canonical_view=2)
@@ -479,7 +485,7 @@ def _load_fox(stride: int = 1, div: int = 4):
     from transforms.json (instant-ngp, camera-to-world OpenGL) in the same order."""
     from PIL import Image
 
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
 
     gt = load_transforms(FOX, stride=stride, load_images=False)
     W, H = round(1080 / div), round(1920 / div)

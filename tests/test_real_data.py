@@ -19,7 +19,7 @@ import torch
 
 from fourreal_core.errors import InputError
 from fourreal_core.types import Cameras, PosedVideo, Video
-from fourreal_poses.known import orbit_cameras, points_in_view
+from fourreal_formats.cameras import orbit_cameras, points_in_view
 from fourreal_poses.triangulate import camera_pairs, depth_range, frustum_points, scene_points
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,7 +186,7 @@ def _run_stage(tmp_path, params: dict, name="mc"):
 
 
 def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
     from fourreal_poses.multicam import read_capture
 
     orbit = _write_dg3(tmp_path / "cap")
@@ -230,7 +230,7 @@ def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
 
 
 def test_per_camera_videos_and_a_cameras_file(tmp_path):
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
     from fourreal_media import write_video
     from fourreal_poses.multicam import read_capture
 
@@ -282,7 +282,7 @@ def test_per_camera_videos_and_a_cameras_file(tmp_path):
 @pytest.mark.skipif(not (FOX / "transforms.json").is_file(), reason=f"real data not found at {FOX}")
 def test_triangulation_from_the_fox_captures_known_poses():
     pytest.importorskip("pycolmap")
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
     from fourreal_poses.triangulate import triangulate_known
 
     tj = load_transforms(FOX, height=320, stride=4)  # 17 frames, 180x320
@@ -299,7 +299,7 @@ def test_triangulation_from_the_fox_captures_known_poses():
 @pytest.mark.realdata
 @pytest.mark.skipif(not (RIG4 / "train_meta.json").is_file(), reason=f"real data not found at {RIG4}")
 def test_rig4_multicam_reads_the_capture_and_falls_back_to_frustum_points(tmp_path):
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
 
     st = _run_stage(tmp_path, {"capture": str(RIG4), "long_side": 64, "max_frames": 6, "stride": 10,
                                "test_times": 3, "fill_points": 2000, "points": "frustum"})
@@ -369,9 +369,9 @@ def test_rig4_4real_toy_fit_keeps_the_moving_subject(tmp_path):
     assert ev["dynamic_fraction"] > 0.1 and ev["dynamic_psnr"] >= 11.24 - 1.5, ev
     # the subject moves with w_t: frozen at t_c (the canonical scene at every time) scores far worse there
     from fourreal_core.recipe import component_from_plain
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
     from fourreal_stages.evaluate import dynamic_masks, pooled_dynamic_scores
-    from fourreal_stages.scene4d import Scene4D
+    from fourreal_formats.scene4d import Scene4D
 
     scene = Scene4D.load(next(st.glob("*_motion/scene4d.json")), reg, "cpu")
     ras = component_from_plain("rasterizer", {"name": "auto", "params": {}}, reg, source="test").build(reg)
@@ -423,8 +423,9 @@ def test_near_plane_from_the_data_lets_a_camera_mounted_in_the_wall_see_the_scen
     from fourreal_core.interfaces import GaussianParams
     from fourreal_core.registry import get_registry
     from fourreal_core.types import Cameras
-    from fourreal_stages.common import near_plane_for, with_near_plane
-    from fourreal_stages.scene4d import Scene4D
+    from fourreal_stages.common import near_plane_for
+    from fourreal_formats.scene4d import with_near_plane
+    from fourreal_formats.scene4d import Scene4D
 
     g = torch.Generator().manual_seed(0)
     wall = torch.rand(400, 3, generator=g) * torch.tensor([1.0, 1.0, 0.1]) - torch.tensor([0.5, 0.5, 0.05])

@@ -80,3 +80,144 @@ def test_core_imports_no_plugin():
         text = f.read_text()
         for pkg in (*plugins, "gsplat", "diffusers", "pycolmap"):
             assert f"import {pkg}" not in text and f"from {pkg}" not in text, f"{f.name} imports {pkg}"
+
+
+# ------------------------------------------------------------ one registration path (issue 30)
+def test_a_lazy_target_is_imported_when_first_built_and_called_with_the_config(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "lazy_twist_impl.py").write_text(
+        "class Twist:\n    def __init__(self, cfg):\n        self.cfg = cfg\n")
+    reg = Registry()
+    mod = types.ModuleType("plug_lazy")
+
+    @hookimpl
+    def fourreal_register(registry):
+        registry.add("deformer", "twist", "lazy_twist_impl:Twist", description="lazy")
+
+    mod.fourreal_register = fourreal_register
+    reg.register_module(mod, source="pkgL:mod")
+    assert "lazy_twist_impl" not in sys.modules  # registering imported nothing
+    built = reg.create("deformer", "twist")
+    assert type(built).__name__ == "Twist" and built.cfg is not None
+    assert "lazy_twist_impl" in sys.modules
+
+
+@pytest.mark.parametrize("target,expected", [
+    ("lazy_twist_impl.Twist", "pkgB:mod: deformer 'twist': target 'lazy_twist_impl.Twist' is not "
+                              "'package.module:Attribute'"),
+    (42, "pkgB:mod: deformer 'twist': the target must be 'module:Attribute' or a callable, got int"),
+])
+def test_a_malformed_target_is_refused_at_registration(target, expected):
+    mod = types.ModuleType("plug_bad")
+
+    @hookimpl
+    def fourreal_register(registry):
+        registry.add("deformer", "twist", target)
+
+    mod.fourreal_register = fourreal_register
+    with pytest.raises(PluginError) as exc:
+        Registry().register_module(mod, source="pkgB:mod")
+    assert str(exc.value) == expected
+
+
+def test_a_target_naming_a_missing_attribute_fails_in_one_line_when_built(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "lazy_empty_impl.py").write_text("X = 1\n")
+    mod = types.ModuleType("plug_missing")
+
+    @hookimpl
+    def fourreal_register(registry):
+        registry.add("deformer", "twist", "lazy_empty_impl:Twist")
+
+    mod.fourreal_register = fourreal_register
+    reg = Registry()
+    reg.register_module(mod, source="pkgM:mod")
+    with pytest.raises(PluginError) as exc:
+        reg.create("deformer", "twist")
+    assert str(exc.value) == "pkgM:mod: deformer 'twist': target 'lazy_empty_impl:Twist': module 'lazy_empty_impl' has no 'Twist'"
+
+
+def test_registration_goes_through_the_pluggy_hook():
+    """``fourreal_register`` is called by pluggy (an undecorated one is not a hook
+    implementation and is refused in one line), once per module, with the registry."""
+    calls = []
+    a, b = types.ModuleType("plug_a"), types.ModuleType("plug_b")
+
+    @hookimpl
+    def reg_a(registry):
+        calls.append("a")
+        registry.add("deformer", "a", lambda cfg: "A")
+
+    @hookimpl
+    def reg_b(registry):
+        calls.append("b")
+        registry.add("deformer", "b", lambda cfg: "B")
+
+    a.fourreal_register, b.fourreal_register = reg_a, reg_b
+    reg = Registry()
+    reg.register_module(a, source="pa:m")
+    reg.register_module(b, source="pb:m")
+    assert calls == ["a", "b"]  # registering b did not call a's hook again
+    assert [i.plugin for i in reg.pm.hook.fourreal_register.get_hookimpls()] == [a, b]
+    plain = types.ModuleType("plug_plain")
+    plain.fourreal_register = lambda registry: None
+    with pytest.raises(PluginError) as exc:
+        reg.register_module(plain, source="pc:m")
+    assert str(exc.value) == ("pc:m: plugin module has no fourreal_register(registry) (it has one without "
+                              "@hookimpl: decorate it with fourreal_core.hookimpl)")
+    assert not reg.pm.has_plugin("pc:m")
+
+
+def test_plugins_add_cli_commands_through_the_commands_hook():
+    import typer
+    from typer.testing import CliRunner
+
+    mod = types.ModuleType("plug_cmd")
+
+    @hookimpl
+    def fourreal_register_commands(app):
+        @app.command(name="hello")
+        def hello(name: str):
+            print(f"hello {name}")
+
+    mod.fourreal_register_commands = fourreal_register_commands
+    reg = Registry()
+    reg.register_module(mod, source="pcmd:m")  # a module with only the commands hook is a plugin too
+    app = typer.Typer()
+
+    @app.command()
+    def other():
+        pass
+
+    reg.register_commands(app)
+    res = CliRunner().invoke(app, ["hello", "world"])
+    assert res.exit_code == 0 and res.output.strip() == "hello world"
+
+
+def test_the_built_in_commands_come_from_their_packages():
+    """`view`, `train-prior` and `batch` are added by their packages' hooks; the CLI's main
+    module names none of their modules, and no built-in plugin keeps a factory wrapper."""
+    import ast
+    from pathlib import Path
+
+    import typer
+
+    root = Path(__file__).resolve().parent.parent
+    main_src = (root / "cli" / "fourreal_cli" / "main.py").read_text()
+    for module in ("fourreal_viewer.server", "fourreal_masked_prior", "fourreal_cli.batch"):
+        assert module not in main_src, module
+    reg = Registry()
+    reg.load_entry_points()
+    app = typer.Typer()
+    reg.register_commands(app)
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    assert {"view", "train-prior", "batch"} <= names, names
+    wrappers = []
+    for f in sorted((root / "plugins").glob("*/plugin.py")):
+        for node in ast.parse(f.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and len(node.body) == 2 and isinstance(node.body[0], ast.ImportFrom) \
+                    and isinstance(node.body[1], ast.Return):
+                wrappers.append(f"{f.parent.name}.{node.name}")
+    assert not wrappers, wrappers

@@ -44,16 +44,16 @@ def test_old_recipe_key_fails_in_one_line(tmp_path, stage, message):
 
 
 def _posed(n: int, canonical_view=None):
-    from fourreal_synthetic.scenes import orbit_cameras
+    from fourreal_formats.cameras import orbit_cameras
     from fourreal_core.types import PosedVideo, Video
 
-    cams = orbit_cameras(n, 3.0, 20.0, 90.0, [0.0, 0.0, 0.0], 16, 12, 50.0)
+    cams = orbit_cameras(n, 16, 12, 3.0, 20.0, 90.0, 0.0, [0.0, 0.0, 0.0], 50.0)
     return PosedVideo(Video(torch.rand(n, 12, 16, 3), fps=4.0), cams, times=torch.linspace(0, 1, n),
                       canonical_view=canonical_view)
 
 
 def test_old_transforms_json_anchor_still_loads_and_only_the_new_name_is_written(tmp_path):
-    from fourreal_poses.transforms_json import load_transforms, write_transforms
+    from fourreal_formats.transforms import load_transforms, write_transforms
 
     path = write_transforms(tmp_path / "v" / "transforms.json", _posed(6, canonical_view=4))
     data = json.loads(path.read_text())

@@ -304,7 +304,7 @@ def _transforms(tmp_path: Path, mutate) -> Path:
 ])
 def test_bad_transforms_json(tmp_path, case, mutate, expected):
     from fourreal_core.errors import InputError
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
 
     path = _transforms(tmp_path, mutate)
     with pytest.raises(InputError) as exc:
@@ -330,7 +330,7 @@ def test_bad_transforms_json_through_a_recipe(cli, tmp_path):
 def test_bad_ply(tmp_path, content, expected):
     from fourreal_core.errors import InputError
     from fourreal_gaussians.ply import read_ply
-    from fourreal_stages.common import read_points
+    from fourreal_formats.points import read_points
 
     (tmp_path / "x.ply").write_bytes(content)
     for reader in (read_ply, read_points):
@@ -345,7 +345,7 @@ def test_nan_in_points_and_splat_ply(tmp_path):
     from fourreal_core.errors import InputError
     from fourreal_core.types import PointCloud
     from fourreal_gaussians.ply import read_ply, write_ply
-    from fourreal_stages.common import read_points, write_points_ply
+    from fourreal_formats.points import read_points, write_points_ply
     import torch
 
     pts = torch.rand(5, 3)
@@ -578,6 +578,14 @@ def test_the_phases_recipe_is_valid(cli, tmp_path):
     ("losses: [l1], train", "losses: [ssim], train",
      f"{_CANON}[0].losses: phase 'warmup' names no loss of stage 'canonical' (it names ssim; the stage has "
      "l1, small_motion), so it would train on nothing"),
+    ("train: [deformer], frames: reference}", "train: [deformer], frames: reference, grow: true}\n"
+     "            - {name: spawn, iterations: 100, losses: [align], train: [new_gaussians], grow: true}",
+     f"{_MOTION}[1].grow: only one phase may grow; phase 'motion' already does"),
+    ("deform: false}", "deform: false, grow: true}",
+     f"{_CANON}[0].grow: stage 'canonical' does not grow new Gaussians (the motion stage does); remove 'grow'"),
+    ("          phases:\n            - {name: warmup", "          camera_lr: 0.001\n          phases:\n            - {name: warmup",
+     "r.yaml: stages[0].params.scheduler.params.camera_lr: moved to the canonical stage's params (the stage "
+     "owns the cameras): write `camera_lr:` beside `refine_cameras:`"),
     ("losses: [{name: align}]", "losses: [{name: align}, {name: rigid}]",
      "r.yaml: stages[1].params.losses[1]: loss 'rigid' is active in no phase of stage 'motion'; add it to "
      "the 'losses' of the phases that should use it (scheduler.params.phases: motion)"),
@@ -685,7 +693,7 @@ def test_loaded_weights_are_checked_in_one_line(tmp_path):
     from fourreal_core.recipe import component_from_plain
     from fourreal_core.registry import get_registry
     from fourreal_core.types import PointCloud
-    from fourreal_stages.scene4d import Scene4D
+    from fourreal_formats.scene4d import Scene4D
 
     reg = get_registry()
     rep = component_from_plain("representation", {"name": "gaussians", "params": {}}, reg)
@@ -854,7 +862,7 @@ def test_corrupt_init_pt_cld(tmp_path, write, expected):
 ])
 def test_points_ply_attributes_checked(tmp_path, content, expected):
     from fourreal_core.errors import InputError
-    from fourreal_stages.common import read_points
+    from fourreal_formats.points import read_points
 
     (tmp_path / "p.ply").write_bytes(content)
     with pytest.raises(InputError) as exc:
@@ -869,7 +877,7 @@ def test_points_ply_attributes_checked(tmp_path, content, expected):
 ])
 def test_transforms_times_in_range_and_no_stretch(tmp_path, mutate, expected):
     from fourreal_core.errors import InputError
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
 
     path = _transforms(tmp_path, mutate)
     with pytest.raises(InputError) as exc:
@@ -887,7 +895,7 @@ def test_eval_without_times_says_so(tmp_path):
     from fourreal_core.registry import get_registry
     from fourreal_core.types import Cameras, PosedVideo, Video
     from fourreal_stages.evaluate import evaluate_views
-    from fourreal_stages.scene4d import Scene4D
+    from fourreal_formats.scene4d import Scene4D
 
     reg = get_registry()
     rep = component_from_plain("representation", {"name": "gaussians", "params": {}}, reg)
@@ -1135,7 +1143,7 @@ def test_a_bad_scene_manifest_is_one_line(tmp_path, mutate, expected):
     from fourreal_core.recipe import component_from_plain
     from fourreal_core.registry import get_registry
     from fourreal_core.types import Cameras
-    from fourreal_stages.scene4d import MANIFEST, Scene4D
+    from fourreal_formats.scene4d import MANIFEST, Scene4D
 
     reg = get_registry()
     rep = component_from_plain("representation", {"name": "gaussians", "params": {}}, reg)

@@ -22,7 +22,7 @@ from fourreal_losses.sds import (
 from fourreal_core.quaternions import matrix_to_quat as rotmat_to_quat
 from fourreal_core.quaternions import quat_to_matrix as quat_to_rotmat
 from fourreal_losses.sds_configs import SDSMultiViewConfig, SDSTemporalConfig
-from fourreal_synthetic.scenes import orbit_cameras
+from fourreal_formats.cameras import orbit_cameras
 
 CENTER = (0.2, -0.1, 0.3)
 
@@ -73,7 +73,7 @@ def scene():
     opac = torch.full((n,), 0.8)
     colors = torch.rand(n, 3)
     deformer = MLPDeformer(MLPDeformerConfig(width=32, depth=2, x_multires=2, t_multires=2, time_input="time"))
-    cams = orbit_cameras(9, 3.0, 15.0, 120.0, CENTER, 32, 32, 50.0)
+    cams = orbit_cameras(9, 32, 32, 3.0, 15.0, 120.0, 0.0, CENTER, 50.0)
 
     def render_video(cameras: Cameras, times: torch.Tensor) -> torch.Tensor:
         frames = []
@@ -107,7 +107,7 @@ def _inputs(scene, **kw):
 
 # ------------------------------------------------------------------------------ cameras
 def test_interpolate_cameras_endpoints_exact_and_uniform():
-    cams = orbit_cameras(2, 3.0, 20.0, 90.0, CENTER, 40, 30, 60.0)
+    cams = orbit_cameras(2, 40, 30, 3.0, 20.0, 90.0, 0.0, CENTER, 60.0)
     a, b = cams[0], cams[1]
     b = Cameras(b.viewmats, b.Ks * torch.tensor([[1.2], [1.2], [1.0]]), 40, 30)
     traj = interpolate_cameras(a, b, 7)
@@ -135,7 +135,7 @@ def test_quaternion_round_trip():
 
 
 def test_look_target_and_perturb():
-    cams = orbit_cameras(8, 3.0, 25.0, 150.0, CENTER, 32, 32, 50.0)
+    cams = orbit_cameras(8, 32, 32, 3.0, 25.0, 150.0, 0.0, CENTER, 50.0)
     target = look_target(cams)
     assert torch.allclose(target, torch.tensor(CENTER), atol=1e-4)
     g = torch.Generator().manual_seed(0)

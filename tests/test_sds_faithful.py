@@ -25,6 +25,8 @@ H, W = 48, 80  # renders: not the prior's aspect (36x64), so the centred crop is
 class RecordingPrior(VideoPrior):
     """Records every predict_x0 call; returns the frames dimmed (any x0 will do)."""
 
+    conditions = frozenset({"cameras", "times"})  # predict_x0 takes where and when each frame was rendered
+
     num_frames = 16
 
     def __init__(self, height=36, width=64, multiple=4):
@@ -304,7 +306,7 @@ def _oracle_fit(garden, shift: float, steps: int = 40, frames: int = 6, lr: floa
     error at three unseen cameras at unseen times, before and after."""
     from fourreal_synthetic.oracle import OraclePrior
     from fourreal_synthetic.plugin import OraclePriorConfig
-    from fourreal_synthetic.scenes import cameras_at
+    from fourreal_formats.cameras import cameras_at
 
     sc = garden["scene"]
     deformer = _deformer()
@@ -391,7 +393,7 @@ stages:
 
 def test_motion_stage_w_t_is_zero_at_t_c(motion_run):
     from fourreal_core.registry import get_registry
-    from fourreal_stages.scene4d import Scene4D, find_scene
+    from fourreal_formats.scene4d import Scene4D, find_scene
 
     scene = Scene4D.load(find_scene(motion_run[0]), get_registry())
     g = scene.model.params()

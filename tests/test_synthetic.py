@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from fourreal_poses.transforms_json import load_transforms
+from fourreal_formats.cameras import orbit_cameras
+from fourreal_formats.transforms import load_transforms
 from fourreal_media import read_video
 from fourreal_synthetic.scenes import (
     Imperfections,
     make_scene,
-    orbit_cameras,
     quat_to_matrix,
 )
 from fourreal_synthetic.stage import load_init_points, make_dataset
@@ -78,7 +78,7 @@ def test_object_scene_is_static_and_renders_deterministically():
     assert bool(scene.static_mask().all())
     g0, g1 = scene.gaussians(0.0), scene.gaussians(1.0)
     assert torch.equal(g0.means, g1.means) and torch.equal(g0.quats, g1.quats)
-    cams = orbit_cameras(3, scene.ref_radius, 20.0, 360.0, scene.center, 40, 32, scene.fov_deg)
+    cams = orbit_cameras(3, 40, 32, scene.ref_radius, 20.0, 360.0, 0.0, scene.center, scene.fov_deg)
     img1, alpha = scene.render(cams, 0.5, return_alpha=True)
     img2 = scene.render(cams, 0.5)
     assert img1.shape == (3, 32, 40, 3) and alpha.shape == (3, 32, 40, 1)

@@ -75,7 +75,7 @@ def _check_content(st):
 
     from fourreal_gaussians.ply import read_ply
     from fourreal_media import read_image, read_video
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
 
     assert len(load_transforms(st / "02_poses" / "reference" / "transforms.json")) == 8
     assert len(load_transforms(st / "02_poses" / "freeze_time" / "transforms.json")) == 20

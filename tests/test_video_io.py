@@ -1,5 +1,5 @@
 """Video / image / transforms.json I/O at the boundary (fourreal_media,
-fourreal_poses.transforms_json)."""
+fourreal_formats.transforms)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fourreal_core.errors import InputError
-from fourreal_poses.transforms_json import load_transforms, write_transforms
+from fourreal_formats.transforms import load_transforms, write_transforms
 from fourreal_core.types import Cameras, PosedVideo, Video
 from fourreal_media import (
     natural_key,

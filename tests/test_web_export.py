@@ -59,8 +59,8 @@ def make_scene(folder: Path, n: int = 3000, seed: int = 0, amplitude: float = 0.
     by a reference camera at (0, -4, 0.4); motion only in the right half of its image."""
     from fourreal_core.recipe import component_from_plain
     from fourreal_core.registry import get_registry
-    from fourreal_stages.region import RegionDeformer
-    from fourreal_stages.scene4d import Scene4D
+    from fourreal_formats.region import RegionDeformer
+    from fourreal_formats.scene4d import Scene4D
 
     reg = get_registry()
     rep = component_from_plain("representation", {"name": "gaussians", "params": {"sh_degree": 1}}, reg,
@@ -106,7 +106,7 @@ def make_scene(folder: Path, n: int = 3000, seed: int = 0, amplitude: float = 0.
 
 def _load(manifest: Path):
     from fourreal_core.registry import get_registry
-    from fourreal_stages.scene4d import Scene4D
+    from fourreal_formats.scene4d import Scene4D
 
     return Scene4D.load(manifest, get_registry(), "cpu")
 

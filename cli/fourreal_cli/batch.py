@@ -42,6 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import typer
+
+from fourreal_core import hookimpl
 from fourreal_core.errors import FourRealError, RecipeError, RunDirError
 
 SPEC_KEYS = ("recipe", "set", "jobs", "prompts", "cpus_per_job", "gpus_per_job", "retries", "max_parallel")
@@ -735,3 +738,45 @@ def _say_job(console: Any, live: Any, job: Job) -> None:
     console.print(f"[{style}]{escape(job.folder)}: {job.state.replace('_', ' ')}{tries}{took}{escape(err)}[/]",
                   soft_wrap=True)
 
+
+# ------------------------------------------------------------------------------- command
+DEBUG_HELP = "Show Python tracebacks instead of one-line errors."
+
+
+def batch_command(
+    spec: Path = typer.Argument(..., help="Batch spec YAML: a recipe and its jobs (docs/batch.md)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch folder (default: runs/<spec name>)."),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Ray cluster to use: auto, HOST:PORT or ray://HOST:10001 (default: a local Ray)."),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="At most N jobs at once."),
+    cpus_per_job: Optional[float] = typer.Option(None, "--cpus-per-job", min=0.01,
+                                                 help="Ray CPUs per job; torch threads are pinned to it (default 1)."),
+    gpus_per_job: Optional[float] = typer.Option(None, "--gpus-per-job", min=0.01,
+                                                 help="Ray GPUs per GPU job (default 1)."),
+    retries: Optional[int] = typer.Option(None, "--retries", min=0,
+                                          help="Retries of a job whose worker dies or crashes (default 3)."),
+    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1,
+                                           help="CPUs of the local Ray instance (default: all; not with --address)."),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Run many jobs of one recipe (prompts, videos, seeds) as Ray tasks; rerun to resume."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console, err_console = Console(stderr=False), Console(stderr=True)
+    try:
+        code, _ = run_batch(spec, out=out, address=address, max_parallel=max_parallel, cpus_per_job=cpus_per_job,
+                            gpus_per_job=gpus_per_job, retries=retries, num_cpus=num_cpus, console=console)
+    except BatchInvalid as exc:
+        if debug:
+            raise
+        for line in exc.lines:
+            err_console.print(f"[bold red]error:[/bold red] {escape(line)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    if code:
+        raise typer.Exit(code)
+
+
+@hookimpl
+def fourreal_register_commands(app):
+    app.command(name="batch")(batch_command)

@@ -1,4 +1,6 @@
-"""The ``fourreal`` command: run, validate, plugins (and the commands later stages add).
+"""The ``fourreal`` command: run, validate, plugins, export, eval, render -- and the commands
+plugins add through the ``fourreal_register_commands(app)`` hook (``view``, ``train-prior``,
+``batch``: docs/plugins.md, "Commands").
 
 User mistakes end with one line on stderr (``error: FILE: yaml.path: ...``) and exit
 code 2; ``--debug`` shows the traceback instead. Heavy modules (torch, plugin
@@ -160,7 +162,7 @@ def _export_web(run_dir: Path, out: Path, **o) -> None:
 
     from fourreal_core.errors import InputError
     from fourreal_core.registry import get_registry
-    from fourreal_stages.scene4d import Scene4D, find_scene
+    from fourreal_formats.scene4d import Scene4D, find_scene
 
     try:
         from fourreal_viewer.web import WebOptions, build_web, check_options, prepare_out
@@ -277,100 +279,6 @@ def render(
     _print_outputs(path)
 
 
-@app.command()
-def view(
-    run_or_scene: Path = typer.Argument(..., help="A run folder (its newest 4D scene) or a scene4d.json."),
-    port: int = typer.Option(8080, "--port", help="TCP port to serve on (a busy port is an error)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
-    height: Optional[int] = typer.Option(None, "--height", help="Rows of the still frame (default: the training size)."),
-    interactive_height: int = typer.Option(144, "--interactive-height", help="Rows while the camera moves or time plays."),
-    fps: float = typer.Option(8.0, "--fps", help="1x speed plays the reference frames at this rate."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
-) -> None:
-    """Look at the 4D scene in the browser: time slider, play, canonical toggle, cameras (docs/viewing.md)."""
-    try:
-        from fourreal_viewer.server import ViewOptions, view as serve
-    except ImportError as exc:
-        raise FourRealError(f"fourreal view needs the view extra (pip install -e '.[view]'): {exc}") from None
-    serve(run_or_scene, ViewOptions(host=host, port=port, height=height, interactive_height=interactive_height,
-                                    fps=fps), device=device, say=lambda line: console.print(escape(line), soft_wrap=True,
-                                                                                             highlight=False))
-
-
-@app.command(name="train-prior")
-def train_prior(
-    videos_dir: Path = typer.Argument(..., help="Folder of training videos (mp4s and/or frame folders; optional prompts.json)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder (rerun the same command to resume)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per step."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Clip length F of the model."),
-    height: Optional[int] = typer.Option(None, "--height", help="Model frame height (multiple of --patch)."),
-    width: Optional[int] = typer.Option(None, "--width", help="Model frame width (multiple of --patch)."),
-    patch: Optional[int] = typer.Option(None, "--patch", help="Spatial patch size."),
-    dim: Optional[int] = typer.Option(None, "--dim", help="Transformer width."),
-    depth: Optional[int] = typer.Option(None, "--depth", help="Transformer blocks."),
-    heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
-) -> None:
-    """Train the masked pixel-space video prior (video_prior `masked`) on a folder of videos."""
-    import importlib
-    from dataclasses import replace
-
-    entry = importlib.import_module("fourreal_masked_prior.train")
-    cfg = entry.TrainPriorConfig()
-    top = {"steps": steps, "batch_size": batch_size, "lr": lr, "save_every": save_every, "seed": seed, "device": device}
-    model = {"num_frames": frames, "height": height, "width": width, "patch": patch, "dim": dim, "depth": depth,
-             "heads": heads}
-    cfg = replace(cfg, **{k: v for k, v in top.items() if v is not None},
-                  model=replace(cfg.model, **{k: v for k, v in model.items() if v is not None}))
-    res = entry.train_prior(videos_dir, out, cfg)
-    last = res["losses"][-min(50, len(res["losses"])):] if res["losses"] else []
-    console.print(
-        f"[bold green]done[/bold green]: {res['steps']} steps ({res['parameters']:,} parameters), "
-        + (f"final loss {sum(last) / len(last):.4f}, " if last else "")
-        + f"checkpoint in {escape(str(out))} -- use it with "
-        f"video_prior: {{name: masked, params: {{checkpoint: {escape(str(out))}}}}}"
-    )
-
-
-@app.command()
-def batch(
-    spec: Path = typer.Argument(..., help="Batch spec YAML: a recipe and its jobs (docs/batch.md)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch folder (default: runs/<spec name>)."),
-    address: Optional[str] = typer.Option(
-        None, "--address", help="Ray cluster to use: auto, HOST:PORT or ray://HOST:10001 (default: a local Ray)."),
-    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="At most N jobs at once."),
-    cpus_per_job: Optional[float] = typer.Option(None, "--cpus-per-job", min=0.01,
-                                                 help="Ray CPUs per job; torch threads are pinned to it (default 1)."),
-    gpus_per_job: Optional[float] = typer.Option(None, "--gpus-per-job", min=0.01,
-                                                 help="Ray GPUs per GPU job (default 1)."),
-    retries: Optional[int] = typer.Option(None, "--retries", min=0,
-                                          help="Retries of a job whose worker dies or crashes (default 3)."),
-    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1,
-                                           help="CPUs of the local Ray instance (default: all; not with --address)."),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
-) -> None:
-    """Run many jobs of one recipe (prompts, videos, seeds) as Ray tasks; rerun to resume."""
-    from fourreal_cli.batch import BatchInvalid, run_batch
-
-    try:
-        code, _ = run_batch(spec, out=out, address=address, max_parallel=max_parallel, cpus_per_job=cpus_per_job,
-                            gpus_per_job=gpus_per_job, retries=retries, num_cpus=num_cpus, console=console)
-    except BatchInvalid as exc:
-        if debug:
-            raise
-        for line in exc.lines:
-            err_console.print(f"[bold red]error:[/bold red] {escape(line)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    if code:
-        raise typer.Exit(code)
-
-
 def _print_outputs(folder: Path) -> None:
     """Where the files people look at are, and the scores."""
     import json
@@ -430,12 +338,26 @@ def _exit_after_error(code: int) -> None:
     sys.exit(code)
 
 
+_plugin_commands_added = False
+
+
+def _add_plugin_commands() -> None:
+    """The commands plugins add (``fourreal_register_commands``), once per process."""
+    global _plugin_commands_added
+    if not _plugin_commands_added:
+        from fourreal_core.registry import get_registry
+
+        _plugin_commands_added = True
+        get_registry().register_commands(app)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry: one-line errors, exit 2, no traceback unless --debug."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     _install_interrupt_handlers()
     try:
+        _add_plugin_commands()
         # non-standalone typer returns an exit code instead of raising (Ctrl-C -> 130)
         code = app(args=args, standalone_mode=False)
         if code == 130:

@@ -4,7 +4,6 @@ Both deformers implement :class:`fourreal_core.interfaces.Deformer` with the sam
 
     deformer.setup(num_frames=K, canonical=k_c or t_c, canonical_means=x0)   # before the optimiser
     d = deformer.deform(means, time, quats=None)   # Deformation(dx [N,3], dq [N,4], ds [N,3]|None)
-    d = deformer.deform_batch(means, times, quats=None)   # dx [T,N,3], dq [T,N,4], ds [T,N,3]|None
 
 so a recipe swaps one for the other by changing ``name: mlp`` to ``name: lbs``.
 """

@@ -20,7 +20,7 @@ K-Planes (nerfstudio's ``KPlanesEncoding``, tiny-cuda-nn) pull in a framework or
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -195,14 +195,6 @@ class HexPlaneDeformer(nn.Module, Deformer):
         with torch.no_grad():
             dp = one(t_prev)
         return d, dp
-
-    def deform_batch(self, means: torch.Tensor, times: "torch.Tensor | Sequence[float]",
-                     quats: Optional[torch.Tensor] = None) -> Deformation:
-        """Offsets at T times: ``dx [T,N,3]``, ``dq [T,N,4]``, ``ds [T,N,3]|None``."""
-        ts = [float(t) for t in torch.as_tensor(times).reshape(-1).tolist()]
-        outs = [self.deform(means, t) for t in ts]
-        cat = lambda k: None if getattr(outs[0], k) is None else torch.stack([getattr(o, k) for o in outs])  # noqa: E731
-        return Deformation(dx=cat("dx"), dq=cat("dq"), ds=cat("ds"))
 
     def plane_smoothness(self) -> torch.Tensor:
         """K-Planes' total variation of the planes (mean squared difference of neighbours),

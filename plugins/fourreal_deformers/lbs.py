@@ -28,7 +28,7 @@ Model (B bones, canonical position x, time t):
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import nn
@@ -325,7 +325,7 @@ class LBSDeformer(nn.Module, Deformer):
         frames = is_integer_time(time)
         t = torch.as_tensor(time, device=self.pivots.device)
         if t.numel() != 1:
-            raise ValueError("the lbs deformer takes one time per call; use deform_batch for several")
+            raise ValueError("the lbs deformer takes one time per call")
         t = t.reshape(1)
         if self.motion_mlp is None and frames and int(t) == int(self.zero_frame):
             n = means.shape[0]
@@ -333,17 +333,6 @@ class LBSDeformer(nn.Module, Deformer):
             return Deformation(dx=z(3), dq=z(4), ds=None)
         d = self._deform_times(means, t, frames, quats)
         return Deformation(dx=d.dx[0], dq=d.dq[0], ds=None)
-
-    def deform_batch(
-        self,
-        means: torch.Tensor,
-        times: "torch.Tensor | Sequence[float] | Sequence[int]",
-        quats: Optional[torch.Tensor] = None,
-    ) -> Deformation:
-        """Offsets at T times at once: ``dx [T,N,3]``, ``dq [T,N,4]``, ``ds=None``; the
-        skinning weights are computed once."""
-        t = torch.as_tensor(times, device=self.pivots.device).reshape(-1)
-        return self._deform_times(means, t, is_integer_time(t), quats)
 
     def extra_repr(self) -> str:
         c = self.cfg

@@ -9,8 +9,8 @@ quaternion) and ``ds`` (3, added to the log-scale). The heads start at zero, so 
 starts from the canonical scene.
 
 Efficiency: the first layer and the skip layer are applied to ``gamma(x)`` and to the time
-input separately and summed, so :meth:`MLPDeformer.deform_batch` encodes and projects the
-positions once for all T times. With ``chunk > 0`` at most ``chunk`` Gaussians are evaluated
+input separately and summed, so :meth:`MLPDeformer.deform_pair` encodes and projects the
+positions once for both times. With ``chunk > 0`` at most ``chunk`` Gaussians are evaluated
 at once; when autograd is recording, each chunk is wrapped in activation checkpointing, so
 training memory is that of one chunk (plus the outputs), at the cost of a second forward
 pass in backward.
@@ -231,9 +231,10 @@ class MLPDeformer(nn.Module, Deformer):
     ) -> tuple[Deformation, Deformation]:
         """``(w(x, t), w(x, t_prev))`` for the motion stage's temporal regularisers, the second
         without autograd (a fixed reference), sharing the position encoding and -- with a
-        canonical time -- the row ``f(x, t_c)`` between the two. Temporal mode only."""
+        canonical time -- the row ``f(x, t_c)`` between the two (per-frame codes: the
+        :class:`Deformer` default, two :meth:`deform` calls)."""
         if self.frame_mode:
-            raise TypeError("deform_pair is for temporal deformation (time_input: time)")
+            return super().deform_pair(means, t, t_prev, quats=quats)
         ref = self.head_dx.weight
         x = means.to(ref.dtype)
         n = x.shape[0]
@@ -252,43 +253,6 @@ class MLPDeformer(nn.Module, Deformer):
         with torch.no_grad():
             dp = self._zeros((n,), ref) if at_c[1] else self._split(self._evaluate(xe, self.t_enc(tt[1:2])) - f_c.detach())
         return d, dp
-
-    def deform_batch(
-        self,
-        means: torch.Tensor,
-        times: "torch.Tensor | Sequence[float] | Sequence[int]",
-        quats: Optional[torch.Tensor] = None,
-    ) -> Deformation:
-        """Offsets at T times at once: ``dx [T,N,3]``, ``dq [T,N,4]``, ``ds [T,N,3]|None``.
-
-        ``times``: ``[T]`` floats (temporal) or ints (frame-code). The position encoding and
-        its first-layer projection are computed once for all T.
-        """
-        if means.ndim != 2 or means.shape[-1] != 3:
-            raise ValueError(f"means must be [N,3], got {tuple(means.shape)}")
-        ref = self.head_dx.weight
-        x = means.to(ref.dtype)
-        n = x.shape[0]
-        xe = self.x_enc(x)[None]  # [1,N,Dx]
-        if self.frame_mode:
-            ks = torch.as_tensor(times, device=x.device).reshape(-1)
-            k = as_frame_index(ks, self.num_frames, ks.numel(), x.device)
-            te = self.codes[k][:, None, :]  # [T,1,Dc]
-            out = self._evaluate(xe, te)
-            keep = (k != int(self.zero_frame))[:, None, None]
-            out = torch.where(keep, out, torch.zeros((), dtype=out.dtype, device=out.device))
-        else:
-            t = torch.as_tensor(times, dtype=ref.dtype, device=x.device).reshape(-1, 1, 1)  # [T,1,1]
-            if not has_zero_time(self):
-                out = self._evaluate(xe, self.t_enc(t))
-            else:  # f(x, t) - f(x, t_c), exactly zero where t == t_c
-                t_c = self.zero_time.to(ref.dtype).reshape(1, 1, 1)
-                both = self._evaluate(xe, self.t_enc(torch.cat([t, t_c])))
-                out = both[:-1] - both[-1:]
-                out = torch.where(t != t_c, out, torch.zeros((), dtype=out.dtype, device=out.device))
-        if out.shape[-2] != n:  # broadcasting safety: always [T,N,C]
-            out = out.expand(out.shape[0], n, out.shape[-1])
-        return self._split(out)
 
     def extra_repr(self) -> str:
         c = self.cfg

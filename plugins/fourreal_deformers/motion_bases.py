@@ -43,7 +43,7 @@ class MotionBasesDeformer(LBSDeformer):
 
     ``setup(num_frames=T, canonical=t_c, canonical_means=x0)`` places the bases' weight
     centres and sizes the table; ``deform(means, t, quats=None)`` -> ``Deformation(dx, dq,
-    ds=None)``; ``deform_batch`` for several times.
+    ds=None)``.
     """
 
     def __init__(self, cfg: Optional[MotionBasesDeformerConfig] = None) -> None:

@@ -188,7 +188,7 @@ def generate_freeze_time(
         seed: base seed; window i uses ``seed + i``.
         on_window: ``callback(i, total_windows)`` after each prior call (progress).
         reverse_backward: hand backward windows to the prior time-reversed (context at the
-            start); default the prior's ``context_at_start`` attribute (False if absent).
+            start); default the prior's declared ``context_at_start``.
 
     Returns:
         :class:`FreezeTimeResult` (``canonical_view`` is 0 unless frames were added backwards).
@@ -213,7 +213,7 @@ def generate_freeze_time(
         raise FourRealError(f"freeze-time: direction {direction!r} is not one of both, forward, backward")
     total = 1 + -(-n_fwd // step_new) + -(-n_bwd // step_new)
     windows = []
-    rev = bool(getattr(prior, "context_at_start", False)) if reverse_backward is None else bool(reverse_backward)
+    rev = bool(prior.context_at_start) if reverse_backward is None else bool(reverse_backward)
 
     def mad(a, b) -> float:
         return round(float((a - b).abs().mean()), 6)

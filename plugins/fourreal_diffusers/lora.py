@@ -43,11 +43,7 @@ def lora_use(prior, use: str):
     priors without LoRA support."""
     if use not in USES:
         raise FourRealError(f"LoRA use {use!r} is not one of {', '.join(USES)}")
-    fn = getattr(prior, "use", None)
-    if fn is None:
-        yield prior
-        return
-    with fn(use):
+    with prior.use(use):
         yield prior
 
 

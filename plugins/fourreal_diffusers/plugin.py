@@ -11,35 +11,17 @@ from fourreal_core import hookimpl
 from .configs import CogVideoXPriorConfig, LTXPriorConfig, WanPriorConfig
 
 
-def _ltx(cfg: LTXPriorConfig):
-    from .priors import LTXPrior
-
-    return LTXPrior(cfg)
-
-
-def _wan(cfg: WanPriorConfig):
-    from .priors import WanPrior
-
-    return WanPrior(cfg)
-
-
-def _cogvideox(cfg: CogVideoXPriorConfig):
-    from .priors import CogVideoXPrior
-
-    return CogVideoXPrior(cfg)
-
-
 @hookimpl
 def fourreal_register(registry):
     registry.add(
-        "video_prior", "ltx", _ltx, config=LTXPriorConfig,
+        "video_prior", "ltx", "fourreal_diffusers.ltx:LTXPrior", config=LTXPriorConfig,
         description="LTX-Video (diffusers LTXConditionPipeline): text + known frames at any indices",
     )
     registry.add(
-        "video_prior", "wan", _wan, config=WanPriorConfig,
+        "video_prior", "wan", "fourreal_diffusers.wan:WanPrior", config=WanPriorConfig,
         description="Wan 2.x (diffusers): text-to-video; known frames at any indices with a VACE checkpoint",
     )
     registry.add(
-        "video_prior", "cogvideox", _cogvideox, config=CogVideoXPriorConfig,
+        "video_prior", "cogvideox", "fourreal_diffusers.cogvideox:CogVideoXPrior", config=CogVideoXPriorConfig,
         description="CogVideoX (diffusers): text-to-video; known first frame with the I2V checkpoint",
     )

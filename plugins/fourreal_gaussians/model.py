@@ -36,7 +36,7 @@ from typing import Iterable, Mapping, Optional
 import torch
 import torch.nn.functional as F
 
-from fourreal_core.interfaces import GaussianParams, Representation
+from fourreal_core.interfaces import GaussianParams, Representation, log_linear_decay
 from fourreal_core.types import PointCloud
 
 from .configs import GaussiansConfig
@@ -315,9 +315,7 @@ class GaussianModel(Representation):
     def means_lr_at(self, step: int, total_steps: int) -> float:
         """Position learning rate at ``step`` of ``total_steps``: exponential (log-linear)
         decay from ``cfg.means_lr`` to ``cfg.means_lr_final``, times the scene extent."""
-        t = min(max(step / max(total_steps, 1), 0.0), 1.0)
-        lr0, lr1 = self.cfg.means_lr, self.cfg.means_lr_final
-        return math.exp(math.log(lr0) * (1 - t) + math.log(lr1) * t) * self.scene_extent
+        return log_linear_decay(step, total_steps, self.cfg.means_lr, self.cfg.means_lr_final) * self.scene_extent
 
     def update_learning_rate(self, step: int, total_steps: int) -> float:
         """Set the ``means`` group's lr to :meth:`means_lr_at` and return it."""

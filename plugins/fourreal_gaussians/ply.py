@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ import numpy as np
 
 from fourreal_core.errors import InputError
 from fourreal_core.io import atomic_path
+from fourreal_formats.points import read_plydata
 
 if TYPE_CHECKING:
     import torch
@@ -149,32 +149,6 @@ def write_ply(
 
 
 _REST = re.compile(r"^f_rest_(\d+)$")
-
-
-def read_plydata(path: os.PathLike | str):
-    """``plyfile.PlyData.read`` with one-line errors for files that are not (whole) PLYs."""
-    from plyfile import PlyData, PlyParseError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such PLY file")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(5)
-        if not (head.startswith(b"ply\n") or head.startswith(b"ply\r")):
-            raise InputError(f"{path}: not a PLY file (it does not start with 'ply')")
-        return PlyData.read(str(path))
-    except PlyParseError as exc:
-        raise InputError(f"{path}: damaged or truncated PLY ({_first_line(exc)})") from None
-    except (ValueError, EOFError, IndexError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: damaged or truncated PLY ({type(exc).__name__}: {_first_line(exc)})") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:120] if text else type(exc).__name__
 
 
 def read_ply(path: os.PathLike | str) -> PlyGaussians:

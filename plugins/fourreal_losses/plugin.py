@@ -35,29 +35,25 @@ anywhere in this module -- the hook below registers everything in :data:`LOSSES`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Optional
 
 from fourreal_core import hookimpl
 from fourreal_core.config import Ramp
 
-#: (name, factory, config dataclass, description) of every loss this module registers
-LOSSES: list[tuple[str, Callable[[Any], Any], type, str]] = []
+#: (name, lazy target "module:Class", config dataclass, description) of every loss this module registers
+LOSSES: list[tuple[str, str, type, str]] = []
 
 
-def register_loss(name: str, config: type, description: str):
-    """Decorator: add ``factory(cfg) -> Loss`` to :data:`LOSSES` under ``name``."""
-
-    def deco(factory: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        LOSSES.append((name, factory, config, description))
-        return factory
-
-    return deco
+def register_loss(name: str, config: type, description: str, target: str) -> None:
+    """Add the loss ``target`` (``"module:Class"``, built with a ``config`` instance) to
+    :data:`LOSSES` under ``name``."""
+    LOSSES.append((name, target, config, description))
 
 
 @hookimpl
 def fourreal_register(registry):
-    for name, factory, config, description in LOSSES:
-        registry.add("loss", name, factory, config=config, description=description)
+    for name, target, config, description in LOSSES:
+        registry.add("loss", name, target, config=config, description=description)
 
 
 def _w(value: float):
@@ -103,25 +99,9 @@ class AlignConfig:
     sigma: float = 1.5
 
 
-@register_loss("l1", L1Config, "L1 photometric reconstruction loss (paper Eq. 2)")
-def _l1(cfg: L1Config):
-    from .recon import L1Loss
-
-    return L1Loss(cfg)
-
-
-@register_loss("ssim", SSIMConfig, "1 - SSIM (11x11 Gaussian window, as 3DGS)")
-def _ssim(cfg: SSIMConfig):
-    from .recon import SSIMLoss
-
-    return SSIMLoss(cfg)
-
-
-@register_loss("align", AlignConfig, "L1 + lambda (1 - SSIM) image alignment loss (paper Sec. 3.4)")
-def _align(cfg: AlignConfig):
-    from .recon import AlignLoss
-
-    return AlignLoss(cfg)
+register_loss("l1", L1Config, "L1 photometric reconstruction loss (paper Eq. 2)", "fourreal_losses.recon:L1Loss")
+register_loss("ssim", SSIMConfig, "1 - SSIM (11x11 Gaussian window, as 3DGS)", "fourreal_losses.recon:SSIMLoss")
+register_loss("align", AlignConfig, "L1 + lambda (1 - SSIM) image alignment loss (paper Sec. 3.4)", "fourreal_losses.recon:AlignLoss")
 
 
 # ======================================================================== regularisers
@@ -191,55 +171,13 @@ class RotConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.sample <= 1.0:
             raise ValueError(f"sample must be in (0, 1], got {self.sample}")
-
-
-@register_loss("small_motion", SmallMotionConfig, "L1 magnitude of the per-frame deformation (paper Eq. 3)")
-def _small_motion(cfg: SmallMotionConfig):
-    from .regularizers import SmallMotionLoss
-
-    return SmallMotionLoss(cfg)
-
-
-@register_loss("opacity", OpacityRegConfig, "Mean opacity of the Gaussians (3DGS-MCMC regulariser)")
-def _opacity(cfg: OpacityRegConfig):
-    from .regularizers import OpacityLoss
-
-    return OpacityLoss(cfg)
-
-
-@register_loss("scale", ScaleRegConfig, "Mean |scale| of the Gaussians (3DGS-MCMC regulariser)")
-def _scale(cfg: ScaleRegConfig):
-    from .regularizers import ScaleLoss
-
-    return ScaleLoss(cfg)
-
-
-@register_loss("norm", NormConfig, "Norm of the deformation dx, dq, ds (paper Eq. 7)")
-def _norm(cfg: NormConfig):
-    from .regularizers import NormLoss
-
-    return NormLoss(cfg)
-
-
-@register_loss("diff", DiffConfig, "Temporal smoothness |dx_t - dx_(t-1)| (paper Eq. 8)")
-def _diff(cfg: DiffConfig):
-    from .regularizers import DiffLoss
-
-    return DiffLoss(cfg)
-
-
-@register_loss("rigid", RigidConfig, "kNN local-rigidity loss (Dynamic 3DGS; paper Eqs. 9-11)")
-def _rigid(cfg: RigidConfig):
-    from .regularizers import RigidLoss
-
-    return RigidLoss(cfg)
-
-
-@register_loss("rot", RotConfig, "kNN rotation-consistency loss (Dynamic 3DGS; paper Eq. 12)")
-def _rot(cfg: RotConfig):
-    from .regularizers import RotLoss
-
-    return RotLoss(cfg)
+register_loss("small_motion", SmallMotionConfig, "L1 magnitude of the per-frame deformation (paper Eq. 3)", "fourreal_losses.regularizers:SmallMotionLoss")
+register_loss("opacity", OpacityRegConfig, "Mean opacity of the Gaussians (3DGS-MCMC regulariser)", "fourreal_losses.regularizers:OpacityLoss")
+register_loss("scale", ScaleRegConfig, "Mean |scale| of the Gaussians (3DGS-MCMC regulariser)", "fourreal_losses.regularizers:ScaleLoss")
+register_loss("norm", NormConfig, "Norm of the deformation dx, dq, ds (paper Eq. 7)", "fourreal_losses.regularizers:NormLoss")
+register_loss("diff", DiffConfig, "Temporal smoothness |dx_t - dx_(t-1)| (paper Eq. 8)", "fourreal_losses.regularizers:DiffLoss")
+register_loss("rigid", RigidConfig, "kNN local-rigidity loss (Dynamic 3DGS; paper Eqs. 9-11)", "fourreal_losses.regularizers:RigidLoss")
+register_loss("rot", RotConfig, "kNN rotation-consistency loss (Dynamic 3DGS; paper Eq. 12)", "fourreal_losses.regularizers:RotLoss")
 
 
 # ============================================================ further losses (append here)
@@ -249,17 +187,7 @@ def _rot(cfg: RotConfig):
 from .sds_configs import SDSMultiViewConfig, SDSTemporalConfig  # noqa: E402
 
 
-@register_loss("sds_multiview", SDSMultiViewConfig,
-               "Multi-view video SDS: orbit from the canonical camera, I_c known (paper Eqs. 4-6, D.1)")
-def _sds_multiview(cfg: SDSMultiViewConfig):
-    from .sds import SDSMultiViewLoss
-
-    return SDSMultiViewLoss(cfg)
-
-
-@register_loss("sds_temporal", SDSTemporalConfig,
-               "Temporal video SDS: fixed reference camera, times from the canonical frame (paper 3.4, D.1)")
-def _sds_temporal(cfg: SDSTemporalConfig):
-    from .sds import SDSTemporalLoss
-
-    return SDSTemporalLoss(cfg)
+register_loss("sds_multiview", SDSMultiViewConfig,
+               "Multi-view video SDS: orbit from the canonical camera, I_c known (paper Eqs. 4-6, D.1)", "fourreal_losses.sds:SDSMultiViewLoss")
+register_loss("sds_temporal", SDSTemporalConfig,
+               "Temporal video SDS: fixed reference camera, times from the canonical frame (paper 3.4, D.1)", "fourreal_losses.sds:SDSTemporalLoss")

@@ -180,13 +180,8 @@ def perturb_camera(cam: Cameras, target: torch.Tensor, radius: float, rng: Optio
 # ----------------------------------------------------------------------- preprocessing
 def sds_size(prior) -> tuple[int, int, int]:
     """``(height, width, multiple)``: the size a prior scores SDS videos at and the multiple
-    its height and width must be (:meth:`fourreal_core.interfaces.VideoPrior.sds_size`;
-    third-party priors without it: their native ``height``/``width``, multiple 1)."""
-    fn = getattr(prior, "sds_size", None)
-    if callable(fn):
-        h, w, m = fn()
-    else:
-        h, w, m = prior.height, prior.width, 1
+    its height and width must be (:meth:`fourreal_core.interfaces.VideoPrior.sds_size`)."""
+    h, w, m = prior.sds_size()
     return int(h), int(w), max(1, int(m))
 
 
@@ -304,17 +299,6 @@ def clear_prior_cache() -> None:
 
 
 # ------------------------------------------------------------------------------ losses
-def _accepts(fn, name: str) -> bool:
-    """Whether callable ``fn`` takes keyword ``name`` (or ``**kwargs``)."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
 def _repeat(cam: Cameras, M: int) -> Cameras:
     """One camera, ``M`` times (a fixed-viewpoint video)."""
     return Cameras(cam.viewmats[:1].expand(M, 4, 4).clone(), cam.Ks[:1].expand(M, 3, 3).clone(), cam.width, cam.height)
@@ -389,12 +373,11 @@ class _VideoSDS(Loss):
         prior_cams = window_cameras(cameras, info, h, w)
         prior_times = times.detach().float() + float(self.test_time_shift)
         kwargs: dict = {"generator": rng} if rng is not None else {}
-        fn = prior.predict_x0
-        if _accepts(fn, "cameras"):
+        if "cameras" in prior.conditions:
             kwargs["cameras"] = prior_cams
-        if _accepts(fn, "times"):
+        if "times" in prior.conditions:
             kwargs["times"] = prior_times
-        x0 = fn(x.detach(), t, known_frames={0: x[0].detach()}, prompt=prompt, **kwargs)
+        x0 = prior.predict_x0(x.detach(), t, known_frames={0: x[0].detach()}, prompt=prompt, **kwargs)
         x0 = x0.to(x).detach()
         if x0.shape != x.shape:
             raise FourRealError(f"sds_{self.mode}: the prior returned {tuple(x0.shape)} for a {tuple(x.shape)} video")

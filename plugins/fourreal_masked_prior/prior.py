@@ -24,6 +24,7 @@ from fourreal_core.run import resolve_device
 from fourreal_core.errors import InputError
 from fourreal_core.interfaces import VideoPrior
 from fourreal_core.types import Video
+from fourreal_media import resize_frames
 
 from .configs import MaskedModelConfig, MaskedPriorConfig
 from .model import MaskedVideoTransformer, tokenize
@@ -97,21 +98,13 @@ def _to_unit(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
-def _resize(frames: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``[N,H,W,3]`` -> ``[N,h,w,3]`` (bilinear, antialiased when shrinking)."""
-    if frames.shape[1] == h and frames.shape[2] == w:
-        return frames
-    x = frames.permute(0, 3, 1, 2)
-    shrink = h < frames.shape[1] or w < frames.shape[2]
-    x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
-    return x.permute(0, 2, 3, 1)
-
-
 class MaskedPrior(VideoPrior):
     """A trained :class:`MaskedVideoTransformer` as a :class:`VideoPrior`.
 
     ``num_frames/height/width`` are the trained (native) clip shape.
     """
+
+    conditions = frozenset({"cameras", "times"})  # predict_x0 takes where and when each frame was rendered
 
     def __init__(self, model: MaskedVideoTransformer, cfg: Optional[MaskedPriorConfig] = None) -> None:
         self.cfg = cfg or MaskedPriorConfig()
@@ -160,7 +153,7 @@ class MaskedPrior(VideoPrior):
             img = torch.as_tensor(img, dtype=torch.float32, device=dev).detach()
             if img.ndim != 3 or img.shape[-1] != 3:
                 raise ValueError(f"known frame {i} must be [H,W,3], got {tuple(img.shape)}")
-            known[0, i] = _resize(img[None], h, w)[0] * 2.0 - 1.0
+            known[0, i] = resize_frames(img[None], h, w)[0] * 2.0 - 1.0
             mask[0, i] = 1.0
         return known, mask
 
@@ -202,7 +195,7 @@ class MaskedPrior(VideoPrior):
         for t, t_next in zip(ts[:-1], ts[1:]):
             v = self._velocity(x, known, mask, t, ids, ids_null, self.cfg.guidance_scale)
             x = x + (t_next - t) * v
-        out = _resize(_to_unit(x[0]), height, width)
+        out = resize_frames(_to_unit(x[0]), height, width)
         out = self._paste(out, known_frames, height, width)
         return Video(out.float().cpu().contiguous(), fps=8.0)
 
@@ -233,7 +226,7 @@ class MaskedPrior(VideoPrior):
         Fr, H, W, _ = frames.shape
         h, w = self._work_size(H, W)
         dev = self.device
-        x0 = _resize(frames.to(dev), h, w)[None] * 2.0 - 1.0
+        x0 = resize_frames(frames.to(dev), h, w)[None] * 2.0 - 1.0
         eps = torch.randn(x0.shape, generator=generator, device="cpu" if generator is None else generator.device)
         eps = eps.to(dev)
         x_t = (1.0 - t) * x0 + t * eps
@@ -243,7 +236,7 @@ class MaskedPrior(VideoPrior):
         g = self.cfg.x0_guidance_scale
         ids_null = tokenize([""], cfgm.text_vocab, cfgm.text_len, device=dev) if g != 1.0 else None
         v = self._velocity(x_t, known, mask, t, ids, ids_null, g)
-        pred = _resize(_to_unit(x_t - t * v)[0], H, W)
+        pred = resize_frames(_to_unit(x_t - t * v)[0], H, W)
         return self._paste(pred, known_frames, H, W).to(noisy.device)
 
     @staticmethod
@@ -254,5 +247,5 @@ class MaskedPrior(VideoPrior):
         frames = frames.clone()
         for idx, img in known_frames.items():
             img = torch.as_tensor(img, dtype=torch.float32).detach().to(frames.device)
-            frames[int(idx) % frames.shape[0]] = _resize(img[None], height, width)[0].clamp(0.0, 1.0)
+            frames[int(idx) % frames.shape[0]] = resize_frames(img[None], height, width)[0].clamp(0.0, 1.0)
         return frames

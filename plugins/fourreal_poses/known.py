@@ -4,16 +4,16 @@
   video's name is a path to a transforms.json (or a folder holding one), else ``orbit``.
 * ``source: transforms`` -- one nerfstudio / instant-ngp / D-NeRF ``transforms.json`` per
   video (``transforms``, or the video names when that list is empty; read with
-  :func:`fourreal_poses.transforms_json.load_transforms`, intrinsics scaled
+  :func:`fourreal_formats.transforms.load_transforms`, intrinsics scaled
   to the video's frame size; ``time`` and the fourreal ``canonical_view`` are passed on).
 * ``source: orbit`` -- a parametric orbit for generated videos whose camera path is known:
   frame ``k`` of an orbit video looks at ``look_at`` from azimuth
   ``start_azimuth_deg + k * arc_deg / (n - 1)`` (``/ n`` for a full 360 degree orbit, whose
   end point would duplicate the start), elevation ``elevation_deg``, distance ``radius``;
   a ``fixed`` video (the 4Real reference video) keeps the orbit's camera at
-  ``canonical_view`` (k_c) for all its frames. The convention is exactly the one of
-  :func:`fourreal_synthetic.scenes.orbit_cameras` (z up, azimuth from +x toward +y,
-  horizontal ``fov_deg``), generalised to any axis-aligned ``up``.
+  ``canonical_view`` (k_c) for all its frames. The cameras are
+  :func:`fourreal_formats.cameras.orbit_cameras` (the synthetic scenes' convention: z up,
+  azimuth from +x toward +y, horizontal ``fov_deg``; any axis-aligned ``up``).
 
 Points: ``None``, or with ``random_points > 0`` that many random points (uniform in a cube
 around ``look_at``, random colours), those seen by every camera first -- an
@@ -30,89 +30,11 @@ import torch
 from fourreal_core.errors import InputError
 from fourreal_core.interfaces import PoseEstimator, PoseResult
 from fourreal_core.types import Cameras, PointCloud, PosedVideo, Video
+from fourreal_formats.cameras import orbit_cameras, points_in_view
 
 from .plugin import KnownConfig
 
-__all__ = ["KnownPoseEstimator", "orbit_cameras", "up_basis", "points_in_view"]
-
-_AXES = {"x": 0, "y": 1, "z": 2}
-
-
-def up_basis(up: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(e1, e2, u)`` float64 ``[3]`` each: a right-handed basis (``e1 x e2 = u``) whose
-    ``u`` is the axis named by ``up`` (``"+z"``, ``"-y"``...). Azimuth runs from ``e1``
-    toward ``e2``; ``"+z"`` gives ``(x, y, z)``."""
-    if len(up) != 2 or up[0] not in "+-" or up[1] not in _AXES:
-        raise ValueError(f"up must be one of +x -x +y -y +z -z, got {up!r}")
-    i = _AXES[up[1]]
-    eye = torch.eye(3, dtype=torch.float64)
-    u = eye[i] * (1.0 if up[0] == "+" else -1.0)
-    e1 = eye[(i + 1) % 3]
-    e2 = torch.linalg.cross(u, e1)
-    return e1, e2, u
-
-
-def orbit_azimuths(n: int, arc_deg: float, start_azimuth_deg: float) -> torch.Tensor:
-    """``[n]`` float64 azimuths in degrees: ``start .. start + arc`` inclusive, or, for a
-    full orbit (``|arc| >= 360``), ``n`` evenly spaced angles without the duplicate end."""
-    if n == 1:
-        return torch.tensor([float(start_azimuth_deg)], dtype=torch.float64)
-    full = abs(arc_deg) >= 360.0
-    step = arc_deg / (n if full else n - 1)
-    return start_azimuth_deg + step * torch.arange(n, dtype=torch.float64)
-
-
-def orbit_cameras(
-    n: int,
-    width: int,
-    height: int,
-    radius: float,
-    elevation_deg: float,
-    arc_deg: float,
-    start_azimuth_deg: float,
-    look_at,
-    fov_deg: float,
-    up: str = "+z",
-) -> Cameras:
-    """``n`` OpenCV cameras on a circular arc around ``look_at``, looking at it.
-
-    Args:
-        n: number of frames.
-        width, height: image size in pixels (square pixels, principal point at the centre).
-        radius: distance from ``look_at`` (world units).
-        elevation_deg: angle above the plane orthogonal to ``up``.
-        arc_deg, start_azimuth_deg: see :func:`orbit_azimuths`.
-        look_at: ``[3]`` the point looked at.
-        fov_deg: horizontal field of view.
-        up: world up axis, e.g. ``"+z"``.
-
-    Returns:
-        :class:`Cameras` with ``n`` viewmats ``[n,4,4]`` and Ks ``[n,3,3]``.
-    """
-    e1, e2, u = up_basis(up)
-    az = orbit_azimuths(n, arc_deg, start_azimuth_deg) * (math.pi / 180)
-    el = torch.full_like(az, float(elevation_deg) * math.pi / 180)
-    c = torch.as_tensor(look_at, dtype=torch.float64).reshape(3)
-    dirs = (
-        (torch.cos(el) * torch.cos(az))[:, None] * e1
-        + (torch.cos(el) * torch.sin(az))[:, None] * e2
-        + torch.sin(el)[:, None] * u
-    )
-    eyes = c + float(radius) * dirs
-    viewmats = Cameras.look_at(eyes.float(), c.float(), tuple(float(x) for x in u))
-    fx = 0.5 * width / math.tan(0.5 * math.radians(fov_deg))
-    K = Cameras.intrinsics(fx, fx, width / 2.0, height / 2.0)
-    return Cameras(viewmats, K, width, height)
-
-
-def points_in_view(points: torch.Tensor, cameras: Cameras) -> torch.Tensor:
-    """``[P]`` int: in how many of ``cameras`` each point ``[P,3]`` projects inside the image
-    in front of the camera."""
-    uv, z = cameras.project(points.double())
-    u, v = uv[..., 0], uv[..., 1]
-    inside = (z > 1e-6) & (u >= 0) & (u < cameras.width) & (v >= 0) & (v < cameras.height)
-    return inside.sum(0)
-
+__all__ = ["KnownPoseEstimator"]
 
 class KnownPoseEstimator(PoseEstimator):
     """Cameras from transforms.json files or a parametric orbit (no estimation).
@@ -181,7 +103,7 @@ class KnownPoseEstimator(PoseEstimator):
 
     # -------------------------------------------------------------------- transforms
     def _from_transforms(self, videos: list[Video], names: list[str]):
-        from fourreal_poses.transforms_json import load_transforms
+        from fourreal_formats.transforms import load_transforms
 
         files = list(self.cfg.transforms)
         if not files:

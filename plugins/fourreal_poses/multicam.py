@@ -113,7 +113,7 @@ class Capture:
     def _check_size(self, path: Path, camera: str, t: int) -> None:
         """Refuse a frame stored at another size than the meta file declares: resized, it would
         be stretched under intrinsics that belong to the declared size."""
-        from fourreal_poses.transforms_json import _image_size
+        from fourreal_formats.transforms import _image_size
 
         if path not in self._cache:
             self._cache[path] = _image_size(path)
@@ -305,7 +305,7 @@ def _read_dynamic3dgs(root: Path) -> Capture:
 def _read_videos(jpath: Path) -> Capture:
     from fourreal_core.types import Cameras as _C
 
-    from .transforms_json import _matrix, _number
+    from fourreal_formats.transforms import _matrix, _number
 
     data = _load_json(jpath)
     root = jpath.parent
@@ -409,9 +409,9 @@ class MulticamStage(Stage):
 
     def run(self, ctx) -> None:
         from fourreal_core.io import write_json
-        from fourreal_poses.transforms_json import write_transforms
+        from fourreal_formats.transforms import write_transforms
 
-        from fourreal_stages.common import write_points_ply
+        from fourreal_formats.points import write_points_ply
 
         from .triangulate import colour_from_frames, frustum_points, merge_points, scene_points, sweep_points
 

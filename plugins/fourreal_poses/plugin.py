@@ -154,35 +154,17 @@ class MulticamConfig:
         above(self, fps=0)
 
 
-def _multicam(cfg: MulticamConfig):
-    from .multicam import MulticamStage
-
-    return MulticamStage(cfg)
-
-
-def _colmap(cfg: ColmapConfig):
-    from .colmap import ColmapPoseEstimator
-
-    return ColmapPoseEstimator(cfg)
-
-
-def _known(cfg: KnownConfig):
-    from .known import KnownPoseEstimator
-
-    return KnownPoseEstimator(cfg)
-
-
 @hookimpl
 def fourreal_register(registry):
     registry.add(
-        "pose_estimator", "colmap", _colmap, config=ColmapConfig,
+        "pose_estimator", "colmap", "fourreal_poses.colmap:ColmapPoseEstimator", config=ColmapConfig,
         description="COLMAP structure-from-motion via pycolmap (pip install fourreal[colmap])",
     )
     registry.add(
-        "stage", "multicam", _multicam, config=MulticamConfig,
+        "stage", "multicam", "fourreal_poses.multicam:MulticamStage", config=MulticamConfig,
         description="Synchronized multi-camera capture -> 4Real setting (freeze-time + reference + held-out) or all views",
     )
     registry.add(
-        "pose_estimator", "known", _known, config=KnownConfig,
+        "pose_estimator", "known", "fourreal_poses.known:KnownPoseEstimator", config=KnownConfig,
         description="Known cameras: a transforms.json per video or a parametric orbit",
     )

@@ -491,7 +491,7 @@ def read_points_file(path: Path) -> PointCloud:
         xyz = np.array([p.xyz for p in rec.points3D.values()], dtype=np.float32).reshape(-1, 3)
         rgb = np.array([p.color for p in rec.points3D.values()], dtype=np.float32).reshape(-1, 3) / 255.0
         return PointCloud(torch.from_numpy(xyz), torch.from_numpy(rgb))
-    from fourreal_stages.common import read_points
+    from fourreal_formats.points import read_points
 
     return read_points(path)
 

@@ -21,7 +21,9 @@ import time
 import torch
 
 from fourreal_core.config import scale_steps
-from fourreal_core.interfaces import Stage
+from fourreal_core.interfaces import Stage, log_linear_decay
+from fourreal_formats.scene4d import with_near_plane
+from fourreal_media import psnr
 
 from .common import (
     CameraRefiner,
@@ -31,9 +33,7 @@ from .common import (
     generation_prompt,
     initial_points,
     near_plane_for,
-    with_near_plane,
     posed_input,
-    psnr,
     random_init_points,
     scene_extent,
     write_component_json,
@@ -80,7 +80,7 @@ class CanonicalFit(Fit):
             return self.refiner(view.index)
 
     def _deform_on(self, phase) -> bool:
-        return self.w_mv is not None and phase.options.get("deform", True)
+        return self.w_mv is not None and phase.deform
 
     def deform(self, g0, view, phase):
         if not self._deform_on(phase):
@@ -104,7 +104,7 @@ class CanonicalFit(Fit):
 
     def modules(self):
         out = {"cameras": Trainable(self.refiner, "cameras",
-                                    lambda i, total: self.scheduler.lr_at("cameras", i, 1e-4),
+                                    lambda i, total: log_linear_decay(i, total, self.cfg.camera_lr, self.cfg.camera_lr_final),
                                     active=self._train_cameras)}
         if self.w_mv is not None:
             out["deformer"] = Trainable(self.w_mv, "deformer", self.w_mv.learning_rate, active=self._deform_on)
@@ -166,7 +166,7 @@ class CanonicalStage(Stage):
     @torch.no_grad()
     def _write_outputs(self, ctx, cfg, model, deformer, refiner, data, frames, bg, k_c, seconds, rasterizer) -> None:
         from fourreal_core.io import save_tensors, write_json
-        from fourreal_poses.transforms_json import write_transforms
+        from fourreal_formats.transforms import write_transforms
         from fourreal_core.types import PosedVideo
         from fourreal_media import write_video
 
@@ -230,7 +230,7 @@ class CanonicalStage(Stage):
                         fps=cfg.video_fps)
         # the canonical scene as a static scene: render / export / eval / view open a run that
         # stops here (the motion stage's scene4d.json, in a later folder, supersedes it)
-        from .scene4d import Scene4D
+        from fourreal_formats.scene4d import Scene4D
 
         Scene4D(model, None, bg, reference_camera=cams[k_c].to("cpu"), freeze_cameras=cams.to("cpu"),
                 representation_spec=cfg.representation,
@@ -243,7 +243,7 @@ class CanonicalStage(Stage):
         ctx.log("metrics", stage=ctx.name, **{k: v for k, v in metrics.items() if k != "warnings"})
 
     def _eval_views(self, ctx, cfg):
-        from fourreal_poses.transforms_json import load_transforms
+        from fourreal_formats.transforms import load_transforms
 
         path = ctx.resolve(cfg.eval_views) if cfg.eval_views else ctx.find_output("test_static/transforms.json")
         if path is None:

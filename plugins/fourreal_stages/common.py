@@ -13,12 +13,13 @@ import torch
 from fourreal_core.errors import InputError
 from fourreal_core.interfaces import Loss
 from fourreal_core.types import Cameras, PointCloud, PosedVideo
+from fourreal_formats.points import read_points
 
 
 # ------------------------------------------------------------------------------ inputs
 def posed_input(ctx, explicit: Optional[str], rel: str, what: str, yaml_path: str, **load_kw) -> PosedVideo:
     """Load a posed video from ``explicit`` (a recipe path) or an earlier stage's ``rel``."""
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
 
     path = ctx.resolve(explicit) if explicit else ctx.find_output(rel)
     if path is None:
@@ -35,64 +36,6 @@ def initial_points(ctx, explicit: Optional[str]) -> Optional[PointCloud]:
     if path is None:
         return None
     return read_points(path)
-
-
-def read_points(path: Path) -> PointCloud:
-    """Coloured points from ``.npz`` (points, colors) or a PLY with x,y,z (+ red,green,blue)."""
-    import numpy as np
-
-    path = Path(path)
-    try:
-        if path.suffix == ".npz":
-            import zipfile
-
-            try:
-                with np.load(path) as z:
-                    pts, cols = z["points"].astype(np.float32), z["colors"].astype(np.float32)
-            except zipfile.BadZipFile:
-                raise InputError(f"{path}: not a readable .npz file") from None
-            if not np.isfinite(pts).all():
-                raise InputError(f"{path}: points hold non-finite coordinates")
-            return PointCloud(torch.from_numpy(pts), torch.from_numpy(cols))
-        from fourreal_gaussians.ply import read_plydata
-
-        v = read_plydata(path)["vertex"]
-        pts = np.stack([v["x"], v["y"], v["z"]], -1).astype(np.float32)
-        bad = ~np.isfinite(pts).all(-1)
-        if bad.any():
-            raise InputError(f"{path}: point {int(np.argmax(bad))} has a non-finite coordinate "
-                             f"({int(bad.sum())} of {len(pts)} points)")
-        if not len(pts):
-            raise InputError(f"{path}: holds no points (element vertex 0)")
-        names = v.data.dtype.names
-        if "red" in names:
-            cols = np.stack([v["red"], v["green"], v["blue"]], -1).astype(np.float32)
-            bad = ~np.isfinite(cols).all(-1)
-            if bad.any():
-                raise InputError(f"{path}: point {int(np.argmax(bad))} has a non-finite colour "
-                                 f"({int(bad.sum())} of {len(pts)} points)")
-            cols = cols / 255.0 if cols.max() > 1.0 else cols
-        else:
-            cols = np.full_like(pts, 0.5)
-        return PointCloud(torch.from_numpy(pts), torch.from_numpy(cols))
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read points ({exc})") from None
-
-
-def write_points_ply(path: Path, points: PointCloud) -> None:
-    """Coloured points as a PLY (x,y,z float, red,green,blue uchar), atomically."""
-    import numpy as np
-    from plyfile import PlyData, PlyElement
-
-    from fourreal_core.io import atomic_path
-
-    p = points.points.detach().cpu().numpy().astype(np.float32)
-    c = (points.colors.detach().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-    arr = np.empty(len(p), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
-    arr["x"], arr["y"], arr["z"] = p[:, 0], p[:, 1], p[:, 2]
-    arr["red"], arr["green"], arr["blue"] = c[:, 0], c[:, 1], c[:, 2]
-    with atomic_path(path) as tmp:
-        PlyData([PlyElement.describe(arr, "vertex")]).write(str(tmp))
 
 
 def scene_extent(cameras: Cameras) -> float:
@@ -173,9 +116,6 @@ def build_losses(specs: list, registry) -> dict[str, Loss]:
     return out
 
 
-from .fit import psnr  # noqa: E402,F401 (re-exported: stages and tests use it from here)
-
-
 def write_component_json(path: Path, spec, extra: Optional[dict] = None) -> None:
     """``{name, params}`` of a component (to rebuild it), plus extras, atomically."""
     from fourreal_core.io import write_json
@@ -204,23 +144,6 @@ def near_plane_for(explicit, posed: Optional[PosedVideo]) -> Optional[float]:
     if not near >= 0:
         raise InputError(f"near_plane must be a distance >= 0, got {near}")
     return near or None
-
-
-def with_near_plane(rasterizer, near: Optional[float]):
-    """``rasterizer`` rebuilt with ``near_plane = near`` (kept as it is when ``near`` is None or
-    not larger than its own, or when its config has no ``near_plane``: a third-party
-    rasterizer that does not cull by depth). The rebuilt one is cached on the original."""
-    import dataclasses
-
-    cfg = getattr(rasterizer, "cfg", None)
-    if near is None or cfg is None or not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "near_plane"):
-        return rasterizer
-    if float(cfg.near_plane) >= near:
-        return rasterizer
-    cache = rasterizer.__dict__.setdefault("_near_plane_variants", {})
-    if near not in cache:
-        cache[near] = type(rasterizer)(dataclasses.replace(cfg, near_plane=float(near)))
-    return cache[near]
 
 
 def background_for(explicit, posed: PosedVideo, device) -> torch.Tensor:

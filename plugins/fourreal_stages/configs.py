@@ -25,7 +25,11 @@ class PhaseConfig:
         (only Gaussians added in this stage; the rest frozen), ``deformer`` (the stage's
         deformation field: w_mv in the canonical stage, w_t in the motion stage), ``cameras``.
     deform: apply the stage's deformation field in this phase.
-    densify: run Gaussian growth (clone/split/prune) in this phase.
+    densify: run Gaussian densification (3DGS clone/split/prune) in this phase.
+    grow: this phase grows new Gaussians (paper D.2, the motion stage only; at most one phase):
+        spawned where the frozen Gaussians' view-space gradients are high, pruned at
+        ``growth_opacity``. Recipes written before the flag: when no phase sets it, a phase
+        *named* ``growth`` grows, as it always did.
     frames: which training frames to sample: ``all``, ``reference`` or ``freeze_time`` (the
         motion stage; the canonical stage always samples the freeze-time video).
     iterations: the phase's length; 0 skips the phase (a negative count is refused).
@@ -43,6 +47,7 @@ class PhaseConfig:
     densify: bool = False
     frames: Literal["all", "reference", "freeze_time"] = "all"
     downscale: int = 1
+    grow: bool = False
 
     def __post_init__(self) -> None:
         if int(self.iterations) < 0:
@@ -53,12 +58,19 @@ class PhaseConfig:
 
 @dataclass
 class StagewiseConfig:
-    """Named phases run in order; learning rates decay exponentially over the whole stage.
-    (Gaussian and deformer learning rates come from their own configs; paper D.4.)"""
+    """Named phases run in order. (Learning rates come from the configs of what they train --
+    the Gaussians, the deformer, the canonical stage's ``camera_lr`` -- and decay log-linearly
+    over the whole stage; paper D.4.)"""
 
     phases: list[PhaseConfig] = field(default_factory=list)
-    camera_lr: float = 1e-4
-    camera_lr_final: float = 1e-6
+    camera_lr: Any = None  # moved to the canonical stage's params: kept only to say so
+    camera_lr_final: Any = None
+
+    def __post_init__(self) -> None:
+        for key in ("camera_lr", "camera_lr_final"):
+            if getattr(self, key) is not None:
+                raise ConfigValueError(key, "moved to the canonical stage's params (the stage owns the cameras): "
+                                            f"write `{key}:` beside `refine_cameras:`")
 
 
 def canonical_phases() -> list[dict]:
@@ -90,7 +102,7 @@ def motion_phases() -> list[dict]:
         {"name": "motion", "iterations": 10000, "losses": ["align", *regs], "train": ["deformer"],
          "frames": "reference"},
         {"name": "growth", "iterations": 5000, "losses": ["align", *regs], "train": ["new_gaussians", "deformer"],
-         "densify": True, "frames": "reference"},
+         "grow": True, "densify": True, "frames": "reference"},
         {"name": "joint", "iterations": 20000, "losses": ["align", *regs], "train": ["gaussians", "deformer"],
          "frames": "all"},
         {"name": "joint_sds", "iterations": 5000, "losses": ["align", *regs, "sds_temporal", "sds_multiview"],
@@ -107,12 +119,13 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def check_phases(cfg: Any, registry: Any, stage: str, groups: tuple[str, ...]) -> None:
+def check_phases(cfg: Any, registry: Any, stage: str, groups: tuple[str, ...], grows: bool = False) -> None:
     """Refuse, at validation, a phase list that would train something other than what was
     written: a loss name that is neither one of the stage's ``losses`` nor a registered loss
     (a phase may name a registered loss the stage leaves out: it is active when configured, as
     the default phases name ``sds_multiview``), a ``train`` group the stage does not have
-    (``groups``), no phase with iterations, a phase naming none of the stage's losses (it would
+    (``groups``), ``grow: true`` in a stage that does not grow (``grows``) or on two phases,
+    no phase with iterations, a phase naming none of the stage's losses (it would
     train on nothing), and a configured loss that no phase names (it would never act; :meth:`fourreal_stages.fit.Fit.check_losses` refuses it again at run time).
     Paths in the :class:`ConfigValueError` are relative to the stage's params."""
     phases = getattr(getattr(cfg.scheduler, "params", None), "phases", None)
@@ -133,6 +146,13 @@ def check_phases(cfg: Any, registry: Any, stage: str, groups: tuple[str, ...]) -
             if group not in groups:
                 hint = _did_you_mean(group, list(groups)) or f" (stage {stage!r} trains: {', '.join(groups)})"
                 raise ConfigValueError(f"{base}[{i}].train[{j}]", f"unknown parameter group {group!r}{hint}")
+    growing = [i for i, p in enumerate(phases) if getattr(p, "grow", False)]
+    if growing and not grows:
+        raise ConfigValueError(f"{base}[{growing[0]}].grow",
+                               f"stage {stage!r} does not grow new Gaussians (the motion stage does); remove 'grow'")
+    if len(growing) > 1:
+        raise ConfigValueError(f"{base}[{growing[1]}].grow",
+                               f"only one phase may grow; phase {phases[growing[0]].name!r} already does")
     running = [p for p in phases if int(p.iterations) > 0]
     if not running:
         raise ConfigValueError(base, f"no phase has iterations > 0: stage {stage!r} would train nothing")
@@ -200,6 +220,10 @@ class CanonicalConfig:
     )
     scheduler: Component("scheduler") = scheduler_default(canonical_phases())  # type: ignore[valid-type]
     refine_cameras: bool = True
+    # the per-frame camera corrections' learning rate, decayed log-linearly to camera_lr_final
+    # over the stage (it was the scheduler's; recipes that set it there are told so)
+    camera_lr: float = 1e-4
+    camera_lr_final: float = 1e-6
     checkpoint_every: Steps = 500
     video_fps: float = 8.0
     deformer: Any = None  # renamed w_mv: kept only to say so
@@ -297,7 +321,7 @@ class MotionConfig:
             _renamed("deformer", "w_t", "the motion stage's temporal deformation field")
 
     def check_recipe(self, registry: Any, label: str) -> None:
-        check_phases(self, registry, label, self.param_groups)
+        check_phases(self, registry, label, self.param_groups, grows=True)
 
 
 # ------------------------------------------------------------------------- poses stage

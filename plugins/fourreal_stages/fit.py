@@ -33,7 +33,6 @@ The stage's config has ``iterations_scale`` applied once, before anything is bui
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -43,6 +42,7 @@ from fourreal_core.errors import InputError
 from fourreal_core.interfaces import DensifyStrategy, Deformer, GaussianParams, Loss, Phase
 from fourreal_core.trainer import load_optimizer_tensors, optimizer_tensors, train
 from fourreal_core.types import Cameras
+from fourreal_media import psnr
 
 #: inputs every step provides (a stage's :attr:`Fit.provides` adds its own)
 BASE_INPUTS = ("render", "target", "canonical", "gaussians", "step", "gaussians_version", "knn", "background")
@@ -86,19 +86,6 @@ class Trainable:
     def build(self) -> None:
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=self.lr(0, 1)) if params else None
-
-
-def exp_decay(step: int, total: int, lr0: float, lr1: float) -> float:
-    """Log-linear interpolation from lr0 at step 0 to lr1 at step ``total`` (3DGS style)."""
-    if total <= 0 or lr0 <= 0 or lr1 <= 0:
-        return lr0
-    f = min(max(step / total, 0.0), 1.0)
-    return math.exp(math.log(lr0) * (1 - f) + math.log(lr1) * f)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean((a.detach().float() - b.detach().float()) ** 2).item()
-    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
 
 
 # ------------------------------------------------------------------- deformer contract
@@ -153,19 +140,6 @@ def downscaled(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).to(images.dtype) if images.dtype.is_floating_point else x.permute(0, 2, 3, 1) > 0.5
 
 
-def deform_pair(deformer: Any, x: torch.Tensor, q: torch.Tensor, t: float, t_prev: float):
-    """``(w(x, t), w(x, t_prev))``; the second without autograd -- the previous state is a
-    fixed reference for the temporal regularisers (``diff``, ``rigid``, ``rot``), as the
-    previous frame is in Dynamic 3D Gaussians -- which halves the deformer's backward.
-    A deformer with ``deform_pair`` (the ``mlp``) computes both at once, sharing work."""
-    if hasattr(deformer, "deform_pair") and not getattr(deformer, "frame_mode", False):
-        return deformer.deform_pair(x, t, t_prev, quats=q)
-    d = deformer.deform(x, t, quats=q)
-    with torch.no_grad():
-        dp = deformer.deform(x, t_prev, quats=q)
-    return d, dp
-
-
 # ---------------------------------------------------------------------------- engine
 class Fit:
     """The shared fitting loop; see the module docstring. Subclasses set the attributes
@@ -180,7 +154,7 @@ class Fit:
                  near_plane: Optional[float] = None, random_background: bool = False) -> None:
         from fourreal_losses.knn import SharedKNN
 
-        from .common import with_near_plane
+        from fourreal_formats.scene4d import with_near_plane
 
         self.ctx = ctx
         self.model = model
@@ -291,7 +265,7 @@ class Fit:
         g, extra = self.deform(g0, view, phase)
         cam = self.camera(view, phase)
         view_inputs, target = view.inputs, view.target
-        ds = int(phase.options.get("downscale", 1))
+        ds = int(phase.downscale)
         if ds > 1:  # coarse-to-fine phase: the camera, the frame and its masks at 1/ds
             cam = cam.scaled(1.0 / ds)
             target = downscaled(target, cam.height, cam.width)

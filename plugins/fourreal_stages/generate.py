@@ -117,7 +117,7 @@ class GenerateStage(Stage):
             freeze_prior = cfg.freeze_prior.build(ctx.registry)
         else:
             freeze_prior = prior
-        if hasattr(prior, "to") and getattr(prior, "device", None) is not None and str(ctx.device) != "cpu":
+        if prior.device is not None and str(ctx.device) != "cpu":
             try:
                 prior.to(ctx.device)
             except Exception:  # noqa: BLE001 - diffusers priors place themselves
@@ -152,7 +152,7 @@ class GenerateStage(Stage):
                                 f"expected {(T, H, W, 3)}")
 
         freeze_prompt = cfg.freeze_prompt.strip() or str(load_function(cfg.prompt_rewriter)(cfg.prompt))
-        fl = getattr(freeze_prior, "loras", None)
+        fl = freeze_prior.loras
         if fl is not None:  # the freeze-time LoRAs' trigger words
             freeze_prompt = add_triggers(freeze_prompt, fl.triggers("freeze_time"))
         ctx.log("generate_freeze_time", stage=ctx.name, prompt=freeze_prompt, frames=cfg.freeze_frames,
@@ -193,7 +193,7 @@ class GenerateStage(Stage):
             "seed": seed,
             "windows": res.windows,
             "reference_source": str(cfg.reference) if cfg.reference else "generated",
-            "loras": {"prior": describe(getattr(prior, "loras", None)), "freeze_prior": describe(fl)},
+            "loras": {"prior": describe(prior.loras), "freeze_prior": describe(fl)},
         })
         if cfg.report:
             from .freeze_report import write_report

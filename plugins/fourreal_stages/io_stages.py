@@ -11,7 +11,9 @@ from fourreal_core.errors import InputError
 from fourreal_core.interfaces import Stage
 from fourreal_core.io import write_json
 
-from .common import read_json, write_points_ply
+from fourreal_formats.points import write_points_ply
+
+from .common import read_json
 from .configs import EvalConfig, ExportConfig, PosesConfig
 from .evaluate import evaluate_views
 
@@ -25,7 +27,7 @@ def read_any_video(path: Path, cfg: PosesConfig, sfm_long_side: Optional[int] = 
     longest side (capped at the source's, never below the training size) for
     structure-from-motion and area-resized to the training size; the sfm video is None when
     it would be the training video itself."""
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
     from fourreal_core.types import Video
     from fourreal_media import read_video_sampled, resize_frames, target_size
 
@@ -220,7 +222,7 @@ class PosesStage(Stage):
         return video, info, sfm
 
     def run(self, ctx) -> None:
-        from fourreal_poses.transforms_json import write_transforms
+        from fourreal_formats.transforms import write_transforms
         from fourreal_core.types import Cameras, PosedVideo
 
         cfg = self.cfg
@@ -300,7 +302,7 @@ class PosesStage(Stage):
         """``freeze_time/transforms.json`` (the training frames) and, with ``holdout_every``,
         ``test_static/transforms.json`` (the held-out ones, which the canonical stage scores).
         Returns k_c as an index into the training frames; records the split in ``frz_info``."""
-        from fourreal_poses.transforms_json import write_transforms
+        from fourreal_formats.transforms import write_transforms
 
         train, held, tr_idx, ho_idx = split_holdout(frz, cfg.holdout_every, int(k_c))
         write_transforms(ctx.out_dir / "freeze_time" / "transforms.json", train)
@@ -324,7 +326,7 @@ class ExportStage(Stage):
 
     def run(self, ctx) -> None:
         from .export import export_scene
-        from .scene4d import MANIFEST, Scene4D
+        from fourreal_formats.scene4d import MANIFEST, Scene4D
 
         cfg = self.cfg
         path = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
@@ -343,7 +345,7 @@ def eval_size(scene, against: Path, height: Optional[int], width: Optional[int],
     protocol of D-NeRF-style benchmarks -- a scene trained at 200x200 is scored at 200x200,
     not asked to super-resolve 800x800 targets. When the test images have another aspect
     ratio than training, only the height is matched and the aspect ratio kept."""
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
 
     if height is not None or width is not None:
         return height, width, "given"
@@ -360,7 +362,7 @@ def run_eval(scene, rasterizer, against: Path, white_background, lpips: bool, ou
              height: Optional[int] = None, width: Optional[int] = None, native: bool = False) -> dict:
     """Score ``scene`` on the views of ``against``, each at its own camera and time, at the
     size :func:`eval_size` picks (the training size by default)."""
-    from fourreal_poses.transforms_json import load_transforms
+    from fourreal_formats.transforms import load_transforms
 
     h, w, source = eval_size(scene, against, height, width, native)
     views = load_transforms(against, height=h, width=w, white_background=white_background)
@@ -380,7 +382,7 @@ class EvalStage(Stage):
     def run(self, ctx) -> None:
         from fourreal_media import write_video
 
-        from .scene4d import MANIFEST, Scene4D
+        from fourreal_formats.scene4d import MANIFEST, Scene4D
 
         cfg = self.cfg
         spath = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
@@ -403,8 +405,8 @@ class RenderStage(Stage):
     def run(self, ctx) -> None:
         from fourreal_media import write_image
 
-        from .export import look_at_target, orbit_cameras, scene_up
-        from .scene4d import MANIFEST, Scene4D
+        from fourreal_formats.cameras import look_at_target, orbit_about, scene_up
+        from fourreal_formats.scene4d import MANIFEST, Scene4D
 
         cfg = self.cfg
         path = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
@@ -419,7 +421,7 @@ class RenderStage(Stage):
             c = scene.canonical_frame
             t_default = float(scene.times[c]) if scene.times is not None and c is not None else 0.0
         if cfg.cameras:
-            from fourreal_poses.transforms_json import load_transforms
+            from fourreal_formats.transforms import load_transforms
 
             views = load_transforms(ctx.resolve(cfg.cameras), load_images=False)
             cams = views.cameras
@@ -429,7 +431,7 @@ class RenderStage(Stage):
             if scene.reference_camera is None:
                 raise InputError(f"{path}: the scene has no reference camera; pass --cameras transforms.json")
             cam = scene.reference_camera
-            cams = (orbit_cameras(cam, look_at_target(scene, cam), [cfg.orbit_deg], scene_up(scene, cam))
+            cams = (orbit_about(cam, look_at_target(scene, cam), [cfg.orbit_deg], scene_up(scene, cam))
                     if cfg.orbit_deg else cam)
             times = [t_default] * len(cams)
         frames = scene.render_each(ctx.rasterizer, cams, times)

@@ -28,6 +28,8 @@ import torch
 from fourreal_core.config import scale_steps
 from fourreal_core.interfaces import Deformation, Stage
 from fourreal_core.io import write_json
+from fourreal_formats.scene4d import Scene4D
+from fourreal_media import psnr
 
 from .common import (
     background_for,
@@ -37,14 +39,21 @@ from .common import (
     initial_points,
     posed_input,
     near_plane_for,
-    psnr,
     random_init_points,
     read_json,
     scene_extent,
 )
 from .configs import MotionConfig
-from .fit import Fit, Trainable, View, deform_pair, setup_deformer
-from .scene4d import Scene4D
+from .fit import Fit, Trainable, View, setup_deformer
+
+
+def growth_phase(phases):
+    """The phase that grows new Gaussians: the one with ``grow: true``; for recipes written
+    before the flag, a phase *named* ``growth`` when no phase sets it; else None."""
+    flagged = [p for p in phases if getattr(p, "grow", False)]
+    if flagged:
+        return flagged[0]
+    return next((p for p in phases if p.name == "growth"), None)
 
 
 def _frame_times(posed) -> torch.Tensor:
@@ -106,12 +115,12 @@ class MotionFit(Fit):
 
         self.ref_dynamic, _ = dynamic_masks(ref.video.frames, ref.cameras)
         self._dynamic_input = self.ref_dynamic[..., None].float().to(dev) if bool(self.ref_dynamic.any()) else None
-        self.growth = self.scheduler.phase_named("growth")
+        self.growth = growth_phase(self.scheduler.phases)
         self.meta = {"spawned": 0}
         self.track_loss, self._track_term = None, None  # point tracks (tracks.py); set by the stage
 
     def sample(self, i, phase, gen) -> View:
-        kind = phase.options.get("frames", "all")
+        kind = phase.frames
         if kind == "freeze_time" and self.K:
             src, j = "freeze_time", int(torch.randint(0, self.K, (1,), generator=gen))
         elif kind == "all" and self.K:
@@ -134,7 +143,7 @@ class MotionFit(Fit):
         return View(src, j, self.freeze_frames[j:j + 1], self.t_c, self.freeze_cams[j], inputs=inputs)
 
     def _deform_on(self, phase) -> bool:
-        return phase.options.get("deform", True)
+        return phase.deform
 
     def deform(self, g0, view, phase):
         extra = {"deformation": None, "deformation_prev": None}
@@ -142,7 +151,7 @@ class MotionFit(Fit):
         if self._deform_on(phase):
             t = float(view.key)
             t_prev = t - self.dt if t - self.dt >= 0 else t + self.dt
-            d, dp = deform_pair(self.w_t, g0.means.detach(), g0.quats.detach(), t, t_prev)
+            d, dp = self.w_t.deform_pair(g0.means.detach(), t, t_prev, quats=g0.quats.detach())
             g = g0.deformed(d)
             extra = {"deformation": d, "deformation_prev": dp}
             if self.track_loss is not None and view.source == "reference":  # added in weighted_loss
@@ -227,7 +236,7 @@ class MotionStage(Stage):
         freeze = None
         fpath = ctx.resolve(cfg.freeze_time) if cfg.freeze_time else ctx.find_output("freeze_time/transforms.json")
         if fpath is not None:
-            from fourreal_poses.transforms_json import load_transforms
+            from fourreal_formats.transforms import load_transforms
 
             freeze = load_transforms(fpath, height=ref.video.height, width=ref.video.width)
         return ref, freeze
@@ -303,11 +312,11 @@ class MotionStage(Stage):
                             fit.ref_dynamic, {k: v for k, v in fit.meta.items() if k.startswith("dynamic_region")})
 
     def _in_dynamic_region(self, ctx, cfg, w_t, ref, c, fit):
-        """w_t wrapped in a :class:`~fourreal_stages.region.RegionDeformer` on the reference
+        """w_t wrapped in a :class:`~fourreal_formats.region.RegionDeformer` on the reference
         camera's dynamic region; w_t as it is (with a notice) when the reference camera moves or
         nothing in its video changes."""
         from .evaluate import camera_groups
-        from .region import RegionDeformer, region_mask
+        from fourreal_formats.region import RegionDeformer, region_mask
 
         if len(camera_groups(ref.cameras)) != 1:
             ctx.notice("dynamic_region needs a fixed reference camera; this one moves, so w_t moves every Gaussian")
@@ -345,7 +354,7 @@ class MotionStage(Stage):
         metrics.update({f"reference_{k}": v for k, v in pooled_dynamic_scores(preds, ref.video.frames, ref_dynamic).items()})
         path = ctx.resolve(cfg.eval_views) if cfg.eval_views else ctx.find_output("test/transforms.json")
         if path is not None:
-            from fourreal_poses.transforms_json import load_transforms
+            from fourreal_formats.transforms import load_transforms
 
             views = load_transforms(path, height=ref.video.height, width=ref.video.width)
             res = evaluate_views(scene, ctx.rasterizer, views, lpips=False)

@@ -18,69 +18,21 @@ from .configs import (
 )
 
 
-def _stagewise(cfg: StagewiseConfig):
-    from .scheduler import StagewiseScheduler
-
-    return StagewiseScheduler(cfg)
-
-
-def _canonical(cfg: CanonicalConfig):
-    from .canonical import CanonicalStage
-
-    return CanonicalStage(cfg)
-
-
-def _motion(cfg: MotionConfig):
-    from .motion import MotionStage
-
-    return MotionStage(cfg)
-
-
-def _poses(cfg: PosesConfig):
-    from .io_stages import PosesStage
-
-    return PosesStage(cfg)
-
-
-def _export(cfg: ExportConfig):
-    from .io_stages import ExportStage
-
-    return ExportStage(cfg)
-
-
-def _eval(cfg: EvalConfig):
-    from .io_stages import EvalStage
-
-    return EvalStage(cfg)
-
-
-def _generate(cfg):
-    from .generate import make_generate
-
-    return make_generate(cfg)
-
-
-def _render(cfg: RenderConfig):
-    from .io_stages import RenderStage
-
-    return RenderStage(cfg)
-
-
 @hookimpl
 def fourreal_register(registry):
-    registry.add("scheduler", "stagewise", _stagewise, config=StagewiseConfig,
-                 description="Named phases (paper Appendix C) with exponential lr decay")
-    registry.add("stage", "generate", _generate, config=GenerateConfig,
+    registry.add("scheduler", "stagewise", "fourreal_stages.scheduler:StagewiseScheduler", config=StagewiseConfig,
+                 description="Named phases (paper Appendix C) run in order")
+    registry.add("stage", "generate", "fourreal_stages.generate:make_generate", config=GenerateConfig,
                  description="Prompt -> reference video -> freeze-time video (paper 3.2) with any video prior")
-    registry.add("stage", "poses", _poses, config=PosesConfig,
+    registry.add("stage", "poses", "fourreal_stages.io_stages:PosesStage", config=PosesConfig,
                  description="Cameras for the reference and freeze-time videos in one world frame (+ points)")
-    registry.add("stage", "canonical", _canonical, config=CanonicalConfig,
+    registry.add("stage", "canonical", "fourreal_stages.canonical:CanonicalStage", config=CanonicalConfig,
                  description="Canonical 3DGS + per-frame deformation from a freeze-time video (paper 3.3)")
-    registry.add("stage", "motion", _motion, config=MotionConfig,
+    registry.add("stage", "motion", "fourreal_stages.motion:MotionStage", config=MotionConfig,
                  description="Temporal deformation fitted to the reference video (paper 3.4, App. C.2)")
-    registry.add("stage", "export", _export, config=ExportConfig,
+    registry.add("stage", "export", "fourreal_stages.io_stages:ExportStage", config=ExportConfig,
                  description="PLY per time, canonical + deformer + manifest, bullet-time/fixed/spiral videos, grid")
-    registry.add("stage", "eval", _eval, config=EvalConfig,
+    registry.add("stage", "eval", "fourreal_stages.io_stages:EvalStage", config=EvalConfig,
                  description="PSNR / SSIM / LPIPS on held-out views at their cameras and times")
-    registry.add("stage", "render", _render, config=RenderConfig,
+    registry.add("stage", "render", "fourreal_stages.io_stages:RenderStage", config=RenderConfig,
                  description="Render a 4D scene at any camera and time to PNGs")

@@ -1,4 +1,4 @@
-"""The `stagewise` scheduler: named phases, exponential learning-rate decay.
+"""The `stagewise` scheduler: named phases in order.
 
 It is built from a config whose phase lengths are already multiplied by the recipe's
 ``iterations_scale`` (the stage applies :func:`fourreal_core.config.scale_steps` to its whole
@@ -10,7 +10,6 @@ from __future__ import annotations
 from fourreal_core.interfaces import Phase, Scheduler
 
 from .configs import StagewiseConfig
-from .fit import exp_decay  # noqa: F401 (re-exported)
 
 
 class StagewiseScheduler(Scheduler):
@@ -26,15 +25,10 @@ class StagewiseScheduler(Scheduler):
                 continue
             self._phases.append(
                 Phase(p.name, start, start + n, tuple(p.losses), tuple(p.train), p.densify,
-                      {"deform": p.deform, "frames": p.frames, "downscale": int(p.downscale)})
+                      deform=p.deform, frames=p.frames, downscale=int(p.downscale), grow=p.grow)
             )
             start += n
 
     @property
     def phases(self) -> list[Phase]:
         return self._phases
-
-    def lr_at(self, group: str, step: int, base_lr: float) -> float:
-        if group == "cameras":
-            return exp_decay(step, self.total_steps, self.cfg.camera_lr, self.cfg.camera_lr_final)
-        return base_lr

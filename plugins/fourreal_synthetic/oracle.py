@@ -28,6 +28,7 @@ import torch
 from fourreal_core.errors import FourRealError
 from fourreal_core.interfaces import VideoPrior
 from fourreal_core.types import Cameras
+from fourreal_media import psnr
 
 #: blur sigma in pixels at the working size: BLUR_BASE + BLUR_SLOPE * noise_level
 BLUR_BASE = 1.0
@@ -51,13 +52,10 @@ def gaussian_blur(frames: torch.Tensor, sigma: float) -> torch.Tensor:
     return img.permute(0, 2, 3, 1)
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
-
-
 class OraclePrior(VideoPrior):
     """Ground truth of a procedural scene as a :class:`VideoPrior` (see the module doc)."""
+
+    conditions = frozenset({"cameras", "times"})  # predict_x0 takes where and when each frame was rendered
 
     def __init__(self, cfg) -> None:
         from .scenes import make_scene
@@ -125,7 +123,7 @@ class OraclePrior(VideoPrior):
         sharp = self.ground_truth(cams, times)
         out = gaussian_blur(sharp, sigma).clamp(0.0, 1.0)
         tl = [float(v) for v in torch.as_tensor(times).reshape(-1)]
-        self.last = {"psnr": _psnr(out, sharp), "sigma": sigma, "noise_level": t, "times": tl}
+        self.last = {"psnr": psnr(out, sharp), "sigma": sigma, "noise_level": t, "times": tl}
         self.psnrs.append(self.last["psnr"])
         self.times_seen.append(tuple(tl))
         del self.psnrs[:-10000], self.times_seen[:-10000]

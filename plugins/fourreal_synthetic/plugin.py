@@ -84,25 +84,13 @@ class OraclePriorConfig:
     width: int = 64
 
 
-def _oracle_prior(cfg: OraclePriorConfig):
-    from .oracle import OraclePrior
-
-    return OraclePrior(cfg)
-
-
-def _synthetic_stage(cfg: SyntheticStageConfig):
-    from .stage import SyntheticStage
-
-    return SyntheticStage(cfg)
-
-
 @hookimpl
 def fourreal_register(registry):
     registry.add(
-        "stage", "synthetic", _synthetic_stage, config=SyntheticStageConfig,
+        "stage", "synthetic", "fourreal_synthetic.stage:SyntheticStage", config=SyntheticStageConfig,
         description="Procedural 4D scene -> reference + freeze-time videos, test views, init points",
     )
     registry.add(
-        "video_prior", "oracle", _oracle_prior, config=OraclePriorConfig,
+        "video_prior", "oracle", "fourreal_synthetic.oracle:OraclePrior", config=OraclePriorConfig,
         description="TEST INSTRUMENT for SDS: ground truth of a procedural scene, blurred (not a video model)",
     )

@@ -41,6 +41,7 @@ from fourreal_core.quaternions import matrix_to_quat, quat_multiply, quat_to_mat
 
 from fourreal_core.interfaces import GaussianParams
 from fourreal_core.types import Cameras, PointCloud
+from fourreal_formats.cameras import cameras_at, orbit_cameras
 
 __all__ = [
     "SCENES",
@@ -48,8 +49,6 @@ __all__ = [
     "Part",
     "ProceduralScene",
     "make_scene",
-    "orbit_cameras",
-    "cameras_at",
 ]
 
 Motion = Callable[["Part", float], tuple[torch.Tensor, torch.Tensor]]
@@ -695,15 +694,13 @@ class ProceduralScene:
         """``n`` cameras orbiting :attr:`center` (defaults: the reference camera's radius,
         elevation and azimuth as the start)."""
         return orbit_cameras(
-            n,
-            self.ref_radius if radius is None else radius,
-            self.ref_elevation_deg if elevation_deg is None else elevation_deg,
-            arc_deg,
-            self.center,
-            width,
-            height,
-            self.fov_deg,
-            self.ref_azimuth_deg if start_azimuth_deg is None else start_azimuth_deg,
+            n, width, height,
+            radius=self.ref_radius if radius is None else radius,
+            elevation_deg=self.ref_elevation_deg if elevation_deg is None else elevation_deg,
+            arc_deg=arc_deg,
+            start_azimuth_deg=self.ref_azimuth_deg if start_azimuth_deg is None else start_azimuth_deg,
+            look_at=self.center,
+            fov_deg=self.fov_deg,
         )
 
     # -- ground truth -------------------------------------------------------------------
@@ -756,101 +753,18 @@ class ProceduralScene:
 
 
 # ================================================================================ cameras
-def cameras_at(
-    azimuths_deg: Sequence[float] | torch.Tensor,
-    elevations_deg: Sequence[float] | torch.Tensor | float,
-    radius: float | Sequence[float] | torch.Tensor,
-    center: Sequence[float] | torch.Tensor,
-    width: int,
-    height: int,
-    fov_deg: float,
-) -> Cameras:
-    """Cameras on a sphere around ``center`` looking at it, z up (OpenCV world-to-camera).
-
-    Args:
-        azimuths_deg: ``[C]`` angle in the xy plane from +x toward +y.
-        elevations_deg: ``[C]`` or scalar angle above the xy plane.
-        radius: distance(s) to ``center``, world units.
-        width, height: image size in pixels.
-        fov_deg: horizontal field of view; square pixels, principal point at the centre.
-    """
-    az = torch.as_tensor(azimuths_deg, dtype=torch.float64).reshape(-1) * (math.pi / 180)
-    el = torch.as_tensor(elevations_deg, dtype=torch.float64).reshape(-1).expand_as(az) * (math.pi / 180)
-    r = torch.as_tensor(radius, dtype=torch.float64).reshape(-1).expand_as(az)
-    c = torch.as_tensor(center, dtype=torch.float64).reshape(3)
-    eyes = c + r[:, None] * torch.stack(
-        [torch.cos(el) * torch.cos(az), torch.cos(el) * torch.sin(az), torch.sin(el)], -1
-    )
-    viewmats = Cameras.look_at(eyes.float(), c.float(), (0.0, 0.0, 1.0))
-    fx = 0.5 * width / math.tan(0.5 * math.radians(fov_deg))
-    K = Cameras.intrinsics(fx, fx, width / 2.0, height / 2.0)
-    return Cameras(viewmats, K, width, height)
-
-
-def orbit_cameras(
-    n: int,
-    radius: float,
-    elevation_deg: float,
-    arc_deg: float,
-    center: Sequence[float] | torch.Tensor,
-    width: int,
-    height: int,
-    fov_deg: float,
-    start_azimuth_deg: float = 0.0,
-) -> Cameras:
-    """``n`` cameras on a horizontal circular arc around ``center``, looking at it.
-
-    Azimuths run from ``start_azimuth_deg`` to ``start_azimuth_deg + arc_deg`` inclusive
-    (for a full 360 degree orbit the end point, a duplicate of the start, is left out).
-    z is up; see :func:`cameras_at` for the angle conventions.
-    """
-    if n == 1:
-        az = torch.tensor([float(start_azimuth_deg)])
-    else:
-        full = abs(arc_deg) >= 360.0
-        step = arc_deg / (n if full else n - 1)
-        az = start_azimuth_deg + step * torch.arange(n, dtype=torch.float64)
-    return cameras_at(az, elevation_deg, radius, center, width, height, fov_deg)
-
-
 def default_rasterizer():
     """The portable torch rasterizer with default settings (cached)."""
     global _DEFAULT_RASTERIZER
     if _DEFAULT_RASTERIZER is None:
         from fourreal_gaussians.configs import TorchRasterizerConfig
+        from fourreal_gaussians.rasterizers import TorchRasterizer
 
-        try:
-            from fourreal_gaussians.rasterizers import TorchRasterizer
-        except ImportError:  # only the functional rasterizer is available
-            _DEFAULT_RASTERIZER = _FunctionalTorchRasterizer(TorchRasterizerConfig())
-        else:
-            _DEFAULT_RASTERIZER = TorchRasterizer(TorchRasterizerConfig())
+        _DEFAULT_RASTERIZER = TorchRasterizer(TorchRasterizerConfig())
     return _DEFAULT_RASTERIZER
 
 
 _DEFAULT_RASTERIZER = None
-
-
-class _FunctionalTorchRasterizer:
-    """Adapter of ``fourreal_gaussians.rasterize_torch.rasterize`` to the Rasterizer API,
-    used when the ``rasterizers`` module is unavailable."""
-
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
-
-    def rasterize(self, gaussians, cameras, background=None, render_depth=True):
-        from fourreal_core.interfaces import RenderOutput
-        from fourreal_gaussians.rasterize_torch import rasterize
-
-        bg = None if background is None else torch.as_tensor(background).expand(len(cameras), 3)
-        rgb, alpha, depth, meta = rasterize(
-            gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities,
-            gaussians.colors, cameras.viewmats, cameras.Ks, cameras.width, cameras.height,
-            sh_degree=gaussians.sh_degree, backgrounds=bg, near_plane=self.cfg.near_plane,
-            far_plane=self.cfg.far_plane, eps2d=self.cfg.eps2d, tile_size=self.cfg.tile_size,
-            render_depth=render_depth,
-        )
-        return RenderOutput(rgb, alpha, depth, meta["means2d"], meta["radii"])
 
 
 # ============================================================================ scene makers

@@ -34,7 +34,7 @@ import torch
 
 from fourreal_core.interfaces import Stage
 from fourreal_core.io import atomic_path, write_json
-from fourreal_poses.transforms_json import write_transforms
+from fourreal_formats.transforms import write_transforms
 from fourreal_core.types import Cameras, PointCloud, PosedVideo, Video
 from fourreal_media import write_video
 

@@ -9,27 +9,15 @@ from fourreal_core import hookimpl
 from .configs import OpenCVTrackerConfig, TracksFileConfig
 
 
-def _opencv(cfg: OpenCVTrackerConfig):
-    from .opencv import OpenCVTracker
-
-    return OpenCVTracker(cfg)
-
-
-def _file(cfg: TracksFileConfig):
-    from .npz import TracksFile
-
-    return TracksFile(cfg)
-
-
 @hookimpl
 def fourreal_register(registry):
     registry.add(
-        "tracker", "opencv", _opencv, config=OpenCVTrackerConfig,
+        "tracker", "opencv", "fourreal_trackers.opencv:OpenCVTracker", config=OpenCVTrackerConfig,
         description="OpenCV point tracks: block matching + Lucas-Kanade (or DIS flow) chained frame to frame "
         "with a forward-backward check and re-seeding",
     )
     registry.add(
-        "tracker", "tracks_file", _file, config=TracksFileConfig,
+        "tracker", "tracks_file", "fourreal_trackers.npz:TracksFile", config=TracksFileConfig,
         description="Point tracks from an external tracker (CoTracker, TAPIR) in a .npz: "
         "tracks [Q,T,2], visible [Q,T], optional queries [Q,3] and size [2]",
     )

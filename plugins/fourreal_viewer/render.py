@@ -84,7 +84,7 @@ class FrameRenderer:
             g = self.gaussians(t, canonical)
             dev = self.scene.device
             cam = Cameras(viewmat[None].to(dev), intrinsics(fov, width, height)[None].to(dev), int(width), int(height))
-            from fourreal_stages.common import with_near_plane
+            from fourreal_formats.scene4d import with_near_plane
 
             ras = with_near_plane(self.rasterizer, getattr(self.scene, "near_plane", None))
             out = ras.rasterize(g, cam, background=self.scene.background)

@@ -190,7 +190,7 @@ class ViewerApp:
         cams = [c for c in (s.reference_camera, s.freeze_cameras) if c is not None]
         if not cams:
             return 0.3
-        from fourreal_stages.export import look_at_target
+        from fourreal_formats.cameras import look_at_target
 
         ref = cams[0][:1]
         target = look_at_target(s, ref)
@@ -261,7 +261,7 @@ class ViewerApp:
         frustum drawn there is hidden until the view moves away."""
         if client is None:
             return
-        from fourreal_stages.export import look_at_target
+        from fourreal_formats.cameras import look_at_target
 
         s = self.loaded.scene
         wxyz, pos = viewmat_to_pose(cam.viewmats[0])

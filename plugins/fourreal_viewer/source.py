@@ -52,7 +52,7 @@ class Inputs:
 
 @dataclass
 class Loaded:
-    scene: Any  # fourreal_stages.scene4d.Scene4D
+    scene: Any  # fourreal_formats.scene4d.Scene4D
     rasterizer: Any
     inputs: Inputs
     manifest: Path
@@ -66,7 +66,7 @@ def _thumbnails(path: Optional[Path], count: Optional[int], max_width: int = 160
     try:
         import torch
 
-        from fourreal_poses.transforms_json import load_transforms
+        from fourreal_formats.transforms import load_transforms
 
         posed = load_transforms(path)
         frames = posed.video.frames
@@ -99,7 +99,7 @@ class ViewSource:
     # ------------------------------------------------------------------ which scene
     def manifest(self) -> Path:
         """The scene manifest to show now (a run's newest finished one)."""
-        from fourreal_stages.scene4d import find_scene
+        from fourreal_formats.scene4d import find_scene
 
         p = self.path
         if p.is_file():
@@ -136,7 +136,7 @@ class ViewSource:
         from fourreal_core.recipe import component_from_plain
         from fourreal_core.registry import get_registry
         from fourreal_core.run import resolve_device
-        from fourreal_stages.scene4d import Scene4D
+        from fourreal_formats.scene4d import Scene4D
 
         registry = get_registry()
         manifest = self.manifest()

@@ -173,7 +173,7 @@ def build_web(scene, out: Path, opts: Optional[WebOptions] = None) -> WebReport:
     except ImportError as exc:
         raise FourRealError(f"--web needs viser4d (pip install -e '.[view]'): {exc}") from None
     from fourreal_gaussians.sh import eval_sh
-    from fourreal_stages.export import look_at_target, scene_up
+    from fourreal_formats.cameras import look_at_target, scene_up
 
     from .source import canonical_time
 

@@ -58,7 +58,7 @@ class RegionDeformer(torch.nn.Module, Deformer):
 
     @property
     def frame_mode(self) -> bool:
-        return bool(getattr(self.inner, "frame_mode", False))
+        return bool(self.inner.frame_mode)
 
     def setup(self, **kw) -> None:
         self.inner.setup(**kw)
@@ -99,15 +99,13 @@ class RegionDeformer(torch.nn.Module, Deformer):
 
     def deform_pair(self, means: torch.Tensor, t: float, t_prev: float, quats: Optional[torch.Tensor] = None):
         """``(w(x, t), w(x, t_prev))`` on the selected Gaussians, through the inner deformer's
-        own ``deform_pair`` when it has one (the second without autograd)."""
-        from .fit import deform_pair
-
+        ``deform_pair`` (the second without autograd)."""
         sel = self.selected(means).nonzero().squeeze(1)
         if not len(sel):
             z = self._scatter(len(means), sel, None, means)
             return z, z
         q = None if quats is None else quats[sel]
-        d, dp = deform_pair(self.inner, means[sel], q, t, t_prev)
+        d, dp = self.inner.deform_pair(means[sel], t, t_prev, quats=q)
         return self._scatter(len(means), sel, d, means), self._scatter(len(means), sel, dp, means)
 
     # ---------------------------------------------------------------------- saving

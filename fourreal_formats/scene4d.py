@@ -34,6 +34,23 @@ FORMAT = "fourreal-scene4d/1"
 MANIFEST = "scene4d.json"
 
 
+def with_near_plane(rasterizer, near: Optional[float]):
+    """``rasterizer`` rebuilt with ``near_plane = near`` (kept as it is when ``near`` is None or
+    not larger than its own, or when its config has no ``near_plane``: a third-party
+    rasterizer that does not cull by depth). The rebuilt one is cached on the original."""
+    import dataclasses
+
+    cfg = getattr(rasterizer, "cfg", None)
+    if near is None or cfg is None or not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "near_plane"):
+        return rasterizer
+    if float(cfg.near_plane) >= near:
+        return rasterizer
+    cache = rasterizer.__dict__.setdefault("_near_plane_variants", {})
+    if near not in cache:
+        cache[near] = type(rasterizer)(dataclasses.replace(cfg, near_plane=float(near)))
+    return cache[near]
+
+
 def cameras_to_json(c: Cameras) -> dict:
     return {"viewmats": c.viewmats.detach().cpu().tolist(), "Ks": c.Ks.detach().cpu().tolist(),
             "width": c.width, "height": c.height}
@@ -140,8 +157,6 @@ class Scene4D:
     @torch.no_grad()
     def render(self, rasterizer, cameras: Cameras, t: float) -> RenderOutput:
         """All ``cameras`` at one time ``t`` in [0,1]."""
-        from .common import with_near_plane
-
         return with_near_plane(rasterizer, self.near_plane).rasterize(
             self.gaussians_at(t), cameras.to(self.device), background=self.background)
 
