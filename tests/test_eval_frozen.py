@@ -10,7 +10,7 @@ from fourreal_core.interfaces import Deformation, GaussianParams
 from fourreal_core.types import Cameras, PosedVideo, Video
 from fourreal_gaussians.rasterizers import TorchRasterizer
 from fourreal_stages.evaluate import FROZEN_GAIN_DB, evaluate_views
-from fourreal_stages.scene4d import Scene4D
+from fourreal_formats.scene4d import Scene4D
 
 
 class _Model:
