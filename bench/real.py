@@ -23,9 +23,10 @@ dome27 (../shared/data/dome27, a 27-camera dome, two people and a ball, 75 frame
 6, 1, 22 and 24 (spread around the dome: low, mid, high, mid) are held out and never trained
 on, at 256x144 (``--long-side``). Per ``--scale`` and setting (``4real``:
 recipes/multicam-to-4d.yaml; ``all``: recipes/multicam-all-views.yaml): the held-out cameras
-over time (whole image and inside the people's given masks, ``seg/``), the canonical stage's
-held-out cameras at t_c (4Real), the reference camera, the stages' times; the difference
-column is against the first row.
+over time (whole image and inside the people's given masks, ``seg/``), what w_t adds inside
+those masks over the scene frozen at t_c (eval's ``motion_gain_db``: near 0 = the people stand
+still), the canonical stage's held-out cameras at t_c (both recipes fit the scene at c first),
+the reference camera, the stages' times; the difference column is against the first row.
 """
 
 from __future__ import annotations
@@ -244,11 +245,12 @@ def bench_dome27(args) -> None:
     base = rows[0]
     print(f"\ndome27: cameras {', '.join(DOME27_TEST)} held out (never trained), long side {args.long_side}; "
           "'people' = inside the given person masks")
-    print(f"{'setting':8} {'scale':>5} {'PSNR':>6} {'SSIM':>5} {'people':>6} {'at t_c':>6} {'ref':>6} "
+    print(f"{'setting':8} {'scale':>5} {'PSNR':>6} {'SSIM':>5} {'people':>6} {'gain':>5} {'at t_c':>6} {'ref':>6} "
           f"{'canon s':>7} {'motion s':>8} {'total s':>7} {'vs first dB':>11}")
     for r in rows:
         print(f"{r['setting']:8} {r['scale']:5.2f} {r['psnr']:6.2f} {r['ssim']:5.3f} "
-              f"{r.get('dynamic_psnr', float('nan')):6.2f} {r.get('static_psnr') or float('nan'):6.2f} "
+              f"{r.get('dynamic_psnr', float('nan')):6.2f} {r.get('motion_gain_db', float('nan')):+5.2f} "
+              f"{r.get('static_psnr') or float('nan'):6.2f} "
               f"{r['reference_psnr']:6.2f} {r.get('canonical_seconds') or float('nan'):7.0f} "
               f"{r.get('motion_seconds') or float('nan'):8.0f} {r['seconds']:7.0f} {r['psnr'] - base['psnr']:+11.2f}")
     (args.out / "dome27.json").write_text(json.dumps(rows, indent=1))
