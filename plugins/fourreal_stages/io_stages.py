@@ -395,6 +395,8 @@ class EvalStage(Stage):
                        height=cfg.height, width=cfg.width, native=cfg.native_resolution)
         write_video(ctx.out_dir / "eval.mp4", torch.cat([res["targets"], res["renders"]], dim=2), fps=4)
         ctx.log("eval", stage=ctx.name, **res["mean"])
+        for note in res["notes"]:  # as `fourreal eval` prints them (e.g. a subject that barely moves)
+            ctx.notice(note)
 
 
 # ----------------------------------------------------------------------------- render
