@@ -256,6 +256,14 @@ class DiffusersPrior(VideoPrior):
     def _gen_shape(self, n: int, h: int, w: int) -> tuple[int, int, int]:
         return round_frames(n, self.temporal_ratio), round_up(h, self.spatial_multiple), round_up(w, self.spatial_multiple)
 
+    def _pipe_kwargs(self, prompt: str, n: int, h: int, w: int, seed: int) -> dict:
+        """The keyword arguments every text-to-video call of a diffusers pipeline takes
+        (prompt, negative prompt, size, steps, guidance, a seeded CPU generator, tensor output)."""
+        return dict(prompt=prompt, negative_prompt=self.cfg.negative_prompt or None, height=h, width=w, num_frames=n,
+                    num_inference_steps=self.cfg.num_inference_steps, guidance_scale=self.cfg.guidance_scale,
+                    generator=torch.Generator(device="cpu").manual_seed(int(seed)), output_type="pt",
+                    max_sequence_length=self.cfg.max_sequence_length)
+
     def _cached(self, key, fn):
         if key not in self._embeds:
             if len(self._embeds) >= 8:

@@ -68,10 +68,7 @@ class CogVideoXPrior(DiffusersPrior):
         pipe = self._pipe(known)
         prompt = self._lora("freeze_time" if known else "reference", prompt)
         n, h, w = self._gen_shape(num_frames, height, width)
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        kwargs = dict(prompt=prompt, negative_prompt=self.cfg.negative_prompt or None, height=h, width=w, num_frames=n,
-                      num_inference_steps=self.cfg.num_inference_steps, guidance_scale=self.cfg.guidance_scale,
-                      generator=gen, output_type="pt", max_sequence_length=self.cfg.max_sequence_length)
+        kwargs = self._pipe_kwargs(prompt, n, h, w, seed)
         if known:
             kwargs["image"] = resize_frames(known[0][None], h, w)[0].permute(2, 0, 1)[None]
         out = pipe(**kwargs)

@@ -45,10 +45,7 @@ class WanPrior(DiffusersPrior):
         known = check_known(known_frames, num_frames)
         prompt = self._lora("freeze_time" if known else "reference", prompt)
         n, h, w = self._gen_shape(num_frames, height, width)
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        common = dict(prompt=prompt, negative_prompt=self.cfg.negative_prompt or None, height=h, width=w, num_frames=n,
-                      num_inference_steps=self.cfg.num_inference_steps, guidance_scale=self.cfg.guidance_scale,
-                      generator=gen, output_type="pt", max_sequence_length=self.cfg.max_sequence_length)
+        common = self._pipe_kwargs(prompt, n, h, w, seed)
 
         def pil(img):
             return Image.fromarray(to_uint8(resize_frames(img[None], h, w)[0]))

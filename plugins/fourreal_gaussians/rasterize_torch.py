@@ -123,8 +123,7 @@ def project_gaussians(
     Returns:
         dict with ``means2d [C,N,2]`` (pixels), ``conics [C,N,3]`` (inverse 2D covariance
         a, b, c of ``[[a,b],[b,c]]``), ``cov2d [C,N,3]`` (2D covariance incl. eps2d),
-        ``depths [C,N]`` (camera z), ``radii [C,N]`` int32 (0 = culled), ``compensations
-        [C,N]`` (``sqrt(det(cov2d - eps2d I) / det(cov2d))``, the antialiased mode's opacity factor).
+        ``depths [C,N]`` (camera z), ``radii [C,N]`` int32 (0 = culled).
     """
     R = quat_to_matrix(quats)  # [N,3,3]
     M = R * scales[:, None, :]  # R diag(s): Sigma = M M^T
@@ -152,10 +151,6 @@ def project_gaussians(
     b = gx * gy * (s01 - u * s12 - v * s02 + u * v * s22)
     c = gy * gy * (s11 - 2 * v * s12 + v * v * s22) + eps2d
     det = a * c - b * b
-    # Mip-Splatting's 2D filter / gsplat's "antialiased" mode: the opacity factor that keeps a
-    # Gaussian's integrated alpha what it was before eps2d widened it
-    det0 = (a - eps2d) * (c - eps2d) - b * b
-    compensation = torch.sqrt(torch.clamp(det0 / torch.where(det > 0, det, torch.ones_like(det)), min=0.0))
     valid = valid & (det > 0)
     det_s = torch.where(valid, det, torch.ones_like(det))
     conics = torch.stack([c / det_s, -b / det_s, a / det_s], dim=-1)
@@ -175,8 +170,18 @@ def project_gaussians(
         "cov2d": torch.stack([a, b, c], dim=-1),
         "depths": tz,
         "radii": radii,
-        "compensations": compensation,
     }
+
+
+def antialias_compensation(cov2d: torch.Tensor, eps2d: float) -> torch.Tensor:
+    """Mip-Splatting's 2D filter / gsplat's "antialiased" mode: ``[C,N]`` opacity factors
+    ``sqrt(det(cov2d - eps2d I) / det(cov2d))`` that keep each Gaussian's integrated alpha what
+    it was before the eps2d low-pass widened it (``cov2d [C,N,3]`` as :func:`project_gaussians`
+    returns it, eps2d included)."""
+    a, b, c = cov2d.unbind(-1)
+    det = a * c - b * b
+    det0 = (a - eps2d) * (c - eps2d) - b * b
+    return torch.sqrt(torch.clamp(det0 / torch.where(det > 0, det, torch.ones_like(det)), min=0.0))
 
 
 # ---------------------------------------------------------------------------------- binning
@@ -714,7 +719,7 @@ def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
     D = feats.shape[-1]
     op = opacities[None, :].expand(C, N)
     if antialiased:
-        op = op * proj["compensations"]
+        op = op * antialias_compensation(proj["cov2d"], eps2d)
     parts = [means2d, proj["conics"], op[..., None], feats]
     if render_depth:
         parts.append(depths[..., None])
