@@ -33,20 +33,47 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from sds_ablation import HEIGHT, SCENE, T_REF, WIDTH, recipe_text, run_recipe  # noqa: E402
 
+MOVER = {"mover": None, "speed": None}  # set by --mover / --speed: the garden's subject and its sizes per frame
+
+
+def scene_options() -> dict:
+    if MOVER["mover"] is None and MOVER["speed"] is None:
+        return {}
+    from fourreal_synthetic.scenes import MOVER_SIZE
+
+    m = MOVER["mover"] or "ball"
+    travel = None if MOVER["speed"] is None else MOVER["speed"] * MOVER_SIZE[m] * (T_REF - 1)
+    return {"mover": m, "travel": travel}
+
+
+def with_mover(text: str) -> str:
+    """The recipe's synthetic stage with the chosen mover and speed."""
+    if not scene_options():
+        return text
+    line = f"      scene: {SCENE['scene']}\n"
+    assert line in text, "bench/sds_ablation.py's synthetic stage changed"
+    extra = f"      mover: {MOVER['mover'] or 'ball'}\n"
+    if MOVER["speed"] is not None:
+        extra += f"      mover_speed: {MOVER['speed']}\n"
+    return text.replace(line, line + extra, 1)
+
+
 DEFORMERS = {
     "mlp": "{name: mlp, params: {time_input: time, width: 64, depth: 4, x_multires: 4, t_multires: 4}}",
     "motion_bases": "{name: motion_bases, params: {num_bases: 10}}",
 }
 
 
-def motion_recipe(deformer: str, tracks: str, true_npz: Path, weight: float) -> str:
-    text = recipe_text(False, None, 8, True)
+def motion_recipe(deformer: str, tracks: str, true_npz: Path, weight: float, init_steps: int | None = None) -> str:
+    text = with_mover(recipe_text(False, None, 8, True))
     mlp = DEFORMERS["mlp"]
     assert mlp in text, "bench/sds_ablation.py's motion deformer changed"
     text = text.replace(mlp, DEFORMERS[deformer])
     if tracks != "none":
         tracker = "{name: opencv}" if tracks == "opencv" else f"{{name: tracks_file, params: {{file: {true_npz}}}}}"
         text = text.rstrip("\n") + f"\n      tracker: {tracker}\n      track_weight: {weight}\n"
+        if init_steps is not None:
+            text += f"      track_init_steps: {init_steps}\n"
     return text
 
 
@@ -58,7 +85,7 @@ def true_tracks(path: Path, query_frames=(0, 4, 7, 11), n_ball: int = 15, n_stat
 
     from fourreal_synthetic.scenes import make_scene
 
-    sc = make_scene(SCENE["scene"], seed=SCENE["seed"])
+    sc = make_scene(SCENE["scene"], seed=SCENE["seed"], **scene_options())
     cam = sc.reference_camera(WIDTH, HEIGHT)
     times = torch.linspace(0, 1, T_REF).tolist()
     sl = sc.part_slices()
@@ -71,7 +98,7 @@ def true_tracks(path: Path, query_frames=(0, 4, 7, 11), n_ball: int = 15, n_stat
 
     idx, qf = [], []
     for f in query_frames:
-        sel = torch.cat([pick(torch.arange(sl["ball"].start, sl["ball"].stop), n_ball, f),
+        sel = torch.cat([pick(torch.arange(sl[sc.mover].start, sl[sc.mover].stop), n_ball, f),
                          pick(torch.nonzero(sc.static_mask()).flatten(), n_static, f)])
         idx.append(sel)
         qf += [f] * len(sel)
@@ -89,7 +116,7 @@ def score(run: Path) -> dict:
     from fourreal_formats.scene4d import Scene4D, find_scene
     from fourreal_synthetic.scenes import default_rasterizer, make_scene
 
-    sc = make_scene(SCENE["scene"], seed=SCENE["seed"])
+    sc = make_scene(SCENE["scene"], seed=SCENE["seed"], **scene_options())
     cam = sc.reference_camera(WIDTH, HEIGHT)
     times = torch.linspace(0, 1, T_REF)
     scene = Scene4D.load(find_scene(run), get_registry(), device="cpu")
@@ -100,7 +127,25 @@ def score(run: Path) -> dict:
     se = ((pred - truth) ** 2).mean(-1)
     ball = [float(-10 * torch.log10(se[k][sil[k]].mean().clamp_min(1e-10))) for k in range(T_REF)]
     whole = [float(-10 * torch.log10(se[k].mean().clamp_min(1e-10))) for k in range(T_REF)]
-    return {"ball": ball, "image": whole}
+    # the mover alone (the moving mask above also holds the bending column)
+    own = torch.cat([mover_mask(sc, cam, float(t), ras) for t in times])
+    mover = [float(-10 * torch.log10(se[k][own[k]].mean().clamp_min(1e-10))) for k in range(T_REF)]
+    return {"ball": ball, "image": whole, "mover": mover}
+
+
+def mover_mask(sc, cam, t: float, ras):
+    """``[1,H,W]`` bool: pixels more than half of whose colour comes from the mover part."""
+    import torch
+
+    from fourreal_core.interfaces import GaussianParams
+
+    gs = sc.gaussians(t)
+    sl = sc.part_slices()[sc.mover]
+    col = torch.zeros(len(gs.means), 3)
+    col[sl] = 1.0
+    r = ras.rasterize(GaussianParams(gs.means, gs.quats, gs.scales, gs.opacities, col, None), cam,
+                      background=torch.zeros(3), render_depth=False)
+    return r.rgb[..., 0] > 0.5
 
 
 
@@ -112,7 +157,13 @@ def main() -> None:
     ap.add_argument("--weight", type=float, default=1.0, help="track_weight")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-tracks")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init-steps", type=int, default=None,
+                    help="track_init_steps of the arms with tracks (default: the stage's; 0: no track initialisation of w_t)")
+    ap.add_argument("--mover", choices=["ball", "cart"], default=None, help="the garden's moving subject")
+    ap.add_argument("--speed", type=float, default=None,
+                    help="its displacement per reference frame in its own sizes (zig-zag path); default the garden's sweep")
     args = ap.parse_args()
+    MOVER.update(mover=args.mover, speed=args.speed)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -126,7 +177,7 @@ def main() -> None:
     base = args.out / "canonical"
     if not (base / "stages" / "02_canonical").is_dir():
         shutil.rmtree(base, ignore_errors=True)
-    s_base = run_recipe(recipe_text(False, None, 8, False), base, args.scale)
+    s_base = run_recipe(with_mover(recipe_text(False, None, 8, False)), base, args.scale)
     print(f"canonical: {s_base:.0f} s", flush=True)
     rows = {}
     for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
@@ -134,24 +185,34 @@ def main() -> None:
         tracks = tracks or "none"
         if deformer not in DEFORMERS or tracks not in ("none", "opencv", "true"):
             raise SystemExit(f"--arms: unknown arm {arm!r} (deformer {', '.join(DEFORMERS)}; +opencv or +true)")
-        run = args.out / f"arm_{arm.replace('+', '_')}_w{args.weight:g}"
+        run = args.out / (f"arm_{arm.replace('+', '_')}_w{args.weight:g}"
+                          + ("" if args.init_steps is None or tracks == "none" else f"_init{args.init_steps}"))
         if not (run / "stages" / "03_motion").is_dir():
             shutil.rmtree(run, ignore_errors=True)
             shutil.copytree(base, run, ignore=shutil.ignore_patterns(".lock", "*.lock"))
         t0 = time.perf_counter()
-        run_recipe(motion_recipe(deformer, tracks, true_npz, args.weight), run, args.scale)
+        run_recipe(motion_recipe(deformer, tracks, true_npz, args.weight, args.init_steps), run, args.scale)
         r = score(run)
         r["seconds"] = round(time.perf_counter() - t0, 1)
         rows[arm] = r
         print(f"{arm}: ball " + " ".join(f"{v:.1f}" for v in r["ball"]) + f" | image {sum(r['image']) / T_REF:.2f}"
+              + f" | mover {sum(r['mover']) / T_REF:.2f} (frames 1+: {sum(r['mover'][1:]) / (T_REF - 1):.2f}, min {min(r['mover']):.1f})"
               f" | {r['seconds']:.0f} s", flush=True)
-    (args.out / f"bench-tracks-w{args.weight:g}.json").write_text(json.dumps({"rows": rows, "scale": args.scale,
+    tag = "" if not scene_options() else f"-{args.mover or 'ball'}{'' if args.speed is None else f'{args.speed:g}x'}"
+    (args.out / f"bench-tracks-w{args.weight:g}{'' if args.init_steps is None else f'-init{args.init_steps}'}{tag}.json").write_text(json.dumps({"rows": rows, "scale": args.scale,
                                                                              "weight": args.weight}, indent=1))
     print("| arm | " + " | ".join(f"t={k}/{T_REF - 1}" for k in range(T_REF)) + " | ball mean | image mean |")
     print("|---|" + "---:|" * (T_REF + 2))
     for arm, r in rows.items():
         print(f"| {arm} | " + " | ".join(f"{v:.1f}" for v in r["ball"])
               + f" | {sum(r['ball']) / T_REF:.2f} | {sum(r['image']) / T_REF:.2f} |")
+    print("\nthe mover's own silhouette:")
+    print("| arm | " + " | ".join(f"t={k}/{T_REF - 1}" for k in range(T_REF)) + " | mean | frames 1+ | min |")
+    print("|---|" + "---:|" * (T_REF + 3))
+    for arm, r in rows.items():
+        m = r["mover"]
+        print(f"| {arm} | " + " | ".join(f"{v:.1f}" for v in m)
+              + f" | {sum(m) / T_REF:.2f} | {sum(m[1:]) / (T_REF - 1):.2f} | {min(m):.1f} |")
 
 
 if __name__ == "__main__":

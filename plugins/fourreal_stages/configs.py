@@ -309,6 +309,10 @@ class MotionConfig:
     track_weight: Ramp = field(default_factory=lambda: Ramp(1.0))  # loss in image-size units (1 = the image's long side) per visible track
     track_points: int = 300  # query points (opencv tracker; a file brings its own), split over the query frames
     track_query_frames: int = 4  # frames the points are queried at: c and others spread over the video
+    # before the phases, w_t fitted to the tracks alone (tracks.track_init): steps (not scaled
+    # by iterations_scale: it is an initialisation) and Adam learning rate; 0 steps: off
+    track_init_steps: int = 300
+    track_init_lr: float = 1e-3
     checkpoint_every: Steps = 500
     video_fps: float = 8.0
     deformer: Any = None  # renamed w_t: kept only to say so

@@ -303,13 +303,17 @@ class MotionStage(Stage):
         fit.track_loss = build_track_loss(ctx, cfg, ref, c, fit.ref_dynamic if bool(fit.ref_dynamic.any()) else None,
                                           fit.ref_cams, fit.rasterizer, ctx.out_dir)
         t0 = time.perf_counter()
+        if fit.track_loss is not None and cfg.track_init_steps > 0:
+            from .tracks import track_init
+
+            fit.meta.update(track_init(ctx, fit, int(cfg.track_init_steps), float(cfg.track_init_lr)))
         fit.run()
         scene = Scene4D(model, w_t, bg, times=fit.ref_times.cpu(), canonical_frame=c,
                         reference_camera=ref.cameras[c], freeze_cameras=None if freeze is None else freeze.cameras,
                         deformer_spec=cfg.w_t, representation_spec=cfg.representation, near_plane=fit.near_plane)
         scene.save(ctx.out_dir)
         self._write_outputs(ctx, cfg, scene, ref, time.perf_counter() - t0, int(fit.meta.get("spawned", 0)),
-                            fit.ref_dynamic, {k: v for k, v in fit.meta.items() if k.startswith("dynamic_region")})
+                            fit.ref_dynamic, {k: v for k, v in fit.meta.items() if k.startswith(("dynamic_region", "track_init"))})
 
     def _in_dynamic_region(self, ctx, cfg, w_t, ref, c, fit):
         """w_t wrapped in a :class:`~fourreal_formats.region.RegionDeformer` on the reference

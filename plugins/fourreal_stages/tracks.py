@@ -132,6 +132,137 @@ class TrackLoss:
         return None if not terms else sum(terms) / len(terms)
 
 
+@torch.no_grad()
+def lift_tracks(tracks_uv: torch.Tensor, vis: torch.Tensor, c: int, cams, depth_c: torch.Tensor):
+    """Tracks lifted to 3D with the rendered depth at c: ``(X [Q,3], disp [Q,T,3], ok [Q,T])``.
+
+    ``tracks_uv`` ``[Q,T,2]`` (rasterizer pixel convention, centres at +0.5), ``vis`` ``[Q,T]``,
+    ``cams`` the T reference cameras, ``depth_c`` ``[H,W]`` the expected depth rendered at c.
+    A track seen at c is lifted there (``X``); at a frame t where it is seen it is read at the
+    same camera-space depth (motion parallel to the image plane: one camera cannot see depth
+    change), ``disp[q, t] = X_t - X``. Tracks not seen at c, or on a pixel with no depth, are
+    not ``ok`` anywhere."""
+    H, W = depth_c.shape
+    Q, T = vis.shape
+    uv_c = tracks_uv[:, c]
+    px = uv_c[:, 0].floor().long().clamp(0, W - 1)
+    py = uv_c[:, 1].floor().long().clamp(0, H - 1)
+    z = depth_c[py, px]
+    seen = vis[:, c] & (z > 0)
+
+    def unproject(k: int, uv: torch.Tensor, zz: torch.Tensor) -> torch.Tensor:
+        K, V = cams.Ks[k], cams.viewmats[k]
+        xc = torch.stack([(uv[:, 0] - K[0, 2]) / K[0, 0] * zz, (uv[:, 1] - K[1, 2]) / K[1, 1] * zz, zz], dim=1)
+        return (xc - V[:3, 3]) @ V[:3, :3]  # R^T (x_cam - t)
+
+    X = unproject(c, uv_c, z)
+    disp = torch.zeros(Q, T, 3, device=tracks_uv.device)
+    for k in range(T):
+        disp[:, k] = unproject(k, tracks_uv[:, k], z) - X
+    ok = vis & seen[:, None]
+    return X, disp, ok
+
+
+@torch.no_grad()
+def gaussian_trajectories(means: torch.Tensor, X: torch.Tensor, disp: torch.Tensor, ok: torch.Tensor, c: int,
+                          k: int = 8) -> torch.Tensor:
+    """Each Gaussian's offset from c at every reference frame ``[N,T,3]``, from lifted tracks
+    (:func:`lift_tracks`): the Gaussian-kernel mean of the offsets of its ``k`` nearest tracks
+    (at c, in 3D; kernel width the tracks' median spacing to their 4th neighbour) among those seen at that
+    frame -- so the hidden side of a subject moves with the side the tracks see. Frames where
+    no nearby track is seen are interpolated linearly in time between frames that have one
+    (held at the ends); a Gaussian far from every track (kernel weight < 1e-3) stays where it
+    is. Zero at c. (A translation per neighbourhood: a rigid one by PnP from the tracks
+    was tried and is ill-posed on a small subject seen by one camera -- the pose's depth and
+    rotation trade off.)"""
+    N, T = means.shape[0], ok.shape[1]
+    D = torch.zeros(N, T, 3, device=means.device)
+    if len(X) == 0:
+        return D
+    k = min(k, len(X))
+    # the kernel: the median distance from a track to its 4th nearest other track (not the
+    # nearest: a point tracked from two query frames is lifted twice, at one place)
+    nn_tracks = torch.cdist(X, X).topk(min(5, len(X)), largest=False).values[:, -1]
+    sigma = float(nn_tracks.median().clamp_min(1e-6))
+    valid = torch.zeros(N, T, dtype=torch.bool, device=means.device)
+    wmax = torch.zeros(N, device=means.device)
+    for lo in range(0, N, 65536):
+        x = means[lo:lo + 65536]
+        dist, idx = torch.cdist(x, X).topk(k, largest=False)
+        w = torch.exp(-0.5 * (dist / sigma) ** 2)  # [n,k]
+        wmax[lo:lo + len(x)] = w.max(dim=1).values
+        wv = w[:, :, None] * ok[idx].float()  # [n,k,T]
+        den = wv.sum(1)  # [n,T]
+        D[lo:lo + len(x)] = torch.einsum("nkt,nktc->ntc", wv, disp[idx]) / den.clamp_min(1e-12)[..., None]
+        valid[lo:lo + len(x)] = den > 1e-3
+    valid[:, c] = True
+    D[:, c] = 0.0
+    # fill the frames with no seen neighbour: linear in time between the nearest valid frames
+    t_idx = torch.arange(T, device=means.device).expand(N, T)
+    prev = torch.where(valid, t_idx, torch.full_like(t_idx, -1)).cummax(dim=1).values
+    nxt = torch.where(valid, t_idx, torch.full_like(t_idx, T)).flip(1).cummin(dim=1).values.flip(1)
+    has_p, has_n = prev >= 0, nxt < T
+    pc, nc = prev.clamp(0, T - 1), nxt.clamp(0, T - 1)
+    Dp = D.gather(1, pc[..., None].expand(N, T, 3))
+    Dn = D.gather(1, nc[..., None].expand(N, T, 3))
+    a = ((t_idx - prev).float() / (nxt - prev).clamp_min(1).float())[..., None]
+    fill = torch.where((has_p & has_n)[..., None], Dp + a * (Dn - Dp), torch.where(has_p[..., None], Dp, Dn))
+    D = torch.where(valid[..., None], D, fill)
+    D[wmax < 1e-3] = 0.0
+    return D
+
+
+def track_init(ctx, fit, steps: int, lr: float) -> dict:
+    """Initialise w_t from the tracks, before the stage's phases (Shape of Motion, MoSca,
+    TrackerSplat: Gaussians moved from tracks before photometric optimisation).
+
+    A photometric loss gives no gradient toward where a subject went once it moved further than
+    its own size, and the track loss (sparse: one L1 term per track pixel) moves a smooth w_t
+    only slowly (docs/benchmarks.md, "Point tracks"). So the reference tracks seen at c are
+    lifted to 3D with the depth rendered at c (:func:`lift_tracks`), spread to every Gaussian
+    by its nearest tracks (:func:`gaussian_trajectories`), and w_t is regressed onto those
+    offsets
+    offsets -- a dense L2 target, ``steps`` Adam steps at ``lr``, one random reference frame per
+    step -- before the phases refine it photometrically. The canonical Gaussians are not
+    touched. Returns ``{"track_init_loss_first": ..., "track_init_loss_last": ...}``
+    (the regression loss, means over the first and last tenth of the steps, in units of the
+    tracked offsets' spread)."""
+    loss, w_t = fit.track_loss, fit.w_t
+    g0 = fit.model.params()
+    x, q = g0.means.detach(), g0.quats.detach()
+    c = fit.c
+    others = [j for j in range(fit.T) if j != c]
+    params = [p for p in w_t.parameters() if p.requires_grad]
+    if not others or not params:
+        return {}
+    with torch.no_grad():
+        out = fit.rasterizer.rasterize(GaussianParams(x, q, g0.scales.detach(), g0.opacities.detach(),
+                                                      g0.colors.detach(), g0.sh_degree),
+                                       fit.ref_cams[c], background=torch.zeros(3, device=x.device), render_depth=True)
+        X, disp, ok = lift_tracks(loss.uv, loss.vis, c, fit.ref_cams, out.depth[0, ..., 0])
+        lifted = ok.any(dim=1)
+        D = gaussian_trajectories(x, X[lifted], disp[lifted], ok[lifted], c)
+        scale = float(D.norm(dim=-1).max().clamp_min(1e-6))
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(int(ctx.seed) * 1_000_003 + 29)
+    hist: list[float] = []
+    with ctx.progress(steps, "track init") as bar:
+        for i in range(steps):
+            j = others[int(torch.randint(0, len(others), (1,), generator=gen))]
+            d = w_t.deform(x, float(fit.ref_times[j]), quats=q)
+            total = ((d.dx - D[:, j]) / scale).square().sum(-1).mean()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            hist.append(float(total.detach()))
+            bar.update(loss=hist[-1])
+    k = max(1, steps // 10)
+    res = {"track_init_tracks": int(lifted.sum()),
+           "track_init_loss_first": round(sum(hist[:k]) / k, 6), "track_init_loss_last": round(sum(hist[-k:]) / k, 6)}
+    ctx.log("track_init", stage=ctx.name, steps=steps, **res)
+    return res
+
+
 def query_frames(T: int, c: int, n: int) -> list[int]:
     """``n`` frames spread over ``T`` that include c (c first)."""
     n = max(1, min(int(n), T))

@@ -40,6 +40,10 @@ class SyntheticStageConfig:
     num_test_static_views: int = 4
     num_init_points: int = 4000
     detail: int = 1  # Gaussian density multiplier per axis
+    # garden only: the moving subject (ball, or cart: a sliding block) and its speed in its own
+    # sizes per reference frame, on a path that zig-zags across the view (None: the scene's own)
+    mover: Literal["ball", "cart"] = "ball"
+    mover_speed: Optional[float] = None
     fps: float = 8.0
     seed: Optional[int] = None  # None: the recipe's seed
     write_videos: bool = True
@@ -67,6 +71,20 @@ class SyntheticStageConfig:
             )
         if self.orbit_arc_deg <= 0:
             raise ValueError(f"orbit_arc_deg must be positive, got {self.orbit_arc_deg}")
+        if (self.mover != "ball" or self.mover_speed is not None) and self.scene != "garden":
+            raise ValueError(f"mover and mover_speed are options of the garden scene, not of {self.scene!r}")
+        if self.mover_speed is not None and self.mover_speed <= 0:
+            raise ValueError(f"mover_speed must be positive, got {self.mover_speed}")
+
+    def scene_options(self) -> dict:
+        """``make_scene`` options for the garden's mover (travel = speed x size x (T - 1))."""
+        if self.scene != "garden":
+            return {}
+        from .scenes import MOVER_SIZE
+
+        travel = None if self.mover_speed is None else (
+            float(self.mover_speed) * MOVER_SIZE[self.mover] * (self.num_reference_frames - 1))
+        return {"mover": self.mover, "travel": travel}
 
 
 @dataclass

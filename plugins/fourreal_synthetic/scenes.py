@@ -853,10 +853,30 @@ def _arena_wall(name: str, radius: float, height: float, spacing: float, texture
     )
 
 
-def _make_garden(seed: int, detail: int = 1) -> ProceduralScene:
+def _zigzag(travel: float, half: float):
+    """A path along x of length ``travel`` over t in [0,1], folded into [-half, half] (it
+    turns back at each end): a subject that moves ``travel / (T - 1)`` per reference frame
+    whatever its speed, and stays in view."""
+
+    def x(t: float) -> float:
+        s = (travel * t) % (4 * half)
+        return -half + (s if s <= 2 * half else 4 * half - s)
+
+    return x
+
+
+def _make_garden(seed: int, detail: int = 1, mover: str = "ball", travel: Optional[float] = None) -> ProceduralScene:
     """A small arena: textured ground disk, cylindrical brick backdrop (so every orbit
     azimuth sees a background), a static box and sphere, a column that bends non-rigidly
-    and a ball that translates (the mover)."""
+    and a ball that translates (the mover).
+
+    ``mover="cart"`` puts a second kind of subject in the ball's place: a flat textured block
+    (0.24 long) that slides without turning. ``travel``: the mover's path length in world
+    units over t in [0,1], zig-zagging in x over [-1.2, 1.2] (None: the ball's own sweep,
+    -1.2 -> 1.2 with a bounce) -- large-motion benchmarks set it from a speed in sizes per
+    frame (:data:`MOVER_SIZE`)."""
+    if mover not in MOVER_SIZE:
+        raise ValueError(f"garden: unknown mover {mover!r}; choose one of: {', '.join(MOVER_SIZE)}")
     g = torch.Generator().manual_seed(seed)
     n_ground = _Noise(g, num=8, freq=1.5, channels=3)
     n_wall = _Noise(g, num=8, freq=1.5, channels=3)
@@ -903,14 +923,25 @@ def _make_garden(seed: int, detail: int = 1) -> ProceduralScene:
         "phase": 0.3 + jitter(),
         "dir": torch.tensor([1.0, 0.0, 0.0]),
     }
-    ball = _sphere("ball", (0.0, 0.0, 0.18), 0.18, 160 * d, ball_tex)
-    ball.motion = _translate_motion
-    ball.params = {
-        "pivot": torch.tensor([0.0, 0.0, 0.18]),
-        # x sweeps -1.2 -> 1.2 over t in [0,1] in front of the props, with a small bounce
-        "path": lambda t: torch.tensor([-1.2 + 2.4 * t, -0.7, 0.15 * abs(math.sin(3 * math.pi * t))]),
-        "spin": 2.0 * math.pi,
-    }
+    if mover == "ball":
+        ball = _sphere("ball", (0.0, 0.0, 0.18), 0.18, 160 * d, ball_tex)
+        ball.motion = _translate_motion
+        if travel is None:
+            # x sweeps -1.2 -> 1.2 over t in [0,1] in front of the props, with a small bounce
+            path = lambda t: torch.tensor([-1.2 + 2.4 * t, -0.7, 0.15 * abs(math.sin(3 * math.pi * t))])  # noqa: E731
+        else:
+            zx = _zigzag(float(travel), 1.2)
+            path = lambda t: torch.tensor([zx(t), -0.7, 0.0])  # noqa: E731
+        ball.params = {"pivot": torch.tensor([0.0, 0.0, 0.18]), "path": path, "spin": 2.0 * math.pi}
+    else:
+        def cart_tex(u, v, p):
+            return _mix((0.10, 0.65, 0.70), (0.95, 0.95, 0.95), _checker(u, v, 4, 2)) + 0.06 * n_prop(p)
+
+        ball = _box("cart", (0.0, 0.0, 0.08), (0.24, 0.16, 0.16), 60 * d, cart_tex)
+        ball.motion = _translate_motion
+        zx = _zigzag(2.4 if travel is None else float(travel), 1.2)
+        ball.params = {"pivot": torch.tensor([0.0, 0.0, 0.08]), "path": lambda t: torch.tensor([zx(t), -0.7, 0.0]),
+                       "spin": 0.0}
     return ProceduralScene(
         name="garden",
         seed=seed,
@@ -922,7 +953,7 @@ def _make_garden(seed: int, detail: int = 1) -> ProceduralScene:
         ref_elevation_deg=22.0,
         ref_radius=3.4,
         fov_deg=60.0,
-        mover="ball",
+        mover=mover,
         wobble_center=torch.tensor([-0.9, 0.8, 0.35]),  # around the sphere
         wobble_radius=0.6,
     )
@@ -996,6 +1027,10 @@ def _bounding_radius(scene: ProceduralScene, samples: int = 21) -> float:
     return round(1.02 * r, 4)
 
 
+# the garden's movers and their size along their path (world units): a speed "k sizes per
+# frame" is a travel of k * size * (T - 1) over T reference frames
+MOVER_SIZE = {"ball": 0.36, "cart": 0.24}
+
 SCENES: dict[str, Callable[..., ProceduralScene]] = {
     "object": _make_object,
     "garden": _make_garden,
@@ -1008,6 +1043,7 @@ def make_scene(
     seed: int = 0,
     detail: int = 1,
     imperfections: Optional[Imperfections] = None,
+    **options,
 ) -> ProceduralScene:
     """Build a procedural scene.
 
@@ -1017,12 +1053,16 @@ def make_scene(
         detail: multiplies the Gaussian grid density per axis (1: a few thousand
             Gaussians, right for 64-128 px renders on a CPU).
         imperfections: freeze-time inconsistencies applied when rendering with ``frame=k``.
+        options: the scene's own options (``garden``: ``mover``, ``travel``).
     """
     if name not in SCENES:
         raise ValueError(f"unknown scene {name!r}; choose one of: {', '.join(SCENES)}")
     if detail < 1:
         raise ValueError(f"detail must be >= 1, got {detail}")
-    scene = SCENES[name](int(seed), int(detail))
+    try:
+        scene = SCENES[name](int(seed), int(detail), **options)
+    except TypeError as e:
+        raise ValueError(f"scene {name!r} takes no option(s) {', '.join(sorted(options))}") from e
     scene.extent = _bounding_radius(scene)
     if imperfections is not None:
         scene = scene.with_imperfections(imperfections)

@@ -301,7 +301,7 @@ class SyntheticStage(Stage):
     def run(self, ctx) -> None:
         cfg = self.cfg
         seed = ctx.seed if cfg.seed is None else cfg.seed
-        scene = make_scene(cfg.scene, seed=seed, detail=cfg.detail)
+        scene = make_scene(cfg.scene, seed=seed, detail=cfg.detail, **cfg.scene_options())
         imp = cfg.imperfections
         imperfections = Imperfections(
             wobble=imp.wobble,
