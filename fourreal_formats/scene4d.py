@@ -8,7 +8,7 @@ rebuild it without the recipe::
      "canonical": "canonical.ply",
      "representation": {"kind": "representation", "name": "gaussians", "params": {...}},
      "deformer": {"kind": "deformer", "name": "mlp", "params": {...}},
-     "deformer_weights": "motion_deformer.safetensors",
+     "deformer_weights": "w_t.safetensors",
      "motion_region": "motion_region.safetensors",     (only with dynamic_region; region.py)
      "background": [0, 0, 0],
      "near_plane": 0.4,                                (only when the data set one; multicam)
@@ -190,10 +190,10 @@ class Scene4D:
                 save_tensors(folder / REGION_FILE, inner.region_tensors())
                 manifest["motion_region"] = REGION_FILE
                 inner = inner.inner
-            save_tensors(folder / "motion_deformer.safetensors", inner.state_dict())
+            save_tensors(folder / "w_t.safetensors", inner.state_dict())
             manifest["deformer"] = {"kind": "deformer", "name": deformer_spec.name,
                                     "params": to_plain(deformer_spec.params)}
-            manifest["deformer_weights"] = "motion_deformer.safetensors"
+            manifest["deformer_weights"] = "w_t.safetensors"
         ref: dict = {}
         if self.times is not None:
             ref["times"] = [float(x) for x in self.times]

@@ -137,9 +137,9 @@ def test_canonical_view_has_no_deformation(runs, dataset):
     from fourreal_core.io import load_tensors
 
     root, _ = dataset
-    tensors, meta = load_tensors(root / "per_frame" / "per_frame_deformer.safetensors")
+    tensors, meta = load_tensors(root / "per_frame" / "w_mv.safetensors")
     assert int(meta["canonical_view"]) == 6
-    info = json.loads((root / "per_frame" / "per_frame_deformer.json").read_text())
+    info = json.loads((root / "per_frame" / "w_mv.json").read_text())
     spec = component_from_plain("deformer", {"name": info["name"], "params": info["params"]}, get_registry())
     d = spec.build(get_registry())
     d.setup(num_frames=12, canonical=6)

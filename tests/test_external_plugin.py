@@ -141,7 +141,7 @@ def test_third_party_deformer_runs_through_the_canonical_and_motion_stages(insta
     res = run_cli(["run", "r.yaml", "--out", "run"], tmp_path, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     stages = tmp_path / "run" / "stages"
-    w_mv, meta = load_tensors(stages / "02_canonical" / "per_frame_deformer.safetensors")
+    w_mv, meta = load_tensors(stages / "02_canonical" / "w_mv.safetensors")
     assert int(meta["canonical_view"]) == 0 and float(w_mv["canonical"]) == 0.0
     assert float(w_mv["a"].abs().sum()) > 0  # trained from a = 0 through the engine's optimiser
     reg = Registry()

@@ -52,9 +52,9 @@ def demo_run(tmp_path_factory):
 def test_demo_writes_videos_plys_and_scores(demo_run):
     tmp, res = demo_run
     run = tmp / "run" / "stages"
-    for f in ("02_canonical/canonical.ply", "02_canonical/per_frame_deformer.safetensors",
+    for f in ("02_canonical/canonical.ply", "02_canonical/w_mv.safetensors",
               "02_canonical/freeze_time_rerender.mp4", "02_canonical/freeze_time/transforms.json",
-              "03_motion/scene4d.json", "03_motion/motion_deformer.safetensors",
+              "03_motion/scene4d.json", "03_motion/w_t.safetensors",
               "04_export/bullet_time.mp4", "04_export/fixed_camera.mp4", "04_export/spiral.mp4",
               "04_export/grid.png", "04_export/scene/scene4d.json", "05_eval/eval.json"):
         assert (run / f).exists(), f
@@ -93,7 +93,7 @@ def test_w_t_is_exactly_zero_at_the_canonical_time(demo_run):
         assert all(torch.count_nonzero(v) == 0 for v in (d.dx, d.dq, d.ds) if v is not None)
         moved = [float(scene.deformer.deform(x, float(t), quats=q).dx.abs().mean()) for t in scene.times]
     assert moved[c] == 0.0 and min(m for i, m in enumerate(moved) if i != c) > 0.0, moved
-    _, meta = load_tensors(stages / "02_canonical" / "per_frame_deformer.safetensors")
+    _, meta = load_tensors(stages / "02_canonical" / "w_mv.safetensors")
     assert "canonical_view" in meta
 
 

@@ -705,7 +705,7 @@ def test_loaded_weights_are_checked_in_one_line(tmp_path):
     Scene4D(model, w_t, torch.zeros(3), times=torch.linspace(0, 1, 4), deformer_spec=spec,
             representation_spec=rep).save(tmp_path)
     Scene4D.load(tmp_path, reg)  # loads as written
-    wpath = tmp_path / "motion_deformer.safetensors"
+    wpath = tmp_path / "w_t.safetensors"
     good = wpath.read_bytes()
     t = load_file(str(wpath))
     name = sorted(k for k in t if t[k].is_floating_point() and t[k].numel() > 1)[0]

@@ -52,7 +52,7 @@ def test_4real_recipe_runs_text_to_4d(tmp_path, tiny_prior):
     assert gen["canonical_frame"] == 3 and gen["freeze_frames"] == 20
     assert gen["freeze_prompt"].lower().startswith("camera circulating around")
     for f in ("02_poses/freeze_time/transforms.json", "03_canonical/canonical.ply",
-              "03_canonical/per_frame_deformer.safetensors", "04_motion/scene4d.json",
+              "03_canonical/w_mv.safetensors", "04_motion/scene4d.json",
               "05_export/bullet_time.mp4", "05_export/fixed_camera.mp4", "05_export/spiral.mp4", "05_export/grid.png"):
         assert (st / f).exists(), f
     assert len(list((st / "05_export" / "ply").glob("t_*.ply"))) == 8

@@ -8,7 +8,7 @@ small-motion (Eq. 3) losses (+ multi-view SDS late, when configured).
 Outputs (``stages/NN_canonical/``)::
 
     canonical.ply                    the canonical Gaussians (standard 3DGS layout)
-    per_frame_deformer.safetensors   w_mv weights (+ per_frame_deformer.json: how to rebuild it)
+    w_mv.safetensors   w_mv weights (+ w_mv.json: how to rebuild it)
     freeze_time/transforms.json      refined cameras of the freeze-time video (+ images/)
     freeze_time_rerender.mp4         input | canonical render | per-frame deformed render
     metrics.json                     PSNRs, mean |Δx|, Gaussian count, timings
@@ -190,9 +190,9 @@ class CanonicalStage(Stage):
         refined = PosedVideo(data.video, cams.to("cpu"), times=data.times, canonical_view=k_c)
         write_transforms(out / "freeze_time" / "transforms.json", refined)
         if deformer is not None:
-            save_tensors(out / "per_frame_deformer.safetensors", deformer.state_dict(),
+            save_tensors(out / "w_mv.safetensors", deformer.state_dict(),
                          {"num_frames": str(len(data)), "canonical_view": str(k_c)})
-            write_component_json(out / "per_frame_deformer.json", self.cfg.w_mv,
+            write_component_json(out / "w_mv.json", self.cfg.w_mv,
                                  {"num_frames": len(data), "canonical_view": k_c})
         metrics = {
             "num_gaussians": len(model),

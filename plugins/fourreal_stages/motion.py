@@ -13,7 +13,7 @@ motion stage with phases warm-up -> joint.
 
 Outputs (``stages/NN_motion/``)::
 
-    scene4d.json + canonical.ply + motion_deformer.safetensors   the 4D scene (fourreal render/export/eval)
+    scene4d.json + canonical.ply + w_t.safetensors   the 4D scene (fourreal render/export/eval)
     reference_rerender.mp4      input | render, over the reference video
     heldout.mp4, metrics.json   held-out novel views at novel times, when the data has them
 """
@@ -245,8 +245,9 @@ class MotionStage(Stage):
         """The canonical stage's w_mv (frozen), to keep absorbing freeze-time inconsistencies."""
         if not cfg.per_frame_deformer or freeze is None:
             return None
-        wpath = ctx.find_output("per_frame_deformer.safetensors")
-        jpath = ctx.find_output("per_frame_deformer.json")
+        wpath, jpath = ctx.find_output("w_mv.safetensors"), ctx.find_output("w_mv.json")
+        if wpath is None or jpath is None:  # a canonical stage run before the files took the paper's name
+            wpath, jpath = ctx.find_output("per_frame_deformer.safetensors"), ctx.find_output("per_frame_deformer.json")
         if wpath is None or jpath is None:
             return None
         from fourreal_core.io import load_tensors
