@@ -11,7 +11,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional
 
-from fourreal_core.config import Component, ConfigValueError, InputPath, Ramp, Steps, above, at_least, component_default
+from fourreal_core.config import (Component, ConfigValueError, InputPath, Ramp, Steps, above, at_least,
+                                  component_default, steps_floor)
 from fourreal_core.config import renamed as _renamed  # old recipes: one line saying what was renamed
 
 
@@ -309,9 +310,10 @@ class MotionConfig:
     track_weight: Ramp = field(default_factory=lambda: Ramp(1.0))  # loss in image-size units (1 = the image's long side) per visible track
     track_points: int = 300  # query points (opencv tracker; a file brings its own), split over the query frames
     track_query_frames: int = 4  # frames the points are queried at: c and others spread over the video
-    # before the phases, w_t fitted to the tracks alone (tracks.track_init): steps (not scaled
-    # by iterations_scale: it is an initialisation) and Adam learning rate; 0 steps: off
-    track_init_steps: int = 300
+    # before the phases, w_t regressed onto the tracks' lifted offsets (tracks.track_init):
+    # steps and Adam learning rate; 0 steps: off
+    track_init_steps: steps_floor(300, "an initialisation: w_t must reach the tracks' offsets "
+                                       "however short the schedule") = 300  # type: ignore[valid-type]
     track_init_lr: float = 1e-3
     checkpoint_every: Steps = 500
     video_fps: float = 8.0
