@@ -77,9 +77,13 @@ def motion_recipe(deformer: str, tracks: str, true_npz: Path, weight: float, ini
     return text
 
 
-def true_tracks(path: Path, query_frames=(0, 4, 7, 11), n_ball: int = 15, n_static: int = 60) -> None:
-    """The true tracks of Gaussians seen at each query frame (ball and static ones), as a
-    tracks_file -- as many points as the opencv arms query (300 over 4 frames)."""
+def true_tracks(path: Path, query_frames=(0, 4, 7, 11), n_ball: int = 15, n_static: int = 60,
+                n_other: int = 15) -> None:
+    """The true tracks of Gaussians seen at each query frame, as a tracks_file: ``n_ball`` on
+    the mover, ``n_other`` on the other moving parts (the garden's bending column: a perfect
+    tracker tracks everything it sees; runs measured before 2026-12-07's fourth session had
+    none there, which left the column to be pinned by the track loss) and ``n_static`` on
+    static ones."""
     import numpy as np
     import torch
 
@@ -98,8 +102,13 @@ def true_tracks(path: Path, query_frames=(0, 4, 7, 11), n_ball: int = 15, n_stat
 
     idx, qf = [], []
     for f in query_frames:
-        sel = torch.cat([pick(torch.arange(sl[sc.mover].start, sl[sc.mover].stop), n_ball, f),
-                         pick(torch.nonzero(sc.static_mask()).flatten(), n_static, f)])
+        mover = torch.arange(sl[sc.mover].start, sl[sc.mover].stop)
+        moving = torch.nonzero(~sc.static_mask()).flatten()
+        other = moving[(moving < sl[sc.mover].start) | (moving >= sl[sc.mover].stop)]
+        parts = [pick(mover, n_ball, f), pick(torch.nonzero(sc.static_mask()).flatten(), n_static, f)]
+        if n_other and len(other):
+            parts.append(pick(other, n_other, f))
+        sel = torch.cat(parts)
         idx.append(sel)
         qf += [f] * len(sel)
     idx = torch.cat(idx)
