@@ -28,6 +28,7 @@ KINDS = (
     "rasterizer",
     "deformer",
     "tracker",
+    "capture",
     "loss",
     "scheduler",
 )
@@ -390,6 +391,28 @@ class Tracker(ABC):
             :class:`Tracks` with ``tracks [Q,T,2]`` and ``visible [Q,T]``; the query frame's
             position of every track is its query point.
         """
+
+
+# ------------------------------------------------------------------------------- capture
+class CaptureReader(ABC):
+    """A layout of synchronized multi-camera captures on disk (the ``multicam`` stage's input).
+
+    The stage reads its ``capture`` path with the reader its ``layout`` names, or else with the
+    first registered reader whose :meth:`claims` is true. Built in: ``dynamic3dgs``
+    (Dynamic-3D-Gaussians folders) and ``camera_videos`` (one video or frame folder per camera
+    + a cameras .json). A new layout is one class and one ``registry.add("capture", name,
+    ...)``; :meth:`read` returns the multicam stage's ``Capture``, built with
+    ``Capture.from_images`` or ``Capture.from_videos`` (docs/plugins.md, "Capture layouts").
+    """
+
+    @abstractmethod
+    def claims(self, path: "Path") -> bool:
+        """Whether ``path`` (a folder or file) is in this layout -- cheap: look at file names."""
+
+    @abstractmethod
+    def read(self, path: "Path") -> Any:
+        """The capture at ``path``: cameras, calibration per time, frames (lazily), masks and
+        points; a bad file raises :class:`~fourreal_core.errors.InputError` naming it."""
 
 
 # ---------------------------------------------------------------------------------- loss

@@ -50,10 +50,10 @@ from typing import Optional
 import torch
 
 from fourreal_core.errors import InputError
-from fourreal_core.interfaces import Stage
+from fourreal_core.interfaces import CaptureReader, Stage
 from fourreal_core.types import Cameras, PosedVideo, Video
 
-__all__ = ["Capture", "read_capture", "MulticamStage"]
+__all__ = ["Capture", "read_capture", "MulticamStage", "Dynamic3DGSCapture", "CameraVideosCapture"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".gif", ".avi", ".mkv")
 
@@ -88,12 +88,59 @@ class Capture:
     _videos: dict = field(default_factory=dict)  # videos: {camera: path}
     _cache: dict = field(default_factory=dict, repr=False)
 
+    # ------------------------------------------------------------------- constructors
+    @classmethod
+    def from_images(cls, root: Path, files: dict, Ks: dict, viewmats: dict, width: int, height: int,
+                    splits: Optional[dict] = None, masks: Optional[dict] = None,
+                    points_file: Optional[Path] = None) -> "Capture":
+        """A capture of one image per camera and time: ``files {camera: [T] paths}``,
+        ``Ks {camera: [T,3,3]}`` pixel intrinsics at ``width x height``, ``viewmats {camera:
+        [T,4,4]}`` world-to-camera (OpenCV axes), ``splits {camera: "train" | "test"}`` (default
+        all train), ``masks {camera: [T] paths}`` of the moving subject (white), optional
+        ``points_file`` (.ply / .npz). Cameras are ordered by name (numbers numerically)."""
+        return cls._checked(root, "images", files, Ks, viewmats, width, height, splits, points_file,
+                            _files=dict(files), _masks=dict(masks or {}))
+
+    @classmethod
+    def from_videos(cls, root: Path, videos: dict, Ks: dict, viewmats: dict, width: int, height: int,
+                    num_times: int, splits: Optional[dict] = None, masks: Optional[dict] = None,
+                    points_file: Optional[Path] = None) -> "Capture":
+        """A capture of one synchronized video (or frame folder) per camera: ``videos {camera:
+        path}``, ``num_times`` frames used from each, the rest as :meth:`from_images` (``masks
+        {camera: video path}``)."""
+        return cls._checked(root, "videos", {c: [None] * int(num_times) for c in videos}, Ks, viewmats, width, height,
+                            splits, points_file, _masks=dict(masks or {}), _videos=dict(videos))
+
+    @classmethod
+    def _checked(cls, root, layout, per_time, Ks, viewmats, width, height, splits, points_file, **private):
+        cams = sorted(per_time, key=lambda c: (len(str(c)), str(c)))
+        if not cams:
+            raise InputError(f"{root}: a capture needs at least one camera")
+        T = len(per_time[cams[0]])
+        Kt, Vt = {}, {}
+        for cam in cams:
+            if len(per_time[cam]) != T:
+                raise InputError(f"{root}: camera {cam} has {len(per_time[cam])} time steps, camera {cams[0]} has {T}")
+            K, V = torch.as_tensor(Ks[cam], dtype=torch.float64), torch.as_tensor(viewmats[cam], dtype=torch.float64)
+            if K.shape == (3, 3):
+                K = K[None].expand(T, 3, 3).clone()
+            if V.shape == (4, 4):
+                V = V[None].expand(T, 4, 4).clone()
+            if K.shape != (T, 3, 3) or V.shape != (T, 4, 4):
+                raise InputError(f"{root}: camera {cam}: intrinsics must be [T,3,3] or [3,3] and viewmats [T,4,4] or "
+                                 f"[4,4] with T = {T}; got {list(K.shape)} and {list(V.shape)}")
+            Kt[cam], Vt[cam] = K, V
+        spl = {c: "train" for c in cams}
+        spl.update(splits or {})
+        return cls(Path(root), layout, cams, int(T), int(width), int(height), Kt, Vt, spl,
+                   points_file=points_file, **private)
+
     # ------------------------------------------------------------------------ frames
     def frames(self, camera: str, times: list[int], height: int, width: int) -> torch.Tensor:
         """``[len(times),height,width,3]`` float in [0,1]."""
         from fourreal_media import read_image, read_video, resize_frames
 
-        if self.layout == "dynamic3dgs":
+        if self._files and self.layout != "videos":  # one image per camera and time
             out = []
             for t in times:
                 p = self._files[camera][t]
@@ -128,7 +175,7 @@ class Capture:
 
         if camera not in self._masks:
             return None
-        if self.layout == "dynamic3dgs":
+        if self.layout != "videos":
             ms = []
             for t in times:
                 p = self._masks[camera][t]
@@ -151,23 +198,64 @@ class Capture:
 
 
 # ================================================================================ readers
-def read_capture(path) -> Capture:
-    """A :class:`Capture` from a Dynamic-3D-Gaussians folder or a cameras transforms.json
-    (or a folder holding ``cameras.json`` / ``transforms.json``) of per-camera videos."""
+def read_capture(path, registry=None, layout: Optional[str] = None) -> Capture:
+    """A :class:`Capture` read by the ``capture`` plugin ``layout`` names, or by the first
+    registered one that claims ``path`` (built in: a Dynamic-3D-Gaussians folder, or a cameras
+    .json -- or a folder holding ``cameras.json`` / ``transforms.json`` -- of per-camera
+    videos). ``registry``: the run's (default: the installed plugins')."""
+    from fourreal_core.registry import get_registry
+
+    reg = registry if registry is not None else get_registry()
     path = Path(path)
-    if path.is_dir() and ((path / "train_meta.json").is_file() or (path / "meta_all.json").is_file()):
-        return _read_dynamic3dgs(path)
-    if path.is_dir():
-        for name in ("cameras.json", "transforms.json"):
-            if (path / name).is_file():
-                return _read_videos(path / name)
-        raise InputError(f"{path}: not a capture: expected train_meta.json (Dynamic-3D-Gaussians layout) or "
-                         "cameras.json / transforms.json with one entry per camera video")
-    if path.is_file() and path.suffix == ".json":
-        if path.name in ("train_meta.json", "test_meta.json", "meta_all.json"):
-            return _read_dynamic3dgs(path.parent)
+    if not path.exists():
+        raise InputError(f"{path}: no such capture (a folder or a cameras .json)")
+    names = reg.names("capture")
+    if layout is not None:
+        if layout not in names:
+            raise InputError(f"params.layout: unknown capture layout {layout!r}; registered: {', '.join(names)}")
+        return reg.create("capture", layout).read(path)
+    for name in names:
+        reader = reg.create("capture", name)
+        if reader.claims(path):
+            return reader.read(path)
+    raise InputError(f"{path}: not a capture any registered layout reads ({', '.join(names)}): expected "
+                     "train_meta.json (Dynamic-3D-Gaussians layout) or cameras.json / transforms.json with one "
+                     "entry per camera video")
+
+
+class Dynamic3DGSCapture(CaptureReader):
+    """The ``dynamic3dgs`` layout: a folder with train_meta.json (+ test_meta.json) or
+    meta_all.json, ims/, optional seg/ and init_pt_cld.npz (or one of those meta files)."""
+
+    def __init__(self, cfg=None) -> None:
+        self.cfg = cfg
+
+    def claims(self, path: Path) -> bool:
+        if path.is_dir():
+            return (path / "train_meta.json").is_file() or (path / "meta_all.json").is_file()
+        return path.name in ("train_meta.json", "test_meta.json", "meta_all.json")
+
+    def read(self, path: Path) -> Capture:
+        return _read_dynamic3dgs(path if path.is_dir() else path.parent)
+
+
+class CameraVideosCapture(CaptureReader):
+    """The ``camera_videos`` layout: a cameras .json (nerfstudio-style, one entry per camera
+    whose file_path is its video or frame folder), or a folder holding cameras.json /
+    transforms.json."""
+
+    def __init__(self, cfg=None) -> None:
+        self.cfg = cfg
+
+    def claims(self, path: Path) -> bool:
+        if path.is_dir():
+            return any((path / n).is_file() for n in ("cameras.json", "transforms.json"))
+        return path.suffix == ".json"
+
+    def read(self, path: Path) -> Capture:
+        if path.is_dir():
+            path = next(path / n for n in ("cameras.json", "transforms.json") if (path / n).is_file())
         return _read_videos(path)
-    raise InputError(f"{path}: no such capture (a folder or a cameras .json)")
 
 
 def _load_json(p: Path) -> dict:
@@ -419,7 +507,7 @@ class MulticamStage(Stage):
         if not cfg.capture:
             raise InputError(f"stage {ctx.name!r}: params.capture: give the capture folder (train_meta.json "
                              "layout) or a cameras .json with one entry per camera video")
-        cap = read_capture(ctx.resolve(cfg.capture))
+        cap = read_capture(ctx.resolve(cfg.capture), ctx.registry, cfg.layout)
         train, test = self._split(cap)
         times = list(range(cfg.start, cap.num_times, cfg.stride))
         if cfg.max_frames:

@@ -117,6 +117,9 @@ class MulticamConfig:
     """
 
     capture: Optional[InputPath] = None
+    # the capture plugin that reads it (dynamic3dgs, camera_videos or a registered one); None:
+    # the first registered layout that claims the path
+    layout: Optional[str] = None
     setting: Literal["4real", "all"] = "4real"
     train_cameras: list[str] = field(default_factory=list)
     test_cameras: list[str] = field(default_factory=list)
@@ -159,6 +162,14 @@ def fourreal_register(registry):
     registry.add(
         "pose_estimator", "colmap", "fourreal_poses.colmap:ColmapPoseEstimator", config=ColmapConfig,
         description="COLMAP structure-from-motion via pycolmap (pip install fourreal[colmap])",
+    )
+    registry.add(
+        "capture", "dynamic3dgs", "fourreal_poses.multicam:Dynamic3DGSCapture",
+        description="Dynamic-3D-Gaussians folder: train_meta.json / test_meta.json, ims/, seg/, init_pt_cld.npz",
+    )
+    registry.add(
+        "capture", "camera_videos", "fourreal_poses.multicam:CameraVideosCapture",
+        description="One video or frame folder per camera + a cameras .json (nerfstudio-style transform_matrix, fl_x...)",
     )
     registry.add(
         "stage", "multicam", "fourreal_poses.multicam:MulticamStage", config=MulticamConfig,
