@@ -64,7 +64,8 @@ DEFORMERS = {
 }
 
 
-def motion_recipe(deformer: str, tracks: str, true_npz: Path, weight: float, init_steps: int | None = None) -> str:
+def motion_recipe(deformer: str, tracks: str, true_npz: Path, weight: float, init_steps: int | None = None,
+                  depth_weight: float | None = None) -> str:
     text = with_mover(recipe_text(False, None, 8, True))
     mlp = DEFORMERS["mlp"]
     assert mlp in text, "bench/sds_ablation.py's motion deformer changed"
@@ -74,6 +75,8 @@ def motion_recipe(deformer: str, tracks: str, true_npz: Path, weight: float, ini
         text = text.rstrip("\n") + f"\n      tracker: {tracker}\n      track_weight: {weight}\n"
         if init_steps is not None:
             text += f"      track_init_steps: {init_steps}\n"
+        if depth_weight is not None:
+            text += f"      track_depth_weight: {depth_weight}\n"
     return text
 
 
@@ -168,6 +171,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--init-steps", type=int, default=None,
                     help="track_init_steps of the arms with tracks (default: the stage's; 0: no track initialisation of w_t)")
+    ap.add_argument("--depth-weight", type=float, default=None,
+                    help="track_depth_weight of the arms with tracks (default: the stage's)")
     ap.add_argument("--mover", choices=["ball", "cart"], default=None, help="the garden's moving subject")
     ap.add_argument("--speed", type=float, default=None,
                     help="its displacement per reference frame in its own sizes (zig-zag path); default the garden's sweep")
@@ -195,12 +200,14 @@ def main() -> None:
         if deformer not in DEFORMERS or tracks not in ("none", "opencv", "true"):
             raise SystemExit(f"--arms: unknown arm {arm!r} (deformer {', '.join(DEFORMERS)}; +opencv or +true)")
         run = args.out / (f"arm_{arm.replace('+', '_')}_w{args.weight:g}"
-                          + ("" if args.init_steps is None or tracks == "none" else f"_init{args.init_steps}"))
+                          + ("" if args.init_steps is None or tracks == "none" else f"_init{args.init_steps}")
+                          + ("" if args.depth_weight is None or tracks == "none" else f"_d{args.depth_weight:g}"))
         if not (run / "stages" / "03_motion").is_dir():
             shutil.rmtree(run, ignore_errors=True)
             shutil.copytree(base, run, ignore=shutil.ignore_patterns(".lock", "*.lock"))
         t0 = time.perf_counter()
-        run_recipe(motion_recipe(deformer, tracks, true_npz, args.weight, args.init_steps), run, args.scale)
+        run_recipe(motion_recipe(deformer, tracks, true_npz, args.weight, args.init_steps, args.depth_weight),
+                   run, args.scale)
         r = score(run)
         r["seconds"] = round(time.perf_counter() - t0, 1)
         rows[arm] = r
@@ -208,7 +215,8 @@ def main() -> None:
               + f" | mover {sum(r['mover']) / T_REF:.2f} (frames 1+: {sum(r['mover'][1:]) / (T_REF - 1):.2f}, min {min(r['mover']):.1f})"
               f" | {r['seconds']:.0f} s", flush=True)
     tag = "" if not scene_options() else f"-{args.mover or 'ball'}{'' if args.speed is None else f'{args.speed:g}x'}"
-    (args.out / f"bench-tracks-w{args.weight:g}{'' if args.init_steps is None else f'-init{args.init_steps}'}{tag}.json").write_text(json.dumps({"rows": rows, "scale": args.scale,
+    (args.out / f"bench-tracks-w{args.weight:g}{'' if args.init_steps is None else f'-init{args.init_steps}'}"
+                f"{'' if args.depth_weight is None else f'-d{args.depth_weight:g}'}{tag}.json").write_text(json.dumps({"rows": rows, "scale": args.scale,
                                                                              "weight": args.weight}, indent=1))
     print("| arm | " + " | ".join(f"t={k}/{T_REF - 1}" for k in range(T_REF)) + " | ball mean | image mean |")
     print("|---|" + "---:|" * (T_REF + 2))

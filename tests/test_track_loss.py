@@ -207,3 +207,30 @@ def test_track_init_puts_a_far_moving_ball_where_it_went(registry):
             assert float(w_t2.deform(g0.means, times[-1]).dx[:nb].norm(dim=1).mean()) < 0.3
     finally:
         torch.set_num_threads(n_threads)
+
+
+def test_track_depth_prior_holds_the_lifted_depth_not_the_image_plane():
+    """TrackDepthPrior is zero on the tracks' offsets, unchanged by a shift in the image plane,
+    and grows when the Gaussians slide along the camera's viewing axis -- what the 2D track
+    loss cannot see; nothing at c, and Gaussians far from every track are left alone."""
+    from fourreal_stages.tracks import TrackDepthPrior
+
+    V = torch.eye(4)
+    V[2, 3] = 5.0  # camera at z = -5 looking down +z: depth = z + 5
+    X = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.1, 0.0], [0.1, 0.1, 0.0], [0.05, 0.05, 0.0]])
+    T = 3
+    disp = torch.zeros(5, T, 3)
+    disp[:, 1, 0], disp[:, 2, 0] = 0.3, 0.6  # moving along x, parallel to the image plane
+    ok = torch.ones(5, T, dtype=torch.bool)
+    prior = TrackDepthPrior(X, disp, ok, 0, V)
+    means = torch.cat([X + 0.01, torch.tensor([[30.0, 30.0, 30.0]])])  # five near the tracks, one far away
+    D = torch.zeros(6, 3)
+    D[:5, 0] = 0.6
+    assert float(prior(means, D, 2)) == pytest.approx(0.0, abs=1e-10)
+    assert float(prior(means, D + torch.tensor([0.0, 0.4, 0.0]), 2)) == pytest.approx(0.0, abs=1e-10)
+    slid = prior(means, D + torch.tensor([0.0, 0.0, 0.5]), 2)
+    assert float(slid) == pytest.approx((0.5 / 5.01) ** 2, rel=1e-3)
+    far_only = D.clone()
+    far_only[5, 2] = 9.0
+    assert float(prior(means, far_only, 2)) == pytest.approx(0.0, abs=1e-10)
+    assert prior(means, D, 0) is None

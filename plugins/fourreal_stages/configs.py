@@ -315,6 +315,9 @@ class MotionConfig:
     track_init_steps: steps_floor(300, "an initialisation: w_t must reach the tracks' offsets "
                                        "however short the schedule") = 300  # type: ignore[valid-type]
     track_init_lr: float = 1e-3
+    # during the phases, hold the camera depth of w_t's offsets near lifted tracks to what the
+    # track initialisation assumed (tracks.TrackDepthPrior); 0: off
+    track_depth_weight: float = 0.0
     checkpoint_every: Steps = 500
     video_fps: float = 8.0
     deformer: Any = None  # renamed w_t: kept only to say so

@@ -118,6 +118,7 @@ class MotionFit(Fit):
         self.growth = growth_phase(self.scheduler.phases)
         self.meta = {"spawned": 0}
         self.track_loss, self._track_term = None, None  # point tracks (tracks.py); set by the stage
+        self.track_depth_prior, self._track_depth = None, None  # set by tracks.track_init
 
     def sample(self, i, phase, gen) -> View:
         kind = phase.frames
@@ -159,6 +160,8 @@ class MotionFit(Fit):
                 ok = 0 <= prev < self.T and abs(float(self.ref_times[prev]) - t_prev) < 1e-5
                 self._track_term = self.track_loss(g0, g, view.index, g0.deformed(dp) if ok else None,
                                                    prev if ok else None)
+                if self.track_depth_prior is not None and self.cfg.track_depth_weight != 0.0:
+                    self._track_depth = self.track_depth_prior(g0.means, d.dx, view.index)
         if view.source == "freeze_time" and self.w_mv is not None:
             with torch.no_grad():
                 dmv = self.w_mv.deform(g0.means.detach(), view.index, quats=g0.quats.detach())
@@ -173,6 +176,10 @@ class MotionFit(Fit):
             if w != 0.0:
                 total = total + w * term
                 parts["track"] = float(term.detach())
+        depth, self._track_depth = self._track_depth, None
+        if depth is not None:
+            total = total + float(self.cfg.track_depth_weight) * depth
+            parts["track_depth"] = float(depth.detach())
         return total, parts
 
     def sds_context(self, g0, i, gen):

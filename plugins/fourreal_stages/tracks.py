@@ -165,20 +165,20 @@ def lift_tracks(tracks_uv: torch.Tensor, vis: torch.Tensor, c: int, cams, depth_
 
 @torch.no_grad()
 def gaussian_trajectories(means: torch.Tensor, X: torch.Tensor, disp: torch.Tensor, ok: torch.Tensor, c: int,
-                          k: int = 8) -> torch.Tensor:
+                          k: int = 8, return_near: bool = False):
     """Each Gaussian's offset from c at every reference frame ``[N,T,3]``, from lifted tracks
     (:func:`lift_tracks`): the Gaussian-kernel mean of the offsets of its ``k`` nearest tracks
     (at c, in 3D; kernel width the tracks' median spacing to their 4th neighbour) among those seen at that
     frame -- so the hidden side of a subject moves with the side the tracks see. Frames where
     no nearby track is seen are interpolated linearly in time between frames that have one
     (held at the ends); a Gaussian far from every track (kernel weight < 1e-3) stays where it
-    is. Zero at c. (A translation per neighbourhood: a rigid one by PnP from the tracks
+    is (``return_near``: also the ``[N]`` mask of the others). Zero at c. (A translation per neighbourhood: a rigid one by PnP from the tracks
     was tried and is ill-posed on a small subject seen by one camera -- the pose's depth and
     rotation trade off.)"""
     N, T = means.shape[0], ok.shape[1]
     D = torch.zeros(N, T, 3, device=means.device)
     if len(X) == 0:
-        return D
+        return (D, torch.zeros(N, dtype=torch.bool, device=means.device)) if return_near else D
     k = min(k, len(X))
     # the kernel: the median distance from a track to its 4th nearest other track (not the
     # nearest: a point tracked from two query frames is lifted twice, at one place)
@@ -209,7 +209,39 @@ def gaussian_trajectories(means: torch.Tensor, X: torch.Tensor, disp: torch.Tens
     fill = torch.where((has_p & has_n)[..., None], Dp + a * (Dn - Dp), torch.where(has_p[..., None], Dp, Dn))
     D = torch.where(valid[..., None], D, fill)
     D[wmax < 1e-3] = 0.0
-    return D
+    return (D, wmax >= 1e-3) if return_near else D
+
+
+class TrackDepthPrior:
+    """Keeps the depth the track initialisation assumed, during the phases (``track_depth_weight``).
+
+    The track loss is 2D: a Gaussian may slide along the reference camera's ray and still
+    follow its track (one camera does not see depth), and on a fast subject the phases do
+    (docs/benchmarks.md, "Track initialisation"). For the Gaussians near a lifted track, this
+    term holds the camera-depth part of w_t's offset at the step's reference frame j to the
+    tracks' (:func:`gaussian_trajectories`, read at constant depth), relative to the depth:
+
+        L = mean_near (((w_t(x, t_j) - D_j(x)) . r_z) / z(x))^2
+
+    ``r_z`` the reference camera's viewing axis at c. The targets are rebuilt when the number
+    of Gaussians changes (growth)."""
+
+    def __init__(self, X: torch.Tensor, disp: torch.Tensor, ok: torch.Tensor, c: int, viewmat: torch.Tensor) -> None:
+        self.X, self.disp, self.ok, self.c = X, disp, ok, c
+        self.rz, self.tz = viewmat[2, :3], viewmat[2, 3]
+        self._n = -1
+        self.D = self.near = None
+
+    def __call__(self, means0: torch.Tensor, dx: torch.Tensor, j: int) -> Optional[torch.Tensor]:
+        if len(means0) != self._n:
+            self.D, self.near = gaussian_trajectories(means0.detach(), self.X, self.disp, self.ok, self.c,
+                                                      return_near=True)
+            self._n = len(means0)
+        if j == self.c or not bool(self.near.any()):
+            return None
+        z = (means0.detach() @ self.rz + self.tz).clamp_min(1e-3)
+        err = ((dx - self.D[:, j]) @ self.rz) / z
+        return err[self.near].square().mean()
 
 
 def track_init(ctx, fit, steps: int, lr: float) -> dict:
@@ -242,6 +274,7 @@ def track_init(ctx, fit, steps: int, lr: float) -> dict:
         X, disp, ok = lift_tracks(loss.uv, loss.vis, c, fit.ref_cams, out.depth[0, ..., 0])
         lifted = ok.any(dim=1)
         D = gaussian_trajectories(x, X[lifted], disp[lifted], ok[lifted], c)
+        fit.track_depth_prior = TrackDepthPrior(X[lifted], disp[lifted], ok[lifted], c, fit.ref_cams.viewmats[c])
         scale = float(D.norm(dim=-1).max().clamp_min(1e-6))
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(int(ctx.seed) * 1_000_003 + 29)
