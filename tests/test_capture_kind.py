@@ -127,3 +127,17 @@ def test_capture_constructors_check_their_shapes(tmp_path):
                             {"a": torch.eye(4), "b": torch.eye(4)}, 8, 8)
     with pytest.raises(InputError, match=r"camera a: intrinsics must be \[T,3,3\] or \[3,3\]"):
         Capture.from_images(tmp_path, {"a": ["x"]}, {"a": torch.eye(4)}, {"a": torch.eye(4)}, 8, 8)
+
+
+def test_each_built_in_layout_claims_only_its_own(tmp_path):
+    from fourreal_poses.multicam import CameraVideosCapture, Dynamic3DGSCapture
+
+    d3, cv = Dynamic3DGSCapture(), CameraVideosCapture()
+    (tmp_path / "dg").mkdir()
+    (tmp_path / "dg" / "train_meta.json").write_text("{}")
+    (tmp_path / "cams").mkdir()
+    (tmp_path / "cams" / "cameras.json").write_text("{}")
+    assert d3.claims(tmp_path / "dg") and d3.claims(tmp_path / "dg" / "train_meta.json")
+    assert not cv.claims(tmp_path / "dg") and not cv.claims(tmp_path / "dg" / "train_meta.json")
+    assert cv.claims(tmp_path / "cams") and cv.claims(tmp_path / "cams" / "cameras.json")
+    assert not d3.claims(tmp_path / "cams") and not d3.claims(tmp_path / "cams" / "cameras.json")

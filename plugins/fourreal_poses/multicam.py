@@ -250,7 +250,7 @@ class CameraVideosCapture(CaptureReader):
     def claims(self, path: Path) -> bool:
         if path.is_dir():
             return any((path / n).is_file() for n in ("cameras.json", "transforms.json"))
-        return path.suffix == ".json"
+        return path.suffix == ".json" and not Dynamic3DGSCapture().claims(path)
 
     def read(self, path: Path) -> Capture:
         if path.is_dir():
