@@ -36,7 +36,7 @@ def test_ltx_freeze_time_context_is_kept(tmp_path, monkeypatch):
     from test_diffusers_priors import _frames, _make, _vae_roundtrip_error, build_ltx
 
     from fourreal_diffusers.configs import LTXPriorConfig
-    from fourreal_diffusers.freeze_time import generate_freeze_time
+    from fourreal_stages.freeze_time import generate_freeze_time
 
     # the posterior mean instead of a sample, so "the VAE round trip" is one tensor
     real = mod.retrieve_latents

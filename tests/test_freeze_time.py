@@ -7,7 +7,7 @@ import torch
 
 from fourreal_core.errors import FourRealError
 from fourreal_core.interfaces import VideoPrior
-from fourreal_diffusers.freeze_time import generate_freeze_time, load_function, rewrite_prompt_for_freeze_time
+from fourreal_stages.freeze_time import generate_freeze_time, load_function, rewrite_prompt_for_freeze_time
 
 
 def _random_masked_prior(frames=16, size=16):
@@ -52,11 +52,15 @@ def test_rewrite_prompt():
 
 
 def test_load_function():
-    fn = load_function("fourreal_diffusers.freeze_time:rewrite_prompt_for_freeze_time")
+    fn = load_function("fourreal_stages.freeze_time:rewrite_prompt_for_freeze_time")
     assert fn is rewrite_prompt_for_freeze_time
-    assert load_function("fourreal_diffusers.freeze_time.rewrite_prompt_for_freeze_time") is fn
+    assert load_function("fourreal_stages.freeze_time.rewrite_prompt_for_freeze_time") is fn
     with pytest.raises(FourRealError, match="cannot import"):
-        load_function("fourreal_diffusers.freeze_time:nope")
+        load_function("fourreal_stages.freeze_time:nope")
+    # the module's old home says where it went, in one line
+    with pytest.raises(FourRealError, match=r"moved to fourreal_stages.freeze_time; write "
+                                            r"'fourreal_stages.freeze_time:rewrite_prompt_for_freeze_time'"):
+        load_function("fourreal_diffusers.freeze_time:rewrite_prompt_for_freeze_time")
 
 
 @pytest.mark.parametrize("direction,K", [("both", 36), ("forward", 27), ("backward", 24)])

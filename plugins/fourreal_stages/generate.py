@@ -37,7 +37,7 @@ from fourreal_core.config import Component, InputPath, component_default
 from fourreal_core.errors import FourRealError, InputError
 from fourreal_core.interfaces import Stage
 
-_REWRITER = "fourreal_diffusers.freeze_time:rewrite_prompt_for_freeze_time"
+_REWRITER = "fourreal_stages.freeze_time:rewrite_prompt_for_freeze_time"
 
 
 @dataclass
@@ -104,7 +104,7 @@ class GenerateStage(Stage):
 
         from fourreal_core.io import write_json
         from fourreal_media import write_frames, write_video
-        from fourreal_diffusers.freeze_time import generate_freeze_time, load_function
+        from .freeze_time import generate_freeze_time, load_function
         from fourreal_diffusers.lora import add_triggers, describe, lora_use
 
         cfg = self.cfg

@@ -130,6 +130,9 @@ def load_function(dotted: str) -> Callable:
     mod, sep, name = dotted.partition(":")
     if not sep:
         mod, _, name = dotted.rpartition(".")
+    if mod == "fourreal_diffusers.freeze_time":  # moved beside the generate stage (any prior uses it)
+        raise FourRealError(f"{dotted!r}: fourreal_diffusers.freeze_time moved to fourreal_stages.freeze_time; "
+                            f"write 'fourreal_stages.freeze_time:{name}'")
     if not mod or not name:
         raise FourRealError(f"{dotted!r}: expected a dotted path like 'package.module:function'")
     try:
