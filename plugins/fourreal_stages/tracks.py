@@ -289,6 +289,9 @@ def track_init(ctx, fit, steps: int, lr: float) -> dict:
             opt.step()
             hist.append(float(total.detach()))
             bar.update(loss=hist[-1])
+    # leave no gradient behind: the stage's first step would add it to its own (and a resumed
+    # run at another step than the uninterrupted one: a resume must score what a straight run does)
+    opt.zero_grad(set_to_none=True)
     k = max(1, steps // 10)
     res = {"track_init_tracks": int(lifted.sum()),
            "track_init_loss_first": round(sum(hist[:k]) / k, 6), "track_init_loss_last": round(sum(hist[-k:]) / k, 6)}
