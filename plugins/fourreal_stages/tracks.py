@@ -186,8 +186,9 @@ def gaussian_trajectories(means: torch.Tensor, X: torch.Tensor, disp: torch.Tens
     sigma = float(nn_tracks.median().clamp_min(1e-6))
     valid = torch.zeros(N, T, dtype=torch.bool, device=means.device)
     wmax = torch.zeros(N, device=means.device)
-    for lo in range(0, N, 65536):
-        x = means[lo:lo + 65536]
+    chunk = max(256, 2 ** 22 // max(1, k * T))  # [chunk,k,T,3] gathers stay ~50 MB whatever T
+    for lo in range(0, N, chunk):
+        x = means[lo:lo + chunk]
         dist, idx = torch.cdist(x, X).topk(k, largest=False)
         w = torch.exp(-0.5 * (dist / sigma) ** 2)  # [n,k]
         wmax[lo:lo + len(x)] = w.max(dim=1).values
