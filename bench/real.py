@@ -169,7 +169,7 @@ def rig4_run(recipe: str, out: Path, data: Path, long_side: int, frames: int, st
              device: str, extra: list[str]) -> dict:
     p = "stages.multicam.params."
     sets = [f"{p}capture={data}", f"{p}long_side={long_side}", f"{p}max_frames={frames}", f"{p}stride={stride}",
-            f"{p}train_cameras=[0, 1, 2]", f"{p}test_cameras=[3]", f"{p}test_times=8",
+            f'{p}train_cameras=["0", "1", "2"]', f'{p}test_cameras=["3"]', f"{p}test_times=8",
             f"iterations_scale={scale}", "stages.export.params.orbit_frames=8", *extra]
     return capture_run(recipe, out, sets, device)
 
