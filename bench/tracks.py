@@ -140,24 +140,10 @@ def score(run: Path) -> dict:
     ball = [float(-10 * torch.log10(se[k][sil[k]].mean().clamp_min(1e-10))) for k in range(T_REF)]
     whole = [float(-10 * torch.log10(se[k].mean().clamp_min(1e-10))) for k in range(T_REF)]
     # the mover alone (the moving mask above also holds the bending column)
-    own = torch.cat([mover_mask(sc, cam, float(t), ras) for t in times])
+    own = torch.cat([sc.moving_mask(cam, float(t), ras, part=sc.mover) for t in times])
     mover = [float(-10 * torch.log10(se[k][own[k]].mean().clamp_min(1e-10))) for k in range(T_REF)]
     return {"ball": ball, "image": whole, "mover": mover}
 
-
-def mover_mask(sc, cam, t: float, ras):
-    """``[1,H,W]`` bool: pixels more than half of whose colour comes from the mover part."""
-    import torch
-
-    from fourreal_core.interfaces import GaussianParams
-
-    gs = sc.gaussians(t)
-    sl = sc.part_slices()[sc.mover]
-    col = torch.zeros(len(gs.means), 3)
-    col[sl] = 1.0
-    r = ras.rasterize(GaussianParams(gs.means, gs.quats, gs.scales, gs.opacities, col, None), cam,
-                      background=torch.zeros(3), render_depth=False)
-    return r.rgb[..., 0] > 0.5
 
 
 

@@ -227,11 +227,13 @@ class TrackDepthPrior:
     ``r_z`` the reference camera's viewing axis at c. The targets are rebuilt when the number
     of Gaussians changes (growth)."""
 
-    def __init__(self, X: torch.Tensor, disp: torch.Tensor, ok: torch.Tensor, c: int, viewmat: torch.Tensor) -> None:
+    def __init__(self, X: torch.Tensor, disp: torch.Tensor, ok: torch.Tensor, c: int, viewmat: torch.Tensor,
+                 targets: Optional[tuple] = None) -> None:
         self.X, self.disp, self.ok, self.c = X, disp, ok, c
         self.rz, self.tz = viewmat[2, :3], viewmat[2, 3]
-        self._n = -1
-        self.D = self.near = None
+        # (D, near) of :func:`gaussian_trajectories` for the Gaussians at hand, when already computed
+        self.D, self.near = targets if targets is not None else (None, None)
+        self._n = -1 if targets is None else len(self.D)
 
     def __call__(self, means0: torch.Tensor, dx: torch.Tensor, j: int) -> Optional[torch.Tensor]:
         if len(means0) != self._n:
@@ -274,8 +276,9 @@ def track_init(ctx, fit, steps: int, lr: float) -> dict:
                                        fit.ref_cams[c], background=torch.zeros(3, device=x.device), render_depth=True)
         X, disp, ok = lift_tracks(loss.uv, loss.vis, c, fit.ref_cams, out.depth[0, ..., 0])
         lifted = ok.any(dim=1)
-        D = gaussian_trajectories(x, X[lifted], disp[lifted], ok[lifted], c)
-        fit.track_depth_prior = TrackDepthPrior(X[lifted], disp[lifted], ok[lifted], c, fit.ref_cams.viewmats[c])
+        D, near = gaussian_trajectories(x, X[lifted], disp[lifted], ok[lifted], c, return_near=True)
+        fit.track_depth_prior = TrackDepthPrior(X[lifted], disp[lifted], ok[lifted], c, fit.ref_cams.viewmats[c],
+                                                targets=(D, near))
         scale = float(D.norm(dim=-1).max().clamp_min(1e-6))
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(int(ctx.seed) * 1_000_003 + 29)

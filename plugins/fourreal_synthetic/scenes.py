@@ -575,16 +575,22 @@ class ProceduralScene:
 
     # -- rendering ------------------------------------------------------------------
     @torch.no_grad()
-    def moving_mask(self, cameras: Cameras, t: float, rasterizer=None, threshold: float = 0.5) -> torch.Tensor:
-        """``[C,H,W]`` bool: the pixels where the scene's moving parts are seen at time ``t`` --
-        the true moving region of a held-out view. Rendered with the moving Gaussians white, the
-        static ones black and a black background (so occlusion is the scene's own); a pixel is
-        moving when more than ``threshold`` of its colour comes from moving Gaussians."""
+    def moving_mask(self, cameras: Cameras, t: float, rasterizer=None, threshold: float = 0.5,
+                    part: Optional[str] = None) -> torch.Tensor:
+        """``[C,H,W]`` bool: the pixels where the scene's moving parts (or the one ``part``, e.g.
+        ``scene.mover``) are seen at time ``t`` -- the true moving region of a held-out view.
+        Rendered with those Gaussians white, the others black and a black background (so
+        occlusion is the scene's own); a pixel is in the mask when more than ``threshold`` of
+        its colour comes from them."""
         if rasterizer is None:
             rasterizer = default_rasterizer()
         dev = cameras.device
         gs = self.gaussians(t)
-        moving = (~self.static_mask()).to(dev)
+        if part is None:
+            moving = (~self.static_mask()).to(dev)
+        else:
+            moving = torch.zeros(len(gs.means), dtype=torch.bool, device=dev)
+            moving[self.part_slices()[part]] = True
         cols = moving[:, None].float().expand(-1, 3).contiguous()
         gs = GaussianParams(gs.means.to(dev), gs.quats.to(dev), gs.scales.to(dev), gs.opacities.to(dev), cols, None)
         out = []
