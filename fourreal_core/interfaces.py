@@ -124,6 +124,23 @@ class Rasterizer(ABC):
             render_depth: also return the expected depth.
         """
 
+    def pixel_weights(self, gaussians: GaussianParams, camera: "Cameras", pixels: "torch.Tensor"):
+        """Optional: the compositing weights of :meth:`rasterize` at a few pixels of one camera.
+
+        A render of per-Gaussian features ``f`` at pixel ``q`` is ``sum_n w[q,n] f_n`` plus the
+        transmittance times the background. Losses that read a render at a few hundred pixels
+        (the track loss) use these weights instead of rendering the whole image.
+
+        Args:
+            gaussians: N activated Gaussians. camera: one camera (``Cameras`` of 1).
+            pixels: ``[Q,2]`` integer (column, row) indices inside the image.
+
+        Returns:
+            ``(query [M], gaussian [M], weight [M])`` (the non-zero ``w[q,n]``, no gradient), or
+            None when the rasterizer does not offer them (the default); callers then render.
+        """
+        return None
+
 
 # ------------------------------------------------------------------------ representation
 class DensifyStrategy(ABC):

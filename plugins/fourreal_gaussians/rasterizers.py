@@ -17,6 +17,7 @@ from fourreal_core.interfaces import GaussianParams, Rasterizer, RenderOutput
 from fourreal_core.types import Cameras
 
 from .configs import AutoRasterizerConfig, GsplatRasterizerConfig, NumbaRasterizerConfig, TorchRasterizerConfig
+from .rasterize_torch import pixel_weights as pixel_weights_torch
 from .rasterize_torch import rasterize as rasterize_torch
 
 _GSPLAT_HINT = "install it with `pip install fourreal[cuda]` or use `rasterizer: torch`"
@@ -80,6 +81,17 @@ class TorchRasterizer(Rasterizer):
         extras["backend"] = self.name
         return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, means2d=meta["means2d"],
                             radii=meta["radii"], extras=extras)
+
+    def pixel_weights(self, gaussians: GaussianParams, camera: Cameras, pixels: torch.Tensor):
+        """The compositing weights at ``pixels`` (:func:`.rasterize_torch.pixel_weights`; the
+        same culling and thresholds as both compositors, so also the ``numba`` rasterizer's)."""
+        g = gaussians
+        dev, dt = g.means.device, g.means.dtype
+        return pixel_weights_torch(
+            g.means.detach(), g.quats.detach(), g.scales.detach(), g.opacities.detach(),
+            camera.viewmats[0].to(device=dev, dtype=dt), camera.Ks[0].to(device=dev, dtype=dt),
+            camera.width, camera.height, pixels, near_plane=self.cfg.near_plane, far_plane=self.cfg.far_plane,
+            eps2d=self.cfg.eps2d, tile_size=self.cfg.tile_size, antialiased=self.cfg.antialiased)
 
 
 class NumbaRasterizer(TorchRasterizer):
@@ -254,6 +266,9 @@ class AutoRasterizer(Rasterizer):
         render_depth: bool = True,
     ) -> RenderOutput:
         return self.backend_for(gaussians.means.device).rasterize(gaussians, cameras, background, render_depth)
+
+    def pixel_weights(self, gaussians: GaussianParams, camera: Cameras, pixels: torch.Tensor):
+        return self.backend_for(gaussians.means.device).pixel_weights(gaussians, camera, pixels)
 
 
 def make_auto_rasterizer(cfg: Optional[AutoRasterizerConfig] = None) -> AutoRasterizer:

@@ -104,18 +104,27 @@ class TrackLoss:
             uv_a, _ = self.cams[a].project(ga.means)
         scale = float(max(self.H, self.W))
         disp = (uv_b[0] - uv_a[0]) / scale
-        feat = torch.cat([disp, torch.zeros_like(disp[:, :1])], dim=1)
-        geo = GaussianParams(ga.means.detach(), ga.quats.detach(), ga.scales.detach(), ga.opacities.detach(), feat, None)
-        out = self.rasterizer.rasterize(geo, self.cams[a], background=torch.zeros(3, device=feat.device),
-                                        render_depth=False)
         q = self.uv[v, a]
         px = q[:, 0].floor().long().clamp(0, self.W - 1)
         py = q[:, 1].floor().long().clamp(0, self.H - 1)
-        alpha = out.alpha[0, py, px, 0]
+        pixel_weights = getattr(self.rasterizer, "pixel_weights", None)
+        weights = pixel_weights(ga, self.cams[a], torch.stack([px, py], dim=1)) if pixel_weights else None
+        if weights is not None:  # the render at the track pixels only (its geometry is detached)
+            qi, gi, w = weights
+            alpha = torch.zeros(len(q), dtype=disp.dtype, device=disp.device).index_add_(0, qi, w.to(disp.dtype))
+            moved = torch.zeros(len(q), 2, dtype=disp.dtype, device=disp.device).index_add(
+                0, qi, w.to(disp.dtype)[:, None] * disp.index_select(0, gi))
+        else:  # a rasterizer without pixel weights: render the motion as a 2-channel image
+            feat = torch.cat([disp, torch.zeros_like(disp[:, :1])], dim=1)
+            geo = GaussianParams(ga.means.detach(), ga.quats.detach(), ga.scales.detach(), ga.opacities.detach(),
+                                 feat, None)
+            out = self.rasterizer.rasterize(geo, self.cams[a], background=torch.zeros(3, device=feat.device),
+                                            render_depth=False)
+            alpha, moved = out.alpha[0, py, px, 0], out.rgb[0, py, px, :2]
         ok = alpha.detach() > 0.5
         if not bool(ok.any()):
             return None
-        pred = out.rgb[0, py, px, :2] / alpha.clamp_min(1e-6)[:, None]  # expected motion / scale
+        pred = moved / alpha.clamp_min(1e-6)[:, None]  # expected motion / scale
         err = (pred - (self.uv[v, b] - q) / scale).abs().sum(-1)
         return (err * ok).sum() / ok.sum()
 
