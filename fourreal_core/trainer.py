@@ -172,8 +172,13 @@ def train(
     log_every: int = 50,
     description: str = "",
     meta: Optional[Callable[[], dict]] = None,
+    before: Optional[Callable[[int], None]] = None,
 ) -> int:
     """Run (or resume) a training loop of ``total`` steps. Returns the first step run.
+
+    ``before(start)``, when given, runs once after resuming and before the first step, with the
+    step the loop starts from (0 for a fresh run or one whose checkpoints were all discarded):
+    work that only a run from scratch needs (an initialisation) is skipped on a resume.
 
     Guards every stage inherits: the metrics of every step and every trained tensor (all of
     ``state()``) at each log interval, before each checkpoint and at the end must be finite,
@@ -188,6 +193,8 @@ def train(
     cause; a checkpoint is not written while the steps look diverged (it waits for the first
     step that does not), so the last one kept is the last good one."""
     start = _resume(ctx, total, load, state)
+    if before is not None:
+        before(start)
     guard = DivergenceGuard(total - start)
     last_saved: Optional[int] = start if start else None
     pending = False

@@ -155,6 +155,9 @@ def test_kill_during_motion_resumes_to_same_scores(demo_run, tmp_path):
     events = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     resumed = [e for e in events if e["event"] == "resume" and e["stage"] == "motion"]
     assert resumed and resumed[0]["step"] >= 20
+    # the track initialisation of w_t ran once, in the first attempt: the resumed run loads the
+    # w_t it had trained instead of regressing a fresh one again
+    assert [e["stage"] for e in events if e["event"] == "track_init"] == ["motion"]
     # a resume restores everything a step depends on (Gaussians, Adam moments, deformer and
     # densification state; each step's rng is seeded by the step), so on one thread the resumed
     # run scores exactly what the uninterrupted one did (measured: identical per-frame PSNR,

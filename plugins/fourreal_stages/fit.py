@@ -329,9 +329,11 @@ class Fit:
         self.meta.update({k: v for k, v in meta.items() if k != "version"})
 
     # ---------------------------------------------------------------------------- run
-    def run(self) -> int:
+    def run(self, before: Optional[Callable[[int], None]] = None) -> int:
         """Train (or resume) all ``scheduler.total_steps`` steps through
-        :func:`fourreal_core.trainer.train`; returns the first step run."""
+        :func:`fourreal_core.trainer.train`; returns the first step run. ``before(start)`` runs
+        after resuming, before the first step (the motion stage's track initialisation, which a
+        resumed run does not repeat)."""
         self.check_losses()
         self.trainables = self.modules()
         for tr in self.trainables.values():
@@ -340,7 +342,8 @@ class Fit:
         self.strategy_states = {n: (s, s.initialize_state(len(self.model), dev)) for n, s in self.strategies().items()}
         try:
             return train(self.ctx, self.total, self.step, self.state, self.load, checkpoint_every=self.checkpoint_every,
-                         description=self.description, meta=lambda: {"version": self.version, **self.meta})
+                         description=self.description, meta=lambda: {"version": self.version, **self.meta},
+                         before=before)
         finally:
             for strategy, state in self.strategy_states.values():
                 strategy.step_end(self.model, state)

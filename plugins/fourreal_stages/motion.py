@@ -311,11 +311,18 @@ class MotionStage(Stage):
         fit.track_loss = build_track_loss(ctx, cfg, ref, c, fit.ref_dynamic if bool(fit.ref_dynamic.any()) else None,
                                           fit.ref_cams, fit.rasterizer, ctx.out_dir)
         t0 = time.perf_counter()
-        if fit.track_loss is not None and cfg.track_init_steps > 0:
-            from .tracks import track_init
 
-            fit.meta.update(track_init(ctx, fit, int(cfg.track_init_steps), float(cfg.track_init_lr)))
-        fit.run()
+        def before(start: int) -> None:  # after resuming: a resumed run keeps its trained w_t
+            from .tracks import track_init, track_targets
+
+            if fit.track_loss is None:
+                return
+            if start == 0 and cfg.track_init_steps > 0:
+                fit.meta.update(track_init(ctx, fit, int(cfg.track_init_steps), float(cfg.track_init_lr)))
+            elif cfg.track_depth_weight != 0.0:
+                track_targets(fit)  # the depth prior's targets, without the regression
+
+        fit.run(before=before)
         scene = Scene4D(model, w_t, bg, times=fit.ref_times.cpu(), canonical_frame=c,
                         reference_camera=ref.cameras[c], freeze_cameras=None if freeze is None else freeze.cameras,
                         deformer_spec=cfg.w_t, representation_spec=cfg.representation, near_plane=fit.near_plane)

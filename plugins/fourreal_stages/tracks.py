@@ -256,6 +256,25 @@ class TrackDepthPrior:
         return err[self.near].square().mean()
 
 
+@torch.no_grad()
+def track_targets(fit) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every canonical Gaussian's offset at every reference frame from the lifted tracks
+    (``D [N,T,3]``, :func:`gaussian_trajectories`) and which tracks were lifted (``[Q]``);
+    sets ``fit.track_depth_prior`` (:class:`TrackDepthPrior`) on the same targets."""
+    loss, c = fit.track_loss, fit.c
+    g0 = fit.model.params()
+    x, q = g0.means.detach(), g0.quats.detach()
+    out = fit.rasterizer.rasterize(GaussianParams(x, q, g0.scales.detach(), g0.opacities.detach(),
+                                                  g0.colors.detach(), g0.sh_degree),
+                                   fit.ref_cams[c], background=torch.zeros(3, device=x.device), render_depth=True)
+    X, disp, ok = lift_tracks(loss.uv, loss.vis, c, fit.ref_cams, out.depth[0, ..., 0])
+    lifted = ok.any(dim=1)
+    D, near = gaussian_trajectories(x, X[lifted], disp[lifted], ok[lifted], c, return_near=True)
+    fit.track_depth_prior = TrackDepthPrior(X[lifted], disp[lifted], ok[lifted], c, fit.ref_cams.viewmats[c],
+                                            targets=(D, near))
+    return D, lifted
+
+
 def track_init(ctx, fit, steps: int, lr: float) -> dict:
     """Initialise w_t from the tracks, before the stage's phases (Shape of Motion, MoSca,
     TrackerSplat: Gaussians moved from tracks before photometric optimisation).
@@ -265,30 +284,20 @@ def track_init(ctx, fit, steps: int, lr: float) -> dict:
     only slowly (docs/benchmarks.md, "Point tracks"). So the reference tracks seen at c are
     lifted to 3D with the depth rendered at c (:func:`lift_tracks`), spread to every Gaussian
     by its nearest tracks (:func:`gaussian_trajectories`), and w_t is regressed onto those
-    offsets
     offsets -- a dense L2 target, ``steps`` Adam steps at ``lr``, one random reference frame per
     step -- before the phases refine it photometrically. The canonical Gaussians are not
     touched. Returns ``{"track_init_loss_first": ..., "track_init_loss_last": ...}``
     (the regression loss, means over the first and last tenth of the steps, in units of the
     tracked offsets' spread)."""
-    loss, w_t = fit.track_loss, fit.w_t
+    w_t = fit.w_t
     g0 = fit.model.params()
     x, q = g0.means.detach(), g0.quats.detach()
-    c = fit.c
-    others = [j for j in range(fit.T) if j != c]
+    others = [j for j in range(fit.T) if j != fit.c]
     params = [p for p in w_t.parameters() if p.requires_grad]
     if not others or not params:
         return {}
-    with torch.no_grad():
-        out = fit.rasterizer.rasterize(GaussianParams(x, q, g0.scales.detach(), g0.opacities.detach(),
-                                                      g0.colors.detach(), g0.sh_degree),
-                                       fit.ref_cams[c], background=torch.zeros(3, device=x.device), render_depth=True)
-        X, disp, ok = lift_tracks(loss.uv, loss.vis, c, fit.ref_cams, out.depth[0, ..., 0])
-        lifted = ok.any(dim=1)
-        D, near = gaussian_trajectories(x, X[lifted], disp[lifted], ok[lifted], c, return_near=True)
-        fit.track_depth_prior = TrackDepthPrior(X[lifted], disp[lifted], ok[lifted], c, fit.ref_cams.viewmats[c],
-                                                targets=(D, near))
-        scale = float(D.norm(dim=-1).max().clamp_min(1e-6))
+    D, lifted = track_targets(fit)
+    scale = float(D.norm(dim=-1).max().clamp_min(1e-6))
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(int(ctx.seed) * 1_000_003 + 29)
     hist: list[float] = []
