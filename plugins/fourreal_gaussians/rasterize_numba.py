@@ -247,6 +247,77 @@ if numba is not None:
                 g_packed[g, f] += g_pairs[k, f]
 
 
+    @njit(parallel=True, cache=True, nogil=True, fastmath=True)
+    def _pixel_walk_kernel(geo, consts, box, pair_gid, tile_off, tw, ts, qx, qy, start, qi, gi, wi):  # pragma: no cover
+        # one pixel per query: its tile's list front to back with the forward kernel's tests,
+        # stopping where it stops. start is None-like (len 0): count pass; else fill pass.
+        half = consts[0]
+        amax = consts[1]
+        athr = consts[2]
+        tthr = consts[3]
+        one = consts[4]
+        zero = consts[0] * 0
+        fill = start.shape[0] > 0
+        for q in prange(qx.shape[0]):
+            px = qx[q]
+            py = qy[q]
+            t = (py // ts) * tw + px // ts
+            T = one
+            m = 0
+            o_ = start[q] if fill else 0
+            for k in range(tile_off[t], tile_off[t + 1]):
+                g = pair_gid[k]
+                if px < box[g, 0] or px > box[g, 1] or py < box[g, 2] or py > box[g, 3]:
+                    continue
+                o = geo[g, 5]
+                smax = math.log(o * consts[5])
+                dx = geo[g, 0] - (px + half)
+                dy = geo[g, 1] - (py + half)
+                sigma = half * geo[g, 2] * dx * dx + half * geo[g, 4] * dy * dy + geo[g, 3] * dy * dx
+                if sigma < zero or sigma > smax:
+                    continue
+                alpha = min(amax, o * math.exp(-sigma))
+                if alpha < athr:
+                    continue
+                nT = T * (one - alpha)
+                if nT <= tthr:
+                    break
+                if fill:
+                    qi[o_ + m] = q
+                    gi[o_ + m] = g
+                    wi[o_ + m] = alpha * T
+                m += 1
+                T = nT
+            if not fill:
+                qi[q] = m
+
+
+def pixel_weights_walk(geo: torch.Tensor, tiles: "TileLists", px: torch.Tensor, py: torch.Tensor):
+    """The compositing weights at pixels ``(px, py)`` (``[Q]`` each) from the packed geometry
+    ``geo [N,6]`` (means2d, conic, opacity) and its tile lists, as :func:`.rasterize_torch.pixel_weights`
+    returns them: each pixel walks its list with the forward kernel's tests and stops where it
+    stops (count, then fill). ``(query [M], gaussian [M], weight [M])``."""
+    Q = len(px)
+    g = geo.detach().contiguous()
+    dt = g.numpy().dtype
+    consts = np.array([0.5, MAX_ALPHA, ALPHA_THRESHOLD, TRANSMITTANCE_THRESHOLD, 1.0, 255.0], dtype=dt)
+    qx, qy = px.contiguous().numpy(), py.contiguous().numpy()
+    args = (g.numpy(), consts, tiles.box.numpy(), tiles.pair_gid.numpy(), tiles.tile_off.numpy(), tiles.tw, tiles.ts,
+            qx, qy)
+    counts = np.zeros(Q, np.int64)
+    nothing = np.zeros(0, np.int64)
+    with _LAUNCH:
+        numba.set_num_threads(_threads())
+        _pixel_walk_kernel(*args, nothing, counts, nothing, np.zeros(0, dt))
+        start = np.zeros(Q, np.int64)
+        np.cumsum(counts[:-1], out=start[1:])
+        M = int(counts.sum())
+        qi, gi, wi = np.zeros(M, np.int64), np.zeros(M, np.int64), np.zeros(M, dt)
+        if M:
+            _pixel_walk_kernel(*args, start, qi, gi, wi)
+    return torch.from_numpy(qi), torch.from_numpy(gi), torch.from_numpy(wi)
+
+
 class TileLists:
     """Per-tile front-to-back lists of (flat ``c*N+n``) Gaussian indices."""
 

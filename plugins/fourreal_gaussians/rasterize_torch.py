@@ -786,6 +786,7 @@ def pixel_weights(
     eps2d: float = 0.3,
     tile_size: int = 16,
     antialiased: bool = False,
+    compositor: str = "torch",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The compositing weights ``alpha_n T_n`` of :func:`rasterize` at a few pixels of one camera.
 
@@ -800,6 +801,9 @@ def pixel_weights(
         means, quats, scales, opacities: the N Gaussians (as :func:`rasterize`).
         viewmat: ``[4,4]`` world-to-camera; K: ``[3,3]``; width, height: the image size.
         pixels: ``[Q,2]`` integer pixel (column x, row y) indices inside the image.
+        compositor: ``"torch"`` (padded lists and a cumulative product, any device) or
+            ``"numba"`` (each pixel walks its list on the CPU and stops where the compositor
+            stops: far fewer evaluations on an opaque scene).
 
     Returns:
         ``(query [M], gaussian [M], weight [M])``: pixel index into ``pixels``, Gaussian index,
@@ -816,6 +820,11 @@ def pixel_weights(
     dev = means.device
     px = pixels[:, 0].to(device=dev, dtype=torch.int64)
     py = pixels[:, 1].to(device=dev, dtype=torch.int64)
+    if compositor == "numba":
+        from .rasterize_numba import pixel_weights_walk
+
+        geo = torch.cat([proj["means2d"][0], proj["conics"][0], op[0][:, None]], dim=1)
+        return pixel_weights_walk(geo, tiles, px, py)
     tile = torch.div(py, tiles.ts, rounding_mode="floor") * tiles.tw + torch.div(px, tiles.ts, rounding_mode="floor")
     off = tiles.tile_off.to(dev)
     start, count = off[tile], off[tile + 1] - off[tile]

@@ -91,7 +91,8 @@ class TorchRasterizer(Rasterizer):
             g.means.detach(), g.quats.detach(), g.scales.detach(), g.opacities.detach(),
             camera.viewmats[0].to(device=dev, dtype=dt), camera.Ks[0].to(device=dev, dtype=dt),
             camera.width, camera.height, pixels, near_plane=self.cfg.near_plane, far_plane=self.cfg.far_plane,
-            eps2d=self.cfg.eps2d, tile_size=self.cfg.tile_size, antialiased=self.cfg.antialiased)
+            eps2d=self.cfg.eps2d, tile_size=self.cfg.tile_size, antialiased=self.cfg.antialiased,
+            compositor=self.compositor)
 
 
 class NumbaRasterizer(TorchRasterizer):
