@@ -25,6 +25,12 @@ Examples::
     python bench/rasterizer.py --sizes 10k --resolutions 128x128 --repeats 5
     python bench/rasterizer.py --sizes 20k --resolutions 144x256 --backends torch,numba --threads 2
     python bench/rasterizer.py --device cuda         # torch vs gsplat (vs dense where it fits)
+    python bench/rasterizer.py --scene runs/dome27/stages/03_motion --backends torch,numba --threads 2
+
+``--scene`` times a trained scene instead of the random one (a run's stage folder or its
+``scene4d.json``): its canonical Gaussians with their SH, seen from its reference camera at the
+size it was trained at -- what a stage renders on real footage (``--sizes`` and
+``--resolutions`` do not apply).
 """
 
 from __future__ import annotations
@@ -82,21 +88,41 @@ def make_scene(N: int, H: int, W: int, device: str, seed: int = 0) -> dict:
     return {k: v.to(device) for k, v in scene.items()}
 
 
+def load_scene(path: str, device: str) -> dict:
+    """A trained scene's canonical Gaussians (with SH) and its reference camera, as
+    :func:`make_scene` returns them (plus ``sh_degree``, ``width``, ``height``)."""
+    from fourreal_core.registry import get_registry
+    from fourreal_formats.scene4d import Scene4D, find_scene
+
+    sc = Scene4D.load(find_scene(Path(path)), get_registry())
+    g = sc.model.params()
+    cam = sc.reference_camera
+    scene = dict(means=g.means, quats=g.quats, scales=g.scales, opacities=g.opacities, colors=g.colors,
+                 viewmats=cam.viewmats, Ks=cam.Ks)
+    scene = {k: v.detach().to(device) for k, v in scene.items()}
+    scene.update(sh_degree=g.sh_degree, width=int(cam.width), height=int(cam.height))
+    return scene
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _cell(backend: str, N: int, H: int, W: int, repeats: int, device: str, threads, q) -> None:
+def _cell(backend: str, N: int, H: int, W: int, repeats: int, device: str, threads, q, scene_path=None) -> None:
     """Runs in a subprocess: time `repeats` forward+backward passes, report to queue q."""
     try:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        scene = make_scene(N, H, W, device)
+        scene = make_scene(N, H, W, device) if scene_path is None else load_scene(scene_path, device)
         leaves = {k: scene[k].clone().requires_grad_(True) for k in ("means", "quats", "scales", "opacities", "colors")}
         cams = dict(viewmats=scene["viewmats"], Ks=scene["Ks"])
+        if scene.get("sh_degree") is not None:
+            if backend == "dense":
+                raise ValueError("the dense reference takes plain colours, not a scene's SH")
+            cams["sh_degree"] = scene["sh_degree"]
         info = {}
         if backend == "torch":
             from fourreal_gaussians.rasterize_torch import rasterize
@@ -172,10 +198,10 @@ def _cell(backend: str, N: int, H: int, W: int, repeats: int, device: str, threa
         q.put(dict(ok=False, note=f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:80]}"))
 
 
-def _spawn(backend, N, H, W, repeats, device, threads, timeout, env) -> dict:
+def _spawn(backend, N, H, W, repeats, device, threads, timeout, env, scene_path=None) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_cell, args=(backend, N, H, W, repeats, device, threads, q))
+    p = ctx.Process(target=_cell, args=(backend, N, H, W, repeats, device, threads, q, scene_path))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # inherited by the spawned interpreter
     try:
@@ -196,7 +222,7 @@ def _spawn(backend, N, H, W, repeats, device, threads, timeout, env) -> dict:
     return q.get() if not q.empty() else dict(ok=False, note="no result")
 
 
-def run_cell(backend, N, H, W, repeats, device, threads, timeout) -> dict:
+def run_cell(backend, N, H, W, repeats, device, threads, timeout, scene_path=None) -> dict:
     """Time in one subprocess (default allocator), measure peak memory in another.
 
     On CPU the memory pass runs one forward+backward with glibc's mmap threshold at 64 KiB,
@@ -204,9 +230,9 @@ def run_cell(backend, N, H, W, repeats, device, threads, timeout) -> dict:
     peak of live memory (with the default dynamic threshold the heap fragments: the dense
     reference's RSS grows by tens of MB per pixel chunk, which says nothing about it).
     """
-    out = _spawn(backend, N, H, W, repeats, device, threads, timeout, {})
+    out = _spawn(backend, N, H, W, repeats, device, threads, timeout, {}, scene_path)
     if out.get("ok") and not device.startswith("cuda"):
-        mem = _spawn(backend, N, H, W, 0, device, threads, timeout, {"MALLOC_MMAP_THRESHOLD_": "65536"})
+        mem = _spawn(backend, N, H, W, 0, device, threads, timeout, {"MALLOC_MMAP_THRESHOLD_": "65536"}, scene_path)
         out["peak"] = mem.get("peak") if mem.get("ok") else None
     return out
 
@@ -233,6 +259,8 @@ def main(argv=None) -> int:
                     help="skip the dense baseline when N*H*W exceeds this (it would take minutes to hours)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per cell before it is skipped")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table (default: rich if installed)")
+    ap.add_argument("--scene", default=None,
+                    help="a trained scene (a run's stage folder or scene4d.json) instead of the random one")
     args = ap.parse_args(argv)
 
     import torch
@@ -256,6 +284,14 @@ def main(argv=None) -> int:
                 print("note: gsplat not importable; torch vs gsplat skipped", file=sys.stderr)
     ref = "gsplat" if "gsplat" in backends else "torch"
 
+    if args.scene:
+        try:
+            sc = load_scene(args.scene, "cpu")
+        except Exception as exc:  # noqa: BLE001 - one line, exit 2
+            print(f"error: --scene {args.scene}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                  file=sys.stderr)
+            return 2
+        sizes, resolutions = [len(sc["means"])], [(sc["height"], sc["width"])]
     rows = []
     for H, W in resolutions:
         for N in sizes:
@@ -265,7 +301,7 @@ def main(argv=None) -> int:
                     res[b] = dict(ok=False, note=f"skipped: N*H*W = {N * H * W:.1e} > --dense-max-evals")
                     continue
                 print(f"[{b}] N={N} {H}x{W} ...", file=sys.stderr, flush=True)
-                res[b] = run_cell(b, N, H, W, args.repeats, args.device, args.threads, args.timeout)
+                res[b] = run_cell(b, N, H, W, args.repeats, args.device, args.threads, args.timeout, args.scene)
             rows.append((N, H, W, res))
 
     headers = ["N", "H x W", "tiles/G"]
