@@ -7,6 +7,8 @@ Compares, in the same way for every cell (N Gaussians x image size):
 * ``numba``: the same projection with the compiled, multi-threaded CPU compositing
   (``fourreal_gaussians.rasterize_numba``; CPU only; its kernels are compiled or loaded from
   numba's cache in the warm-up run, which is not timed),
+* ``native``: the same with the vectorised C kernels (``fourreal_gaussians.rasterize_native``;
+  CPU only; built on first use, in the untimed warm-up run),
 * ``dense``: the dense reference (every Gaussian x every pixel, with pixel chunks under
   activation checkpointing so that its memory stays bounded) -- skipped, with a note, when
   ``N * H * W`` exceeds ``--dense-max-evals`` or the cell runs past ``--timeout``,
@@ -132,11 +134,11 @@ def _cell(backend: str, N: int, H: int, W: int, repeats: int, device: str, threa
                 info.update(pairs=meta["n_pairs"], isects=meta["n_isects"], evals=meta["n_evals"],
                             visible=int((meta["radii"] > 0).sum()))
                 return rgb, depth
-        elif backend == "numba":
+        elif backend in ("numba", "native"):
             from fourreal_gaussians.rasterize_torch import rasterize
 
             def render():
-                rgb, alpha, depth, meta = rasterize(**leaves, **cams, width=W, height=H, compositor="numba")
+                rgb, alpha, depth, meta = rasterize(**leaves, **cams, width=W, height=H, compositor=backend)
                 return rgb, depth
         elif backend == "dense":
             from fourreal_gaussians.dense_reference import rasterize_dense
@@ -253,8 +255,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
     ap.add_argument("--backends", default=None,
-                    help="comma separated subset of torch,numba,dense,gsplat (default: torch,numba,dense on "
-                         "cpu; torch,dense + gsplat on cuda)")
+                    help="comma separated subset of torch,numba,native,dense,gsplat (default: torch,numba,native,"
+                         "dense on cpu; torch,dense + gsplat on cuda)")
     ap.add_argument("--dense-max-evals", type=float, default=1e9,
                     help="skip the dense baseline when N*H*W exceeds this (it would take minutes to hours)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per cell before it is skipped")
@@ -274,7 +276,7 @@ def main(argv=None) -> int:
     if args.backends:
         backends = args.backends.split(",")
     else:
-        backends = ["torch", "dense"] if cuda else ["torch", "numba", "dense"]
+        backends = ["torch", "dense"] if cuda else ["torch", "numba", "native", "dense"]
         if cuda:
             try:
                 import gsplat  # noqa: F401

@@ -8,6 +8,7 @@ float32) and on gradients w.r.t. every Gaussian parameter (relative error < 1e-3
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -400,10 +401,12 @@ def test_torch_rasterizer_plugin_output():
     assert r.rasterize(g, cams, render_depth=False).depth is None
 
 
-def test_auto_uses_numba_on_cpu_and_gsplat_fails_clearly_without_cuda():
+def test_auto_uses_the_compiled_path_on_cpu_and_gsplat_fails_clearly_without_cuda():
+    from fourreal_gaussians import rasterize_native
+
     g, cams, _ = _params_and_cams()
     auto = make_auto_rasterizer(AutoRasterizerConfig())
-    assert auto.rasterize(g, cams).extras["backend"] == "numba"
+    assert auto.rasterize(g, cams).extras["backend"] == ("native" if rasterize_native.available() else "numba")
     if not torch.cuda.is_available():
         with pytest.raises(PluginError) as exc:
             GsplatRasterizer(GsplatRasterizerConfig())
@@ -445,22 +448,33 @@ def test_cuda_parity_with_gsplat(sh_degree):
         assert rel(tg[k], sg[k]) < 5e-2, k  # gsplat >= 1.5 bounds footprints slightly differently
 
 
-# ----------------------------------------------------------------------- compiled (numba) path
-def _numba(**kw):
-    return rasterize(**kw, compositor="numba")
+# ------------------------------------------------------------ compiled (numba, native C) paths
+def _compiled_or_skip(compositor: str):
+    if compositor == "numba":
+        pytest.importorskip("numba")
+    else:
+        from fourreal_gaussians import rasterize_native
+
+        if not rasterize_native.available():
+            pytest.skip(f"native rasterizer unavailable: {rasterize_native.unavailable_reason()}")
+    return lambda **kw: rasterize(**kw, compositor=compositor)
 
 
+@pytest.mark.parametrize("compositor", ["numba", "native"])
 @pytest.mark.parametrize("name", list(SCENES))
-def test_numba_parity_with_dense_reference(name):
+def test_compiled_parity_with_dense_reference(name, compositor):
     """The compiled compositing against the dense reference: images within 1e-5 MAE and every
     parameter gradient within 1e-4 relative (float32), 1e-5 in float64."""
     kw_scene, use_bg, kw = SCENES[name]
     tile = kw.get("tile_size", 16)
+    if compositor == "native" and tile != 16:
+        pytest.skip("the native kernels use 16x16 tiles")
+    render = _compiled_or_skip(compositor)
     for dtype, tol in ((torch.float32, 1e-4), (torch.float64, 1e-5)):
         scene = make_scene(**kw_scene, dtype=dtype)
         C = scene["viewmats"].shape[0]
         bg = torch.rand(C, 3, generator=torch.Generator().manual_seed(9)).to(dtype) if use_bg else None
-        t = render_and_grads(_numba, scene, bg, tile_size=tile)
+        t = render_and_grads(render, scene, bg, tile_size=tile)
         d = render_and_grads(rasterize_dense, scene, bg, tile_size=tile)
         assert torch.equal(t[4]["radii"], d[4]["radii"])
         assert t[4]["n_pairs"] > 0
@@ -472,14 +486,16 @@ def test_numba_parity_with_dense_reference(name):
             assert rel(t[3][k], d[3][k]) < tol, (dtype, k, rel(t[3][k], d[3][k]))
 
 
-def test_numba_matches_torch_path_on_a_real_size_scene():
+@pytest.mark.parametrize("compositor", ["numba", "native"])
+def test_compiled_matches_torch_path_on_a_real_size_scene(compositor):
     """20k Gaussians at 256x144 with SH degree 3 (the canonical stage's size on a capture): the
     compiled and torch compositing agree on images, depth, means2d gradients (what densification
     reads) and every parameter gradient."""
+    render = _compiled_or_skip(compositor)
     scene = make_scene(n=20000, width=256, height=144, n_cams=1, seed=11, sh_degree=3, scale=(0.005, 0.05),
                        behind=0.05, spread=1.0)
     bg = torch.tensor([[0.2, 0.3, 0.4]])
-    t = render_and_grads(_numba, scene, bg)
+    t = render_and_grads(render, scene, bg)
     r = render_and_grads(rasterize, scene, bg)
     assert torch.equal(t[4]["radii"], r[4]["radii"]) and int((t[4]["radii"] > 0).sum()) > 10000
     assert (t[0] - r[0]).abs().mean() < 1e-5
@@ -490,14 +506,15 @@ def test_numba_matches_torch_path_on_a_real_size_scene():
         assert rel(t[3][k], r[3][k]) < 1e-4, (k, rel(t[3][k], r[3][k]))
 
 
-def test_numba_rasterizer_plugin_refuses_other_devices_in_one_line():
-    from fourreal_gaussians.configs import NumbaRasterizerConfig
-    from fourreal_gaussians.rasterizers import NumbaRasterizer
+@pytest.mark.parametrize("compositor", ["numba", "native"])
+def test_compiled_rasterizer_plugin_refuses_other_devices_in_one_line(compositor):
+    from fourreal_gaussians.rasterizers import NativeRasterizer, NumbaRasterizer
 
+    _compiled_or_skip(compositor)
     g, cams, _ = _params_and_cams()
-    r = NumbaRasterizer(NumbaRasterizerConfig())
+    r = NumbaRasterizer() if compositor == "numba" else NativeRasterizer()
     out = r.rasterize(g, cams)
-    assert out.extras["backend"] == "numba" and out.rgb.shape[-1] == 3
+    assert out.extras["backend"] == compositor and out.rgb.shape[-1] == 3
     meta_g = GaussianParams(**{f: getattr(g, f).to("meta") for f in ("means", "quats", "scales", "opacities",
                                                                      "colors")}, sh_degree=g.sh_degree)
     with pytest.raises(PluginError) as exc:
@@ -506,13 +523,13 @@ def test_numba_rasterizer_plugin_refuses_other_devices_in_one_line():
 
 
 # ------------------------------------------------------------------ antialiased (Mip-Splatting 2D filter)
-@pytest.mark.parametrize("compositor", ["torch", "numba"])
+@pytest.mark.parametrize("compositor", ["torch", "numba", "native"])
 def test_antialiased_parity_with_dense_reference(compositor):
     """``antialiased=True`` (gsplat's rasterize_mode="antialiased") against the dense reference
     doing the same compensation: images and every parameter gradient, with Gaussians small
     enough (scales 0.005-0.05 seen from 3 units) that the factor is far from 1."""
-    if compositor == "numba":
-        pytest.importorskip("numba")
+    if compositor != "torch":
+        _compiled_or_skip(compositor)
     for dtype, tol in ((torch.float32, 1e-3), (torch.float64, 1e-5)):
         scene = make_scene(n=180, width=48, height=36, n_cams=2, seed=11, scale=(0.005, 0.05), dtype=dtype)
         t = render_and_grads(rasterize, scene, None, antialiased=True, compositor=compositor)
@@ -550,3 +567,32 @@ def test_antialiased_keeps_a_small_gaussians_weight_whatever_eps2d():
     assert sums[True, 0.3] == pytest.approx(expected, rel=0.04)
     assert sums[True, 1.0] == pytest.approx(expected, rel=0.04)
     assert sums[False, 1.0] > 1.8 * sums[False, 0.3] > 3.0 * expected
+
+
+def test_native_without_a_compiler_says_why_and_auto_falls_back_to_numba(tmp_path):
+    """No working C compiler (``CC`` pointing nowhere, an empty cache): the native path is
+    unavailable with the reason, its plugin refuses in one line, and ``auto`` runs numba."""
+    import subprocess
+    import sys
+
+    code = """
+import torch
+from fourreal_core.errors import PluginError
+from fourreal_gaussians import rasterize_native
+from fourreal_gaussians.configs import AutoRasterizerConfig
+from fourreal_gaussians.rasterizers import NativeRasterizer, make_auto_rasterizer
+assert not rasterize_native.available()
+print("REASON", rasterize_native.unavailable_reason())
+try:
+    NativeRasterizer()
+except PluginError as exc:
+    print("REFUSED", exc)
+print("AUTO", make_auto_rasterizer(AutoRasterizerConfig())._numba.name)
+"""
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "FOURREAL_CACHE": str(tmp_path / "cache")}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = dict(line.split(" ", 1) for line in res.stdout.strip().splitlines())
+    assert lines["REASON"].startswith("no C compiler (") and "set CC or install one" in lines["REASON"]
+    assert lines["REFUSED"].startswith("rasterizer native: no C compiler") and "`rasterizer: numba`" in lines["REFUSED"]
+    assert lines["AUTO"] == "numba"

@@ -236,17 +236,20 @@ def test_track_depth_prior_holds_the_lifted_depth_not_the_image_plane():
     assert prior(means, D, 0) is None
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("backend", ["torch", "numba", "native"])
 def test_pixel_weights_reproduce_a_render_at_those_pixels(backend):
     """``Rasterizer.pixel_weights``: sum_n w[q,n] f_n is the render of features f at pixel q (and
     sum_n w[q,n] its alpha), to float32 rounding, on a scene where pixels stop early (T <= 1e-4)
     and Gaussians overlap many tiles; pixels are drawn all over the image."""
     from fourreal_core.types import Cameras
-    from fourreal_gaussians.rasterizers import NumbaRasterizer, TorchRasterizer
+    from fourreal_gaussians import rasterize_native
+    from fourreal_gaussians.rasterizers import NativeRasterizer, NumbaRasterizer, TorchRasterizer
 
     if backend == "numba":
         pytest.importorskip("numba")
-    ras = TorchRasterizer() if backend == "torch" else NumbaRasterizer()
+    if backend == "native" and not rasterize_native.available():
+        pytest.skip(f"native rasterizer unavailable: {rasterize_native.unavailable_reason()}")
+    ras = {"torch": TorchRasterizer, "numba": NumbaRasterizer, "native": NativeRasterizer}[backend]()
     gen = torch.Generator().manual_seed(3)
     N, H, W = 3000, 40, 56
     z = torch.rand(N, generator=gen) * 3 + 2

@@ -38,6 +38,22 @@ class NumbaRasterizerConfig:
 
 
 @dataclass
+class NativeRasterizerConfig:
+    """The tile-based rasterizer with its compositing in vectorised C (built on first use with the
+    system's C compiler; ``rasterize_native.py``). The kernels' tiles are 16x16."""
+
+    tile_size: int = 16
+    near_plane: float = 0.01
+    far_plane: float = 1e10
+    eps2d: float = 0.3
+    antialiased: bool = False  # as the torch rasterizer's
+
+    def __post_init__(self) -> None:
+        if self.tile_size != 16:
+            raise ConfigValueError("tile_size", f"the native kernels use 16x16 tiles, got {self.tile_size}")
+
+
+@dataclass
 class GsplatRasterizerConfig:
     """gsplat's CUDA rasterizer."""
 
@@ -50,8 +66,8 @@ class GsplatRasterizerConfig:
 
 @dataclass
 class AutoRasterizerConfig:
-    """gsplat on CUDA when it is installed; on the CPU the compiled ``numba`` rasterizer when
-    numba imports; the portable ``torch`` rasterizer elsewhere (MPS, or no numba)."""
+    """gsplat on CUDA when it is installed; on the CPU the ``native`` C kernels when they build,
+    else the ``numba`` ones when numba imports; the portable ``torch`` rasterizer elsewhere (MPS)."""
 
     tile_size: int = 16
     near_plane: float = 0.01

@@ -1,5 +1,5 @@
 """Registers the gaussians family: representation `gaussians`; rasterizers `torch`, `numba`,
-`gsplat`, `auto`. Implementations are imported inside the factories."""
+`native`, `gsplat`, `auto`. Implementations are imported inside the factories."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from .configs import (
     AutoRasterizerConfig,
     GaussiansConfig,
     GsplatRasterizerConfig,
+    NativeRasterizerConfig,
     NumbaRasterizerConfig,
     TorchRasterizerConfig,
 )
@@ -29,10 +30,14 @@ def fourreal_register(registry):
         description="The torch rasterizer with compiled multi-threaded CPU compositing (numba); CPU only",
     )
     registry.add(
+        "rasterizer", "native", "fourreal_gaussians.rasterizers:NativeRasterizer", config=NativeRasterizerConfig,
+        description="The torch rasterizer with vectorised C compositing, built on first use with the system's cc; CPU only",
+    )
+    registry.add(
         "rasterizer", "gsplat", "fourreal_gaussians.rasterizers:GsplatRasterizer", config=GsplatRasterizerConfig,
         description="gsplat's CUDA rasterizer (pip install fourreal[cuda])",
     )
     registry.add(
         "rasterizer", "auto", "fourreal_gaussians.rasterizers:make_auto_rasterizer", config=AutoRasterizerConfig,
-        description="gsplat on CUDA when installed, numba on the CPU, torch elsewhere",
+        description="gsplat on CUDA when installed, native (else numba) on the CPU, torch elsewhere",
     )

@@ -33,7 +33,8 @@ import threading
 import numpy as np
 import torch
 
-from .rasterize_torch import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_THRESHOLD, _raster_threads, footprints
+from .rasterize_torch import (ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_THRESHOLD, TileLists,  # noqa: F401
+                              _raster_threads, bin_tiles)
 
 try:  # numba is an install requirement; keep the module importable (for the error) without it
     import numba
@@ -316,73 +317,6 @@ def pixel_weights_walk(geo: torch.Tensor, tiles: "TileLists", px: torch.Tensor, 
         if M:
             _pixel_walk_kernel(*args, start, qi, gi, wi)
     return torch.from_numpy(qi), torch.from_numpy(gi), torch.from_numpy(wi)
-
-
-class TileLists:
-    """Per-tile front-to-back lists of (flat ``c*N+n``) Gaussian indices."""
-
-    def __init__(self, C, H, W, tile_size, pair_gid, tile_off, n_isects, tiles_per_gauss, box):
-        self.C, self.H, self.W, self.ts = C, H, W, tile_size
-        self.box = box  # [C*N,4] int64 pixel box (x0, x1, y0, y1, inclusive) of alpha >= 1/255
-        self.tw, self.th = math.ceil(W / tile_size), math.ceil(H / tile_size)
-        self.pair_gid = pair_gid  # [Npairs] int64
-        self.tile_off = tile_off  # [C*th*tw + 1] int64
-        self.n_isects = n_isects
-        self.tiles_per_gauss = tiles_per_gauss
-
-    @property
-    def n_pairs(self) -> int:
-        return int(self.pair_gid.numel())
-
-
-@torch.no_grad()
-def bin_tiles(means2d, cov2d, opacities, radii, depths, width: int, height: int, tile_size: int = 16) -> TileLists:
-    """Tile lists sorted by depth (stable: ties keep index order, as gsplat's radix sort).
-
-    A Gaussian is listed in the tiles of gsplat's tile rectangle that also meet the pixel-centre
-    box of its ``alpha >= 1/255`` ellipse (the exact culling of :func:`.rasterize_torch.build_plan`).
-    """
-    C, N = radii.shape
-    ts = int(tile_size)
-    tw, th = math.ceil(width / ts), math.ceil(height / ts)
-    (tminx, tmaxx, tminy, tmaxy), tiles_per_gauss, (j0, j1, i0, i1), ok = footprints(
-        means2d, cov2d, opacities, radii, width, height, ts)
-    box = torch.stack([j0, j1, i0, i1], -1).reshape(C * N, 4).to(torch.int64)
-    tx0 = torch.maximum(torch.floor(j0 / ts).to(torch.int64), tminx)
-    tx1 = torch.minimum(torch.floor(j1 / ts).to(torch.int64) + 1, tmaxx)
-    ty0 = torch.maximum(torch.floor(i0 / ts).to(torch.int64), tminy)
-    ty1 = torch.minimum(torch.floor(i1 / ts).to(torch.int64) + 1, tmaxy)
-    nx = (tx1 - tx0).clamp(min=0)
-    ny = (ty1 - ty0).clamp(min=0)
-    cnt = (nx * ny * ok).reshape(-1)
-    ntiles = C * th * tw
-    sel = torch.nonzero(cnt).squeeze(1)
-    dsel = depths.reshape(-1).index_select(0, sel).contiguous()
-    if dsel.numel() and float(dsel.min()) > 0 and dsel.dtype in (torch.float32, torch.float64):
-        dsel = dsel.view(torch.int32 if dsel.dtype == torch.float32 else torch.int64)  # same order, faster
-    sel = sel.index_select(0, torch.argsort(dsel, stable=True))
-    cs = cnt.index_select(0, sel)
-    n_pairs = int(cs.sum())
-    if n_pairs == 0:
-        return TileLists(C, height, width, ts, torch.zeros(0, dtype=torch.int64),
-                         torch.zeros(ntiles + 1, dtype=torch.int64), int(tiles_per_gauss.sum()), tiles_per_gauss, box)
-    owner = torch.repeat_interleave(cs)
-    first = torch.cumsum(cs, 0) - cs
-    local = torch.arange(n_pairs) - first.index_select(0, owner)
-    snx = nx.reshape(-1).index_select(0, sel).index_select(0, owner)
-    ly = torch.div(local, snx, rounding_mode="floor")
-    lx = local - ly * snx
-    cam = torch.div(sel, N, rounding_mode="floor")
-    base = (cam * th + ty0.reshape(-1).index_select(0, sel)) * tw + tx0.reshape(-1).index_select(0, sel)
-    key = base.index_select(0, owner) + ly * tw + lx
-    if ntiles < 2**31:
-        key = key.to(torch.int32)
-    key, perm = torch.sort(key, stable=True)  # pairs were generated front to back
-    pair_gid = sel.index_select(0, owner.index_select(0, perm)).contiguous()
-    counts = torch.bincount(key, minlength=ntiles).to(torch.int64)
-    tile_off = torch.zeros(ntiles + 1, dtype=torch.int64)
-    torch.cumsum(counts, 0, out=tile_off[1:])
-    return TileLists(C, height, width, ts, pair_gid, tile_off, int(tiles_per_gauss.sum()), tiles_per_gauss, box)
 
 
 def _threads() -> int:

@@ -279,6 +279,74 @@ def footprints(means2d, cov2d, opacities, radii, width: int, height: int, tile_s
     return (tminx, tmaxx, tminy, tmaxy), tiles_per_gauss, (j0, j1, i0, i1), ok
 
 
+# ------------------------------------------------- tile lists (the compiled compositors' input)
+class TileLists:
+    """Per-tile front-to-back lists of (flat ``c*N+n``) Gaussian indices."""
+
+    def __init__(self, C, H, W, tile_size, pair_gid, tile_off, n_isects, tiles_per_gauss, box):
+        self.C, self.H, self.W, self.ts = C, H, W, tile_size
+        self.box = box  # [C*N,4] int64 pixel box (x0, x1, y0, y1, inclusive) of alpha >= 1/255
+        self.tw, self.th = math.ceil(W / tile_size), math.ceil(H / tile_size)
+        self.pair_gid = pair_gid  # [Npairs] int64
+        self.tile_off = tile_off  # [C*th*tw + 1] int64
+        self.n_isects = n_isects
+        self.tiles_per_gauss = tiles_per_gauss
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.pair_gid.numel())
+
+
+@torch.no_grad()
+def bin_tiles(means2d, cov2d, opacities, radii, depths, width: int, height: int, tile_size: int = 16) -> TileLists:
+    """Tile lists sorted by depth (stable: ties keep index order, as gsplat's radix sort).
+
+    A Gaussian is listed in the tiles of gsplat's tile rectangle that also meet the pixel-centre
+    box of its ``alpha >= 1/255`` ellipse (the exact culling of :func:`.rasterize_torch.build_plan`).
+    """
+    C, N = radii.shape
+    ts = int(tile_size)
+    tw, th = math.ceil(width / ts), math.ceil(height / ts)
+    (tminx, tmaxx, tminy, tmaxy), tiles_per_gauss, (j0, j1, i0, i1), ok = footprints(
+        means2d, cov2d, opacities, radii, width, height, ts)
+    box = torch.stack([j0, j1, i0, i1], -1).reshape(C * N, 4).to(torch.int64)
+    tx0 = torch.maximum(torch.floor(j0 / ts).to(torch.int64), tminx)
+    tx1 = torch.minimum(torch.floor(j1 / ts).to(torch.int64) + 1, tmaxx)
+    ty0 = torch.maximum(torch.floor(i0 / ts).to(torch.int64), tminy)
+    ty1 = torch.minimum(torch.floor(i1 / ts).to(torch.int64) + 1, tmaxy)
+    nx = (tx1 - tx0).clamp(min=0)
+    ny = (ty1 - ty0).clamp(min=0)
+    cnt = (nx * ny * ok).reshape(-1)
+    ntiles = C * th * tw
+    sel = torch.nonzero(cnt).squeeze(1)
+    dsel = depths.reshape(-1).index_select(0, sel).contiguous()
+    if dsel.numel() and float(dsel.min()) > 0 and dsel.dtype in (torch.float32, torch.float64):
+        dsel = dsel.view(torch.int32 if dsel.dtype == torch.float32 else torch.int64)  # same order, faster
+    sel = sel.index_select(0, torch.argsort(dsel, stable=True))
+    cs = cnt.index_select(0, sel)
+    n_pairs = int(cs.sum())
+    if n_pairs == 0:
+        return TileLists(C, height, width, ts, torch.zeros(0, dtype=torch.int64),
+                         torch.zeros(ntiles + 1, dtype=torch.int64), int(tiles_per_gauss.sum()), tiles_per_gauss, box)
+    owner = torch.repeat_interleave(cs)
+    first = torch.cumsum(cs, 0) - cs
+    local = torch.arange(n_pairs) - first.index_select(0, owner)
+    snx = nx.reshape(-1).index_select(0, sel).index_select(0, owner)
+    ly = torch.div(local, snx, rounding_mode="floor")
+    lx = local - ly * snx
+    cam = torch.div(sel, N, rounding_mode="floor")
+    base = (cam * th + ty0.reshape(-1).index_select(0, sel)) * tw + tx0.reshape(-1).index_select(0, sel)
+    key = base.index_select(0, owner) + ly * tw + lx
+    if ntiles < 2**31:
+        key = key.to(torch.int32)
+    key, perm = torch.sort(key, stable=True)  # pairs were generated front to back
+    pair_gid = sel.index_select(0, owner.index_select(0, perm)).contiguous()
+    counts = torch.bincount(key, minlength=ntiles).to(torch.int64)
+    tile_off = torch.zeros(ntiles + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=tile_off[1:])
+    return TileLists(C, height, width, ts, pair_gid, tile_off, int(tiles_per_gauss.sum()), tiles_per_gauss, box)
+
+
 @torch.no_grad()
 def build_plan(
     means2d: torch.Tensor,
@@ -673,7 +741,9 @@ def rasterize(
             on them beyond float rounding.
         compositor: ``"torch"`` (the portable block compositing of this module) or
             ``"numba"`` (the compiled, multi-threaded CPU kernels of :mod:`.rasterize_numba`;
-            same outputs and gradients; ``block``/``budget``/``slice_len`` do not apply).
+            same outputs and gradients; ``block``/``budget``/``slice_len`` do not apply), or
+            ``"native"`` (the same in C, vectorised, built on first use: :mod:`.rasterize_native`;
+            ``tile_size`` 16).
         antialiased: gsplat's ``rasterize_mode="antialiased"`` (Mip-Splatting's 2D filter):
             each opacity is multiplied by ``sqrt(det(Sigma2d) / det(Sigma2d + eps2d I))``, so
             the eps2d low-pass does not make small or distant Gaussians heavier.
@@ -726,8 +796,11 @@ def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
     packed = torch.cat(parts, dim=-1)
     packed = packed.reshape(C * N, packed.shape[-1])
 
-    if compositor == "numba":
-        from .rasterize_numba import composite
+    if compositor in ("numba", "native"):
+        if compositor == "numba":
+            from .rasterize_numba import composite
+        else:
+            from .rasterize_native import composite
 
         acc, T, stats = composite(packed, means2d.detach(), proj["cov2d"].detach(), op.detach(), proj["radii"],
                                   depths.detach(), width, height, tile_size)
@@ -740,7 +813,7 @@ def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
         T = plan.to_image(T_b[..., None])  # [C,H,W,1] final transmittance
         n_evals, block = plan.n_evals, plan.block
     else:
-        raise ValueError(f"compositor must be 'torch' or 'numba', got {compositor!r}")
+        raise ValueError(f"compositor must be 'torch', 'numba' or 'native', got {compositor!r}")
     alpha = 1.0 - T
     rgb = acc[..., :D]
     if backgrounds is not None:
@@ -801,16 +874,14 @@ def pixel_weights(
         means, quats, scales, opacities: the N Gaussians (as :func:`rasterize`).
         viewmat: ``[4,4]`` world-to-camera; K: ``[3,3]``; width, height: the image size.
         pixels: ``[Q,2]`` integer pixel (column x, row y) indices inside the image.
-        compositor: ``"torch"`` (padded lists and a cumulative product, any device) or
-            ``"numba"`` (each pixel walks its list on the CPU and stops where the compositor
-            stops: far fewer evaluations on an opaque scene).
+        compositor: ``"torch"`` (padded lists and a cumulative product, any device),
+            ``"numba"`` or ``"native"`` (each pixel walks its list on the CPU and stops where the
+            compositor stops: far fewer evaluations on an opaque scene).
 
     Returns:
         ``(query [M], gaussian [M], weight [M])``: pixel index into ``pixels``, Gaussian index,
         and its weight; no gradient (the weights are what a detached-geometry render uses).
     """
-    from .rasterize_numba import bin_tiles  # pure torch (numba is needed only by its kernels)
-
     proj = project_gaussians(means, quats, scales, viewmat[None], K[None], width, height,
                              eps2d=eps2d, near_plane=near_plane, far_plane=far_plane)
     op = opacities[None, :]
@@ -820,8 +891,11 @@ def pixel_weights(
     dev = means.device
     px = pixels[:, 0].to(device=dev, dtype=torch.int64)
     py = pixels[:, 1].to(device=dev, dtype=torch.int64)
-    if compositor == "numba":
-        from .rasterize_numba import pixel_weights_walk
+    if compositor in ("numba", "native"):
+        if compositor == "numba":
+            from .rasterize_numba import pixel_weights_walk
+        else:
+            from .rasterize_native import pixel_weights_walk
 
         geo = torch.cat([proj["means2d"][0], proj["conics"][0], op[0][:, None]], dim=1)
         return pixel_weights_walk(geo, tiles, px, py)

@@ -1,6 +1,6 @@
-"""Rasterizer plugins of the gaussians family: ``torch``, ``numba``, ``gsplat`` and ``auto``.
+"""Rasterizer plugins of the gaussians family: ``torch``, ``numba``, ``native``, ``gsplat`` and ``auto``.
 
-All four implement :class:`fourreal_core.interfaces.Rasterizer` and return the same
+All five implement :class:`fourreal_core.interfaces.Rasterizer` and return the same
 :class:`~fourreal_core.interfaces.RenderOutput` (``rgb`` with the background composited,
 ``alpha``, expected ``depth``, ``means2d`` ``[C,N,2]`` retaining its grad, ``radii``
 ``[C,N]`` int32), so stages never care which one runs.
@@ -16,7 +16,8 @@ from fourreal_core.errors import PluginError
 from fourreal_core.interfaces import GaussianParams, Rasterizer, RenderOutput
 from fourreal_core.types import Cameras
 
-from .configs import AutoRasterizerConfig, GsplatRasterizerConfig, NumbaRasterizerConfig, TorchRasterizerConfig
+from .configs import (AutoRasterizerConfig, GsplatRasterizerConfig, NativeRasterizerConfig, NumbaRasterizerConfig,
+                      TorchRasterizerConfig)
 from .rasterize_torch import pixel_weights as pixel_weights_torch
 from .rasterize_torch import rasterize as rasterize_torch
 
@@ -116,6 +117,37 @@ class NumbaRasterizer(TorchRasterizer):
             raise PluginError(f"rasterizer numba: the Gaussians are on {gaussians.means.device}; it runs on the "
                               f"CPU only -- use `rasterizer: auto` (gsplat on CUDA) or `torch`")
         return super().rasterize(gaussians, cameras, background, render_depth)
+
+
+class NativeRasterizer(TorchRasterizer):
+    """The same projection, binning rules and outputs as ``torch``, with the compositing (forward
+    and backward) in vectorised C kernels built on first use with the system's C compiler
+    (:mod:`.rasterize_native`). CPU only."""
+
+    name = "native"
+    compositor = "native"
+
+    def __init__(self, cfg: Optional[NativeRasterizerConfig] = None):
+        from . import rasterize_native
+
+        if not rasterize_native.available():
+            raise PluginError(f"rasterizer native: {rasterize_native.unavailable_reason()}; use `rasterizer: numba` "
+                              f"or `torch`")
+        self.cfg = cfg or NativeRasterizerConfig()
+
+    def rasterize(self, gaussians: GaussianParams, cameras: Cameras, background: Optional[torch.Tensor] = None,
+                  render_depth: bool = True) -> RenderOutput:
+        if gaussians.means.device.type != "cpu":
+            raise PluginError(f"rasterizer native: the Gaussians are on {gaussians.means.device}; it runs on the "
+                              f"CPU only -- use `rasterizer: auto` (gsplat on CUDA) or `torch`")
+        return super().rasterize(gaussians, cameras, background, render_depth)
+
+
+def native_available() -> bool:
+    """True when the C kernels build (or are built) and load."""
+    from . import rasterize_native
+
+    return rasterize_native.available()
 
 
 def numba_available() -> bool:
@@ -222,8 +254,9 @@ class GsplatRasterizer(Rasterizer):
 
 
 class AutoRasterizer(Rasterizer):
-    """gsplat when the Gaussians are on CUDA and gsplat imports; ``numba`` on the CPU when numba
-    imports; the portable torch rasterizer otherwise (decided on every call from the device)."""
+    """gsplat when the Gaussians are on CUDA and gsplat imports; on the CPU ``native`` when its C
+    kernels build, else ``numba`` when numba imports; the portable torch rasterizer otherwise
+    (decided on every call from the device)."""
 
     name = "auto"
 
@@ -236,8 +269,13 @@ class AutoRasterizer(Rasterizer):
         ))
         self._gsplat: Optional[GsplatRasterizer] = None
         self._gsplat_ok: Optional[bool] = None
-        self._numba: Optional[NumbaRasterizer] = None
-        if numba_available():
+        self._numba: Optional[TorchRasterizer] = None  # the compiled CPU backend: native, else numba
+        if self.cfg.tile_size == 16 and native_available():
+            self._numba = NativeRasterizer(NativeRasterizerConfig(
+                near_plane=self.cfg.near_plane, far_plane=self.cfg.far_plane, eps2d=self.cfg.eps2d,
+                antialiased=self.cfg.antialiased,
+            ))
+        elif numba_available():
             self._numba = NumbaRasterizer(NumbaRasterizerConfig(
                 tile_size=self.cfg.tile_size, near_plane=self.cfg.near_plane,
                 far_plane=self.cfg.far_plane, eps2d=self.cfg.eps2d, antialiased=self.cfg.antialiased,

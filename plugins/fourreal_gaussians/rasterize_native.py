@@ -1,0 +1,269 @@
+"""Compiled CPU compositing in C (``rasterize_native.c``), built on first use with the system's
+C compiler and loaded with :mod:`ctypes`.
+
+Why C and not only numba: numba compiles the compositing loops to scalar code (its LLVM does not
+vectorise the short per-row loops, and ``math.exp`` is a libm call), about 17 ns per (pixel,
+Gaussian) evaluation; on real footage that is no faster than the torch path
+(docs/benchmarks.md, "On a real scene"). The C kernels run each 16-pixel tile row as one masked
+vector (``#pragma omp simd``, ``-march=native``) with a polynomial ``exp``: 17x the numba
+forward kernel on dome27's reference view, one thread. Why a plain C file through ``ctypes``
+and not a ``torch.utils.cpp_extension``: it needs only ``cc`` (no torch headers, no ninja), it
+builds in a quarter of a second, and it links no OpenMP runtime (threads are Python threads:
+``ctypes`` releases the GIL; the numba OpenMP layer's spinning workers once starved torch's ops).
+Where no compiler works, :func:`available` is False with the reason, and ``auto`` uses numba.
+
+The build is cached under ``$FOURREAL_CACHE`` (default ``~/.cache/fourreal``)/``native``,
+keyed by the source, the flags, the compiler's version and the CPU; it is written to a
+temporary file and renamed, so concurrent processes (pytest-xdist workers) never load half a
+library. ``FOURREAL_NATIVE=0`` turns the path off; ``CC`` picks the compiler.
+
+Only the compositing is compiled: projection (EWA), SH and the tile lists are the torch code of
+:mod:`.rasterize_torch` (as with numba), so autograd carries the gradients of the packed
+``(means2d, conic, opacity, features)`` back to every parameter and to ``means2d``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .rasterize_torch import (ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_THRESHOLD, TileLists, _raster_threads,
+                              bin_tiles)
+
+SOURCE = Path(__file__).with_name("rasterize_native.c")
+#: the kernels' tile edge (their rows are 16-lane vectors); the rasterizer's tile_size must match
+TILE = 16
+FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+ARCH_FLAGS = [["-march=native"], ["-mcpu=native"], []]  # the first that builds (x86 / arm / plain)
+
+_lock = threading.Lock()
+_lib: Optional[ctypes.CDLL] = None
+_why: Optional[str] = None
+_pool: Optional[ThreadPoolExecutor] = None
+_pool_n = 0
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("FOURREAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fourreal")
+    return Path(root) / "native"
+
+
+def _cpu_id() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            lines = [ln for ln in fh if ln.startswith(("model name", "flags", "Features"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _compile(cc: str, src: Path, out: Path) -> Optional[str]:
+    """Build ``out``; None when it built, else the compiler's last line."""
+    err = ""
+    for arch in ARCH_FLAGS:
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            res = subprocess.run([cc, *FLAGS, *arch, "-o", str(tmp), str(src), "-lm"], capture_output=True,
+                                 text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"{cc}: {exc}"
+        if res.returncode == 0:
+            os.replace(tmp, out)  # atomic: another process loads either nothing or the whole library
+            return None
+        tmp.unlink(missing_ok=True)
+        err = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
+    return f"{cc}: {err}"
+
+
+def _load() -> Optional[ctypes.CDLL]:
+    global _lib, _why
+    with _lock:
+        if _lib is not None or _why is not None:
+            return _lib
+        if os.environ.get("FOURREAL_NATIVE", "1") == "0":
+            _why = "turned off by FOURREAL_NATIVE=0"
+            return None
+        cc = os.environ.get("CC", "cc")
+        try:
+            ver = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            _why = f"no C compiler ({cc}: {exc.__class__.__name__}); set CC or install one"
+            return None
+        src = SOURCE.read_bytes()
+        key = hashlib.sha256(src + " ".join(FLAGS).encode() + ver.encode() + _cpu_id().encode()).hexdigest()[:16]
+        out = _cache_dir() / f"rasterize_native_{key}{'.dll' if os.name == 'nt' else '.so'}"
+        if not out.exists():
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                _why = f"cache folder {out.parent}: {exc}"
+                return None
+            why = _compile(cc, SOURCE, out)
+            if why is not None:
+                _why = f"the C kernels did not build ({why})"
+                return None
+        try:
+            lib = ctypes.CDLL(str(out))
+        except OSError as exc:
+            _why = f"{out}: {exc}"
+            return None
+        for sfx in ("f32", "f64"):
+            for name in ("forward", "backward", "sum_pairs", "pixel_walk"):
+                getattr(lib, f"{name}_{sfx}").restype = None
+        _lib = lib
+        return _lib
+
+
+def available() -> bool:
+    """True when the C kernels are built (or build now) and load."""
+    return _load() is not None
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why :func:`available` is False (None when it is True)."""
+    _load()
+    return _why
+
+
+def _threads() -> int:
+    n = _raster_threads() or torch.get_num_threads()
+    return max(1, int(n))
+
+
+def _run(fn, args: tuple, n: int) -> None:
+    """``fn(*args, first, step)`` on ``n`` threads (each does every n-th tile or query)."""
+    global _pool, _pool_n
+    if n <= 1:
+        fn(*args, ctypes.c_int64(0), ctypes.c_int64(1))
+        return
+    with _lock:
+        if _pool is None or _pool_n < n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_n = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fourreal-raster"), n
+        pool = _pool
+    futures = [pool.submit(fn, *args, ctypes.c_int64(w), ctypes.c_int64(n)) for w in range(n)]
+    for f in futures:
+        f.result()
+
+
+def _p(a) -> ctypes.c_void_p:
+    return ctypes.c_void_p(a.ctypes.data if isinstance(a, np.ndarray) else a.data_ptr())
+
+
+def _i(v) -> ctypes.c_int64:
+    return ctypes.c_int64(int(v))
+
+
+def _suffix(dtype: torch.dtype) -> str:
+    if dtype == torch.float32:
+        return "f32"
+    if dtype == torch.float64:
+        return "f64"
+    raise TypeError(f"the native rasterizer composites float32 or float64, got {dtype}")
+
+
+def _consts(dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor([0.5, MAX_ALPHA, ALPHA_THRESHOLD, TRANSMITTANCE_THRESHOLD, 1.0, 255.0], dtype=dtype)
+
+
+class _CompositeTiles(torch.autograd.Function):
+    """packed ``[C*N, 6+D]`` -> accumulated features ``[C*H*W, D]`` and final transmittance."""
+
+    @staticmethod
+    def forward(ctx, packed: torch.Tensor, tiles: TileLists):
+        lib = _load()
+        D = packed.shape[1] - 6
+        P = tiles.C * tiles.H * tiles.W
+        pk = packed.detach().contiguous()
+        acc = torch.zeros(P, D, dtype=packed.dtype)
+        Tfin = torch.ones(P, dtype=packed.dtype)
+        last = torch.zeros(P, dtype=torch.int64)
+        consts = _consts(pk.dtype)
+        if tiles.n_pairs:
+            _run(getattr(lib, f"forward_{_suffix(pk.dtype)}"),
+                 (_p(pk), _i(pk.shape[1]), _p(consts), _p(tiles.box), _p(tiles.pair_gid), _p(tiles.tile_off),
+                  _i(tiles.C), _i(tiles.H), _i(tiles.W), _i(tiles.tw), _i(tiles.th), _p(acc), _p(Tfin), _p(last)),
+                 _threads())
+        ctx.tiles = tiles
+        ctx.save_for_backward(pk, Tfin, last)
+        return acc, Tfin
+
+    @staticmethod
+    def backward(ctx, g_acc, g_T):
+        lib = _load()
+        pk, Tfin, last = ctx.saved_tensors
+        tiles: TileLists = ctx.tiles
+        F = pk.shape[1]
+        P = tiles.C * tiles.H * tiles.W
+        g_acc = torch.zeros(P, F - 6, dtype=pk.dtype) if g_acc is None else g_acc.contiguous()
+        g_T = torch.zeros(P, dtype=pk.dtype) if g_T is None else g_T.contiguous()
+        g_packed = torch.zeros_like(pk)
+        if tiles.n_pairs:
+            sfx = _suffix(pk.dtype)
+            g_pairs = torch.zeros(tiles.n_pairs, F, dtype=pk.dtype)  # one row per (tile, Gaussian) pair
+            _run(getattr(lib, f"backward_{sfx}"),
+                 (_p(pk), _i(F), _p(tiles.box), _p(tiles.pair_gid), _p(tiles.tile_off), _i(tiles.C), _i(tiles.H),
+                  _i(tiles.W), _i(tiles.tw), _i(tiles.th), _p(Tfin), _p(last), _p(g_acc), _p(g_T), _p(g_pairs)),
+                 _threads())
+            getattr(lib, f"sum_pairs_{sfx}")(_p(tiles.pair_gid), _i(tiles.n_pairs), _i(F), _p(g_pairs), _p(g_packed))
+        return g_packed, None
+
+
+def _check(packed: torch.Tensor, tile_size: int) -> None:
+    if _load() is None:
+        raise ImportError(f"the native rasterizer is not available: {_why}")
+    if packed.device.type != "cpu":
+        raise ValueError(f"the native rasterizer runs on the CPU; tensors are on {packed.device}")
+    if int(tile_size) != TILE:
+        raise ValueError(f"the native rasterizer's kernels use {TILE}x{TILE} tiles; tile_size is {tile_size}")
+
+
+def composite(packed, means2d, cov2d, opacities, radii, depths, width: int, height: int, tile_size: int):
+    """Compiled counterpart of the torch path's plan + compositing: ``(acc [C,H,W,D],
+    T [C,H,W,1], stats)`` from the packed per-Gaussian data ``[C*N, 6+D]``."""
+    _check(packed, tile_size)
+    C = radii.shape[0]
+    tiles = bin_tiles(means2d, cov2d, opacities, radii, depths, width, height, tile_size)
+    acc, T = _CompositeTiles.apply(packed, tiles)
+    D = packed.shape[1] - 6
+    stats = {"tiles_per_gauss": tiles.tiles_per_gauss, "n_isects": tiles.n_isects, "n_pairs": tiles.n_pairs,
+             "n_evals": tiles.n_pairs * tile_size * tile_size, "block": tile_size}
+    return acc.view(C, height, width, D), T.view(C, height, width, 1), stats
+
+
+def pixel_weights_walk(geo: torch.Tensor, tiles: TileLists, px: torch.Tensor, py: torch.Tensor):
+    """The compositing weights at pixels ``(px, py)`` from the packed geometry ``geo [N,6]``
+    (means2d, conic, opacity) and its tile lists: each pixel walks its list with the forward
+    kernel's tests and stops where it stops (count, then fill). ``(query [M], gaussian [M], weight [M])``."""
+    _check(geo, tiles.ts)
+    lib = _load()
+    g = geo.detach().contiguous()
+    sfx = _suffix(g.dtype)
+    qx, qy = px.to(torch.int64).contiguous(), py.to(torch.int64).contiguous()
+    Q = len(qx)
+    consts = _consts(g.dtype)
+    fn = getattr(lib, f"pixel_walk_{sfx}")
+    head = (_p(g), _p(consts), _p(tiles.box), _p(tiles.pair_gid), _p(tiles.tile_off), _i(tiles.tw), _p(qx), _p(qy),
+            _i(Q))
+    counts = torch.zeros(Q, dtype=torch.int64)
+    fn(*head, ctypes.c_void_p(None), _p(counts), ctypes.c_void_p(None), ctypes.c_void_p(None), _i(0), _i(1))
+    start = torch.zeros(Q, dtype=torch.int64)
+    if Q > 1:
+        torch.cumsum(counts[:-1], 0, out=start[1:])
+    M = int(counts.sum())
+    qi, gi, wi = torch.zeros(M, dtype=torch.int64), torch.zeros(M, dtype=torch.int64), torch.zeros(M, dtype=g.dtype)
+    if M:
+        fn(*head, _p(start), _p(qi), _p(gi), _p(wi), _i(0), _i(1))
+    return qi, gi, wi
+
