@@ -493,7 +493,8 @@ def test_compiled_matches_torch_path_on_a_real_size_scene(compositor):
     reads) and every parameter gradient."""
     render = _compiled_or_skip(compositor)
     scene = make_scene(n=20000, width=256, height=144, n_cams=1, seed=11, sh_degree=3, scale=(0.005, 0.05),
-                       behind=0.05, spread=1.0)
+                       behind=0.05, spread=1.0, opacity=(0.05, 1.0))  # up to 1: alpha clamped at 0.99
+    assert int((scene["opacities"] > 0.99).sum()) > 100
     bg = torch.tensor([[0.2, 0.3, 0.4]])
     t = render_and_grads(render, scene, bg)
     r = render_and_grads(rasterize, scene, bg)
