@@ -28,6 +28,7 @@ Examples::
     python bench/rasterizer.py --sizes 20k --resolutions 144x256 --backends torch,numba --threads 2
     python bench/rasterizer.py --device cuda         # torch vs gsplat (vs dense where it fits)
     python bench/rasterizer.py --scene runs/dome27/stages/03_motion --backends torch,numba --threads 2
+    python bench/rasterizer.py --scene runs/dome27/stages/03_motion --parity   # images + gradients vs torch
 
 ``--scene`` times a trained scene instead of the random one (a run's stage folder or its
 ``scene4d.json``): its canonical Gaussians with their SH, seen from its reference camera at the
@@ -104,6 +105,37 @@ def load_scene(path: str, device: str) -> dict:
     scene = {k: v.detach().to(device) for k, v in scene.items()}
     scene.update(sh_degree=g.sh_degree, width=int(cam.width), height=int(cam.height))
     return scene
+
+
+def scene_parity(path: str, backends: list[str]) -> list[str]:
+    """Each CPU backend against the torch path on a trained scene: image and alpha MAE, and the
+    relative error of every parameter gradient and of means2d's (one weighted RGB loss)."""
+    import torch
+
+    from fourreal_gaussians.rasterize_torch import rasterize
+
+    sc = load_scene(path, "cpu")
+    res = {}
+    for comp in ["torch"] + [b for b in backends if b in ("numba", "native")]:
+        leaves = {k: sc[k].clone().requires_grad_(True) for k in ("means", "quats", "scales", "opacities", "colors")}
+        rgb, alpha, _, meta = rasterize(**leaves, viewmats=sc["viewmats"], Ks=sc["Ks"], width=sc["width"],
+                                        height=sc["height"], sh_degree=sc["sh_degree"], compositor=comp,
+                                        backgrounds=torch.tensor([0.3, 0.2, 0.1]))
+        (rgb * torch.linspace(0, 1, rgb.numel()).reshape(rgb.shape)).sum().backward()
+        res[comp] = (rgb.detach(), alpha.detach(), {k: v.grad for k, v in leaves.items()}, meta["means2d"].grad)
+
+    def rel(a, b):
+        return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+    t = res["torch"]
+    lines = [f"{path}: {len(sc['means'])} Gaussians, {int((sc['opacities'] > 0.99).sum())} with opacity > 0.99"]
+    for comp, r in res.items():
+        if comp != "torch":
+            grads = " ".join(f"{k} {rel(r[2][k], t[2][k]):.1e}" for k in r[2])
+            lines.append(f"{comp} vs torch: image MAE {float((r[0] - t[0]).abs().mean()):.1e}, alpha MAE "
+                         f"{float((r[1] - t[1]).abs().mean()):.1e}, relative gradient error: means2d "
+                         f"{rel(r[3], t[3]):.1e} {grads}")
+    return lines
 
 
 def _rss_bytes() -> int:
@@ -263,6 +295,8 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print a markdown table (default: rich if installed)")
     ap.add_argument("--scene", default=None,
                     help="a trained scene (a run's stage folder or scene4d.json) instead of the random one")
+    ap.add_argument("--parity", action="store_true",
+                    help="with --scene: compare each CPU backend's image and gradients with the torch path's instead")
     args = ap.parse_args(argv)
 
     import torch
@@ -294,6 +328,10 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         sizes, resolutions = [len(sc["means"])], [(sc["height"], sc["width"])]
+        if args.parity:
+            for line in scene_parity(args.scene, backends):
+                print(line)
+            return 0
     rows = []
     for H, W in resolutions:
         for N in sizes:
