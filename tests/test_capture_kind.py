@@ -44,7 +44,7 @@ def _rig_plugin():
             return path.is_dir() and (path / "rig.json").is_file()
 
         def read(self, path):
-            from fourreal_poses.multicam import Capture
+            from fourreal_poses.capture import Capture
 
             m = json.loads((path / "rig.json").read_text())
             cams = m["cameras"]
@@ -88,7 +88,7 @@ def test_built_in_layouts_are_capture_plugins():
 
 
 def test_a_registered_layout_is_read_by_claim_and_by_name(tmp_path, rig_registry):
-    from fourreal_poses.multicam import read_capture
+    from fourreal_poses.capture import read_capture
 
     root = _rig(tmp_path / "rig")
     cap = read_capture(root, rig_registry)  # claimed: no built-in layout reads rig.json
@@ -108,7 +108,7 @@ def test_a_registered_layout_is_read_by_claim_and_by_name(tmp_path, rig_registry
 
 def test_a_folder_no_layout_claims_is_one_line(tmp_path):
     from fourreal_core.errors import InputError
-    from fourreal_poses.multicam import read_capture
+    from fourreal_poses.capture import read_capture
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError) as exc:
@@ -120,7 +120,7 @@ def test_a_folder_no_layout_claims_is_one_line(tmp_path):
 
 def test_capture_constructors_check_their_shapes(tmp_path):
     from fourreal_core.errors import InputError
-    from fourreal_poses.multicam import Capture
+    from fourreal_poses.capture import Capture
 
     with pytest.raises(InputError, match="camera b has 1 time steps, camera a has 2"):
         Capture.from_images(tmp_path, {"a": ["x", "y"], "b": ["z"]}, {"a": torch.eye(3), "b": torch.eye(3)},
@@ -130,7 +130,7 @@ def test_capture_constructors_check_their_shapes(tmp_path):
 
 
 def test_each_built_in_layout_claims_only_its_own(tmp_path):
-    from fourreal_poses.multicam import CameraVideosCapture, Dynamic3DGSCapture
+    from fourreal_poses.capture import CameraVideosCapture, Dynamic3DGSCapture
 
     d3, cv = Dynamic3DGSCapture(), CameraVideosCapture()
     (tmp_path / "dg").mkdir()

@@ -187,7 +187,7 @@ def _run_stage(tmp_path, params: dict, name="mc"):
 
 def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
     from fourreal_formats.transforms import load_transforms
-    from fourreal_poses.multicam import read_capture
+    from fourreal_poses.capture import read_capture
 
     orbit = _write_dg3(tmp_path / "cap")
     cap = read_capture(tmp_path / "cap")
@@ -232,7 +232,7 @@ def test_dynamic3dgs_capture_forms_the_4real_setting(tmp_path):
 def test_per_camera_videos_and_a_cameras_file(tmp_path):
     from fourreal_formats.transforms import load_transforms
     from fourreal_media import write_video
-    from fourreal_poses.multicam import read_capture
+    from fourreal_poses.capture import read_capture
 
     cams = orbit_cameras(3, 32, 24, radius=3.0, elevation_deg=10.0, arc_deg=90.0, start_azimuth_deg=0.0,
                          look_at=[0, 0, 0], fov_deg=60.0)

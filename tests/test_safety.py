@@ -800,7 +800,7 @@ def test_bad_capture_metadata_is_one_line(tmp_path, mutate, expected):
     the entry (these ended as IndexError / ValueError / ZeroDivisionError, or trained on a
     camera with fx = 0, a singular w2c or a negative focal length with exit 0)."""
     from fourreal_core.errors import InputError
-    from fourreal_poses.multicam import read_capture
+    from fourreal_poses.capture import read_capture
 
     root = _capture(tmp_path / "cap", mutate)
     with pytest.raises(InputError) as exc:
@@ -812,7 +812,7 @@ def test_bad_capture_metadata_is_one_line(tmp_path, mutate, expected):
 
 def test_a_good_capture_still_loads_and_a_frame_at_another_size_is_not_stretched(tmp_path):
     from fourreal_core.errors import InputError
-    from fourreal_poses.multicam import read_capture
+    from fourreal_poses.capture import read_capture
 
     cap = read_capture(_capture(tmp_path / "good"))
     assert cap.cameras == ["0", "1", "2"] and cap.num_times == 2 and (cap.width, cap.height) == (8, 6)

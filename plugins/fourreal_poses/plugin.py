@@ -1,5 +1,7 @@
 """Registers the poses family: pose estimators `colmap` (pycolmap SfM) and `known`
-(transforms.json or a parametric orbit). Config dataclasses are torch-free;
+(transforms.json or a parametric orbit), and the capture layouts `dynamic3dgs` and
+`camera_videos` (fourreal_poses.capture; the `multicam` stage that uses them is a stage of
+fourreal_stages). Config dataclasses are torch-free;
 implementations are imported inside the factories. See docs/poses.md."""
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from fourreal_core import hookimpl
-from fourreal_core.config import InputPath, above, at_least, renamed
+from fourreal_core.config import InputPath, renamed
 
 CameraModel = Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"]
 
@@ -103,60 +105,6 @@ class KnownConfig:
             renamed("anchor_frame", "canonical_view", "k_c, the orbit frame the fixed videos are filmed from")
 
 
-@dataclass
-class MulticamConfig:
-    """A synchronized multi-camera capture -> the 4Real setting or the all-views setting.
-
-    capture: a Dynamic-3D-Gaussians folder (train_meta.json / test_meta.json, ims/, optional
-        seg/ and init_pt_cld.npz) or a cameras .json (nerfstudio-style, one entry per camera
-        whose file_path is that camera's video or frame folder). See docs/real-data.md.
-    setting: ``4real`` -- freeze-time = training cameras at the canonical frame, reference =
-        ``reference_camera`` over time; ``all`` -- every training camera at every time.
-    train_cameras / test_cameras: camera names ([]: the data's split -- test_meta.json's
-        cameras, or entries with ``"split": "test"`` -- and the rest for training).
-    """
-
-    capture: Optional[InputPath] = None
-    # the capture plugin that reads it (dynamic3dgs, camera_videos or a registered one); None:
-    # the first registered layout that claims the path
-    layout: Optional[str] = None
-    setting: Literal["4real", "all"] = "4real"
-    train_cameras: list[str] = field(default_factory=list)
-    test_cameras: list[str] = field(default_factory=list)
-    reference_camera: Optional[str] = None  # a training camera (default: the first)
-    canonical_frame: Optional[int] = None  # index into the selected times (default: the middle one)
-    start: int = 0
-    stride: int = 1
-    max_frames: Optional[int] = None
-    test_times: int = 15  # held-out cameras are scored at this many evenly spaced times (0: all)
-    long_side: Optional[int] = 256  # frames resized so the longest side is this (unless height/width)
-    height: Optional[int] = None
-    width: Optional[int] = None
-    fps: float = 30.0
-    # initial points: auto = the capture's points file, else triangulated from the training
-    # cameras at t_c (poses fixed), topped up with frustum points below min_points
-    points: Literal["auto", "triangulate", "file", "frustum", "none"] = "auto"
-    min_points: int = 2000
-    fill_points: int = 20000
-    # how the fill points are placed: sweep -- where the training views agree (a plane sweep,
-    # fourreal_poses.triangulate.sweep_points); frustum -- at random depths in every frustum
-    fill: Literal["sweep", "frustum"] = "sweep"
-    # near plane the later stages render with (written to every transforms.json as
-    # fourreal.near_plane): the cameras of a capture dome sit in the wall the other cameras
-    # see, and without one the Gaussians of that wall cover a held-out camera's view.
-    # None: near_plane_fraction x the median distance from the cameras to where they look; 0: off
-    near_plane: Optional[float] = None
-    near_plane_fraction: float = 0.15
-    max_points: int = 100000  # a larger file is subsampled
-    triangulate_long_side: int = 1024  # SIFT sees the frames at this size (native if smaller)
-    max_pair_angle_deg: float = 75.0
-
-    def __post_init__(self) -> None:
-        at_least(self, start=0, stride=1, max_frames=1, test_times=0, long_side=1, height=1, width=1, min_points=0,
-                 fill_points=0, max_points=0, triangulate_long_side=16, canonical_frame=0)
-        above(self, fps=0)
-
-
 @hookimpl
 def fourreal_register(registry):
     registry.add(
@@ -164,16 +112,12 @@ def fourreal_register(registry):
         description="COLMAP structure-from-motion via pycolmap (pip install fourreal[colmap])",
     )
     registry.add(
-        "capture", "dynamic3dgs", "fourreal_poses.multicam:Dynamic3DGSCapture",
+        "capture", "dynamic3dgs", "fourreal_poses.capture:Dynamic3DGSCapture",
         description="Dynamic-3D-Gaussians folder: train_meta.json / test_meta.json, ims/, seg/, init_pt_cld.npz",
     )
     registry.add(
-        "capture", "camera_videos", "fourreal_poses.multicam:CameraVideosCapture",
+        "capture", "camera_videos", "fourreal_poses.capture:CameraVideosCapture",
         description="One video or frame folder per camera + a cameras .json (nerfstudio-style transform_matrix, fl_x...)",
-    )
-    registry.add(
-        "stage", "multicam", "fourreal_poses.multicam:MulticamStage", config=MulticamConfig,
-        description="Synchronized multi-camera capture -> 4Real setting (freeze-time + reference + held-out) or all views",
     )
     registry.add(
         "pose_estimator", "known", "fourreal_poses.known:KnownPoseEstimator", config=KnownConfig,

@@ -1,4 +1,4 @@
-"""Registers the 4Real stages (poses, canonical, motion, export, eval, generate) and the
+"""Registers the 4Real stages (generate, poses, multicam, canonical, motion, export, eval, render) and the
 `stagewise` scheduler. Implementations are imported inside the factories."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from .configs import (
     EvalConfig,
     ExportConfig,
     MotionConfig,
+    MulticamConfig,
     PosesConfig,
     RenderConfig,
     StagewiseConfig,
@@ -26,6 +27,9 @@ def fourreal_register(registry):
                  description="Prompt -> reference video -> freeze-time video (paper 3.2) with any video prior")
     registry.add("stage", "poses", "fourreal_stages.io_stages:PosesStage", config=PosesConfig,
                  description="Cameras for the reference and freeze-time videos in one world frame (+ points)")
+    registry.add("stage", "multicam", "fourreal_stages.multicam:MulticamStage", config=MulticamConfig,
+                 description="Synchronized multi-camera capture -> 4Real setting (freeze-time + reference + "
+                             "held-out) or all views")
     registry.add("stage", "canonical", "fourreal_stages.canonical:CanonicalStage", config=CanonicalConfig,
                  description="Canonical 3DGS + per-frame deformation from a freeze-time video (paper 3.3)")
     registry.add("stage", "motion", "fourreal_stages.motion:MotionStage", config=MotionConfig,
