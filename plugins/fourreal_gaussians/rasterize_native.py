@@ -51,6 +51,7 @@ _lib: Optional[ctypes.CDLL] = None
 _why: Optional[str] = None
 _pool: Optional[ThreadPoolExecutor] = None
 _pool_n = 0
+_pool_pid = 0  # a forked child gets its own pool (the parent's threads do not exist there)
 
 
 def _cache_dir() -> Path:
@@ -142,15 +143,16 @@ def _threads() -> int:
 
 def _run(fn, args: tuple, n: int) -> None:
     """``fn(*args, first, step)`` on ``n`` threads (each does every n-th tile or query)."""
-    global _pool, _pool_n
+    global _pool, _pool_n, _pool_pid
     if n <= 1:
         fn(*args, ctypes.c_int64(0), ctypes.c_int64(1))
         return
     with _lock:
-        if _pool is None or _pool_n < n:
-            if _pool is not None:
+        if _pool is None or _pool_n < n or _pool_pid != os.getpid():
+            if _pool is not None and _pool_pid == os.getpid():
                 _pool.shutdown(wait=False)
-            _pool, _pool_n = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fourreal-raster"), n
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fourreal-raster")
+            _pool_n, _pool_pid = n, os.getpid()
         pool = _pool
     futures = [pool.submit(fn, *args, ctypes.c_int64(w), ctypes.c_int64(n)) for w in range(n)]
     for f in futures:
