@@ -34,11 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
-from .rasterize_torch import (ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_THRESHOLD, TileLists, _raster_threads,
-                              bin_tiles)
+from .rasterize_torch import TileKernels, _raster_threads
 
 SOURCE = Path(__file__).with_name("rasterize_native.c")
 #: the kernels' tile edge (their rows are 16-lane vectors); the rasterizer's tile_size must match
@@ -159,8 +157,8 @@ def _run(fn, args: tuple, n: int) -> None:
         f.result()
 
 
-def _p(a) -> ctypes.c_void_p:
-    return ctypes.c_void_p(a.ctypes.data if isinstance(a, np.ndarray) else a.data_ptr())
+def _p(a: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(a.data_ptr())
 
 
 def _i(v) -> ctypes.c_int64:
@@ -175,97 +173,38 @@ def _suffix(dtype: torch.dtype) -> str:
     raise TypeError(f"the native rasterizer composites float32 or float64, got {dtype}")
 
 
-def _consts(dtype: torch.dtype) -> torch.Tensor:
-    return torch.tensor([0.5, MAX_ALPHA, ALPHA_THRESHOLD, TRANSMITTANCE_THRESHOLD, 1.0, 255.0], dtype=dtype)
+class NativeKernels(TileKernels):
+    """The C kernels behind the shared compositing (:func:`.rasterize_torch.composite_tiles`)."""
+
+    name = "native"
+
+    def check(self, packed, tile_size):
+        if _load() is None:
+            raise ImportError(f"the native rasterizer is not available: {_why}")
+        super().check(packed, tile_size)
+        if int(tile_size) != TILE:
+            raise ValueError(f"the native rasterizer's kernels use {TILE}x{TILE} tiles; tile_size is {tile_size}")
+
+    def forward(self, pk, consts, tiles, acc, Tfin, last):
+        _run(getattr(_lib, f"forward_{_suffix(pk.dtype)}"),
+             (_p(pk), _i(pk.shape[1]), _p(consts), _p(tiles.box), _p(tiles.pair_gid), _p(tiles.tile_off),
+              _i(tiles.C), _i(tiles.H), _i(tiles.W), _i(tiles.tw), _i(tiles.th), _p(acc), _p(Tfin), _p(last)),
+             _threads())
+
+    def backward(self, pk, tiles, Tfin, last, g_acc, g_T, g_pairs, g_packed):
+        sfx, F = _suffix(pk.dtype), pk.shape[1]
+        _run(getattr(_lib, f"backward_{sfx}"),
+             (_p(pk), _i(F), _p(tiles.box), _p(tiles.pair_gid), _p(tiles.tile_off), _i(tiles.C), _i(tiles.H),
+              _i(tiles.W), _i(tiles.tw), _i(tiles.th), _p(Tfin), _p(last), _p(g_acc), _p(g_T), _p(g_pairs)),
+             _threads())
+        getattr(_lib, f"sum_pairs_{sfx}")(_p(tiles.pair_gid), _i(tiles.n_pairs), _i(F), _p(g_pairs), _p(g_packed))
+
+    def pixel_walk(self, geo, consts, tiles, qx, qy, start, qi, gi, wi):
+        null = ctypes.c_void_p(None)  # the C kernel's count pass: start == NULL
+        getattr(_lib, f"pixel_walk_{_suffix(geo.dtype)}")(
+            _p(geo), _p(consts), _p(tiles.box), _p(tiles.pair_gid), _p(tiles.tile_off), _i(tiles.tw), _p(qx), _p(qy),
+            _i(len(qx)), null if start is None else _p(start), _p(qi), null if gi is None else _p(gi),
+            null if wi is None else _p(wi), _i(0), _i(1))
 
 
-class _CompositeTiles(torch.autograd.Function):
-    """packed ``[C*N, 6+D]`` -> accumulated features ``[C*H*W, D]`` and final transmittance."""
-
-    @staticmethod
-    def forward(ctx, packed: torch.Tensor, tiles: TileLists):
-        lib = _load()
-        D = packed.shape[1] - 6
-        P = tiles.C * tiles.H * tiles.W
-        pk = packed.detach().contiguous()
-        acc = torch.zeros(P, D, dtype=packed.dtype)
-        Tfin = torch.ones(P, dtype=packed.dtype)
-        last = torch.zeros(P, dtype=torch.int64)
-        consts = _consts(pk.dtype)
-        if tiles.n_pairs:
-            _run(getattr(lib, f"forward_{_suffix(pk.dtype)}"),
-                 (_p(pk), _i(pk.shape[1]), _p(consts), _p(tiles.box), _p(tiles.pair_gid), _p(tiles.tile_off),
-                  _i(tiles.C), _i(tiles.H), _i(tiles.W), _i(tiles.tw), _i(tiles.th), _p(acc), _p(Tfin), _p(last)),
-                 _threads())
-        ctx.tiles = tiles
-        ctx.save_for_backward(pk, Tfin, last)
-        return acc, Tfin
-
-    @staticmethod
-    def backward(ctx, g_acc, g_T):
-        lib = _load()
-        pk, Tfin, last = ctx.saved_tensors
-        tiles: TileLists = ctx.tiles
-        F = pk.shape[1]
-        P = tiles.C * tiles.H * tiles.W
-        g_acc = torch.zeros(P, F - 6, dtype=pk.dtype) if g_acc is None else g_acc.contiguous()
-        g_T = torch.zeros(P, dtype=pk.dtype) if g_T is None else g_T.contiguous()
-        g_packed = torch.zeros_like(pk)
-        if tiles.n_pairs:
-            sfx = _suffix(pk.dtype)
-            g_pairs = torch.zeros(tiles.n_pairs, F, dtype=pk.dtype)  # one row per (tile, Gaussian) pair
-            _run(getattr(lib, f"backward_{sfx}"),
-                 (_p(pk), _i(F), _p(tiles.box), _p(tiles.pair_gid), _p(tiles.tile_off), _i(tiles.C), _i(tiles.H),
-                  _i(tiles.W), _i(tiles.tw), _i(tiles.th), _p(Tfin), _p(last), _p(g_acc), _p(g_T), _p(g_pairs)),
-                 _threads())
-            getattr(lib, f"sum_pairs_{sfx}")(_p(tiles.pair_gid), _i(tiles.n_pairs), _i(F), _p(g_pairs), _p(g_packed))
-        return g_packed, None
-
-
-def _check(packed: torch.Tensor, tile_size: int) -> None:
-    if _load() is None:
-        raise ImportError(f"the native rasterizer is not available: {_why}")
-    if packed.device.type != "cpu":
-        raise ValueError(f"the native rasterizer runs on the CPU; tensors are on {packed.device}")
-    if int(tile_size) != TILE:
-        raise ValueError(f"the native rasterizer's kernels use {TILE}x{TILE} tiles; tile_size is {tile_size}")
-
-
-def composite(packed, means2d, cov2d, opacities, radii, depths, width: int, height: int, tile_size: int):
-    """Compiled counterpart of the torch path's plan + compositing: ``(acc [C,H,W,D],
-    T [C,H,W,1], stats)`` from the packed per-Gaussian data ``[C*N, 6+D]``."""
-    _check(packed, tile_size)
-    C = radii.shape[0]
-    tiles = bin_tiles(means2d, cov2d, opacities, radii, depths, width, height, tile_size)
-    acc, T = _CompositeTiles.apply(packed, tiles)
-    D = packed.shape[1] - 6
-    stats = {"tiles_per_gauss": tiles.tiles_per_gauss, "n_isects": tiles.n_isects, "n_pairs": tiles.n_pairs,
-             "n_evals": tiles.n_pairs * tile_size * tile_size, "block": tile_size}
-    return acc.view(C, height, width, D), T.view(C, height, width, 1), stats
-
-
-def pixel_weights_walk(geo: torch.Tensor, tiles: TileLists, px: torch.Tensor, py: torch.Tensor):
-    """The compositing weights at pixels ``(px, py)`` from the packed geometry ``geo [N,6]``
-    (means2d, conic, opacity) and its tile lists: each pixel walks its list with the forward
-    kernel's tests and stops where it stops (count, then fill). ``(query [M], gaussian [M], weight [M])``."""
-    _check(geo, tiles.ts)
-    lib = _load()
-    g = geo.detach().contiguous()
-    sfx = _suffix(g.dtype)
-    qx, qy = px.to(torch.int64).contiguous(), py.to(torch.int64).contiguous()
-    Q = len(qx)
-    consts = _consts(g.dtype)
-    fn = getattr(lib, f"pixel_walk_{sfx}")
-    head = (_p(g), _p(consts), _p(tiles.box), _p(tiles.pair_gid), _p(tiles.tile_off), _i(tiles.tw), _p(qx), _p(qy),
-            _i(Q))
-    counts = torch.zeros(Q, dtype=torch.int64)
-    fn(*head, ctypes.c_void_p(None), _p(counts), ctypes.c_void_p(None), ctypes.c_void_p(None), _i(0), _i(1))
-    start = torch.zeros(Q, dtype=torch.int64)
-    if Q > 1:
-        torch.cumsum(counts[:-1], 0, out=start[1:])
-    M = int(counts.sum())
-    qi, gi, wi = torch.zeros(M, dtype=torch.int64), torch.zeros(M, dtype=torch.int64), torch.zeros(M, dtype=g.dtype)
-    if M:
-        fn(*head, _p(start), _p(qi), _p(gi), _p(wi), _i(0), _i(1))
-    return qi, gi, wi
-
+KERNELS = NativeKernels()

@@ -33,8 +33,7 @@ import threading
 import numpy as np
 import torch
 
-from .rasterize_torch import (ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_THRESHOLD, TileLists,  # noqa: F401
-                              _raster_threads, bin_tiles)
+from .rasterize_torch import ALPHA_THRESHOLD, MAX_ALPHA, TileKernels, _raster_threads
 
 try:  # numba is an install requirement; keep the module importable (for the error) without it
     import numba
@@ -293,32 +292,6 @@ if numba is not None:
                 qi[q] = m
 
 
-def pixel_weights_walk(geo: torch.Tensor, tiles: "TileLists", px: torch.Tensor, py: torch.Tensor):
-    """The compositing weights at pixels ``(px, py)`` (``[Q]`` each) from the packed geometry
-    ``geo [N,6]`` (means2d, conic, opacity) and its tile lists, as :func:`.rasterize_torch.pixel_weights`
-    returns them: each pixel walks its list with the forward kernel's tests and stops where it
-    stops (count, then fill). ``(query [M], gaussian [M], weight [M])``."""
-    Q = len(px)
-    g = geo.detach().contiguous()
-    dt = g.numpy().dtype
-    consts = np.array([0.5, MAX_ALPHA, ALPHA_THRESHOLD, TRANSMITTANCE_THRESHOLD, 1.0, 255.0], dtype=dt)
-    qx, qy = px.contiguous().numpy(), py.contiguous().numpy()
-    args = (g.numpy(), consts, tiles.box.numpy(), tiles.pair_gid.numpy(), tiles.tile_off.numpy(), tiles.tw, tiles.ts,
-            qx, qy)
-    counts = np.zeros(Q, np.int64)
-    nothing = np.zeros(0, np.int64)
-    with _LAUNCH:
-        numba.set_num_threads(_threads())
-        _pixel_walk_kernel(*args, nothing, counts, nothing, np.zeros(0, dt))
-        start = np.zeros(Q, np.int64)
-        np.cumsum(counts[:-1], out=start[1:])
-        M = int(counts.sum())
-        qi, gi, wi = np.zeros(M, np.int64), np.zeros(M, np.int64), np.zeros(M, dt)
-        if M:
-            _pixel_walk_kernel(*args, start, qi, gi, wi)
-    return torch.from_numpy(qi), torch.from_numpy(gi), torch.from_numpy(wi)
-
-
 def _threads() -> int:
     """numba threads for the kernels: the rasterizer's CPU-thread policy (one when the machine
     is oversubscribed, ``FOURREAL_RASTER_THREADS`` when set), else torch's intra-op count."""
@@ -326,71 +299,40 @@ def _threads() -> int:
     return max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
 
 
-class _CompositeTiles(torch.autograd.Function):
-    """packed ``[C*N, 6+D]`` (means2d x y, conic A B C, opacity, features) -> accumulated
-    features ``[C*H*W, D]`` and final transmittance ``[C*H*W]``."""
+class NumbaKernels(TileKernels):
+    """The numba kernels above behind the shared compositing (:func:`.rasterize_torch.composite_tiles`)."""
 
-    @staticmethod
-    def forward(ctx, packed: torch.Tensor, tiles: TileLists):
-        D = packed.shape[1] - 6
-        P = tiles.C * tiles.H * tiles.W
-        pk = packed.detach().contiguous()
-        acc = torch.zeros(P, D, dtype=packed.dtype)
-        Tfin = torch.ones(P, dtype=packed.dtype)
-        last = torch.zeros(P, dtype=torch.int64)
-        if tiles.n_pairs:
-            with _LAUNCH:
-                numba.set_num_threads(_threads())
-                consts = np.array([0.5, MAX_ALPHA, ALPHA_THRESHOLD, TRANSMITTANCE_THRESHOLD, 1.0, 255.0],
-                                  dtype=pk.numpy().dtype)
-                _forward_kernel(pk.numpy(), consts, tiles.box.numpy(), tiles.pair_gid.numpy(), tiles.tile_off.numpy(), tiles.C, tiles.H,
-                                tiles.W, tiles.ts, tiles.tw, tiles.th, acc.numpy(), Tfin.numpy(), last.numpy())
-        ctx.tiles = tiles
-        ctx.save_for_backward(pk, Tfin, last)
-        return acc, Tfin
+    name = "numba"
 
-    @staticmethod
-    def backward(ctx, g_acc, g_T):
-        pk, Tfin, last = ctx.saved_tensors
-        tiles: TileLists = ctx.tiles
-        Fdim = pk.shape[1]
-        P = tiles.C * tiles.H * tiles.W
-        g_acc = torch.zeros(P, Fdim - 6, dtype=pk.dtype) if g_acc is None else g_acc.contiguous()
-        g_T = torch.zeros(P, dtype=pk.dtype) if g_T is None else g_T.contiguous()
-        g_packed = torch.zeros_like(pk)
-        if tiles.n_pairs:
-            g_pairs = torch.zeros(tiles.n_pairs, Fdim, dtype=pk.dtype)  # one row per (tile, Gaussian) pair
-            with _LAUNCH:
-                numba.set_num_threads(_threads())
-                _backward_kernel(pk.numpy(), tiles.box.numpy(), tiles.pair_gid.numpy(), tiles.tile_off.numpy(),
-                                 tiles.C, tiles.H, tiles.W, tiles.ts, tiles.tw, tiles.th, Tfin.numpy(), last.numpy(),
-                                 g_acc.numpy(), g_T.numpy(), g_pairs.numpy())
-                _sum_pairs(tiles.pair_gid.numpy(), g_pairs.numpy(), g_packed.numpy())
-        return g_packed, None
+    def check(self, packed, tile_size):
+        if numba is None:
+            raise ImportError("the compiled rasterizer needs numba: pip install numba")
+        super().check(packed, tile_size)
+
+    def forward(self, pk, consts, tiles, acc, Tfin, last):
+        with _LAUNCH:
+            numba.set_num_threads(_threads())
+            _forward_kernel(pk.numpy(), consts.numpy(), tiles.box.numpy(), tiles.pair_gid.numpy(),
+                            tiles.tile_off.numpy(), tiles.C, tiles.H, tiles.W, tiles.ts, tiles.tw, tiles.th,
+                            acc.numpy(), Tfin.numpy(), last.numpy())
+
+    def backward(self, pk, tiles, Tfin, last, g_acc, g_T, g_pairs, g_packed):
+        with _LAUNCH:
+            numba.set_num_threads(_threads())
+            _backward_kernel(pk.numpy(), tiles.box.numpy(), tiles.pair_gid.numpy(), tiles.tile_off.numpy(),
+                             tiles.C, tiles.H, tiles.W, tiles.ts, tiles.tw, tiles.th, Tfin.numpy(), last.numpy(),
+                             g_acc.numpy(), g_T.numpy(), g_pairs.numpy())
+            _sum_pairs(tiles.pair_gid.numpy(), g_pairs.numpy(), g_packed.numpy())
+
+    def pixel_walk(self, geo, consts, tiles, qx, qy, start, qi, gi, wi):
+        nothing = np.zeros(0, np.int64)  # the kernel's count pass: no start, no outputs but the counts
+        with _LAUNCH:
+            numba.set_num_threads(_threads())
+            _pixel_walk_kernel(geo.numpy(), consts.numpy(), tiles.box.numpy(), tiles.pair_gid.numpy(),
+                               tiles.tile_off.numpy(), tiles.tw, tiles.ts, qx.numpy(), qy.numpy(),
+                               nothing if start is None else start.numpy(), qi.numpy(),
+                               nothing if gi is None else gi.numpy(),
+                               np.zeros(0, geo.numpy().dtype) if wi is None else wi.numpy())
 
 
-def composite(packed, means2d, cov2d, opacities, radii, depths, width: int, height: int, tile_size: int):
-    """Compiled counterpart of the torch path's plan + compositing: ``(acc [C,H,W,D],
-    T [C,H,W,1], stats)`` from the packed per-Gaussian data ``[C*N, 6+D]``."""
-    if numba is None:
-        raise ImportError("the compiled rasterizer needs numba: pip install numba")
-    if packed.device.type != "cpu":
-        raise ValueError(f"the compiled (numba) rasterizer runs on the CPU; tensors are on {packed.device}")
-    C = radii.shape[0]
-    tiles = bin_tiles(means2d, cov2d, opacities, radii, depths, width, height, tile_size)
-    acc, T = _CompositeTiles.apply(packed, tiles)
-    D = packed.shape[1] - 6
-    stats = {"tiles_per_gauss": tiles.tiles_per_gauss, "n_isects": tiles.n_isects, "n_pairs": tiles.n_pairs,
-             "n_evals": tiles.n_pairs * tile_size * tile_size, "block": tile_size}
-    return acc.view(C, height, width, D), T.view(C, height, width, 1), stats
-
-
-def warm_up() -> None:
-    """Compile (or load from the cache) both kernels on a tiny scene."""
-    if os.environ.get("FOURREAL_NO_WARMUP"):
-        return
-    packed = torch.tensor([[4.0, 4.0, 0.5, 0.0, 0.5, 0.8, 1.0, 0.5, 0.2]], requires_grad=True)
-    cov = torch.tensor([[[2.0, 0.0, 2.0]]])
-    acc, T, _ = composite(packed, packed[None, :, :2].detach(), cov, packed[None, :, 5].detach(),
-                          torch.tensor([[5]], dtype=torch.int32), torch.ones(1, 1), 8, 8, 16)
-    (acc.sum() + T.sum()).backward()
+KERNELS = NumbaKernels()

@@ -347,6 +347,113 @@ def bin_tiles(means2d, cov2d, opacities, radii, depths, width: int, height: int,
     return TileLists(C, height, width, ts, pair_gid, tile_off, int(tiles_per_gauss.sum()), tiles_per_gauss, box)
 
 
+# --------------------------------------- compiled CPU compositors over the tile lists (numba, native)
+class TileKernels:
+    """What a compiled CPU compositor implements (:mod:`.rasterize_numba`, :mod:`.rasterize_native`):
+    the per-tile kernels over :class:`TileLists`. The autograd function, the buffers and the
+    pixel walk's count-then-fill passes around them are shared here (:func:`composite_tiles`,
+    :func:`walk_pixels`). ``consts`` is ``[0.5, MAX_ALPHA, ALPHA_THRESHOLD,
+    TRANSMITTANCE_THRESHOLD, 1, 255]`` in the packed dtype (:func:`kernel_consts`)."""
+
+    def check(self, packed: torch.Tensor, tile_size: int) -> None:
+        """Raise (one line) when these kernels cannot composite ``packed`` at ``tile_size``."""
+        if packed.device.type != "cpu":
+            raise ValueError(f"the compiled ({self.name}) rasterizer runs on the CPU; tensors are on {packed.device}")
+
+    def forward(self, pk, consts, tiles: TileLists, acc, Tfin, last) -> None:
+        """Fill ``acc [P,D]``, ``Tfin [P]``, ``last [P]`` (index after each pixel's last composited pair)."""
+        raise NotImplementedError
+
+    def backward(self, pk, tiles: TileLists, Tfin, last, g_acc, g_T, g_pairs, g_packed) -> None:
+        """Per-pair gradients into ``g_pairs [n_pairs, F]``, then summed per Gaussian into ``g_packed``."""
+        raise NotImplementedError
+
+    def pixel_walk(self, geo, consts, tiles: TileLists, qx, qy, start, qi, gi, wi) -> None:
+        """``start`` None: each query's weight count into ``qi``; else fill from ``start[q]``."""
+        raise NotImplementedError
+
+
+def kernel_consts(dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor([0.5, MAX_ALPHA, ALPHA_THRESHOLD, TRANSMITTANCE_THRESHOLD, 1.0, 255.0], dtype=dtype)
+
+
+class _CompositeTiles(torch.autograd.Function):
+    """packed ``[C*N, 6+D]`` (means2d x y, conic A B C, opacity, features) -> accumulated
+    features ``[C*H*W, D]`` and final transmittance ``[C*H*W]``, with a :class:`TileKernels`."""
+
+    @staticmethod
+    def forward(ctx, packed: torch.Tensor, tiles: TileLists, kernels: TileKernels):
+        P = tiles.C * tiles.H * tiles.W
+        pk = packed.detach().contiguous()
+        acc = torch.zeros(P, packed.shape[1] - 6, dtype=packed.dtype)
+        Tfin = torch.ones(P, dtype=packed.dtype)
+        last = torch.zeros(P, dtype=torch.int64)
+        if tiles.n_pairs:
+            kernels.forward(pk, kernel_consts(pk.dtype), tiles, acc, Tfin, last)
+        ctx.tiles, ctx.kernels = tiles, kernels
+        ctx.save_for_backward(pk, Tfin, last)
+        return acc, Tfin
+
+    @staticmethod
+    def backward(ctx, g_acc, g_T):
+        pk, Tfin, last = ctx.saved_tensors
+        tiles: TileLists = ctx.tiles
+        F = pk.shape[1]
+        P = tiles.C * tiles.H * tiles.W
+        g_acc = torch.zeros(P, F - 6, dtype=pk.dtype) if g_acc is None else g_acc.contiguous()
+        g_T = torch.zeros(P, dtype=pk.dtype) if g_T is None else g_T.contiguous()
+        g_packed = torch.zeros_like(pk)
+        if tiles.n_pairs:
+            g_pairs = torch.zeros(tiles.n_pairs, F, dtype=pk.dtype)  # one row per (tile, Gaussian) pair
+            ctx.kernels.backward(pk, tiles, Tfin, last, g_acc, g_T, g_pairs, g_packed)
+        return g_packed, None, None
+
+
+def composite_tiles(kernels: TileKernels, packed, means2d, cov2d, opacities, radii, depths, width: int, height: int,
+                    tile_size: int):
+    """A compiled compositor's counterpart of the torch path's plan + compositing: ``(acc
+    [C,H,W,D], T [C,H,W,1], stats)`` from the packed per-Gaussian data ``[C*N, 6+D]``."""
+    kernels.check(packed, tile_size)
+    C = radii.shape[0]
+    tiles = bin_tiles(means2d, cov2d, opacities, radii, depths, width, height, tile_size)
+    acc, T = _CompositeTiles.apply(packed, tiles, kernels)
+    D = packed.shape[1] - 6
+    stats = {"tiles_per_gauss": tiles.tiles_per_gauss, "n_isects": tiles.n_isects, "n_pairs": tiles.n_pairs,
+             "n_evals": tiles.n_pairs * tile_size * tile_size, "block": tile_size}
+    return acc.view(C, height, width, D), T.view(C, height, width, 1), stats
+
+
+def walk_pixels(kernels: TileKernels, geo: torch.Tensor, tiles: TileLists, px: torch.Tensor, py: torch.Tensor):
+    """The compositing weights at pixels ``(px, py)`` (``[Q]`` each) from the packed geometry
+    ``geo [N,6]`` (means2d, conic, opacity) and its tile lists: each pixel walks its list with
+    the forward kernel's tests and stops where it stops (a count pass, then a fill pass).
+    ``(query [M], gaussian [M], weight [M])``."""
+    g = geo.detach().contiguous()
+    kernels.check(g, tiles.ts)
+    qx, qy = px.to(torch.int64).contiguous(), py.to(torch.int64).contiguous()
+    Q = len(qx)
+    consts = kernel_consts(g.dtype)
+    counts = torch.zeros(Q, dtype=torch.int64)
+    kernels.pixel_walk(g, consts, tiles, qx, qy, None, counts, None, None)
+    start = torch.zeros(Q, dtype=torch.int64)
+    if Q > 1:
+        torch.cumsum(counts[:-1], 0, out=start[1:])
+    M = int(counts.sum())
+    qi, gi, wi = torch.zeros(M, dtype=torch.int64), torch.zeros(M, dtype=torch.int64), torch.zeros(M, dtype=g.dtype)
+    if M:
+        kernels.pixel_walk(g, consts, tiles, qx, qy, start, qi, gi, wi)
+    return qi, gi, wi
+
+
+def compiled_kernels(compositor: str) -> TileKernels:
+    """The :class:`TileKernels` of a compiled compositor (``"numba"`` or ``"native"``)."""
+    if compositor == "numba":
+        from .rasterize_numba import KERNELS
+    else:
+        from .rasterize_native import KERNELS
+    return KERNELS
+
+
 @torch.no_grad()
 def build_plan(
     means2d: torch.Tensor,
@@ -797,13 +904,8 @@ def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
     packed = packed.reshape(C * N, packed.shape[-1])
 
     if compositor in ("numba", "native"):
-        if compositor == "numba":
-            from .rasterize_numba import composite
-        else:
-            from .rasterize_native import composite
-
-        acc, T, stats = composite(packed, means2d.detach(), proj["cov2d"].detach(), op.detach(), proj["radii"],
-                                  depths.detach(), width, height, tile_size)
+        acc, T, stats = composite_tiles(compiled_kernels(compositor), packed, means2d.detach(), proj["cov2d"].detach(),
+                                        op.detach(), proj["radii"], depths.detach(), width, height, tile_size)
         n_evals, block = stats["n_evals"], stats["block"]
     elif compositor == "torch":
         plan, stats = build_plan(means2d.detach(), proj["cov2d"].detach(), op.detach(), proj["radii"],
@@ -892,13 +994,8 @@ def pixel_weights(
     px = pixels[:, 0].to(device=dev, dtype=torch.int64)
     py = pixels[:, 1].to(device=dev, dtype=torch.int64)
     if compositor in ("numba", "native"):
-        if compositor == "numba":
-            from .rasterize_numba import pixel_weights_walk
-        else:
-            from .rasterize_native import pixel_weights_walk
-
         geo = torch.cat([proj["means2d"][0], proj["conics"][0], op[0][:, None]], dim=1)
-        return pixel_weights_walk(geo, tiles, px, py)
+        return walk_pixels(compiled_kernels(compositor), geo, tiles, px, py)
     tile = torch.div(py, tiles.ts, rounding_mode="floor") * tiles.tw + torch.div(px, tiles.ts, rounding_mode="floor")
     off = tiles.tile_off.to(dev)
     start, count = off[tile], off[tile + 1] - off[tile]

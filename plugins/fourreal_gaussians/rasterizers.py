@@ -96,7 +96,18 @@ class TorchRasterizer(Rasterizer):
             compositor=self.compositor)
 
 
-class NumbaRasterizer(TorchRasterizer):
+class _CompiledCPURasterizer(TorchRasterizer):
+    """The torch rasterizer with a compiled CPU compositor (``compositor``): CPU tensors only."""
+
+    def rasterize(self, gaussians: GaussianParams, cameras: Cameras, background: Optional[torch.Tensor] = None,
+                  render_depth: bool = True) -> RenderOutput:
+        if gaussians.means.device.type != "cpu":
+            raise PluginError(f"rasterizer {self.name}: the Gaussians are on {gaussians.means.device}; it runs on "
+                              f"the CPU only -- use `rasterizer: auto` (gsplat on CUDA) or `torch`")
+        return super().rasterize(gaussians, cameras, background, render_depth)
+
+
+class NumbaRasterizer(_CompiledCPURasterizer):
     """The same projection, binning rules and outputs as ``torch``, with the compositing (forward
     and backward) compiled by numba and run on all CPU cores (:mod:`.rasterize_numba`). CPU only."""
 
@@ -111,15 +122,8 @@ class NumbaRasterizer(TorchRasterizer):
                               "`rasterizer: torch`")
         self.cfg = cfg or NumbaRasterizerConfig()
 
-    def rasterize(self, gaussians: GaussianParams, cameras: Cameras, background: Optional[torch.Tensor] = None,
-                  render_depth: bool = True) -> RenderOutput:
-        if gaussians.means.device.type != "cpu":
-            raise PluginError(f"rasterizer numba: the Gaussians are on {gaussians.means.device}; it runs on the "
-                              f"CPU only -- use `rasterizer: auto` (gsplat on CUDA) or `torch`")
-        return super().rasterize(gaussians, cameras, background, render_depth)
 
-
-class NativeRasterizer(TorchRasterizer):
+class NativeRasterizer(_CompiledCPURasterizer):
     """The same projection, binning rules and outputs as ``torch``, with the compositing (forward
     and backward) in vectorised C kernels built on first use with the system's C compiler
     (:mod:`.rasterize_native`). CPU only."""
@@ -134,13 +138,6 @@ class NativeRasterizer(TorchRasterizer):
             raise PluginError(f"rasterizer native: {rasterize_native.unavailable_reason()}; use `rasterizer: numba` "
                               f"or `torch`")
         self.cfg = cfg or NativeRasterizerConfig()
-
-    def rasterize(self, gaussians: GaussianParams, cameras: Cameras, background: Optional[torch.Tensor] = None,
-                  render_depth: bool = True) -> RenderOutput:
-        if gaussians.means.device.type != "cpu":
-            raise PluginError(f"rasterizer native: the Gaussians are on {gaussians.means.device}; it runs on the "
-                              f"CPU only -- use `rasterizer: auto` (gsplat on CUDA) or `torch`")
-        return super().rasterize(gaussians, cameras, background, render_depth)
 
 
 def native_available() -> bool:
