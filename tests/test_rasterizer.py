@@ -507,6 +507,39 @@ def test_compiled_matches_torch_path_on_a_real_size_scene(compositor):
         assert rel(t[3][k], r[3][k]) < 1e-4, (k, rel(t[3][k], r[3][k]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_set_up_is_the_torch_set_up(dtype):
+    """The C projection (no gradient) gives the torch code's radii exactly and its floats to a
+    rounding, and from the same projection the C tile lists are the torch lists bit for bit
+    (order, boxes, tiles per Gaussian) -- on three cameras with Gaussians behind and outside
+    them, and opacities from 0 to 1. A different clamp, cull or an unstable sort breaks it."""
+    _compiled_or_skip("native")
+    from fourreal_gaussians.rasterize_native import KERNELS
+    from fourreal_gaussians.rasterize_torch import bin_tiles, project_gaussians
+
+    sc = make_scene(n=6000, width=200, height=120, n_cams=3, seed=5, scale=(0.004, 0.3), behind=0.1, spread=1.6,
+                    opacity=(0.0, 1.0), dtype=dtype)
+    sc["means"][:40] = sc["means"][40:80]  # equal depths: the stable sort keeps index order
+    W, H = sc["width"], sc["height"]
+    ref = project_gaussians(sc["means"], sc["quats"], sc["scales"], sc["viewmats"], sc["Ks"], W, H)
+    for c in range(3):  # one camera at a time (torch's batched einsum rounds differently for several)
+        one = project_gaussians(sc["means"], sc["quats"], sc["scales"], sc["viewmats"][c:c + 1], sc["Ks"][c:c + 1],
+                                W, H)
+        got = KERNELS.project(sc["means"], sc["quats"], sc["scales"], sc["viewmats"][c], sc["Ks"][c], W, H,
+                              0.3, 0.01, 1e10)
+        assert torch.equal(got["radii"], one["radii"]), c
+        for k in ("means2d", "conics", "cov2d", "depths"):  # a BLAS may round torch's sums differently
+            assert torch.allclose(got[k], one[k].detach(), rtol=1e-6 if dtype == torch.float32 else 1e-13,
+                                  atol=0), (c, k)
+    assert int((ref["radii"] == 0).sum()) > 500 and int((ref["radii"] > 0).sum()) > 5000
+    op = sc["opacities"][None].expand(3, -1)
+    args = (ref["means2d"].detach(), ref["cov2d"].detach(), op, ref["radii"], ref["depths"].detach(), W, H, 16)
+    a, b = bin_tiles(*args), KERNELS.bin_tiles(*args)
+    assert a.n_pairs > 10000 and a.n_pairs == b.n_pairs and a.n_isects == b.n_isects
+    for k in ("pair_gid", "tile_off", "box", "tiles_per_gauss"):
+        assert torch.equal(getattr(a, k), getattr(b, k)), k
+
+
 @pytest.mark.parametrize("compositor", ["numba", "native"])
 def test_compiled_rasterizer_plugin_refuses_other_devices_in_one_line(compositor):
     from fourreal_gaussians.rasterizers import NativeRasterizer, NumbaRasterizer

@@ -54,21 +54,74 @@ static inline double exp_neg_f64(double x) { /* exp(x), x <= 0 (Cephes exp, Pade
     return y * s;
 }
 
+/* Stable LSD radix sort of n unsigned keys (11-bit digits, `bits` significant bits): idx holds
+ * 0..n-1 on entry (so ties keep index order, as torch.argsort(stable=True)) and the sorted
+ * order on exit. Used by the binning below: one depth sort per render. */
+static int radix_sort(uint64_t *key, int64_t *idx, int64_t n, int bits) {
+    uint64_t *k2 = (uint64_t *)malloc(sizeof(uint64_t) * (n ? n : 1));
+    int64_t *i2 = (int64_t *)malloc(sizeof(int64_t) * (n ? n : 1));
+    if (!k2 || !i2) { free(k2); free(i2); return -1; }
+    for (int shift = 0; shift < bits; shift += 11) {
+        int64_t hist[2049];
+        memset(hist, 0, sizeof(hist));
+        for (int64_t i = 0; i < n; i++) hist[((key[i] >> shift) & 2047) + 1]++;
+        if (hist[1] == n) continue; /* every key has this digit 0: the pass keeps the order */
+        for (int d = 0; d < 2048; d++) hist[d + 1] += hist[d];
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t o = hist[(key[i] >> shift) & 2047]++;
+            k2[o] = key[i];
+            i2[o] = idx[i];
+        }
+        memcpy(key, k2, sizeof(uint64_t) * n);
+        memcpy(idx, i2, sizeof(int64_t) * n);
+    }
+    free(k2);
+    free(i2);
+    return 0;
+}
+
+static inline uint64_t sortable_f32(float v) { /* order of the floats = order of the keys */
+    uint32_t b;
+    memcpy(&b, &v, 4);
+    return (b & 0x80000000u) ? (uint64_t)(~b) : (uint64_t)(b | 0x80000000u);
+}
+
+static inline uint64_t sortable_f64(double v) {
+    uint64_t b;
+    memcpy(&b, &v, 8);
+    return (b & 0x8000000000000000ull) ? ~b : (b | 0x8000000000000000ull);
+}
+
 /* the kernels below are compiled twice: float (suffix _f32) and double (_f64) */
 #define FOURREAL_KERNEL_PASS
 #define REAL float
 #define KNAME(n) n##_f32
 #define EXPNEG exp_neg_f32
 #define LOG logf
+#define SQRT sqrtf
+#define FLOOR floorf
+#define CEIL ceilf
+#define SORTABLE sortable_f32
+#define KEYBITS 32
 #include __FILE__
 #undef REAL
 #undef KNAME
 #undef EXPNEG
 #undef LOG
+#undef SQRT
+#undef FLOOR
+#undef CEIL
+#undef SORTABLE
+#undef KEYBITS
 #define REAL double
 #define KNAME(n) n##_f64
 #define EXPNEG exp_neg_f64
 #define LOG log
+#define SQRT sqrt
+#define FLOOR floor
+#define CEIL ceil
+#define SORTABLE sortable_f64
+#define KEYBITS 64
 #include __FILE__
 
 #else /* FOURREAL_KERNEL_PASS: one precision's kernels */
@@ -299,5 +352,184 @@ void KNAME(pixel_walk)(const REAL *geo, const REAL *consts, const int64_t *box, 
         if (!start) qi[q] = m;
     }
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * The set-up of a render, without gradient: the EWA projection (rasterize_torch.project_gaussians)
+ * and the depth-sorted tile lists (rasterize_torch.bin_tiles). Same expressions in the same order
+ * and precision as the torch code, with no fused multiply-adds, so the lists match its lists.
+ */
+#if defined(__clang__)
+#define NO_CONTRACT _Pragma("clang fp contract(off)")
+#else
+#define NO_CONTRACT
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+/* one camera: viewmat [4,4] row-major world-to-camera, K [3,3] */
+void KNAME(project)(const REAL *means, const REAL *quats, const REAL *scales, const REAL *viewmat, const REAL *K,
+                    int64_t N, int64_t W, int64_t H, REAL eps2d, REAL near_plane, REAL far_plane, REAL *means2d,
+                    REAL *conics, REAL *cov2d, REAL *depths, int32_t *radii) {
+    NO_CONTRACT
+    const REAL fx = K[0], fy = K[4], cx = K[2], cy = K[5];
+    const REAL tan_fovx = (REAL)(0.5 * (double)W) / fx, tan_fovy = (REAL)(0.5 * (double)H) / fy;
+    const REAL umin = -(cx / fx + (REAL)0.3 * tan_fovx), umax = ((REAL)W - cx) / fx + (REAL)0.3 * tan_fovx;
+    const REAL vmin = -(cy / fy + (REAL)0.3 * tan_fovy), vmax = ((REAL)H - cy) / fy + (REAL)0.3 * tan_fovy;
+    for (int64_t n = 0; n < N; n++) {
+        const REAL *q = quats + 4 * n, *s = scales + 3 * n, *m = means + 3 * n;
+        REAL nrm = SQRT(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+        nrm = nrm > (REAL)1e-12 ? nrm : (REAL)1e-12;
+        const REAL w = q[0] / nrm, x = q[1] / nrm, y = q[2] / nrm, z = q[3] / nrm;
+        const REAL R[9] = {1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                           2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                           2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)};
+        REAL M[9], Mc[9], pc[3];
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++) M[i * 3 + j] = R[i * 3 + j] * s[j];
+        for (int i = 0; i < 3; i++) {
+            pc[i] = viewmat[i * 4] * m[0] + viewmat[i * 4 + 1] * m[1] + viewmat[i * 4 + 2] * m[2] + viewmat[i * 4 + 3];
+            for (int k = 0; k < 3; k++)
+                Mc[i * 3 + k] = viewmat[i * 4] * M[k] + viewmat[i * 4 + 1] * M[3 + k] + viewmat[i * 4 + 2] * M[6 + k];
+        }
+        const REAL *r0 = Mc, *r1 = Mc + 3, *r2 = Mc + 6;
+        const REAL s00 = r0[0] * r0[0] + r0[1] * r0[1] + r0[2] * r0[2];
+        const REAL s01 = r0[0] * r1[0] + r0[1] * r1[1] + r0[2] * r1[2];
+        const REAL s02 = r0[0] * r2[0] + r0[1] * r2[1] + r0[2] * r2[2];
+        const REAL s11 = r1[0] * r1[0] + r1[1] * r1[1] + r1[2] * r1[2];
+        const REAL s12 = r1[0] * r2[0] + r1[1] * r2[1] + r1[2] * r2[2];
+        const REAL s22 = r2[0] * r2[0] + r2[1] * r2[1] + r2[2] * r2[2];
+        const REAL tx = pc[0], ty = pc[1], tz = pc[2];
+        int valid = (tz > near_plane) && (tz < far_plane);
+        const REAL zz = valid ? tz : (REAL)1;
+        REAL u = tx / zz, v = ty / zz;
+        u = u < umin ? umin : (u > umax ? umax : u);
+        v = v < vmin ? vmin : (v > vmax ? vmax : v);
+        const REAL gx = fx / zz, gy = fy / zz;
+        const REAL a = gx * gx * (s00 - 2 * u * s02 + u * u * s22) + eps2d;
+        const REAL b = gx * gy * (s01 - u * s12 - v * s02 + u * v * s22);
+        const REAL c = gy * gy * (s11 - 2 * v * s12 + v * v * s22) + eps2d;
+        const REAL det = a * c - b * b;
+        valid = valid && det > 0;
+        const REAL det_s = valid ? det : (REAL)1;
+        conics[3 * n] = c / det_s;
+        conics[3 * n + 1] = -b / det_s;
+        conics[3 * n + 2] = a / det_s;
+        cov2d[3 * n] = a;
+        cov2d[3 * n + 1] = b;
+        cov2d[3 * n + 2] = c;
+        const REAL mx = fx * tx / zz + cx, my = fy * ty / zz + cy;
+        means2d[2 * n] = mx;
+        means2d[2 * n + 1] = my;
+        depths[n] = tz;
+        const REAL mid = (REAL)0.5 * (a + c);
+        REAL disc = mid * mid - det;
+        disc = disc > (REAL)0.01 ? disc : (REAL)0.01;
+        const REAL lam = mid + SQRT(disc);
+        const REAL radius = CEIL((REAL)3 * SQRT(lam > 0 ? lam : (REAL)0));
+        const int inside = (mx + radius > 0) && (mx - radius < (REAL)W) && (my + radius > 0) && (my - radius < (REAL)H);
+        radii[n] = (valid && inside) ? (int32_t)radius : 0;
+    }
+}
+
+static inline REAL KNAME(clampr)(REAL x, REAL lo, REAL hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+/* tile lists, pass 1 (rasterize_torch.footprints): per (camera, Gaussian) the alpha >= 1/255 box,
+ * its tile rectangle (tx0, nx, ty0, ny) and tiles_per_gauss; returns the number of pairs */
+int64_t KNAME(bin_count)(const REAL *means2d, const REAL *cov2d, const REAL *op, const int32_t *radii, int64_t CN,
+                         int64_t W, int64_t H, int64_t ts, REAL alpha_thr, int64_t *box, int64_t *rect,
+                         int64_t *tpg, int64_t *cnt) {
+    NO_CONTRACT
+    const int64_t tw = (W + ts - 1) / ts, th = (H + ts - 1) / ts;
+    const REAL t = (REAL)ts;
+    int64_t total = 0;
+    for (int64_t i = 0; i < CN; i++) {
+        const REAL mx = means2d[2 * i], my = means2d[2 * i + 1], r = (REAL)radii[i];
+        const int vis = radii[i] > 0;
+        const int64_t tminx = (int64_t)KNAME(clampr)(FLOOR(mx / t - r / t), 0, (REAL)tw);
+        const int64_t tmaxx = (int64_t)KNAME(clampr)(CEIL(mx / t + r / t), 0, (REAL)tw);
+        const int64_t tminy = (int64_t)KNAME(clampr)(FLOOR(my / t - r / t), 0, (REAL)th);
+        const int64_t tmaxy = (int64_t)KNAME(clampr)(CEIL(my / t + r / t), 0, (REAL)th);
+        tpg[i] = vis ? (tmaxx - tminx) * (tmaxy - tminy) : 0;
+        const REAL o = op[i];
+        REAL o255 = o * (REAL)255.0;
+        o255 = o255 > (REAL)1e-30 ? o255 : (REAL)1e-30;
+        REAL smax = LOG(o255) + (REAL)1e-3;
+        smax = smax > 0 ? smax : (REAL)0;
+        int ok = vis && o >= alpha_thr && tpg[i] > 0;
+        const REAL ca = cov2d[3 * i] > 0 ? cov2d[3 * i] : (REAL)0, cc = cov2d[3 * i + 2] > 0 ? cov2d[3 * i + 2] : (REAL)0;
+        const REAL ex = SQRT(2 * smax * ca) * (REAL)(1 + 1e-4) + (REAL)1e-3;
+        const REAL ey = SQRT(2 * smax * cc) * (REAL)(1 + 1e-4) + (REAL)1e-3;
+        REAL j0 = CEIL(KNAME(clampr)(mx - ex - (REAL)0.5, -1, (REAL)(W + 1)));
+        REAL j1 = FLOOR(KNAME(clampr)(mx + ex - (REAL)0.5, -1, (REAL)(W + 1)));
+        REAL i0 = CEIL(KNAME(clampr)(my - ey - (REAL)0.5, -1, (REAL)(H + 1)));
+        REAL i1 = FLOOR(KNAME(clampr)(my + ey - (REAL)0.5, -1, (REAL)(H + 1)));
+        j0 = j0 > 0 ? j0 : (REAL)0;
+        j1 = j1 < (REAL)(W - 1) ? j1 : (REAL)(W - 1);
+        i0 = i0 > 0 ? i0 : (REAL)0;
+        i1 = i1 < (REAL)(H - 1) ? i1 : (REAL)(H - 1);
+        ok = ok && j0 <= j1 && i0 <= i1;
+        box[4 * i] = (int64_t)j0;
+        box[4 * i + 1] = (int64_t)j1;
+        box[4 * i + 2] = (int64_t)i0;
+        box[4 * i + 3] = (int64_t)i1;
+        int64_t tx0 = (int64_t)FLOOR(j0 / t), tx1 = (int64_t)FLOOR(j1 / t) + 1;
+        int64_t ty0 = (int64_t)FLOOR(i0 / t), ty1 = (int64_t)FLOOR(i1 / t) + 1;
+        tx0 = tx0 > tminx ? tx0 : tminx;
+        tx1 = tx1 < tmaxx ? tx1 : tmaxx;
+        ty0 = ty0 > tminy ? ty0 : tminy;
+        ty1 = ty1 < tmaxy ? ty1 : tmaxy;
+        const int64_t nx = tx1 > tx0 ? tx1 - tx0 : 0, ny = ty1 > ty0 ? ty1 - ty0 : 0;
+        rect[4 * i] = tx0;
+        rect[4 * i + 1] = nx;
+        rect[4 * i + 2] = ty0;
+        rect[4 * i + 3] = ny;
+        cnt[i] = ok ? nx * ny : 0;
+        total += cnt[i];
+    }
+    return total;
+}
+
+/* tile lists, pass 2: the listed Gaussians sorted by depth (stable), then each tile's list in
+ * that order (rasterize_torch.bin_tiles' stable sort of the pairs by tile); 0, or -1 out of memory */
+int KNAME(bin_fill)(const REAL *depths, const int64_t *cnt, const int64_t *rect, int64_t CN, int64_t N, int64_t tw,
+                    int64_t th, int64_t *tile_off, int64_t *pair_gid) {
+    int64_t ns = 0;
+    for (int64_t i = 0; i < CN; i++) ns += cnt[i] > 0;
+    uint64_t *key = (uint64_t *)malloc(sizeof(uint64_t) * (ns ? ns : 1));
+    int64_t *idx = (int64_t *)malloc(sizeof(int64_t) * (ns ? ns : 1));
+    if (!key || !idx) { free(key); free(idx); return -1; }
+    int64_t k = 0;
+    for (int64_t i = 0; i < CN; i++)
+        if (cnt[i] > 0) { key[k] = SORTABLE(depths[i]); idx[k] = i; k++; }
+    if (radix_sort(key, idx, ns, KEYBITS)) { free(key); free(idx); return -1; }
+    const int64_t ntiles = (CN / (N ? N : 1)) * th * tw;
+    memset(tile_off, 0, sizeof(int64_t) * (ntiles + 1));
+    for (int64_t s = 0; s < ns; s++) {
+        const int64_t i = idx[s], cam = i / N, *r = rect + 4 * i;
+        for (int64_t ly = 0; ly < r[3]; ly++)
+            for (int64_t lx = 0; lx < r[1]; lx++) tile_off[(cam * th + r[2] + ly) * tw + r[0] + lx + 1]++;
+    }
+    for (int64_t t = 0; t < ntiles; t++) tile_off[t + 1] += tile_off[t];
+    int64_t *cur = (int64_t *)malloc(sizeof(int64_t) * (ntiles ? ntiles : 1));
+    if (!cur) { free(key); free(idx); return -1; }
+    memcpy(cur, tile_off, sizeof(int64_t) * ntiles);
+    for (int64_t s = 0; s < ns; s++) {
+        const int64_t i = idx[s], cam = i / N, *r = rect + 4 * i;
+        for (int64_t ly = 0; ly < r[3]; ly++)
+            for (int64_t lx = 0; lx < r[1]; lx++) pair_gid[cur[(cam * th + r[2] + ly) * tw + r[0] + lx]++] = i;
+    }
+    free(cur);
+    free(key);
+    free(idx);
+    return 0;
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+#undef NO_CONTRACT
 
 #endif

@@ -17,9 +17,10 @@ keyed by the source, the flags, the compiler's version and the CPU; it is writte
 temporary file and renamed, so concurrent processes (pytest-xdist workers) never load half a
 library. ``FOURREAL_NATIVE=0`` turns the path off; ``CC`` picks the compiler.
 
-Only the compositing is compiled: projection (EWA), SH and the tile lists are the torch code of
-:mod:`.rasterize_torch` (as with numba), so autograd carries the gradients of the packed
-``(means2d, conic, opacity, features)`` back to every parameter and to ``means2d``.
+Compiled: the compositing (forward, backward), the depth-sorted tile lists, and the projection
+where no gradient is wanted (the track loss's pixel weights). A render's projection (EWA) and SH
+are the torch code of :mod:`.rasterize_torch` (as with numba), so autograd carries the gradients
+of the packed ``(means2d, conic, opacity, features)`` back to every parameter and to ``means2d``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Optional
 
 import torch
 
-from .rasterize_torch import TileKernels, _raster_threads
+from .rasterize_torch import ALPHA_THRESHOLD, TileKernels, TileLists, _raster_threads
 
 SOURCE = Path(__file__).with_name("rasterize_native.c")
 #: the kernels' tile edge (their rows are 16-lane vectors); the rasterizer's tile_size must match
@@ -117,8 +118,10 @@ def _load() -> Optional[ctypes.CDLL]:
             _why = f"{out}: {exc}"
             return None
         for sfx in ("f32", "f64"):
-            for name in ("forward", "backward", "sum_pairs", "pixel_walk"):
+            for name in ("forward", "backward", "sum_pairs", "pixel_walk", "project"):
                 getattr(lib, f"{name}_{sfx}").restype = None
+            getattr(lib, f"bin_count_{sfx}").restype = ctypes.c_int64
+            getattr(lib, f"bin_fill_{sfx}").restype = ctypes.c_int
         _lib = lib
         return _lib
 
@@ -205,6 +208,54 @@ class NativeKernels(TileKernels):
             _p(geo), _p(consts), _p(tiles.box), _p(tiles.pair_gid), _p(tiles.tile_off), _i(tiles.tw), _p(qx), _p(qy),
             _i(len(qx)), null if start is None else _p(start), _p(qi), null if gi is None else _p(gi),
             null if wi is None else _p(wi), _i(0), _i(1))
+
+    def bin_tiles(self, means2d, cov2d, opacities, radii, depths, width, height, tile_size):
+        """:func:`.rasterize_torch.bin_tiles` in C: the same lists (same expressions, no fused
+        multiply-adds; a stable radix sort by depth), without torch's dozen passes over the data."""
+        if _load() is None or means2d.device.type != "cpu" or means2d.dtype not in (torch.float32, torch.float64):
+            return super().bin_tiles(means2d, cov2d, opacities, radii, depths, width, height, tile_size)
+        sfx, dt = _suffix(means2d.dtype), means2d.dtype
+        C, N = radii.shape
+        ts = int(tile_size)
+        tw, th = -(-int(width) // ts), -(-int(height) // ts)
+        m2 = means2d.detach().to(dt).reshape(C * N, 2).contiguous()
+        cv = cov2d.detach().to(dt).reshape(C * N, 3).contiguous()
+        op = opacities.detach().to(dt).expand(C, N).reshape(C * N).contiguous()
+        rd = radii.to(torch.int32).reshape(C * N).contiguous()
+        dp = depths.detach().to(dt).reshape(C * N).contiguous()
+        box = torch.empty(C * N, 4, dtype=torch.int64)
+        rect = torch.empty(C * N, 4, dtype=torch.int64)
+        tpg = torch.empty(C * N, dtype=torch.int64)
+        cnt = torch.empty(C * N, dtype=torch.int64)
+        consts = torch.tensor([ALPHA_THRESHOLD], dtype=dt)
+        n_pairs = getattr(_lib, f"bin_count_{sfx}")(
+            _p(m2), _p(cv), _p(op), _p(rd), _i(C * N), _i(width), _i(height), _i(ts),
+            (ctypes.c_float if dt == torch.float32 else ctypes.c_double)(float(consts[0])), _p(box), _p(rect),
+            _p(tpg), _p(cnt))
+        tile_off = torch.empty(C * th * tw + 1, dtype=torch.int64)
+        pair_gid = torch.empty(int(n_pairs), dtype=torch.int64)
+        if getattr(_lib, f"bin_fill_{sfx}")(_p(dp), _p(cnt), _p(rect), _i(C * N), _i(N), _i(tw), _i(th),
+                                             _p(tile_off), _p(pair_gid)):
+            raise MemoryError("the native rasterizer's tile lists: out of memory")
+        tpg = tpg.view(C, N)
+        return TileLists(C, int(height), int(width), ts, pair_gid, tile_off, int(tpg.sum()), tpg, box)
+
+    def project(self, means, quats, scales, viewmat, K, width, height, eps2d, near_plane, far_plane):
+        """:func:`.rasterize_torch.project_gaussians` into one camera in C, without gradient."""
+        dt = means.dtype
+        if _load() is None or means.device.type != "cpu" or dt not in (torch.float32, torch.float64):
+            return super().project(means, quats, scales, viewmat, K, width, height, eps2d, near_plane, far_plane)
+        N = means.shape[0]
+        real = ctypes.c_float if dt == torch.float32 else ctypes.c_double
+        c = lambda a: a.detach().to(dt).contiguous()  # noqa: E731
+        ins = [c(means), c(quats), c(scales), c(viewmat), c(K)]
+        out = {"means2d": torch.empty(N, 2, dtype=dt), "conics": torch.empty(N, 3, dtype=dt),
+               "cov2d": torch.empty(N, 3, dtype=dt), "depths": torch.empty(N, dtype=dt),
+               "radii": torch.empty(N, dtype=torch.int32)}
+        getattr(_lib, f"project_{_suffix(dt)}")(
+            *[_p(a) for a in ins], _i(N), _i(width), _i(height), real(eps2d), real(near_plane), real(far_plane),
+            _p(out["means2d"]), _p(out["conics"]), _p(out["cov2d"]), _p(out["depths"]), _p(out["radii"]))
+        return {k: v[None] for k, v in out.items()}
 
 
 KERNELS = NativeKernels()

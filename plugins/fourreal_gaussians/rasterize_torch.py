@@ -372,6 +372,18 @@ class TileKernels:
         """``start`` None: each query's weight count into ``qi``; else fill from ``start[q]``."""
         raise NotImplementedError
 
+    def bin_tiles(self, means2d, cov2d, opacities, radii, depths, width: int, height: int,
+                  tile_size: int) -> TileLists:
+        """The depth-sorted tile lists (default: :func:`bin_tiles`, torch)."""
+        return bin_tiles(means2d, cov2d, opacities, radii, depths, width, height, tile_size)
+
+    def project(self, means, quats, scales, viewmat, K, width: int, height: int, eps2d: float, near_plane: float,
+                far_plane: float) -> dict:
+        """:func:`project_gaussians` into one camera without gradient (default: the torch code)."""
+        with torch.no_grad():
+            return project_gaussians(means, quats, scales, viewmat[None], K[None], width, height, eps2d=eps2d,
+                                     near_plane=near_plane, far_plane=far_plane)
+
 
 def kernel_consts(dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor([0.5, MAX_ALPHA, ALPHA_THRESHOLD, TRANSMITTANCE_THRESHOLD, 1.0, 255.0], dtype=dtype)
@@ -415,7 +427,7 @@ def composite_tiles(kernels: TileKernels, packed, means2d, cov2d, opacities, rad
     [C,H,W,D], T [C,H,W,1], stats)`` from the packed per-Gaussian data ``[C*N, 6+D]``."""
     kernels.check(packed, tile_size)
     C = radii.shape[0]
-    tiles = bin_tiles(means2d, cov2d, opacities, radii, depths, width, height, tile_size)
+    tiles = kernels.bin_tiles(means2d, cov2d, opacities, radii, depths, width, height, tile_size)
     acc, T = _CompositeTiles.apply(packed, tiles, kernels)
     D = packed.shape[1] - 6
     stats = {"tiles_per_gauss": tiles.tiles_per_gauss, "n_isects": tiles.n_isects, "n_pairs": tiles.n_pairs,
@@ -984,18 +996,19 @@ def pixel_weights(
         ``(query [M], gaussian [M], weight [M])``: pixel index into ``pixels``, Gaussian index,
         and its weight; no gradient (the weights are what a detached-geometry render uses).
     """
-    proj = project_gaussians(means, quats, scales, viewmat[None], K[None], width, height,
-                             eps2d=eps2d, near_plane=near_plane, far_plane=far_plane)
-    op = opacities[None, :]
-    if antialiased:
-        op = op * antialias_compensation(proj["cov2d"], eps2d)
-    tiles = bin_tiles(proj["means2d"], proj["cov2d"], op, proj["radii"], proj["depths"], width, height, tile_size)
     dev = means.device
     px = pixels[:, 0].to(device=dev, dtype=torch.int64)
     py = pixels[:, 1].to(device=dev, dtype=torch.int64)
+    kernels = compiled_kernels(compositor) if compositor in ("numba", "native") else TileKernels()
+    proj = kernels.project(means, quats, scales, viewmat, K, width, height, eps2d, near_plane, far_plane)
+    op = opacities[None, :]
+    if antialiased:
+        op = op * antialias_compensation(proj["cov2d"], eps2d)
+    tiles = kernels.bin_tiles(proj["means2d"], proj["cov2d"], op, proj["radii"], proj["depths"], width, height,
+                              tile_size)
     if compositor in ("numba", "native"):
         geo = torch.cat([proj["means2d"][0], proj["conics"][0], op[0][:, None]], dim=1)
-        return walk_pixels(compiled_kernels(compositor), geo, tiles, px, py)
+        return walk_pixels(kernels, geo, tiles, px, py)
     tile = torch.div(py, tiles.ts, rounding_mode="floor") * tiles.tw + torch.div(px, tiles.ts, rounding_mode="floor")
     off = tiles.tile_off.to(dev)
     start, count = off[tile], off[tile + 1] - off[tile]
