@@ -434,6 +434,131 @@ void KNAME(project)(const REAL *means, const REAL *quats, const REAL *scales, co
     }
 }
 
+/* the projection's backward (one camera): the gradients of means2d [N,2], conics [N,3] and depths
+ * [N] (g_depths may be NULL) added into g_means [N,3], g_quats [N,4], g_scales [N,3]; the forward
+ * is recomputed. The same derivative torch's autograd takes of project_gaussians: no gradient
+ * through a clamped u or v, through z = 1 of a Gaussian off the near/far range, or through
+ * det = 1 of a degenerate one. */
+void KNAME(project_bwd)(const REAL *means, const REAL *quats, const REAL *scales, const REAL *viewmat, const REAL *K,
+                        int64_t N, int64_t W, int64_t H, REAL eps2d, REAL near_plane, REAL far_plane,
+                        const REAL *g_means2d, const REAL *g_conics, const REAL *g_depths, REAL *g_means,
+                        REAL *g_quats, REAL *g_scales) {
+    NO_CONTRACT
+    const REAL fx = K[0], fy = K[4];
+    const REAL tan_fovx = (REAL)(0.5 * (double)W) / fx, tan_fovy = (REAL)(0.5 * (double)H) / fy;
+    const REAL cx = K[2], cy = K[5];
+    const REAL umin = -(cx / fx + (REAL)0.3 * tan_fovx), umax = ((REAL)W - cx) / fx + (REAL)0.3 * tan_fovx;
+    const REAL vmin = -(cy / fy + (REAL)0.3 * tan_fovy), vmax = ((REAL)H - cy) / fy + (REAL)0.3 * tan_fovy;
+    const REAL *Rw = viewmat; /* rows i: Rw[i*4 + j] */
+    for (int64_t n = 0; n < N; n++) {
+        const REAL *q = quats + 4 * n, *s = scales + 3 * n, *m = means + 3 * n;
+        const REAL *gm2 = g_means2d + 2 * n, *gcn = g_conics + 3 * n;
+        const REAL gdep = g_depths ? g_depths[n] : (REAL)0;
+        if (gm2[0] == 0 && gm2[1] == 0 && gcn[0] == 0 && gcn[1] == 0 && gcn[2] == 0 && gdep == 0) continue;
+        /* forward again */
+        REAL nrm = SQRT(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+        const int nclamp = !(nrm > (REAL)1e-12);
+        nrm = nclamp ? (REAL)1e-12 : nrm;
+        const REAL w = q[0] / nrm, x = q[1] / nrm, y = q[2] / nrm, z = q[3] / nrm;
+        const REAL R[9] = {1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                           2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                           2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)};
+        REAL M[9], Mc[9], pc[3];
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++) M[i * 3 + j] = R[i * 3 + j] * s[j];
+        for (int i = 0; i < 3; i++) {
+            pc[i] = Rw[i * 4] * m[0] + Rw[i * 4 + 1] * m[1] + Rw[i * 4 + 2] * m[2] + Rw[i * 4 + 3];
+            for (int k = 0; k < 3; k++) Mc[i * 3 + k] = Rw[i * 4] * M[k] + Rw[i * 4 + 1] * M[3 + k] + Rw[i * 4 + 2] * M[6 + k];
+        }
+        const REAL *r0 = Mc, *r1 = Mc + 3, *r2 = Mc + 6;
+        const REAL s00 = r0[0] * r0[0] + r0[1] * r0[1] + r0[2] * r0[2];
+        const REAL s01 = r0[0] * r1[0] + r0[1] * r1[1] + r0[2] * r1[2];
+        const REAL s02 = r0[0] * r2[0] + r0[1] * r2[1] + r0[2] * r2[2];
+        const REAL s11 = r1[0] * r1[0] + r1[1] * r1[1] + r1[2] * r1[2];
+        const REAL s12 = r1[0] * r2[0] + r1[1] * r2[1] + r1[2] * r2[2];
+        const REAL s22 = r2[0] * r2[0] + r2[1] * r2[1] + r2[2] * r2[2];
+        const REAL tx = pc[0], ty = pc[1], tz = pc[2];
+        const int zvalid = (tz > near_plane) && (tz < far_plane);
+        const REAL zz = zvalid ? tz : (REAL)1;
+        const REAL u0 = tx / zz, v0 = ty / zz;
+        const int uin = u0 >= umin && u0 <= umax, vin = v0 >= vmin && v0 <= vmax;
+        const REAL u = u0 < umin ? umin : (u0 > umax ? umax : u0);
+        const REAL v = v0 < vmin ? vmin : (v0 > vmax ? vmax : v0);
+        const REAL gx = fx / zz, gy = fy / zz;
+        const REAL P = s00 - 2 * u * s02 + u * u * s22;
+        const REAL Q = s01 - u * s12 - v * s02 + u * v * s22;
+        const REAL S = s11 - 2 * v * s12 + v * v * s22;
+        const REAL a = gx * gx * P + eps2d, b = gx * gy * Q, c = gy * gy * S + eps2d;
+        const REAL det = a * c - b * b;
+        const int dvalid = zvalid && det > 0;
+        /* conics -> (a, b, c) */
+        REAL ga, gb, gc;
+        if (dvalid) {
+            const REAL id = 1 / det, id2 = id * id;
+            const REAL gA = gcn[0], gB = gcn[1], gC = gcn[2];
+            /* A = c/D, B = -b/D, C = a/D with D = a c - b^2 */
+            const REAL gD = -(gA * c - gB * b + gC * a) * id2;
+            ga = gC * id + gD * c;
+            gb = -gB * id + gD * (-2 * b);
+            gc = gA * id + gD * a;
+        } else {
+            ga = gcn[2];
+            gb = -gcn[1];
+            gc = gcn[0];
+        }
+        /* (a, b, c) -> gx, gy, P, Q, S */
+        REAL ggx = ga * 2 * gx * P + gb * gy * Q;
+        REAL ggy = gb * gx * Q + gc * 2 * gy * S;
+        const REAL gP = ga * gx * gx, gQ = gb * gx * gy, gS = gc * gy * gy;
+        /* P, Q, S -> sigma entries and u, v */
+        const REAL g00 = gP, g01 = gQ, g02 = -2 * u * gP - v * gQ, g11 = gS, g12 = -u * gQ - 2 * v * gS;
+        const REAL g22 = u * u * gP + u * v * gQ + v * v * gS;
+        REAL gu = gP * (-2 * s02 + 2 * u * s22) + gQ * (-s12 + v * s22);
+        REAL gv = gQ * (-s02 + u * s22) + gS * (-2 * s12 + 2 * v * s22);
+        /* means2d: mx = fx tx / z + cx, my = fy ty / z + cy */
+        REAL gtx = gm2[0] * fx / zz, gty = gm2[1] * fy / zz;
+        REAL gz = -(gm2[0] * fx * tx + gm2[1] * fy * ty) / (zz * zz);
+        gz += -(ggx * fx + ggy * fy) / (zz * zz);
+        if (uin) { gtx += gu / zz; gz += -gu * tx / (zz * zz); }
+        if (vin) { gty += gv / zz; gz += -gv * ty / (zz * zz); }
+        REAL gtz = gdep + (zvalid ? gz : (REAL)0);
+        /* pc = Rw m + t -> means */
+        for (int j = 0; j < 3; j++) g_means[3 * n + j] += Rw[j] * gtx + Rw[4 + j] * gty + Rw[8 + j] * gtz;
+        /* sigma = Mc Mc^T -> Mc rows */
+        REAL gMc[9];
+        for (int k = 0; k < 3; k++) {
+            gMc[k] = 2 * g00 * r0[k] + g01 * r1[k] + g02 * r2[k];
+            gMc[3 + k] = g01 * r0[k] + 2 * g11 * r1[k] + g12 * r2[k];
+            gMc[6 + k] = g02 * r0[k] + g12 * r1[k] + 2 * g22 * r2[k];
+        }
+        /* Mc = Rw M -> M;  M = R diag(s) -> R, s */
+        REAL gR[9];
+        for (int j = 0; j < 3; j++) {
+            REAL gsj = 0;
+            for (int i = 0; i < 3; i++) {
+                const REAL gM = Rw[i] * gMc[j] + Rw[4 + i] * gMc[3 + j] + Rw[8 + i] * gMc[6 + j];
+                gR[i * 3 + j] = gM * s[j];
+                gsj += gM * R[i * 3 + j];
+            }
+            g_scales[3 * n + j] += gsj;
+        }
+        /* R(w, x, y, z) -> the normalised quaternion */
+        const REAL gw = 2 * (-z * gR[1] + y * gR[2] + z * gR[3] - x * gR[5] - y * gR[6] + x * gR[7]);
+        const REAL gxq = 2 * (y * gR[1] + z * gR[2] + y * gR[3] - 2 * x * gR[4] - w * gR[5] + z * gR[6] + w * gR[7]
+                              - 2 * x * gR[8]);
+        const REAL gyq = 2 * (-2 * y * gR[0] + x * gR[1] + w * gR[2] + x * gR[3] + z * gR[5] - w * gR[6] + z * gR[7]
+                              - 2 * y * gR[8]);
+        const REAL gzq = 2 * (-2 * z * gR[0] - w * gR[1] + x * gR[2] + w * gR[3] - 2 * z * gR[4] + y * gR[5]
+                              + x * gR[6] + y * gR[7]);
+        /* q / max(|q|, 1e-12) -> q */
+        const REAL dotq = nclamp ? (REAL)0 : (w * gw + x * gxq + y * gyq + z * gzq);
+        g_quats[4 * n] += (gw - w * dotq) / nrm;
+        g_quats[4 * n + 1] += (gxq - x * dotq) / nrm;
+        g_quats[4 * n + 2] += (gyq - y * dotq) / nrm;
+        g_quats[4 * n + 3] += (gzq - z * dotq) / nrm;
+    }
+}
+
 static inline REAL KNAME(clampr)(REAL x, REAL lo, REAL hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
 /* tile lists, pass 1 (rasterize_torch.footprints): per (camera, Gaussian) the alpha >= 1/255 box,

@@ -118,7 +118,7 @@ def _load() -> Optional[ctypes.CDLL]:
             _why = f"{out}: {exc}"
             return None
         for sfx in ("f32", "f64"):
-            for name in ("forward", "backward", "sum_pairs", "pixel_walk", "project"):
+            for name in ("forward", "backward", "sum_pairs", "pixel_walk", "project", "project_bwd"):
                 getattr(lib, f"{name}_{sfx}").restype = None
             getattr(lib, f"bin_count_{sfx}").restype = ctypes.c_int64
             getattr(lib, f"bin_fill_{sfx}").restype = ctypes.c_int
@@ -256,6 +256,61 @@ class NativeKernels(TileKernels):
             *[_p(a) for a in ins], _i(N), _i(width), _i(height), real(eps2d), real(near_plane), real(far_plane),
             _p(out["means2d"]), _p(out["conics"]), _p(out["cov2d"]), _p(out["depths"]), _p(out["radii"]))
         return {k: v[None] for k, v in out.items()}
+
+    def project_all(self, means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane,
+                    antialiased):
+        """The render's projection with its backward in C (:class:`_Project`), where it applies:
+        CPU float32/float64 tensors, cameras without gradient (a camera-optimising phase, and the
+        antialiased mode -- which differentiates cov2d -- take the torch code)."""
+        dt = means.dtype
+        ok = (_load() is not None and not antialiased and means.device.type == "cpu"
+              and dt in (torch.float32, torch.float64)
+              and all(t.dtype == dt for t in (quats, scales, viewmats, Ks))
+              and not viewmats.requires_grad and not Ks.requires_grad)
+        if not ok:
+            return super().project_all(means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane,
+                                       far_plane, antialiased)
+        m2, con, cov, dep, rad = _Project.apply(means, quats, scales, viewmats, Ks, int(width), int(height),
+                                                float(eps2d), float(near_plane), float(far_plane))
+        return {"means2d": m2, "conics": con, "cov2d": cov, "depths": dep, "radii": rad}
+
+
+class _Project(torch.autograd.Function):
+    """EWA projection of N Gaussians into C cameras, forward and backward in C (``project`` /
+    ``project_bwd``): the outputs of :func:`.rasterize_torch.project_gaussians` (``cov2d`` and
+    ``radii`` without gradient) and the gradients of means, quats and scales that autograd takes
+    of it (tests/test_rasterizer.py). A render's dozens of small torch ops on [C,N] tensors, and
+    their autograd records, become one pass over the Gaussians each way."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane):
+        outs = [KERNELS.project(means, quats, scales, viewmats[c], Ks[c], width, height, eps2d, near_plane, far_plane)
+                for c in range(viewmats.shape[0])]
+        cat = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+        ctx.save_for_backward(means, quats, scales, viewmats, Ks)
+        ctx.args = (width, height, eps2d, near_plane, far_plane)
+        ctx.mark_non_differentiable(cat["cov2d"], cat["radii"])
+        return cat["means2d"], cat["conics"], cat["cov2d"], cat["depths"], cat["radii"]
+
+    @staticmethod
+    def backward(ctx, g_m2, g_con, _g_cov, g_dep, _g_rad):
+        means, quats, scales, viewmats, Ks = ctx.saved_tensors
+        width, height, eps2d, near_plane, far_plane = ctx.args
+        dt, N, C = means.dtype, means.shape[0], viewmats.shape[0]
+        real = ctypes.c_float if dt == torch.float32 else ctypes.c_double
+        c = lambda a: a.detach().to(dt).contiguous()  # noqa: E731
+        zeros = lambda *shape: torch.zeros(*shape, dtype=dt)  # noqa: E731
+        g_m2 = c(g_m2) if g_m2 is not None else zeros(C, N, 2)
+        g_con = c(g_con) if g_con is not None else zeros(C, N, 3)
+        g_dep = c(g_dep) if g_dep is not None else None
+        gm, gq, gs = zeros(N, 3), zeros(N, 4), zeros(N, 3)
+        ins = [c(means), c(quats), c(scales)]
+        fn = getattr(_lib, f"project_bwd_{_suffix(dt)}")
+        for k in range(C):
+            fn(*[_p(a) for a in ins], _p(c(viewmats[k])), _p(c(Ks[k])), _i(N), _i(width), _i(height), real(eps2d),
+               real(near_plane), real(far_plane), _p(g_m2[k].contiguous()), _p(g_con[k].contiguous()),
+               ctypes.c_void_p(None) if g_dep is None else _p(g_dep[k].contiguous()), _p(gm), _p(gq), _p(gs))
+        return gm, gq, gs, None, None, None, None, None, None, None
 
 
 KERNELS = NativeKernels()

@@ -377,6 +377,12 @@ class TileKernels:
         """The depth-sorted tile lists (default: :func:`bin_tiles`, torch)."""
         return bin_tiles(means2d, cov2d, opacities, radii, depths, width, height, tile_size)
 
+    def project_all(self, means, quats, scales, viewmats, Ks, width: int, height: int, eps2d: float,
+                    near_plane: float, far_plane: float, antialiased: bool) -> dict:
+        """A render's :func:`project_gaussians` (differentiable; default: the torch code)."""
+        return project_gaussians(means, quats, scales, viewmats, Ks, width, height, eps2d=eps2d,
+                                 near_plane=near_plane, far_plane=far_plane)
+
     def project(self, means, quats, scales, viewmat, K, width: int, height: int, eps2d: float, near_plane: float,
                 far_plane: float) -> dict:
         """:func:`project_gaussians` into one camera without gradient (default: the torch code)."""
@@ -887,8 +893,9 @@ def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
                antialiased=False):
     C = viewmats.shape[0]
     N = means.shape[0]
-    proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height,
-                             eps2d=eps2d, near_plane=near_plane, far_plane=far_plane)
+    kernels = compiled_kernels(compositor) if compositor in ("numba", "native") else TileKernels()
+    proj = kernels.project_all(means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane,
+                               antialiased)
     means2d = proj["means2d"]
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -916,7 +923,7 @@ def _rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, hei
     packed = packed.reshape(C * N, packed.shape[-1])
 
     if compositor in ("numba", "native"):
-        acc, T, stats = composite_tiles(compiled_kernels(compositor), packed, means2d.detach(), proj["cov2d"].detach(),
+        acc, T, stats = composite_tiles(kernels, packed, means2d.detach(), proj["cov2d"].detach(),
                                         op.detach(), proj["radii"], depths.detach(), width, height, tile_size)
         n_evals, block = stats["n_evals"], stats["block"]
     elif compositor == "torch":
