@@ -554,6 +554,9 @@ def test_native_projection_gradients_are_autograds(dtype):
     sc = make_scene(n=4000, width=200, height=120, n_cams=3, seed=5, scale=(0.004, 0.3), behind=0.1, spread=1.6,
                     dtype=dtype)
     sc["quats"] = sc["quats"] * 3.0  # the normalisation's gradient too
+    # non-contiguous cameras, as a stage's slices of its camera batch are (the C call gets copies)
+    sc["viewmats"] = sc["viewmats"].transpose(1, 2).contiguous().transpose(1, 2)
+    assert not sc["viewmats"].is_contiguous()
     g = torch.Generator().manual_seed(1)
     wm, wc, wd = (torch.randn(3, 4000, k, generator=g).to(dtype) for k in (2, 3, 1))
     grads = []

@@ -307,9 +307,13 @@ class _Project(torch.autograd.Function):
         ins = [c(means), c(quats), c(scales)]
         fn = getattr(_lib, f"project_bwd_{_suffix(dt)}")
         for k in range(C):
-            fn(*[_p(a) for a in ins], _p(c(viewmats[k])), _p(c(Ks[k])), _i(N), _i(width), _i(height), real(eps2d),
-               real(near_plane), real(far_plane), _p(g_m2[k].contiguous()), _p(g_con[k].contiguous()),
-               ctypes.c_void_p(None) if g_dep is None else _p(g_dep[k].contiguous()), _p(gm), _p(gq), _p(gs))
+            # every tensor whose pointer goes to C is held by a name until the call returns (a
+            # temporary from .contiguous() would be freed, and its memory reused, before it)
+            vk, kk, gmk, gck = c(viewmats[k]), c(Ks[k]), g_m2[k].contiguous(), g_con[k].contiguous()
+            gdk = None if g_dep is None else g_dep[k].contiguous()
+            fn(*[_p(a) for a in ins], _p(vk), _p(kk), _i(N), _i(width), _i(height), real(eps2d), real(near_plane),
+               real(far_plane), _p(gmk), _p(gck), ctypes.c_void_p(None) if gdk is None else _p(gdk), _p(gm), _p(gq),
+               _p(gs))
         return gm, gq, gs, None, None, None, None, None, None, None
 
 
