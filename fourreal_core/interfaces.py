@@ -611,7 +611,18 @@ class Stage(ABC):
     or absent. Long stages checkpoint through ``ctx.checkpoints`` to resume mid-stage.
     Earlier stages' outputs are found with ``ctx.find_output(name)``;
     input files in the config are declared as ``InputPath`` so ``fourreal validate`` checks them.
+    The files it passes to and takes from other stages are declared below (docs/plugins.md,
+    "Stages and the files they pass on").
     """
+
+    #: files it looks up in earlier stages' folders (``ctx.find_output``), relative to them
+    reads: tuple[str, ...] = ()
+    #: files (or globs) it always writes into ``ctx.out_dir``: the runner refuses to publish
+    #: the stage when one is missing, and ``find_output`` prefers the newest earlier stage
+    #: declaring a file (in ``writes`` or ``may_write``) over one that merely holds it
+    writes: tuple[str, ...] = ()
+    #: files (or globs) it writes only sometimes (held-out views, points when it has some)
+    may_write: tuple[str, ...] = ()
 
     @abstractmethod
     def run(self, ctx: "StageContext") -> None:

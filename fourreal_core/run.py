@@ -122,6 +122,9 @@ class StageContext:
         registry: the plugin registry (to build nested components).
         rasterizer_spec: the recipe's top-level rasterizer component (``ctx.rasterizer``
             builds it once).
+        stage_dirs: ``{label: folder}`` of the earlier (finished) stages, in order.
+        stage_writes: ``{label: file names or globs}`` those stages declare writing
+            (:func:`declared_writes`); a stage absent from it declared nothing.
     """
 
     name: str
@@ -137,6 +140,7 @@ class StageContext:
     registry: "Registry"
     rasterizer_spec: Any = None
     stage_dirs: dict = field(default_factory=dict)
+    stage_writes: dict = field(default_factory=dict)
     _rasterizer: Any = None
 
     def notice(self, message: str) -> None:
@@ -148,10 +152,14 @@ class StageContext:
         print(f"note: {self.name}: {message}", file=sys.stderr, flush=True)
 
     def find_output(self, filename: str) -> Optional[Path]:
-        """The newest earlier stage's ``filename`` (e.g. ``canonical.ply``), or None."""
-        for d in reversed(list(self.stage_dirs.values())):
-            if (d / filename).exists():
-                return d / filename
+        """An earlier stage's ``filename`` (e.g. ``canonical.ply``), or None: the newest stage
+        that declares writing it and holds it, else (stages that declare nothing) the newest
+        stage holding it."""
+        earlier = list(self.stage_dirs.items())[::-1]
+        for declared in (True, False):
+            for label, d in earlier:
+                if (not declared or declares(self.stage_writes.get(label, ()), filename)) and (d / filename).exists():
+                    return d / filename
         return None
 
     @property
@@ -220,6 +228,46 @@ class Progress:
 
     def __exit__(self, *exc: Any) -> None:
         self._progress.__exit__(*exc)
+
+
+# -------------------------------------------------------------------- declared files
+def declared_writes(stage: Any) -> tuple[str, ...]:
+    """The files a stage (an instance or its class) declares writing: ``writes`` and
+    ``may_write`` (:class:`~fourreal_core.interfaces.Stage`); () when it declares none."""
+    return tuple(getattr(stage, "writes", ()) or ()) + tuple(getattr(stage, "may_write", ()) or ())
+
+
+def declares(patterns: tuple[str, ...], filename: str) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(filename, p) for p in patterns)
+
+
+def stage_class(spec: Any, registry: "Registry") -> Any:
+    """The class a stage component builds, when the registry names one (a class, or a lazy
+    target naming a class), without building it; None for a factory function or a target
+    that does not import (a stage that declares nothing, then)."""
+    from .errors import PluginError
+    from .registry import LazyTarget
+
+    try:
+        factory = registry.get(spec.kind, spec.name).factory
+        if isinstance(factory, LazyTarget):
+            factory = factory.resolve()
+    except (PluginError, ImportError):
+        return None
+    return factory if isinstance(factory, type) else None
+
+
+def check_declared_writes(stage: Any, folder: Path, where: str) -> None:
+    """A :class:`~fourreal_core.errors.PluginError` naming the first file ``stage`` declares in
+    ``writes`` that its output ``folder`` lacks (a bug of the stage)."""
+    from .errors import PluginError
+
+    for pattern in tuple(getattr(stage, "writes", ()) or ()):
+        if not any(Path(folder).glob(pattern)):
+            raise PluginError(f"{where}: finished without writing {pattern}, which it declares (writes); "
+                              "the stage was not published")
 
 
 # ------------------------------------------------------------------------------ runner
@@ -778,6 +826,7 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
         log("notice", message=line)
         _say(console, f"note: {line}")
     stage_dirs: dict[str, Path] = {}
+    stage_writes: dict[str, tuple[str, ...]] = {}
     for index, spec in enumerate(recipe.stages, start=1):  # a fixed input re-runs its stage and the later ones
         changed = run.changed_inputs(index, spec.label, spec) if run.is_complete(index, spec.label) else []
         if changed:
@@ -793,6 +842,7 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
         if run.is_complete(index, name):
             run.check_outputs(index, name)
             stage_dirs[name] = run.final_dir(index, name)
+            stage_writes[name] = declared_writes(stage_class(spec, registry))
             log("stage_skip", stage=name, reason="complete")
             if console is not None:
                 console.print(f"[dim]stage {index} {name}: already complete, skipped[/dim]")
@@ -822,6 +872,7 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
             registry=registry,
             rasterizer_spec=recipe.rasterizer,
             stage_dirs=dict(stage_dirs),
+            stage_writes=dict(stage_writes),
         )
         if console is not None:
             console.print(f"[bold cyan]stage {index} {name}[/bold cyan]")
@@ -829,8 +880,10 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
         log("stage_start", stage=name, index=index)
         with stage_errors(f"stage {index} {name}", dev, partial):
             stage.run(ctx)
+        check_declared_writes(stage, partial, f"stage {index} {name}")
         final = run.finish(index, name, inputs)
         stage_dirs[name] = final
+        stage_writes[name] = declared_writes(stage)
         log("stage_end", stage=name, index=index, seconds=round(time.perf_counter() - t0, 3))
     log("run_end", recipe=recipe.name)
     return run.path

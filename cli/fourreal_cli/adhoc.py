@@ -19,8 +19,8 @@ from fourreal_core.errors import RunDirError
 from fourreal_core.io import write_json
 from fourreal_core.lock import FolderLock
 from fourreal_core.run import (
-    CheckpointStore, RunLog, StageContext, ensure_inside, last_logged, output_problem, read_run_info, remove_own,
-    resolve_device, stage_errors,
+    CheckpointStore, RunLog, StageContext, check_declared_writes, declared_writes, ensure_inside, last_logged,
+    output_problem, read_run_info, remove_own, resolve_device, stage_class, stage_errors,
 )
 
 if TYPE_CHECKING:
@@ -147,11 +147,14 @@ def execute_adhoc(
             seed=recipe.seed, iterations_scale=recipe.iterations_scale,
             checkpoints=CheckpointStore(run_dir / "checkpoints" / out_name), log=log, registry=registry,
             rasterizer_spec=recipe.rasterizer, stage_dirs=stage_dirs,
+            stage_writes={s.label: declared_writes(stage_class(s, registry)) for s in recipe.stages},
         )
         torch.manual_seed(recipe.seed)
         log("adhoc_start", stage=stage, out=out_name)
         with stage_errors(f"fourreal {stage}", dev, partial):
-            spec.build(registry).run(ctx)
+            built = spec.build(registry)
+            built.run(ctx)
+        check_declared_writes(built, partial, f"fourreal {stage}")
         write_json(partial / OUTPUT_MARKER, {"kind": stage, "files": _written_files(partial)})
         if final.exists():
             old = run_dir / f".{out_name}.old"
