@@ -386,7 +386,7 @@ def input_paths(obj: Any, prefix: str = "") -> dict[str, str]:
     import dataclasses
     import typing
 
-    from .config import ComponentSpec, _InputPathMarker
+    from .config import ComponentSpec
 
     out: dict[str, str] = {}
     if isinstance(obj, ComponentSpec):
@@ -561,9 +561,10 @@ def _json_kind(v: Any) -> str:
 
 
 class RunDir:
-    """A run folder bound to one resolved recipe."""
+    """A run folder bound to one resolved recipe (:meth:`for_recipe`), or, to read a finished
+    run, to none (``RunDir(path)``)."""
 
-    def __init__(self, path: Path, resolved_yaml: str, recipe_name: str, fingerprint: str,
+    def __init__(self, path: Path, resolved_yaml: str = "", recipe_name: str = "", fingerprint: str = "",
                  stages: Optional[list[dict]] = None, written: frozenset = frozenset()) -> None:
         self.path = Path(path)
         self.written = written  # paths the recipe file / --set wrote (Recipe.written)
@@ -572,6 +573,36 @@ class RunDir:
         self.recipe_name = recipe_name
         self.stages = stages if stages is not None else []
         self.since: dict[str, float] = {}  # stage label -> when its previous attempt last logged
+
+    @classmethod
+    def for_recipe(cls, path: Path, recipe: "Recipe") -> "RunDir":
+        """The run folder ``path`` bound to a validated recipe."""
+        from .recipe import dump_recipe, to_plain
+
+        return cls(path, dump_recipe(recipe), recipe.name, recipe_fingerprint(fingerprint_yaml(recipe)),
+                   stage_fingerprints(to_plain(recipe)), written=recipe.written)
+
+    def is_finished(self) -> bool:
+        """The folder holds this recipe's run (its fingerprint in ``run.json``) with every stage
+        finished."""
+        return self._run_info().get("fingerprint") == self.fingerprint and all(
+            self.is_complete(i, str(st.get("label"))) for i, st in enumerate(self.stages, start=1))
+
+    def finished_stage_dirs(self, check: bool = True) -> dict[str, Path]:
+        """``{stage label: folder}`` of the finished stages, in order. With ``check``, a finished
+        stage whose output files (as ``run.json`` recorded them) are gone or changed size is
+        refused with a :class:`RunDirError`."""
+        stages = self.path / "stages"
+        info = read_run_info(self.path / "run.json") if check else {}
+        out: dict[str, Path] = {}
+        for d in sorted(p for p in stages.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+                if stages.is_dir() else []:
+            problem = output_problem(d, info) if check else None
+            if problem:
+                raise RunDirError(f"{self.path}: stage {d.name} finished, but {problem}; restore it, or rerun the "
+                                  f"recipe after deleting stages/{d.name} (and the later stages' folders)")
+            out[d.name.split("_", 1)[1] if "_" in d.name else d.name] = d
+        return out
 
     def check_usable(self) -> None:
         """Refuse (writing nothing) a path that is a file or a non-empty folder that is not a
@@ -803,11 +834,8 @@ def execute(
 
     The run folder is locked for the whole run (:class:`~fourreal_core.lock.FolderLock`):
     a second writer gets a :class:`RunDirError` naming the holder."""
-    from .recipe import dump_recipe, to_plain
-
     dev = resolve_device(device or recipe.device)
-    run = RunDir(out, dump_recipe(recipe), recipe.name, recipe_fingerprint(fingerprint_yaml(recipe)),
-                 stage_fingerprints(to_plain(recipe)), written=recipe.written)
+    run = RunDir.for_recipe(out, recipe)
     run.check_usable()
     with FolderLock(run.path, what=str(out)):
         return _execute_locked(recipe, run, registry, dev, console)
