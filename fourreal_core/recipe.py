@@ -651,28 +651,6 @@ def dump_recipe(recipe: Recipe) -> str:
     )
 
 
-def iter_input_paths(obj: Any, path: str = "") -> list[tuple[str, str]]:
-    """(YAML path, file) of every InputPath field in a validated config (for reports)."""
-    out: list[tuple[str, str]] = []
-    if isinstance(obj, ComponentSpec):
-        return iter_input_paths(obj.params, _join(obj.source, "params") if obj.source else path)
-    if is_dataclass(obj) and not isinstance(obj, type):
-        hints = typing.get_type_hints(type(obj), include_extras=True)
-        for f in fields(obj):
-            if not f.init or f.name in _NOT_YAML:
-                continue
-            val = getattr(obj, f.name)
-            sub = _join(path, f.name)
-            if _marker(hints.get(f.name), _InputPathMarker) and isinstance(val, str):
-                out.append((sub, val))
-            else:
-                out.extend(iter_input_paths(val, sub))
-    elif isinstance(obj, (list, tuple)):
-        for i, x in enumerate(obj):
-            out.extend(iter_input_paths(x, f"{path}[{i}]"))
-    return out
-
-
 def component_from_plain(kind: str, data: Any, registry=None, source: str = "<file>") -> ComponentSpec:
     """Validate a plain ``{name, params}`` dict (e.g. saved beside weights) into a
     :class:`ComponentSpec`; errors name ``source``."""
