@@ -302,20 +302,10 @@ class Deformation:
 
 class Deformer(ABC):
     """A deformation field: w_mv(x, k) over the K frames of the freeze-time video (canonical
-    stage) or w_t(x, t) over time t in [0,1] (motion stage). The contract, which the fitting
-    engine checks when it sets a deformer up (docs/plugins.md, "Deformers"):
-
-    1. It is a ``torch.nn.Module``: ``parameters()`` are its trainable weights (there may be
-       none), ``state_dict()`` / ``load_state_dict()`` save and restore it (safetensors),
-       ``.to(device)`` moves it.
-    2. ``lr`` / ``lr_final``: its learning rate decays exponentially from ``lr`` to
-       ``lr_final`` over the stage (:meth:`learning_rate`; paper D.4: 1e-3 -> 1e-5).
-    3. :meth:`setup` is called once before the optimiser is built, with the number of frames,
-       the canonical input and the canonical Gaussian positions.
-    4. :meth:`deform` ``(means [N,3], t_or_k, quats=None)`` returns a :class:`Deformation`
-       that is **exactly zero at the canonical input** given to :meth:`setup` -- the
-       canonical view k_c for w_mv, the canonical time t_c for w_t (paper §3.3: the
-       canonical frame is undeformed).
+    stage) or w_t(x, t) over time t in [0,1] (motion stage). A ``torch.nn.Module`` whose
+    :meth:`deform` is **exactly zero at the canonical input** given to :meth:`setup` (paper
+    §3.3); the whole contract, which the fitting engine checks when it sets a deformer up, is
+    docs/plugins.md, "Deformers".
     """
 
     lr: float = 1e-3
@@ -412,15 +402,8 @@ class Tracker(ABC):
 
 # ------------------------------------------------------------------------------- capture
 class CaptureReader(ABC):
-    """A layout of synchronized multi-camera captures on disk (the ``multicam`` stage's input).
-
-    The stage reads its ``capture`` path with the reader its ``layout`` names, or else with the
-    first registered reader whose :meth:`claims` is true. Built in: ``dynamic3dgs``
-    (Dynamic-3D-Gaussians folders) and ``camera_videos`` (one video or frame folder per camera
-    + a cameras .json). A new layout is one class and one ``registry.add("capture", name,
-    ...)``; :meth:`read` returns the multicam stage's ``Capture``, built with
-    ``Capture.from_images`` or ``Capture.from_videos`` (docs/plugins.md, "Capture layouts").
-    """
+    """A layout of synchronized multi-camera captures on disk (the ``multicam`` stage's input):
+    :meth:`read` returns the stage's ``Capture`` (docs/plugins.md, "Capture layouts")."""
 
     @abstractmethod
     def claims(self, path: "Path") -> bool:
@@ -611,7 +594,18 @@ class Stage(ABC):
     or absent. Long stages checkpoint through ``ctx.checkpoints`` to resume mid-stage.
     Earlier stages' outputs are found with ``ctx.find_output(name)``;
     input files in the config are declared as ``InputPath`` so ``fourreal validate`` checks them.
+    The files it passes to and takes from other stages are declared below (docs/plugins.md,
+    "Stages and the files they pass on").
     """
+
+    #: files it looks up in earlier stages' folders (``ctx.find_output``), relative to them
+    reads: tuple[str, ...] = ()
+    #: files (or globs) it always writes into ``ctx.out_dir``: the runner refuses to publish
+    #: the stage when one is missing, and ``find_output`` prefers the newest earlier stage
+    #: declaring a file (in ``writes`` or ``may_write``) over one that merely holds it
+    writes: tuple[str, ...] = ()
+    #: files (or globs) it writes only sometimes (held-out views, points when it has some)
+    may_write: tuple[str, ...] = ()
 
     @abstractmethod
     def run(self, ctx: "StageContext") -> None:

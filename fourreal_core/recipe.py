@@ -174,18 +174,20 @@ def check_alias_expansion(root: "yaml.Node", limit: int = MAX_YAML_VALUES) -> No
                          f"(more than {limit:,}); refusing to expand them (an alias bomb?)")
 
 
-def load_yaml(path: Path) -> Any:
+def load_yaml(path: Path, what: str = "recipe") -> Any:
+    """The mapping a YAML file holds (:class:`StrictLoader`); one-line :class:`RecipeError`s
+    naming the file (and line) and calling it ``what`` (``recipe``, ``batch spec``)."""
     path = Path(path)
     if not path.exists():
-        raise RecipeError(f"{path}: recipe file not found")
+        raise RecipeError(f"{path}: {what} file not found")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RecipeError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
+        raise RecipeError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise RecipeError(f"{path}:{line}: not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x}); "
-                          "save the recipe as UTF-8") from None
+                          f"save the {what} as UTF-8") from None
     try:
         data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader
     except StrictYAMLError as exc:
@@ -196,9 +198,9 @@ def load_yaml(path: Path) -> Any:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RecipeError(f"{path}{line}: YAML syntax error: {problem}") from None
     if data is None:
-        raise RecipeError(f"{path}: recipe is empty")
+        raise RecipeError(f"{path}: {what} is empty")
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+        raise RecipeError(f"{path}: a {what} must be a mapping of keys, got {type(data).__name__}")
     return data
 
 
@@ -607,6 +609,13 @@ def load_recipe(
     return recipe
 
 
+def validate_config(cls: type, data: Any, file: str | Path, yaml_path: str = "", registry=None) -> Any:
+    """Raw YAML ``data`` validated into the dataclass ``cls`` by the rules recipes follow
+    (unknown keys with the closest valid one, types, ``__post_init__`` checks, components
+    through ``registry``); a :class:`RecipeError` naming ``file`` and the YAML path."""
+    return _Validator(registry, str(file), Path(file).resolve().parent, True).dataclass_from(cls, data, yaml_path)
+
+
 def to_plain(obj: Any) -> Any:
     """A validated config -> plain YAML-able data (defaults filled in)."""
     if isinstance(obj, ComponentSpec):
@@ -640,28 +649,6 @@ def dump_recipe(recipe: Recipe) -> str:
     return "# resolved by fourreal: every default filled in; run it again with `fourreal run`\n" + yaml.safe_dump(
         plain, sort_keys=False, default_flow_style=None, width=100
     )
-
-
-def iter_input_paths(obj: Any, path: str = "") -> list[tuple[str, str]]:
-    """(YAML path, file) of every InputPath field in a validated config (for reports)."""
-    out: list[tuple[str, str]] = []
-    if isinstance(obj, ComponentSpec):
-        return iter_input_paths(obj.params, _join(obj.source, "params") if obj.source else path)
-    if is_dataclass(obj) and not isinstance(obj, type):
-        hints = typing.get_type_hints(type(obj), include_extras=True)
-        for f in fields(obj):
-            if not f.init or f.name in _NOT_YAML:
-                continue
-            val = getattr(obj, f.name)
-            sub = _join(path, f.name)
-            if _marker(hints.get(f.name), _InputPathMarker) and isinstance(val, str):
-                out.append((sub, val))
-            else:
-                out.extend(iter_input_paths(val, sub))
-    elif isinstance(obj, (list, tuple)):
-        for i, x in enumerate(obj):
-            out.extend(iter_input_paths(x, f"{path}[{i}]"))
-    return out
 
 
 def component_from_plain(kind: str, data: Any, registry=None, source: str = "<file>") -> ComponentSpec:

@@ -122,6 +122,9 @@ class StageContext:
         registry: the plugin registry (to build nested components).
         rasterizer_spec: the recipe's top-level rasterizer component (``ctx.rasterizer``
             builds it once).
+        stage_dirs: ``{label: folder}`` of the earlier (finished) stages, in order.
+        stage_writes: ``{label: file names or globs}`` those stages declare writing
+            (:func:`declared_writes`); a stage absent from it declared nothing.
     """
 
     name: str
@@ -137,6 +140,7 @@ class StageContext:
     registry: "Registry"
     rasterizer_spec: Any = None
     stage_dirs: dict = field(default_factory=dict)
+    stage_writes: dict = field(default_factory=dict)
     _rasterizer: Any = None
 
     def notice(self, message: str) -> None:
@@ -148,10 +152,14 @@ class StageContext:
         print(f"note: {self.name}: {message}", file=sys.stderr, flush=True)
 
     def find_output(self, filename: str) -> Optional[Path]:
-        """The newest earlier stage's ``filename`` (e.g. ``canonical.ply``), or None."""
-        for d in reversed(list(self.stage_dirs.values())):
-            if (d / filename).exists():
-                return d / filename
+        """An earlier stage's ``filename`` (e.g. ``canonical.ply``), or None: the newest stage
+        that declares writing it and holds it, else (stages that declare nothing) the newest
+        stage holding it."""
+        earlier = list(self.stage_dirs.items())[::-1]
+        for declared in (True, False):
+            for label, d in earlier:
+                if (not declared or declares(self.stage_writes.get(label, ()), filename)) and (d / filename).exists():
+                    return d / filename
         return None
 
     @property
@@ -220,6 +228,46 @@ class Progress:
 
     def __exit__(self, *exc: Any) -> None:
         self._progress.__exit__(*exc)
+
+
+# -------------------------------------------------------------------- declared files
+def declared_writes(stage: Any) -> tuple[str, ...]:
+    """The files a stage (an instance or its class) declares writing: ``writes`` and
+    ``may_write`` (:class:`~fourreal_core.interfaces.Stage`); () when it declares none."""
+    return tuple(getattr(stage, "writes", ()) or ()) + tuple(getattr(stage, "may_write", ()) or ())
+
+
+def declares(patterns: tuple[str, ...], filename: str) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(filename, p) for p in patterns)
+
+
+def stage_class(spec: Any, registry: "Registry") -> Any:
+    """The class a stage component builds, when the registry names one (a class, or a lazy
+    target naming a class), without building it; None for a factory function or a target
+    that does not import (a stage that declares nothing, then)."""
+    from .errors import PluginError
+    from .registry import LazyTarget
+
+    try:
+        factory = registry.get(spec.kind, spec.name).factory
+        if isinstance(factory, LazyTarget):
+            factory = factory.resolve()
+    except (PluginError, ImportError):
+        return None
+    return factory if isinstance(factory, type) else None
+
+
+def check_declared_writes(stage: Any, folder: Path, where: str) -> None:
+    """A :class:`~fourreal_core.errors.PluginError` naming the first file ``stage`` declares in
+    ``writes`` that its output ``folder`` lacks (a bug of the stage)."""
+    from .errors import PluginError
+
+    for pattern in tuple(getattr(stage, "writes", ()) or ()):
+        if not any(Path(folder).glob(pattern)):
+            raise PluginError(f"{where}: finished without writing {pattern}, which it declares (writes); "
+                              "the stage was not published")
 
 
 # ------------------------------------------------------------------------------ runner
@@ -338,7 +386,7 @@ def input_paths(obj: Any, prefix: str = "") -> dict[str, str]:
     import dataclasses
     import typing
 
-    from .config import ComponentSpec, _InputPathMarker
+    from .config import ComponentSpec
 
     out: dict[str, str] = {}
     if isinstance(obj, ComponentSpec):
@@ -513,9 +561,10 @@ def _json_kind(v: Any) -> str:
 
 
 class RunDir:
-    """A run folder bound to one resolved recipe."""
+    """A run folder bound to one resolved recipe (:meth:`for_recipe`), or, to read a finished
+    run, to none (``RunDir(path)``)."""
 
-    def __init__(self, path: Path, resolved_yaml: str, recipe_name: str, fingerprint: str,
+    def __init__(self, path: Path, resolved_yaml: str = "", recipe_name: str = "", fingerprint: str = "",
                  stages: Optional[list[dict]] = None, written: frozenset = frozenset()) -> None:
         self.path = Path(path)
         self.written = written  # paths the recipe file / --set wrote (Recipe.written)
@@ -524,6 +573,36 @@ class RunDir:
         self.recipe_name = recipe_name
         self.stages = stages if stages is not None else []
         self.since: dict[str, float] = {}  # stage label -> when its previous attempt last logged
+
+    @classmethod
+    def for_recipe(cls, path: Path, recipe: "Recipe") -> "RunDir":
+        """The run folder ``path`` bound to a validated recipe."""
+        from .recipe import dump_recipe, to_plain
+
+        return cls(path, dump_recipe(recipe), recipe.name, recipe_fingerprint(fingerprint_yaml(recipe)),
+                   stage_fingerprints(to_plain(recipe)), written=recipe.written)
+
+    def is_finished(self) -> bool:
+        """The folder holds this recipe's run (its fingerprint in ``run.json``) with every stage
+        finished."""
+        return self._run_info().get("fingerprint") == self.fingerprint and all(
+            self.is_complete(i, str(st.get("label"))) for i, st in enumerate(self.stages, start=1))
+
+    def finished_stage_dirs(self, check: bool = True) -> dict[str, Path]:
+        """``{stage label: folder}`` of the finished stages, in order. With ``check``, a finished
+        stage whose output files (as ``run.json`` recorded them) are gone or changed size is
+        refused with a :class:`RunDirError`."""
+        stages = self.path / "stages"
+        info = read_run_info(self.path / "run.json") if check else {}
+        out: dict[str, Path] = {}
+        for d in sorted(p for p in stages.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+                if stages.is_dir() else []:
+            problem = output_problem(d, info) if check else None
+            if problem:
+                raise RunDirError(f"{self.path}: stage {d.name} finished, but {problem}; restore it, or rerun the "
+                                  f"recipe after deleting stages/{d.name} (and the later stages' folders)")
+            out[d.name.split("_", 1)[1] if "_" in d.name else d.name] = d
+        return out
 
     def check_usable(self) -> None:
         """Refuse (writing nothing) a path that is a file or a non-empty folder that is not a
@@ -755,11 +834,8 @@ def execute(
 
     The run folder is locked for the whole run (:class:`~fourreal_core.lock.FolderLock`):
     a second writer gets a :class:`RunDirError` naming the holder."""
-    from .recipe import dump_recipe, to_plain
-
     dev = resolve_device(device or recipe.device)
-    run = RunDir(out, dump_recipe(recipe), recipe.name, recipe_fingerprint(fingerprint_yaml(recipe)),
-                 stage_fingerprints(to_plain(recipe)), written=recipe.written)
+    run = RunDir.for_recipe(out, recipe)
     run.check_usable()
     with FolderLock(run.path, what=str(out)):
         return _execute_locked(recipe, run, registry, dev, console)
@@ -778,6 +854,7 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
         log("notice", message=line)
         _say(console, f"note: {line}")
     stage_dirs: dict[str, Path] = {}
+    stage_writes: dict[str, tuple[str, ...]] = {}
     for index, spec in enumerate(recipe.stages, start=1):  # a fixed input re-runs its stage and the later ones
         changed = run.changed_inputs(index, spec.label, spec) if run.is_complete(index, spec.label) else []
         if changed:
@@ -793,6 +870,7 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
         if run.is_complete(index, name):
             run.check_outputs(index, name)
             stage_dirs[name] = run.final_dir(index, name)
+            stage_writes[name] = declared_writes(stage_class(spec, registry))
             log("stage_skip", stage=name, reason="complete")
             if console is not None:
                 console.print(f"[dim]stage {index} {name}: already complete, skipped[/dim]")
@@ -822,6 +900,7 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
             registry=registry,
             rasterizer_spec=recipe.rasterizer,
             stage_dirs=dict(stage_dirs),
+            stage_writes=dict(stage_writes),
         )
         if console is not None:
             console.print(f"[bold cyan]stage {index} {name}[/bold cyan]")
@@ -829,8 +908,10 @@ def _execute_locked(recipe: "Recipe", run: RunDir, registry: "Registry", dev: "t
         log("stage_start", stage=name, index=index)
         with stage_errors(f"stage {index} {name}", dev, partial):
             stage.run(ctx)
+        check_declared_writes(stage, partial, f"stage {index} {name}")
         final = run.finish(index, name, inputs)
         stage_dirs[name] = final
+        stage_writes[name] = declared_writes(stage)
         log("stage_end", stage=name, index=index, seconds=round(time.perf_counter() - t0, 3))
     log("run_end", recipe=recipe.name)
     return run.path

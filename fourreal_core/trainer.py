@@ -39,25 +39,13 @@ class DivergedError(FourRealError):
     stage stops before publishing, its checkpoints never hold the diverged state."""
 
 
-#: Divergence thresholds (:class:`DivergenceGuard`), from measured runs (``recipes/demo.yaml``
-#: at ``iterations_scale=0.006``, 48x36, the tests' TINY settings; docs/runs.md, "Divergence"):
-#:
-#: * a normal canonical stage dips 8-10 dB under its early training PSNR after each 3DGS opacity
-#:   reset, for at most 76 consecutive steps (of 276); the motion stage for at most 8 steps, and
-#:   its loss never exceeds 3x the smallest of its first steps;
-#: * with ``means_lr=1e6`` the canonical stage falls from 16.4 dB to 7.5-8.9 dB at step 1 and
-#:   never comes back (275 of 276 steps), and its loss reaches 4400x its first value (small_motion
-#:   ~5e4), above 100x on 79 steps; on the motion stage only, its PSNR falls from ~22 to 7.6-9.7 dB
-#:   when the joint phase starts moving the Gaussians (step 92 of 240) and stays there (the end
-#:   check stops it at step 240, the last good checkpoint step 90);
-#: * the full demo (``iterations_scale=0.03``): canonical collapses for at most 20 consecutive
-#:   steps (limit 345), loss at most 3.2x; motion at most 41 steps (limit 300), loss 3.7x;
-#:   held-out 25.83 dB as before.
-#: PSNR: a step is "collapsed" when it is more than COLLAPSE_DB under the best of the first
-#: EARLY_STEPS steps (the best so far, during them); the stage has diverged when COLLAPSE_STEPS
-#: (or a quarter of the stage, if more) consecutive steps collapsed, or the stage ends with at
-#: least END_COLLAPSE_STEPS (or a tenth of the stage) of them. Loss: over LOSS_FACTOR x the
-#: smallest loss of the first EARLY_STEPS steps on LOSS_STEPS of the last LOSS_WINDOW steps.
+#: Divergence thresholds (:class:`DivergenceGuard`), from measured runs (their numbers:
+#: docs/runs.md, "Divergence"). PSNR: a step is "collapsed" when it is more than COLLAPSE_DB
+#: under the best of the first EARLY_STEPS steps (the best so far, during them); the stage has
+#: diverged when COLLAPSE_STEPS (or a quarter of the stage, if more) consecutive steps
+#: collapsed, or the stage ends with at least END_COLLAPSE_STEPS (or a tenth of the stage) of
+#: them. Loss: over LOSS_FACTOR x the smallest loss of the first EARLY_STEPS steps on
+#: LOSS_STEPS of the last LOSS_WINDOW steps.
 EARLY_STEPS = 10
 COLLAPSE_DB = 6.0
 COLLAPSE_STEPS = 150
@@ -259,29 +247,3 @@ def _resume(ctx: "StageContext", total: int, load: LoadFn, state: StateFn) -> in
         ctx.notice(f"discarded checkpoint(s) {'; '.join(discarded)}; restarting from step 0")
         ctx.log("restart", stage=ctx.name, step=0)
     return 0
-
-
-def optimizer_tensors(opt: "torch.optim.Optimizer", prefix: str) -> dict[str, "torch.Tensor"]:
-    """Flat ``name -> tensor`` view of an optimiser's per-parameter state (Adam moments,
-    step counts) for safetensors checkpoints; param groups' hyper-parameters are not saved
-    (schedules recompute them from the step)."""
-    import torch
-
-    out: dict[str, torch.Tensor] = {}
-    for gi, group in enumerate(opt.param_groups):
-        for pi, p in enumerate(group["params"]):
-            for k, v in opt.state.get(p, {}).items():
-                out[f"{prefix}{gi}.{pi}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
-
-
-def load_optimizer_tensors(opt: "torch.optim.Optimizer", tensors: Mapping[str, "torch.Tensor"], prefix: str) -> None:
-    """Restore what :func:`optimizer_tensors` saved into an optimiser over the same params."""
-    for gi, group in enumerate(opt.param_groups):
-        for pi, p in enumerate(group["params"]):
-            key = f"{prefix}{gi}.{pi}."
-            state = {n[len(key):]: t.to(p.device) for n, t in tensors.items() if n.startswith(key)}
-            if state:
-                if "step" in state:
-                    state["step"] = state["step"].cpu().float()
-                opt.state[p] = state

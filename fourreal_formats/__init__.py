@@ -15,6 +15,8 @@ import cycle between packages):
 - :mod:`fourreal_formats.cameras` -- cameras on a sphere or orbit (``cameras_at``,
   ``orbit_cameras``, ``up_basis``), ``points_in_view``, and orbits of a camera about a 4D
   scene (``look_at_target``, ``scene_up``, ``orbit_about``).
+- :mod:`fourreal_formats.quaternions` -- the wxyz quaternion maths (``quat_multiply``,
+  ``quat_to_matrix``, ``matrix_to_quat``, ``slerp``; was ``fourreal_core.quaternions``).
 
 The numeric helpers that sit lower live where their layer does: the one ``psnr`` and the one
 ``resize_frames`` in :mod:`fourreal_media`, the one log-linear learning-rate decay

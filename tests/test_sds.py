@@ -19,8 +19,8 @@ from fourreal_losses.sds import (
     perturb_camera,
     preprocess_frames,
 )
-from fourreal_core.quaternions import matrix_to_quat as rotmat_to_quat
-from fourreal_core.quaternions import quat_to_matrix as quat_to_rotmat
+from fourreal_formats.quaternions import matrix_to_quat as rotmat_to_quat
+from fourreal_formats.quaternions import quat_to_matrix as quat_to_rotmat
 from fourreal_losses.sds_configs import SDSMultiViewConfig, SDSTemporalConfig
 from fourreal_formats.cameras import orbit_cameras
 

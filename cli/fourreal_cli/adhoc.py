@@ -19,28 +19,12 @@ from fourreal_core.errors import RunDirError
 from fourreal_core.io import write_json
 from fourreal_core.lock import FolderLock
 from fourreal_core.run import (
-    CheckpointStore, RunLog, StageContext, ensure_inside, last_logged, output_problem, read_run_info, remove_own,
-    resolve_device, stage_errors,
+    CheckpointStore, RunDir, RunLog, StageContext, check_declared_writes, declared_writes, ensure_inside,
+    last_logged, remove_own, resolve_device, stage_class, stage_errors,
 )
 
 if TYPE_CHECKING:
     from fourreal_core.registry import Registry
-
-
-def completed_stage_dirs(run_dir: Path) -> dict[str, Path]:
-    """``{stage label: folder}`` of a run's finished stages, in order. A finished stage whose
-    output files (as ``run.json`` recorded them) are gone or changed size is refused."""
-    out: dict[str, Path] = {}
-    stages = Path(run_dir) / "stages"
-    info = read_run_info(Path(run_dir) / "run.json")
-    if stages.is_dir():
-        for d in sorted(p for p in stages.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            problem = output_problem(d, info if isinstance(info, dict) else {})
-            if problem:
-                raise RunDirError(f"{run_dir}: stage {d.name} finished, but {problem}; restore it, or rerun the "
-                                  f"recipe after deleting stages/{d.name} (and the later stages' folders)")
-            out[d.name.split("_", 1)[1] if "_" in d.name else d.name] = d
-    return out
 
 
 OUTPUT_MARKER = ".fourreal-output.json"
@@ -135,7 +119,7 @@ def execute_adhoc(
     recipe = load_recipe(run_dir / "recipe.yaml", registry=registry, check_files=False)
     spec = component_from_plain("stage", {"name": stage, "params": params}, registry, source=f"fourreal {out_name}")
     dev = resolve_device(device or recipe.device)
-    stage_dirs = completed_stage_dirs(run_dir)  # checked before anything is written
+    stage_dirs = RunDir(run_dir).finished_stage_dirs()  # checked before anything is written
     with FolderLock(run_dir, name=f".{out_name}.lock", what=str(final)):
         check_replaceable_output(final, stage)  # again, now that no other writer can change it
         _remove_own(partial, stage, run_dir, out_name)  # leftovers of an interrupted attempt of this command
@@ -147,11 +131,14 @@ def execute_adhoc(
             seed=recipe.seed, iterations_scale=recipe.iterations_scale,
             checkpoints=CheckpointStore(run_dir / "checkpoints" / out_name), log=log, registry=registry,
             rasterizer_spec=recipe.rasterizer, stage_dirs=stage_dirs,
+            stage_writes={s.label: declared_writes(stage_class(s, registry)) for s in recipe.stages},
         )
         torch.manual_seed(recipe.seed)
         log("adhoc_start", stage=stage, out=out_name)
         with stage_errors(f"fourreal {stage}", dev, partial):
-            spec.build(registry).run(ctx)
+            built = spec.build(registry)
+            built.run(ctx)
+        check_declared_writes(built, partial, f"fourreal {stage}")
         write_json(partial / OUTPUT_MARKER, {"kind": stage, "files": _written_files(partial)})
         if final.exists():
             old = run_dir / f".{out_name}.old"

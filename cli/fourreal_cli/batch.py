@@ -31,7 +31,6 @@ Ray is an optional dependency (``pip install -e .[batch]``); only :func:`run_bat
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -40,16 +39,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import typer
 
 from fourreal_core import hookimpl
+from fourreal_core.config import ConfigValueError
 from fourreal_core.errors import FourRealError, RecipeError, RunDirError
 
-SPEC_KEYS = ("recipe", "set", "jobs", "prompts", "cpus_per_job", "gpus_per_job", "retries", "max_parallel")
-JOB_KEYS = ("name", "set")
-PROMPT_KEYS = ("file", "key")
 DEFAULT_PROMPT_KEY = "stages.generate.params.prompt"
 SUMMARY = "batch.json"
 JOBS_DIR = "jobs"
@@ -80,7 +77,7 @@ class Job:
     where: str  # where the job was defined: "spec.yaml: jobs[2]" or "prompts.txt:7"
     overrides: list[str]
     resolved: str = ""  # the resolved recipe (YAML)
-    fingerprint: str = ""
+    recipe: Any = None  # the validated Recipe (driver side)
     stages: list[str] = field(default_factory=list)
     device: str = "auto"
     gpus: float = 0.0
@@ -109,12 +106,41 @@ def _fail(spec: Path, where: str, msg: str) -> RecipeError:
     return RecipeError(f"{spec}: {where}: {msg}" if where else f"{spec}: {msg}")
 
 
-def _check_keys(spec: Path, where: str, data: dict, allowed: tuple[str, ...]) -> None:
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(allowed)})"
-            raise _fail(spec, f"{where}.{key}" if where else str(key), f"unknown key{hint}")
+@dataclass
+class JobEntry:
+    """One item of ``jobs:``."""
+
+    name: Optional[Union[str, int]] = None
+    set: Any = None  # a list of KEY=VALUE or a mapping (:func:`_override_list`)
+
+
+@dataclass
+class PromptsEntry:
+    """``prompts: {file, key}`` (or just the file)."""
+
+    file: str
+    key: str = DEFAULT_PROMPT_KEY
+
+
+@dataclass
+class SpecFile:
+    """A batch spec as written, validated by the recipe validator (``fourreal_core.recipe``)."""
+
+    recipe: str
+    set: Any = None
+    jobs: Optional[list[JobEntry]] = None
+    prompts: Any = None  # a file name or a PromptsEntry mapping
+    cpus_per_job: float = 1.0
+    gpus_per_job: float = 1.0
+    retries: int = 3
+    max_parallel: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        for key, minimum in (("cpus_per_job", 0.01), ("gpus_per_job", 0.01), ("retries", 0), ("max_parallel", 1)):
+            v = getattr(self, key)
+            if v is not None and v < minimum:
+                whole = "whole " if key in ("retries", "max_parallel") else ""
+                raise ConfigValueError(key, f"expected a {whole}number >= {minimum:g}, got {v:g}")
 
 
 def _override_list(spec: Path, where: str, value: Any) -> list[str]:
@@ -156,58 +182,26 @@ def _slug_for(name: Optional[str], overrides: list[str], prompt_key: str) -> str
 
 def load_spec(path: Path | str) -> Spec:
     """Read and check a batch spec (not yet the jobs' recipes): one line per mistake."""
-    import yaml
+    from fourreal_core.recipe import load_yaml, validate_config
 
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: batch spec not found")
-    from fourreal_core.recipe import StrictLoader, StrictYAMLError
-
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)  # noqa: S506 - a SafeLoader
-    except StrictYAMLError as exc:
-        raise RecipeError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{path}{line}: YAML syntax error: {getattr(exc, 'problem', None) or exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path}: cannot read batch spec ({exc})") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a batch spec must be a mapping (recipe:, jobs: ...)")
-    _check_keys(path, "", data, SPEC_KEYS)
+    raw = validate_config(SpecFile, load_yaml(path, "batch spec"), path)
     base = path.resolve().parent
-    if not isinstance(data.get("recipe"), str):
-        raise _fail(path, "recipe", "missing required key (the recipe every job runs)")
-    recipe = (base / data["recipe"]).expanduser().resolve()
+    recipe = (base / raw.recipe).expanduser().resolve()
     if not recipe.is_file():
         raise _fail(path, "recipe", f"recipe not found: {recipe}")
-    common = _override_list(path, "set", data.get("set"))
+    common = _override_list(path, "set", raw.set)
 
     entries: list[tuple[str, Optional[str], list[str]]] = []  # (where, name, overrides)
-    jobs = data.get("jobs") or []
-    if not isinstance(jobs, list):
-        raise _fail(path, "jobs", f"expected a list of jobs, got {type(jobs).__name__}")
-    for i, job in enumerate(jobs):
-        where = f"jobs[{i}]"
-        if not isinstance(job, dict):
-            raise _fail(path, where, "a job is a mapping: {name: ..., set: {KEY: VALUE}}")
-        _check_keys(path, where, job, JOB_KEYS)
-        name = job.get("name")
-        if name is not None and not isinstance(name, (str, int)):
-            raise _fail(path, f"{where}.name", f"expected a string, got {type(name).__name__}")
-        entries.append((f"{path}: {where}", None if name is None else str(name),
-                        _override_list(path, f"{where}.set", job.get("set"))))
+    for i, job in enumerate(raw.jobs or []):
+        entries.append((f"{path}: jobs[{i}]", None if job.name is None else str(job.name),
+                        _override_list(path, f"jobs[{i}].set", job.set)))
     prompt_key = DEFAULT_PROMPT_KEY
-    prompts = data.get("prompts")
-    if prompts is not None:
-        if isinstance(prompts, str):
-            prompts = {"file": prompts}
-        if not isinstance(prompts, dict) or "file" not in prompts:
-            raise _fail(path, "prompts", "expected {file: prompts.txt, key: stages.generate.params.prompt}")
-        _check_keys(path, "prompts", prompts, PROMPT_KEYS)
-        prompt_key = str(prompts.get("key") or DEFAULT_PROMPT_KEY)
-        pfile = (base / str(prompts["file"])).expanduser()
+    if raw.prompts is not None:
+        prompts = validate_config(PromptsEntry, {"file": raw.prompts} if isinstance(raw.prompts, str) else raw.prompts,
+                                  path, "prompts")
+        prompt_key = prompts.key or DEFAULT_PROMPT_KEY
+        pfile = (base / prompts.file).expanduser()
         if not pfile.is_file():
             raise _fail(path, "prompts.file", f"prompts file not found: {pfile}")
         try:
@@ -227,18 +221,8 @@ def load_spec(path: Path | str) -> Spec:
             overrides=common + ovr)
         for k, (where, name, ovr) in enumerate(entries)
     ]
-
-    def number(key: str, default, kind=float, minimum=0.0):
-        v = data.get(key, default)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)) or v < minimum:
-            raise _fail(path, key, f"expected a {'whole ' if kind is int else ''}number >= {minimum:g}, got {v!r}")
-        return kind(v)
-
-    return Spec(path=path, recipe=recipe, jobs=out, cpus_per_job=number("cpus_per_job", 1.0, minimum=0.01),
-                gpus_per_job=number("gpus_per_job", 1.0, minimum=0.01), retries=number("retries", 3, int),
-                max_parallel=number("max_parallel", None, int, minimum=1))
+    return Spec(path=path, recipe=recipe, jobs=out, cpus_per_job=raw.cpus_per_job, gpus_per_job=raw.gpus_per_job,
+                retries=raw.retries, max_parallel=raw.max_parallel)
 
 
 class _chdir:
@@ -261,7 +245,6 @@ def resolve_jobs(spec: Spec, registry=None) -> None:
     starts; :class:`BatchInvalid` with one line per bad job."""
     from fourreal_core.recipe import dump_recipe, load_recipe
     from fourreal_core.registry import get_registry
-    from fourreal_core.run import fingerprint_yaml, recipe_fingerprint
 
     registry = registry or get_registry()
     bad = []
@@ -272,8 +255,7 @@ def resolve_jobs(spec: Spec, registry=None) -> None:
             except FourRealError as exc:
                 bad.append(f"{job.where} ({job.folder}): {exc}")
                 continue
-            job.resolved = dump_recipe(rec)
-            job.fingerprint = recipe_fingerprint(fingerprint_yaml(rec))
+            job.resolved, job.recipe = dump_recipe(rec), rec
             job.stages = [s.label for s in rec.stages]
             job.device = rec.device
     if bad:
@@ -292,28 +274,22 @@ def check_batch_dir(out: Path) -> None:
 
 def job_is_finished(run_dir: Path, job: Job) -> bool:
     """The job's run folder holds this very recipe's run with every stage finished."""
-    from fourreal_core.run import stage_folder_name
+    from fourreal_core.run import RunDir
 
-    try:
-        info = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return info.get("fingerprint") == job.fingerprint and all(
-        (run_dir / "stages" / stage_folder_name(i, label)).is_dir() for i, label in enumerate(job.stages, start=1))
+    return RunDir.for_recipe(run_dir, job.recipe).is_finished()
 
 
 def job_scores(run_dir: Path) -> dict:
     """``{stage folder: mean scores}`` of every eval output of a finished run."""
+    from fourreal_core.run import RunDir
+
     out = {}
-    stages = run_dir / "stages"
-    for d in sorted(stages.iterdir()) if stages.is_dir() else []:
-        f = d / "eval.json"
-        if d.is_dir() and not d.name.startswith(".") and f.is_file():
-            try:
-                mean = json.loads(f.read_text()).get("mean", {})
-            except (OSError, ValueError):
-                continue
-            out[d.name] = {k: v for k, v in mean.items() if isinstance(v, (int, float))}
+    for d in RunDir(run_dir).finished_stage_dirs(check=False).values():
+        try:
+            mean = json.loads((d / "eval.json").read_text()).get("mean", {})
+        except (OSError, ValueError):
+            continue
+        out[d.name] = {k: v for k, v in mean.items() if isinstance(v, (int, float))}
     return out
 
 
@@ -550,6 +526,7 @@ def run_batch(
     its retries), else 2 when a job failed on bad input. Writes ``OUT/batch.json`` as jobs
     finish and at the end."""
     from fourreal_core.io import write_json, write_text
+    from fourreal_core.run import RunDir
 
     ray = _import_ray()
     if address and num_cpus:
@@ -625,7 +602,7 @@ def run_batch(
                     ref = remote.options(num_cpus=spec.cpus_per_job, num_gpus=job.gpus, max_retries=spec.retries,
                                          retry_exceptions=True, name=f"fourreal-{job.folder}").remote(task)
                     inflight[ref] = job
-                    tails[job.index] = LogTail(out / job.folder / "log.jsonl")
+                    tails[job.index] = LogTail(RunDir(out / job.folder).log.path)
                 ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0.5)
                 for ref in ready:
                     job = inflight.pop(ref)

@@ -202,13 +202,13 @@ def _find_against(run_dir: Path, against: Path) -> Path:
         return against
     looked = ["."]
     if not against.is_absolute():
-        stages = run_dir / "stages"
-        finished = sorted((d for d in stages.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                          reverse=True) if stages.is_dir() else []
+        from fourreal_core.run import RunDir
+
+        finished = list(RunDir(run_dir).finished_stage_dirs(check=False).values())[::-1]
         for base in [run_dir, *finished]:
             if (base / against).is_file():
                 return base / against
-        looked += [str(run_dir), f"{stages}/*"]
+        looked += [str(run_dir), f"{run_dir / 'stages'}/*"]
     raise FourRealError(f"--against {against}: file not found (looked in {', '.join(looked)})")
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from fourreal_core.quaternions import quat_multiply, quat_to_matrix  # noqa: F401 (re-exported)
+from fourreal_formats.quaternions import quat_multiply, quat_to_matrix  # noqa: F401 (re-exported)
 from torch import nn
 
 IDENTITY_QUAT = (1.0, 0.0, 0.0, 0.0)

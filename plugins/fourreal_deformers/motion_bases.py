@@ -32,7 +32,7 @@ def _kabsch(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> tuple[torch.Te
 
 
 def _matrix_to_quat(R: torch.Tensor) -> torch.Tensor:
-    from fourreal_core.quaternions import matrix_to_quat
+    from fourreal_formats.quaternions import matrix_to_quat
 
     q = matrix_to_quat(R)
     return torch.where(q[..., :1] < 0, -q, q)

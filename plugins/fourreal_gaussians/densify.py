@@ -43,7 +43,7 @@ import torch
 
 from fourreal_core.interfaces import DensifyStrategy as DensifyStrategyBase
 from fourreal_core.interfaces import RenderOutput
-from fourreal_core.quaternions import quat_to_matrix
+from fourreal_formats.quaternions import quat_to_matrix
 
 from .configs import DensifyConfig
 from .model import GROUPS

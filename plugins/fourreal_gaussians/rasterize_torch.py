@@ -50,7 +50,7 @@ from typing import Optional
 
 import torch
 
-from fourreal_core.quaternions import quat_to_matrix
+from fourreal_formats.quaternions import quat_to_matrix
 
 from .sh import eval_sh
 

@@ -41,7 +41,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from fourreal_core.quaternions import quat_conjugate, quat_multiply, quat_to_matrix  # noqa: F401
+from fourreal_formats.quaternions import quat_conjugate, quat_multiply, quat_to_matrix  # noqa: F401
 
 from fourreal_core.interfaces import Deformation
 

@@ -71,7 +71,7 @@ import torch.nn.functional as F
 
 from fourreal_core.errors import FourRealError
 from fourreal_core.interfaces import Loss
-from fourreal_core.quaternions import matrix_to_quat, quat_to_matrix, slerp
+from fourreal_formats.quaternions import matrix_to_quat, quat_to_matrix, slerp
 from fourreal_core.types import Cameras
 
 from .sds_configs import SDSCommonConfig, SDSMultiViewConfig, SDSTemporalConfig

@@ -18,7 +18,7 @@ from typing import Literal, Sequence
 
 import torch
 
-from fourreal_core import quaternions
+from fourreal_formats import quaternions
 from fourreal_core.types import Cameras
 
 __all__ = [

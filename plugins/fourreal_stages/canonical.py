@@ -118,6 +118,12 @@ class CanonicalFit(Fit):
 
 
 class CanonicalStage(Stage):
+    reads = ("freeze_time/transforms.json", "points.ply", "init_points.npz", "generation.json",
+             "test_static/transforms.json")
+    # freeze_time/transforms.json holds the refined cameras; scene4d.json the canonical scene as a static one
+    writes = ("canonical.ply", "scene4d.json", "freeze_time/transforms.json", "freeze_time_rerender.mp4", "metrics.json")
+    may_write = ("w_mv.safetensors", "w_mv.json", "heldout_static.mp4")
+
     def __init__(self, cfg: CanonicalConfig) -> None:
         self.cfg = cfg
 

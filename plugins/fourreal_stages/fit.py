@@ -40,7 +40,7 @@ import torch
 
 from fourreal_core.errors import InputError
 from fourreal_core.interfaces import DensifyStrategy, Deformer, GaussianParams, Loss, Phase
-from fourreal_core.trainer import load_optimizer_tensors, optimizer_tensors, train
+from fourreal_core.trainer import train
 from fourreal_core.types import Cameras
 from fourreal_media import psnr
 
@@ -347,3 +347,28 @@ class Fit:
         finally:
             for strategy, state in self.strategy_states.values():
                 strategy.step_end(self.model, state)
+
+
+# ------------------------------------------------------------ optimiser checkpoints
+def optimizer_tensors(opt: "torch.optim.Optimizer", prefix: str) -> dict[str, "torch.Tensor"]:
+    """Flat ``name -> tensor`` view of an optimiser's per-parameter state (Adam moments,
+    step counts) for safetensors checkpoints; param groups' hyper-parameters are not saved
+    (schedules recompute them from the step)."""
+    out: dict[str, torch.Tensor] = {}
+    for gi, group in enumerate(opt.param_groups):
+        for pi, p in enumerate(group["params"]):
+            for k, v in opt.state.get(p, {}).items():
+                out[f"{prefix}{gi}.{pi}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def load_optimizer_tensors(opt: "torch.optim.Optimizer", tensors: Mapping[str, "torch.Tensor"], prefix: str) -> None:
+    """Restore what :func:`optimizer_tensors` saved into an optimiser over the same params."""
+    for gi, group in enumerate(opt.param_groups):
+        for pi, p in enumerate(group["params"]):
+            key = f"{prefix}{gi}.{pi}."
+            state = {n[len(key):]: t.to(p.device) for n, t in tensors.items() if n.startswith(key)}
+            if state:
+                if "step" in state:
+                    state["step"] = state["step"].cpu().float()
+                opt.state[p] = state

@@ -95,6 +95,8 @@ def _model_folder_check(spec, stage: str, field: str) -> None:
 class GenerateStage(Stage):
     """See the module docstring."""
 
+    writes = ("reference.mp4", "reference/*.png", "freeze_time.mp4", "freeze_time/*.png", "generation.json")
+    may_write = ("freeze_time_report.json",)
 
     def __init__(self, cfg: Optional[GenerateConfig] = None) -> None:
         self.cfg = cfg or GenerateConfig()
@@ -203,7 +205,3 @@ class GenerateStage(Stage):
         ctx.log("generate_done", stage=ctx.name, reference_frames=T, freeze_frames=len(res.video),
                 canonical_view=res.canonical_view)
 
-
-def make_generate(cfg: GenerateConfig) -> GenerateStage:
-    """Factory for ``registry.add("stage", "generate", make_generate, config=GenerateConfig)``."""
-    return GenerateStage(cfg)

@@ -191,6 +191,11 @@ def split_holdout(posed, every: Optional[int], k_c: int):
 
 
 class PosesStage(Stage):
+    reads = ("reference.mp4", "freeze_time.mp4", "generation.json")
+    writes = ("freeze_time/transforms.json", "poses.json")
+    may_write = ("reference/transforms.json", "test/transforms.json", "test_static/transforms.json", "points.ply",
+                 "freeze_time_report.json")  # no reference with orbit_only; held-out views when asked for
+
     def __init__(self, cfg: PosesConfig) -> None:
         self.cfg = cfg
 
@@ -321,6 +326,10 @@ class PosesStage(Stage):
 
 # ----------------------------------------------------------------------------- export
 class ExportStage(Stage):
+    reads = ("scene4d.json",)
+    writes = ("export.json", "scene/scene4d.json", "bullet_time.mp4", "fixed_camera.mp4", "spiral.mp4", "grid.png")
+    may_write = ("ply/*.ply", "ply_sequence.zip", "scene.rrd")
+
     def __init__(self, cfg: ExportConfig) -> None:
         self.cfg = cfg
 
@@ -376,6 +385,9 @@ def run_eval(scene, rasterizer, against: Path, white_background, lpips: bool, ou
 
 
 class EvalStage(Stage):
+    reads = ("scene4d.json", "test/transforms.json")
+    writes = ("eval.json", "eval.mp4")
+
     def __init__(self, cfg: EvalConfig) -> None:
         self.cfg = cfg
 
@@ -401,6 +413,10 @@ class EvalStage(Stage):
 
 # ----------------------------------------------------------------------------- render
 class RenderStage(Stage):
+    reads = ("scene4d.json",)
+    writes = ("render.json",)
+    may_write = ("render_*.png",)
+
     def __init__(self, cfg) -> None:
         self.cfg = cfg
 

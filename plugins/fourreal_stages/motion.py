@@ -233,6 +233,12 @@ class MotionFit(Fit):
 
 
 class MotionStage(Stage):
+    reads = ("reference/transforms.json", "freeze_time/transforms.json", "canonical.ply", "w_mv.safetensors",
+             "w_mv.json", "per_frame_deformer.safetensors", "per_frame_deformer.json", "points.ply",
+             "init_points.npz", "generation.json", "test/transforms.json")
+    writes = ("canonical.ply", "scene4d.json", "w_t.safetensors", "reference_rerender.mp4", "metrics.json")
+    may_write = ("motion_region.safetensors", "tracks.npz", "heldout.mp4")
+
     def __init__(self, cfg: MotionConfig) -> None:
         self.cfg = cfg
 

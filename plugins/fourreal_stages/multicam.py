@@ -49,6 +49,9 @@ def _size(cap: Capture, height: Optional[int], width: Optional[int], long_side: 
 class MulticamStage(Stage):
     """Forms the 4Real setting (or the all-views setting) from a synchronized capture."""
 
+    writes = ("freeze_time/transforms.json", "reference/transforms.json", "capture.json")
+    may_write = ("test/transforms.json", "test_static/transforms.json", "points.ply")  # held-out cameras, points
+
     def __init__(self, cfg) -> None:
         self.cfg = cfg
 

@@ -23,7 +23,7 @@ from .configs import (
 def fourreal_register(registry):
     registry.add("scheduler", "stagewise", "fourreal_stages.scheduler:StagewiseScheduler", config=StagewiseConfig,
                  description="Named phases (paper Appendix C) run in order")
-    registry.add("stage", "generate", "fourreal_stages.generate:make_generate", config=GenerateConfig,
+    registry.add("stage", "generate", "fourreal_stages.generate:GenerateStage", config=GenerateConfig,
                  description="Prompt -> reference video -> freeze-time video (paper 3.2) with any video prior")
     registry.add("stage", "poses", "fourreal_stages.io_stages:PosesStage", config=PosesConfig,
                  description="Cameras for the reference and freeze-time videos in one world frame (+ points)")

@@ -37,7 +37,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from fourreal_core.quaternions import matrix_to_quat, quat_multiply, quat_to_matrix  # noqa: F401 (re-exported)
+from fourreal_formats.quaternions import matrix_to_quat, quat_multiply, quat_to_matrix  # noqa: F401 (re-exported)
 
 from fourreal_core.interfaces import GaussianParams
 from fourreal_core.types import Cameras, PointCloud

@@ -293,7 +293,8 @@ class SyntheticStage(Stage):
     the stage folder, so later stages read ``reference/``, ``freeze_time/`` and
     ``init_points.npz`` as if a video model and COLMAP had produced them."""
 
-    needs = ()
+    writes = ("reference/transforms.json", "freeze_time/transforms.json", "init_points.npz", "scene.json")
+    may_write = ("test/transforms.json", "test_static/transforms.json", "*.mp4")  # splits with views; write_videos
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg

@@ -21,7 +21,7 @@ from fourreal_core.types import Cameras
 
 def pose_to_viewmat(wxyz, position) -> torch.Tensor:
     """viser's camera pose (camera-to-world rotation as wxyz, position) -> world-to-camera 4x4."""
-    from fourreal_core.quaternions import quat_to_matrix
+    from fourreal_formats.quaternions import quat_to_matrix
 
     R = quat_to_matrix(torch.as_tensor(np.asarray(wxyz, dtype=np.float64), dtype=torch.float64))
     t = torch.as_tensor(np.asarray(position, dtype=np.float64), dtype=torch.float64)
@@ -33,7 +33,7 @@ def pose_to_viewmat(wxyz, position) -> torch.Tensor:
 
 def viewmat_to_pose(viewmat: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """World-to-camera 4x4 -> (wxyz, position) of the camera in the world."""
-    from fourreal_core.quaternions import matrix_to_quat
+    from fourreal_formats.quaternions import matrix_to_quat
 
     c2w = torch.linalg.inv(viewmat.detach().cpu().double())
     q = matrix_to_quat(c2w[:3, :3]).reshape(4)
