@@ -369,38 +369,64 @@ void KNAME(pixel_walk)(const REAL *geo, const REAL *consts, const int64_t *box, 
 #pragma GCC optimize("fp-contract=off")
 #endif
 
+/* the range project_gaussians clamps x/z and y/z to (30% beyond the image, as gsplat) */
+static inline void KNAME(uv_bounds)(const REAL *K, int64_t W, int64_t H, REAL *uv) {
+    NO_CONTRACT
+    const REAL fx = K[0], fy = K[4], cx = K[2], cy = K[5];
+    const REAL tan_fovx = (REAL)(0.5 * (double)W) / fx, tan_fovy = (REAL)(0.5 * (double)H) / fy;
+    uv[0] = -(cx / fx + (REAL)0.3 * tan_fovx);
+    uv[1] = ((REAL)W - cx) / fx + (REAL)0.3 * tan_fovx;
+    uv[2] = -(cy / fy + (REAL)0.3 * tan_fovy);
+    uv[3] = ((REAL)H - cy) / fy + (REAL)0.3 * tan_fovy;
+}
+
+/* one Gaussian's camera-space quantities, shared by the projection's forward and backward: the
+ * normalised quaternion (wxyz; *nclamp when |q| was clamped at 1e-12, *nrm the divisor), R(q),
+ * M = R diag(s), Mc = Rw M, pc = Rw m + t and the camera covariance Mc Mc^T as
+ * (s00, s01, s02, s11, s12, s22) -- the torch code's expressions in its order */
+static inline void KNAME(gaussian_in_camera)(const REAL *q, const REAL *s, const REAL *m, const REAL *Rw, REAL *qn,
+                                              REAL *nrm_out, int *nclamp, REAL *R, REAL *M, REAL *Mc, REAL *pc,
+                                              REAL *sig) {
+    NO_CONTRACT
+    REAL nrm = SQRT(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+    *nclamp = !(nrm > (REAL)1e-12);
+    nrm = *nclamp ? (REAL)1e-12 : nrm;
+    *nrm_out = nrm;
+    const REAL w = q[0] / nrm, x = q[1] / nrm, y = q[2] / nrm, z = q[3] / nrm;
+    qn[0] = w; qn[1] = x; qn[2] = y; qn[3] = z;
+    R[0] = 1 - 2 * (y * y + z * z); R[1] = 2 * (x * y - w * z); R[2] = 2 * (x * z + w * y);
+    R[3] = 2 * (x * y + w * z); R[4] = 1 - 2 * (x * x + z * z); R[5] = 2 * (y * z - w * x);
+    R[6] = 2 * (x * z - w * y); R[7] = 2 * (y * z + w * x); R[8] = 1 - 2 * (x * x + y * y);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) M[i * 3 + j] = R[i * 3 + j] * s[j];
+    for (int i = 0; i < 3; i++) {
+        pc[i] = Rw[i * 4] * m[0] + Rw[i * 4 + 1] * m[1] + Rw[i * 4 + 2] * m[2] + Rw[i * 4 + 3];
+        for (int k = 0; k < 3; k++) Mc[i * 3 + k] = Rw[i * 4] * M[k] + Rw[i * 4 + 1] * M[3 + k] + Rw[i * 4 + 2] * M[6 + k];
+    }
+    const REAL *r0 = Mc, *r1 = Mc + 3, *r2 = Mc + 6;
+    sig[0] = r0[0] * r0[0] + r0[1] * r0[1] + r0[2] * r0[2];
+    sig[1] = r0[0] * r1[0] + r0[1] * r1[1] + r0[2] * r1[2];
+    sig[2] = r0[0] * r2[0] + r0[1] * r2[1] + r0[2] * r2[2];
+    sig[3] = r1[0] * r1[0] + r1[1] * r1[1] + r1[2] * r1[2];
+    sig[4] = r1[0] * r2[0] + r1[1] * r2[1] + r1[2] * r2[2];
+    sig[5] = r2[0] * r2[0] + r2[1] * r2[1] + r2[2] * r2[2];
+}
+
 /* one camera: viewmat [4,4] row-major world-to-camera, K [3,3] */
 void KNAME(project)(const REAL *means, const REAL *quats, const REAL *scales, const REAL *viewmat, const REAL *K,
                     int64_t N, int64_t W, int64_t H, REAL eps2d, REAL near_plane, REAL far_plane, REAL *means2d,
                     REAL *conics, REAL *cov2d, REAL *depths, int32_t *radii) {
     NO_CONTRACT
     const REAL fx = K[0], fy = K[4], cx = K[2], cy = K[5];
-    const REAL tan_fovx = (REAL)(0.5 * (double)W) / fx, tan_fovy = (REAL)(0.5 * (double)H) / fy;
-    const REAL umin = -(cx / fx + (REAL)0.3 * tan_fovx), umax = ((REAL)W - cx) / fx + (REAL)0.3 * tan_fovx;
-    const REAL vmin = -(cy / fy + (REAL)0.3 * tan_fovy), vmax = ((REAL)H - cy) / fy + (REAL)0.3 * tan_fovy;
+    REAL uv[4]; /* the clamp of x/z and y/z: umin, umax, vmin, vmax */
+    KNAME(uv_bounds)(K, W, H, uv);
+    const REAL umin = uv[0], umax = uv[1], vmin = uv[2], vmax = uv[3];
     for (int64_t n = 0; n < N; n++) {
-        const REAL *q = quats + 4 * n, *s = scales + 3 * n, *m = means + 3 * n;
-        REAL nrm = SQRT(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-        nrm = nrm > (REAL)1e-12 ? nrm : (REAL)1e-12;
-        const REAL w = q[0] / nrm, x = q[1] / nrm, y = q[2] / nrm, z = q[3] / nrm;
-        const REAL R[9] = {1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                           2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                           2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)};
-        REAL M[9], Mc[9], pc[3];
-        for (int i = 0; i < 3; i++)
-            for (int j = 0; j < 3; j++) M[i * 3 + j] = R[i * 3 + j] * s[j];
-        for (int i = 0; i < 3; i++) {
-            pc[i] = viewmat[i * 4] * m[0] + viewmat[i * 4 + 1] * m[1] + viewmat[i * 4 + 2] * m[2] + viewmat[i * 4 + 3];
-            for (int k = 0; k < 3; k++)
-                Mc[i * 3 + k] = viewmat[i * 4] * M[k] + viewmat[i * 4 + 1] * M[3 + k] + viewmat[i * 4 + 2] * M[6 + k];
-        }
-        const REAL *r0 = Mc, *r1 = Mc + 3, *r2 = Mc + 6;
-        const REAL s00 = r0[0] * r0[0] + r0[1] * r0[1] + r0[2] * r0[2];
-        const REAL s01 = r0[0] * r1[0] + r0[1] * r1[1] + r0[2] * r1[2];
-        const REAL s02 = r0[0] * r2[0] + r0[1] * r2[1] + r0[2] * r2[2];
-        const REAL s11 = r1[0] * r1[0] + r1[1] * r1[1] + r1[2] * r1[2];
-        const REAL s12 = r1[0] * r2[0] + r1[1] * r2[1] + r1[2] * r2[2];
-        const REAL s22 = r2[0] * r2[0] + r2[1] * r2[1] + r2[2] * r2[2];
+        REAL qn[4], nrm, R[9], M[9], Mc[9], pc[3], sig[6];
+        int nclamp;
+        KNAME(gaussian_in_camera)(quats + 4 * n, scales + 3 * n, means + 3 * n, viewmat, qn, &nrm, &nclamp, R, M, Mc,
+                                  pc, sig);
+        const REAL s00 = sig[0], s01 = sig[1], s02 = sig[2], s11 = sig[3], s12 = sig[4], s22 = sig[5];
         const REAL tx = pc[0], ty = pc[1], tz = pc[2];
         int valid = (tz > near_plane) && (tz < far_plane);
         const REAL zz = valid ? tz : (REAL)1;
@@ -445,38 +471,23 @@ void KNAME(project_bwd)(const REAL *means, const REAL *quats, const REAL *scales
                         REAL *g_quats, REAL *g_scales) {
     NO_CONTRACT
     const REAL fx = K[0], fy = K[4];
-    const REAL tan_fovx = (REAL)(0.5 * (double)W) / fx, tan_fovy = (REAL)(0.5 * (double)H) / fy;
-    const REAL cx = K[2], cy = K[5];
-    const REAL umin = -(cx / fx + (REAL)0.3 * tan_fovx), umax = ((REAL)W - cx) / fx + (REAL)0.3 * tan_fovx;
-    const REAL vmin = -(cy / fy + (REAL)0.3 * tan_fovy), vmax = ((REAL)H - cy) / fy + (REAL)0.3 * tan_fovy;
+    REAL uv[4];
+    KNAME(uv_bounds)(K, W, H, uv);
+    const REAL umin = uv[0], umax = uv[1], vmin = uv[2], vmax = uv[3];
     const REAL *Rw = viewmat; /* rows i: Rw[i*4 + j] */
     for (int64_t n = 0; n < N; n++) {
-        const REAL *q = quats + 4 * n, *s = scales + 3 * n, *m = means + 3 * n;
+        const REAL *s = scales + 3 * n;
         const REAL *gm2 = g_means2d + 2 * n, *gcn = g_conics + 3 * n;
         const REAL gdep = g_depths ? g_depths[n] : (REAL)0;
         if (gm2[0] == 0 && gm2[1] == 0 && gcn[0] == 0 && gcn[1] == 0 && gcn[2] == 0 && gdep == 0) continue;
         /* forward again */
-        REAL nrm = SQRT(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-        const int nclamp = !(nrm > (REAL)1e-12);
-        nrm = nclamp ? (REAL)1e-12 : nrm;
-        const REAL w = q[0] / nrm, x = q[1] / nrm, y = q[2] / nrm, z = q[3] / nrm;
-        const REAL R[9] = {1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                           2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                           2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)};
-        REAL M[9], Mc[9], pc[3];
-        for (int i = 0; i < 3; i++)
-            for (int j = 0; j < 3; j++) M[i * 3 + j] = R[i * 3 + j] * s[j];
-        for (int i = 0; i < 3; i++) {
-            pc[i] = Rw[i * 4] * m[0] + Rw[i * 4 + 1] * m[1] + Rw[i * 4 + 2] * m[2] + Rw[i * 4 + 3];
-            for (int k = 0; k < 3; k++) Mc[i * 3 + k] = Rw[i * 4] * M[k] + Rw[i * 4 + 1] * M[3 + k] + Rw[i * 4 + 2] * M[6 + k];
-        }
+        REAL qn[4], nrm, R[9], M[9], Mc[9], pc[3], sig[6];
+        int nclamp;
+        KNAME(gaussian_in_camera)(quats + 4 * n, scales + 3 * n, means + 3 * n, Rw, qn, &nrm, &nclamp, R, M, Mc, pc,
+                                  sig);
+        const REAL w = qn[0], x = qn[1], y = qn[2], z = qn[3];
         const REAL *r0 = Mc, *r1 = Mc + 3, *r2 = Mc + 6;
-        const REAL s00 = r0[0] * r0[0] + r0[1] * r0[1] + r0[2] * r0[2];
-        const REAL s01 = r0[0] * r1[0] + r0[1] * r1[1] + r0[2] * r1[2];
-        const REAL s02 = r0[0] * r2[0] + r0[1] * r2[1] + r0[2] * r2[2];
-        const REAL s11 = r1[0] * r1[0] + r1[1] * r1[1] + r1[2] * r1[2];
-        const REAL s12 = r1[0] * r2[0] + r1[1] * r2[1] + r1[2] * r2[2];
-        const REAL s22 = r2[0] * r2[0] + r2[1] * r2[1] + r2[2] * r2[2];
+        const REAL s00 = sig[0], s01 = sig[1], s02 = sig[2], s11 = sig[3], s12 = sig[4], s22 = sig[5];
         const REAL tx = pc[0], ty = pc[1], tz = pc[2];
         const int zvalid = (tz > near_plane) && (tz < far_plane);
         const REAL zz = zvalid ? tz : (REAL)1;
