@@ -468,7 +468,7 @@ void KNAME(project)(const REAL *means, const REAL *quats, const REAL *scales, co
 void KNAME(project_bwd)(const REAL *means, const REAL *quats, const REAL *scales, const REAL *viewmat, const REAL *K,
                         int64_t N, int64_t W, int64_t H, REAL eps2d, REAL near_plane, REAL far_plane,
                         const REAL *g_means2d, const REAL *g_conics, const REAL *g_depths, REAL *g_means,
-                        REAL *g_quats, REAL *g_scales) {
+                        REAL *g_quats, REAL *g_scales, double *g_viewmat /* [12] rows 0-2 of [4,4], or NULL */) {
     NO_CONTRACT
     const REAL fx = K[0], fy = K[4];
     REAL uv[4];
@@ -541,6 +541,15 @@ void KNAME(project_bwd)(const REAL *means, const REAL *quats, const REAL *scales
             gMc[k] = 2 * g00 * r0[k] + g01 * r1[k] + g02 * r2[k];
             gMc[3 + k] = g01 * r0[k] + 2 * g11 * r1[k] + g12 * r2[k];
             gMc[6 + k] = g02 * r0[k] + g12 * r1[k] + 2 * g22 * r2[k];
+        }
+        if (g_viewmat) { /* pc = Rw m + t, Mc = Rw M -> the camera (summed over the Gaussians in double) */
+            const REAL *m = means + 3 * n, gpc[3] = {gtx, gty, gtz};
+            for (int i = 0; i < 3; i++) {
+                for (int j = 0; j < 3; j++)
+                    g_viewmat[i * 4 + j] += (double)gpc[i] * m[j] + (double)gMc[i * 3] * M[j * 3]
+                                            + (double)gMc[i * 3 + 1] * M[j * 3 + 1] + (double)gMc[i * 3 + 2] * M[j * 3 + 2];
+                g_viewmat[i * 4 + 3] += gpc[i];
+            }
         }
         /* Mc = Rw M -> M;  M = R diag(s) -> R, s */
         REAL gR[9];

@@ -260,13 +260,13 @@ class NativeKernels(TileKernels):
     def project_all(self, means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane,
                     antialiased):
         """The render's projection with its backward in C (:class:`_Project`), where it applies:
-        CPU float32/float64 tensors, cameras without gradient (a camera-optimising phase, and the
-        antialiased mode -- which differentiates cov2d -- take the torch code)."""
+        CPU float32/float64 tensors, intrinsics without gradient (viewmats may have one: a
+        camera-optimising phase); the antialiased mode, which differentiates cov2d, takes the
+        torch code."""
         dt = means.dtype
         ok = (_load() is not None and not antialiased and means.device.type == "cpu"
               and dt in (torch.float32, torch.float64)
-              and all(t.dtype == dt for t in (quats, scales, viewmats, Ks))
-              and not viewmats.requires_grad and not Ks.requires_grad)
+              and all(t.dtype == dt for t in (quats, scales, viewmats, Ks)) and not Ks.requires_grad)
         if not ok:
             return super().project_all(means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane,
                                        far_plane, antialiased)
@@ -278,8 +278,8 @@ class NativeKernels(TileKernels):
 class _Project(torch.autograd.Function):
     """EWA projection of N Gaussians into C cameras, forward and backward in C (``project`` /
     ``project_bwd``): the outputs of :func:`.rasterize_torch.project_gaussians` (``cov2d`` and
-    ``radii`` without gradient) and the gradients of means, quats and scales that autograd takes
-    of it (tests/test_rasterizer.py). A render's dozens of small torch ops on [C,N] tensors, and
+    ``radii`` without gradient) and the gradients of means, quats, scales and viewmats that
+    autograd takes of it (tests/test_rasterizer.py). A render's dozens of small torch ops on [C,N] tensors, and
     their autograd records, become one pass over the Gaussians each way."""
 
     @staticmethod
@@ -304,6 +304,7 @@ class _Project(torch.autograd.Function):
         g_con = c(g_con) if g_con is not None else zeros(C, N, 3)
         g_dep = c(g_dep) if g_dep is not None else None
         gm, gq, gs = zeros(N, 3), zeros(N, 4), zeros(N, 3)
+        gv = torch.zeros(C, 4, 4, dtype=torch.float64) if ctx.needs_input_grad[3] else None
         ins = [c(means), c(quats), c(scales)]
         fn = getattr(_lib, f"project_bwd_{_suffix(dt)}")
         for k in range(C):
@@ -313,8 +314,8 @@ class _Project(torch.autograd.Function):
             gdk = None if g_dep is None else g_dep[k].contiguous()
             fn(*[_p(a) for a in ins], _p(vk), _p(kk), _i(N), _i(width), _i(height), real(eps2d), real(near_plane),
                real(far_plane), _p(gmk), _p(gck), ctypes.c_void_p(None) if gdk is None else _p(gdk), _p(gm), _p(gq),
-               _p(gs))
-        return gm, gq, gs, None, None, None, None, None, None, None
+               _p(gs), ctypes.c_void_p(None) if gv is None else ctypes.c_void_p(gv[k].data_ptr()))
+        return gm, gq, gs, None if gv is None else gv.to(dt), None, None, None, None, None, None
 
 
 KERNELS = NativeKernels()
