@@ -65,7 +65,7 @@ DEFORMERS = {
 
 
 def motion_recipe(deformer: str, tracks: str, true_npz: Path, weight: float, init_steps: int | None = None,
-                  depth_weight: float | None = None) -> str:
+                  depth_weight: float | None = None, rigid: bool = False) -> str:
     text = with_mover(recipe_text(False, None, 8, True))
     mlp = DEFORMERS["mlp"]
     assert mlp in text, "bench/sds_ablation.py's motion deformer changed"
@@ -77,6 +77,8 @@ def motion_recipe(deformer: str, tracks: str, true_npz: Path, weight: float, ini
             text += f"      track_init_steps: {init_steps}\n"
         if depth_weight is not None:
             text += f"      track_depth_weight: {depth_weight}\n"
+        if rigid:
+            text += "      track_init_rigid: true\n"
     return text
 
 
@@ -159,6 +161,8 @@ def main() -> None:
                     help="track_init_steps of the arms with tracks (default: the stage's; 0: no track initialisation of w_t)")
     ap.add_argument("--depth-weight", type=float, default=None,
                     help="track_depth_weight of the arms with tracks (default: the stage's)")
+    ap.add_argument("--rigid", action="store_true",
+                    help="track_init_rigid: the initialisation's targets as rigid neighbourhood motions (offset + rotation)")
     ap.add_argument("--mover", choices=["ball", "cart"], default=None, help="the garden's moving subject")
     ap.add_argument("--speed", type=float, default=None,
                     help="its displacement per reference frame in its own sizes (zig-zag path); default the garden's sweep")
@@ -187,13 +191,14 @@ def main() -> None:
             raise SystemExit(f"--arms: unknown arm {arm!r} (deformer {', '.join(DEFORMERS)}; +opencv or +true)")
         run = args.out / (f"arm_{arm.replace('+', '_')}_w{args.weight:g}"
                           + ("" if args.init_steps is None or tracks == "none" else f"_init{args.init_steps}")
-                          + ("" if args.depth_weight is None or tracks == "none" else f"_d{args.depth_weight:g}"))
+                          + ("" if args.depth_weight is None or tracks == "none" else f"_d{args.depth_weight:g}")
+                          + ("_rigid" if args.rigid and tracks != "none" else ""))
         if not (run / "stages" / "03_motion").is_dir():
             shutil.rmtree(run, ignore_errors=True)
             shutil.copytree(base, run, ignore=shutil.ignore_patterns(".lock", "*.lock"))
         t0 = time.perf_counter()
-        run_recipe(motion_recipe(deformer, tracks, true_npz, args.weight, args.init_steps, args.depth_weight),
-                   run, args.scale)
+        run_recipe(motion_recipe(deformer, tracks, true_npz, args.weight, args.init_steps, args.depth_weight,
+                                 args.rigid), run, args.scale)
         r = score(run)
         r["seconds"] = round(time.perf_counter() - t0, 1)
         rows[arm] = r
@@ -202,7 +207,7 @@ def main() -> None:
               f" | {r['seconds']:.0f} s", flush=True)
     tag = "" if not scene_options() else f"-{args.mover or 'ball'}{'' if args.speed is None else f'{args.speed:g}x'}"
     (args.out / f"bench-tracks-w{args.weight:g}{'' if args.init_steps is None else f'-init{args.init_steps}'}"
-                f"{'' if args.depth_weight is None else f'-d{args.depth_weight:g}'}{tag}.json").write_text(json.dumps({"rows": rows, "scale": args.scale,
+                f"{'' if args.depth_weight is None else f'-d{args.depth_weight:g}'}{'-rigid' if args.rigid else ''}{tag}.json").write_text(json.dumps({"rows": rows, "scale": args.scale,
                                                                              "weight": args.weight}, indent=1))
     print("| arm | " + " | ".join(f"t={k}/{T_REF - 1}" for k in range(T_REF)) + " | ball mean | image mean |")
     print("|---|" + "---:|" * (T_REF + 2))

@@ -236,6 +236,42 @@ def test_track_depth_prior_holds_the_lifted_depth_not_the_image_plane():
     assert prior(means, D, 0) is None
 
 
+def test_rigid_trajectories_turn_a_spinning_neighbourhood():
+    """track_init_rigid's targets: tracks on a ball that spins 1.2 rad about z while it moves
+    give each Gaussian inside it its true offset and rotation (the Kabsch fit per neighbourhood),
+    where the mean offset of its neighbours is off by a third of the radius; a neighbourhood on
+    a line (no rotation fixed) keeps the mean offset and the identity; identity at c."""
+    import math
+
+    from fourreal_formats.quaternions import quat_to_matrix
+    from fourreal_stages.tracks import gaussian_trajectories
+
+    g = torch.Generator().manual_seed(0)
+    centre = torch.tensor([1.0, 0.0, 0.0])
+    X = torch.nn.functional.normalize(torch.randn(200, 3, generator=g), dim=1) * 0.5 + centre
+    T = 5
+    Rs = torch.stack([torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0],
+                                    [0.0, 0.0, 1.0]]) for a in torch.linspace(0, 1.2, T).tolist()])
+    shift = torch.tensor([0.3, 0.0, 0.0])
+    moved = lambda p, t: (p - centre) @ Rs[t].T + centre + shift * t  # noqa: E731
+    disp = torch.stack([moved(X, t) - X for t in range(T)], 1)
+    ok = torch.ones(200, T, dtype=torch.bool)
+    means = centre + 0.3 * torch.randn(50, 3, generator=g)
+    D, Q = gaussian_trajectories(means, X, disp, ok, 0, rigid=True)
+    truth = torch.stack([moved(means, t) - means for t in range(T)], 1)
+    assert float((D - truth).norm(dim=-1).max()) < 1e-4
+    assert float((gaussian_trajectories(means, X, disp, ok, 0) - truth).norm(dim=-1).max()) > 0.15
+    for t in range(T):
+        assert float((quat_to_matrix(Q[:, t]) - Rs[t]).abs().max()) < 1e-4, t
+    line = torch.zeros(20, 3)
+    line[:, 0] = torch.linspace(0, 1, 20)
+    dl = torch.zeros(20, T, 3)
+    dl[:, :, 1] = torch.arange(T).float()  # the line slides: no rotation can be read off it
+    D2, Q2 = gaussian_trajectories(line[:5] + 0.01, line, dl, torch.ones(20, T, dtype=torch.bool), 0, rigid=True)
+    assert torch.allclose(D2, gaussian_trajectories(line[:5] + 0.01, line, dl, torch.ones(20, T, dtype=torch.bool), 0))
+    assert torch.allclose(Q2, torch.tensor([1.0, 0.0, 0.0, 0.0]).expand_as(Q2))
+
+
 @pytest.mark.parametrize("backend", ["torch", "numba", "native"])
 def test_pixel_weights_reproduce_a_render_at_those_pixels(backend):
     """``Rasterizer.pixel_weights``: sum_n w[q,n] f_n is the render of features f at pixel q (and

@@ -315,6 +315,10 @@ class MotionConfig:
     track_init_steps: steps_floor(300, "an initialisation: w_t must reach the tracks' offsets "
                                        "however short the schedule") = 300  # type: ignore[valid-type]
     track_init_lr: float = 1e-3
+    # the initialisation's targets as a rigid motion of each Gaussian's neighbourhood of lifted
+    # tracks (a weighted Kabsch fit per Gaussian and frame: offset and rotation, w_t's dq
+    # regressed too) instead of their mean offset -- a spinning subject turns, not only moves
+    track_init_rigid: bool = False
     # during the phases, hold the camera depth of w_t's offsets near lifted tracks to what the
     # track initialisation assumed (tracks.TrackDepthPrior); 0: off
     track_depth_weight: float = 0.0

@@ -324,7 +324,8 @@ class MotionStage(Stage):
             if fit.track_loss is None:
                 return
             if start == 0 and cfg.track_init_steps > 0:
-                fit.meta.update(track_init(ctx, fit, int(cfg.track_init_steps), float(cfg.track_init_lr)))
+                fit.meta.update(track_init(ctx, fit, int(cfg.track_init_steps), float(cfg.track_init_lr),
+                                           rigid=bool(cfg.track_init_rigid)))
             elif cfg.track_depth_weight != 0.0:
                 track_targets(fit)  # the depth prior's targets, without the regression
 

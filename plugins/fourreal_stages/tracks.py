@@ -174,7 +174,7 @@ def lift_tracks(tracks_uv: torch.Tensor, vis: torch.Tensor, c: int, cams, depth_
 
 @torch.no_grad()
 def gaussian_trajectories(means: torch.Tensor, X: torch.Tensor, disp: torch.Tensor, ok: torch.Tensor, c: int,
-                          k: int = 8, return_near: bool = False):
+                          k: int = 8, return_near: bool = False, rigid: bool = False):
     """Each Gaussian's offset from c at every reference frame ``[N,T,3]``, from lifted tracks
     (:func:`lift_tracks`): the Gaussian-kernel mean of the offsets of its ``k`` nearest tracks
     (at c, in 3D; kernel width the tracks' median spacing to their 4th neighbour) among those seen at that
@@ -183,11 +183,21 @@ def gaussian_trajectories(means: torch.Tensor, X: torch.Tensor, disp: torch.Tens
     (held at the ends); a Gaussian far from every track (kernel weight < 1e-3) stays where it
     is (``return_near``: also the ``[N]`` mask of the others). Zero at c. (A translation per neighbourhood: a rigid one by PnP from the tracks
     was tried and is ill-posed on a small subject seen by one camera -- the pose's depth and
-    rotation trade off.)"""
+    rotation trade off.)
+
+    ``rigid``: instead of the mean offset, the weighted rigid motion (Kabsch) that takes the
+    neighbourhood's lifted tracks from c to the frame, applied to the Gaussian: offset
+    ``R (x - mu_c) + mu_t - x``; a neighbourhood too flat to fix a rotation (second singular
+    value under a tenth of the first) keeps the mean offset. Returns ``(D, Q)`` (and the mask
+    with ``return_near``), ``Q [N,T,4]`` the rotations as wxyz quaternions (identity at c and
+    where no rotation is fixed)."""
     N, T = means.shape[0], ok.shape[1]
     D = torch.zeros(N, T, 3, device=means.device)
+    Q = torch.zeros(N, T, 4, device=means.device)
+    Q[..., 0] = 1.0
     if len(X) == 0:
-        return (D, torch.zeros(N, dtype=torch.bool, device=means.device)) if return_near else D
+        out = (D, Q) if rigid else (D,)
+        return (*out, torch.zeros(N, dtype=torch.bool, device=means.device)) if return_near else (out if rigid else D)
     k = min(k, len(X))
     # the kernel: the median distance from a track to its 4th nearest other track (not the
     # nearest: a point tracked from two query frames is lifted twice, at one place)
@@ -205,6 +215,8 @@ def gaussian_trajectories(means: torch.Tensor, X: torch.Tensor, disp: torch.Tens
         den = wv.sum(1)  # [n,T]
         D[lo:lo + len(x)] = torch.einsum("nkt,nktc->ntc", wv, disp[idx]) / den.clamp_min(1e-12)[..., None]
         valid[lo:lo + len(x)] = den > 1e-3
+        if rigid:
+            D[lo:lo + len(x)], Q[lo:lo + len(x)] = _rigid_offsets(x, X[idx], disp[idx], wv, D[lo:lo + len(x)])
     valid[:, c] = True
     D[:, c] = 0.0
     # fill the frames with no seen neighbour: linear in time between the nearest valid frames
@@ -219,7 +231,44 @@ def gaussian_trajectories(means: torch.Tensor, X: torch.Tensor, disp: torch.Tens
     fill = torch.where((has_p & has_n)[..., None], Dp + a * (Dn - Dp), torch.where(has_p[..., None], Dp, Dn))
     D = torch.where(valid[..., None], D, fill)
     D[wmax < 1e-3] = 0.0
-    return (D, wmax >= 1e-3) if return_near else D
+    if not rigid:
+        return (D, wmax >= 1e-3) if return_near else D
+    Qp = Q.gather(1, pc[..., None].expand(N, T, 4))
+    Qn = Q.gather(1, nc[..., None].expand(N, T, 4))
+    Qn = torch.where(((Qp * Qn).sum(-1, keepdim=True) < 0), -Qn, Qn)  # the short way round
+    qfill = torch.where((has_p & has_n)[..., None], Qp + a * (Qn - Qp), torch.where(has_p[..., None], Qp, Qn))
+    Q = torch.nn.functional.normalize(torch.where(valid[..., None], Q, qfill), dim=-1)
+    Q[:, c] = torch.tensor([1.0, 0.0, 0.0, 0.0], device=means.device)
+    Q[wmax < 1e-3] = torch.tensor([1.0, 0.0, 0.0, 0.0], device=means.device)
+    return (D, Q, wmax >= 1e-3) if return_near else (D, Q)
+
+
+def _rigid_offsets(x: torch.Tensor, P: torch.Tensor, disp: torch.Tensor, w: torch.Tensor, mean_offset: torch.Tensor):
+    """Per Gaussian ``x [n,3]`` and frame: the weighted Kabsch fit of its neighbour tracks ``P
+    [n,k,3]`` (at c) to ``P + disp [n,k,T,3]`` with weights ``w [n,k,T]``; ``(offset [n,T,3],
+    quaternion [n,T,4])``, the mean offset and identity where the fit is degenerate."""
+    from fourreal_formats.quaternions import matrix_to_quat
+
+    n, k, T = w.shape
+    den = w.sum(1).clamp_min(1e-12)  # [n,T]
+    Pt = P[:, :, None, :].expand(n, k, T, 3)
+    Qt = Pt + disp
+    mu_p = torch.einsum("nkt,nktc->ntc", w, Pt) / den[..., None]
+    mu_q = torch.einsum("nkt,nktc->ntc", w, Qt) / den[..., None]
+    a = Pt - mu_p[:, None]
+    b = Qt - mu_q[:, None]
+    H = torch.einsum("nkt,nkti,nktj->ntij", w, a, b)  # sum w a b^T
+    U, S, Vh = torch.linalg.svd(H)
+    V = Vh.transpose(-1, -2)
+    d = torch.sign(torch.det(V @ U.transpose(-1, -2)))
+    E = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
+    R = V @ E @ U.transpose(-1, -2)  # [n,T,3,3]: b ~ R a
+    good = (S[..., 1] > 0.1 * S[..., 0]) & (S[..., 0] > 0)
+    eye = torch.eye(3, device=x.device).expand_as(R)
+    R = torch.where(good[..., None, None], R, eye)
+    off = torch.einsum("ntij,ntj->nti", R, x[:, None, :] - mu_p) + mu_q - x[:, None, :]
+    off = torch.where(good[..., None], off, mean_offset)
+    return off, matrix_to_quat(R.reshape(-1, 3, 3)).reshape(n, T, 4)
 
 
 class TrackDepthPrior:
@@ -257,7 +306,7 @@ class TrackDepthPrior:
 
 
 @torch.no_grad()
-def track_targets(fit) -> tuple[torch.Tensor, torch.Tensor]:
+def track_targets(fit, rigid: bool = False) -> tuple:
     """Every canonical Gaussian's offset at every reference frame from the lifted tracks
     (``D [N,T,3]``, :func:`gaussian_trajectories`) and which tracks were lifted (``[Q]``);
     sets ``fit.track_depth_prior`` (:class:`TrackDepthPrior`) on the same targets."""
@@ -272,10 +321,13 @@ def track_targets(fit) -> tuple[torch.Tensor, torch.Tensor]:
     D, near = gaussian_trajectories(x, X[lifted], disp[lifted], ok[lifted], c, return_near=True)
     fit.track_depth_prior = TrackDepthPrior(X[lifted], disp[lifted], ok[lifted], c, fit.ref_cams.viewmats[c],
                                             targets=(D, near))
+    if rigid:  # ``(D, Q, lifted)``: the rigid neighbourhood motions (the depth prior keeps the mean offsets)
+        D, Q = gaussian_trajectories(x, X[lifted], disp[lifted], ok[lifted], c, rigid=True)
+        return D, Q, lifted
     return D, lifted
 
 
-def track_init(ctx, fit, steps: int, lr: float) -> dict:
+def track_init(ctx, fit, steps: int, lr: float, rigid: bool = False) -> dict:
     """Initialise w_t from the tracks, before the stage's phases (Shape of Motion, MoSca,
     TrackerSplat: Gaussians moved from tracks before photometric optimisation).
 
@@ -296,7 +348,15 @@ def track_init(ctx, fit, steps: int, lr: float) -> dict:
     params = [p for p in w_t.parameters() if p.requires_grad]
     if not others or not params:
         return {}
-    D, lifted = track_targets(fit)
+    if rigid:  # the rotation of each neighbourhood too: w_t's dq regressed onto r * q - q
+        from fourreal_formats.quaternions import quat_multiply
+
+        D, Qr, lifted = track_targets(fit, rigid=True)
+        q_all = q[:, None, :].expand_as(Qr)
+        DQ = quat_multiply(Qr, q_all) - q_all  # [N,T,4]: q + dq = r q (the Deformation convention)
+    else:
+        D, lifted = track_targets(fit)
+        DQ = None
     scale = float(D.norm(dim=-1).max().clamp_min(1e-6))
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(int(ctx.seed) * 1_000_003 + 29)
@@ -306,6 +366,8 @@ def track_init(ctx, fit, steps: int, lr: float) -> dict:
             j = others[int(torch.randint(0, len(others), (1,), generator=gen))]
             d = w_t.deform(x, float(fit.ref_times[j]), quats=q)
             total = ((d.dx - D[:, j]) / scale).square().sum(-1).mean()
+            if DQ is not None:
+                total = total + (d.dq - DQ[:, j]).square().sum(-1).mean()
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
