@@ -226,3 +226,70 @@ def test_a_third_party_single_video_format_is_read_by_the_poses_stage(tmp_path):
     err = (frz.video.frames - src.flip(0)).abs().max()  # the take's order, not the folder's
     assert float(err) < 2 / 255, float(err)
     assert any(n.startswith("orbit.take: 6 of 6 frames (all over 100% of the video)") for n in notes), notes
+
+
+def _rec_plugin():
+    """A made-up posed format: ``*.rec``, a text file naming the transforms.json it wraps."""
+    from fourreal_core import hookimpl
+    from fourreal_core.interfaces import CaptureReader
+    from fourreal_poses.single_video import SingleVideo
+
+    class RecInput(CaptureReader):
+        single_video = True
+
+        def __init__(self, cfg=None):
+            self.cfg = cfg
+
+        def claims(self, path):
+            return path.suffix == ".rec"
+
+        def read(self, path):
+            return SingleVideo.from_transforms(path.parent / path.read_text().strip(), "rec")
+
+    mod = types.ModuleType("_rec_input_plugin")
+    mod.RecInput = RecInput
+
+    @hookimpl
+    def fourreal_register(registry):
+        registry.add("capture", "rec", "_rec_input_plugin:RecInput", description="test posed format")
+
+    mod.fourreal_register = fourreal_register
+    return mod
+
+
+def test_the_cameras_a_plugin_format_carries_reach_the_known_estimator(tmp_path):
+    from fourreal_core.config import ComponentSpec
+    from fourreal_core.registry import get_registry
+    from fourreal_core.run import CheckpointStore, RunLog, StageContext
+    from fourreal_formats.transforms import load_transforms, write_transforms
+    from fourreal_poses.plugin import KnownConfig
+    from fourreal_stages.configs import PosesConfig
+    from fourreal_stages.io_stages import PosesStage
+
+    posed = _posed()
+    write_transforms(tmp_path / "scan" / "transforms.json", posed)
+    rec = tmp_path / "take1.rec"
+    rec.write_text("scan/transforms.json")
+    mod = _rec_plugin()
+    sys.modules[mod.__name__] = mod
+    reg = get_registry()
+    reg.register_module(mod, source="tests:rec")
+    try:
+        out = tmp_path / "02_poses"
+        out.mkdir()
+        ctx = StageContext(name="poses", index=2, run_dir=tmp_path, out_dir=out, recipe_dir=tmp_path,
+                           device=torch.device("cpu"), seed=0, iterations_scale=1.0,
+                           checkpoints=CheckpointStore(tmp_path / "ck"), log=RunLog(tmp_path / "log.jsonl"),
+                           registry=reg)
+        ctx.notice = lambda msg: None
+        known = ComponentSpec("pose_estimator", "known", KnownConfig(points="none"))  # source: auto
+        PosesStage(PosesConfig(freeze_time=str(rec), orbit_only=True, height=15, pose_estimator=known)).run(ctx)
+    finally:
+        reg.unregister_source("tests:rec")
+        sys.modules.pop(mod.__name__, None)
+    poses = json.loads((out / "poses.json").read_text())
+    assert poses["report"]["source"] == "transforms"  # not the orbit auto falls back to
+    frz = load_transforms(out / "freeze_time" / "transforms.json")
+    assert len(frz) == 6 and (frz.cameras.width, frz.cameras.height) == (20, 15)
+    assert torch.allclose(frz.cameras.viewmats, posed.cameras.viewmats, atol=1e-4)
+    assert torch.allclose(frz.cameras.Ks[0], posed.cameras.Ks[0] * torch.tensor([[0.5], [0.5], [1.0]]), atol=1e-4)
