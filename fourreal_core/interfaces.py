@@ -402,8 +402,14 @@ class Tracker(ABC):
 
 # ------------------------------------------------------------------------------- capture
 class CaptureReader(ABC):
-    """A layout of synchronized multi-camera captures on disk (the ``multicam`` stage's input):
-    :meth:`read` returns the stage's ``Capture`` (docs/plugins.md, "Capture layouts")."""
+    """A layout of inputs on disk (docs/plugins.md, "Capture layouts"): synchronized
+    multi-camera captures, whose :meth:`read` returns the ``multicam`` stage's ``Capture``, or,
+    with :attr:`single_video`, one camera's footage (a video file, a frame folder, posed
+    images), whose :meth:`read` returns the poses stage's ``SingleVideo``."""
+
+    #: True: a layout of one camera's footage (the poses stage's inputs); False: of
+    #: synchronized multi-camera captures (the multicam stage's). Each stage asks only its own.
+    single_video: bool = False
 
     @abstractmethod
     def claims(self, path: "Path") -> bool:
@@ -411,8 +417,9 @@ class CaptureReader(ABC):
 
     @abstractmethod
     def read(self, path: "Path") -> Any:
-        """The capture at ``path``: cameras, calibration per time, frames (lazily), masks and
-        points; a bad file raises :class:`~fourreal_core.errors.InputError` naming it."""
+        """The input at ``path``: cameras, calibration per time, frames (lazily), masks and
+        points -- or, for a single video, its frames and the cameras when it carries them; a
+        bad file raises :class:`~fourreal_core.errors.InputError` naming it."""
 
 
 # ---------------------------------------------------------------------------------- loss

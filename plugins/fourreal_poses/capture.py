@@ -17,6 +17,9 @@ Two layouts are read (:func:`read_capture`):
   video or frame folder of the same length; white = moving subject), used to score the moving
   region of held-out cameras (``mask_path``, nerfstudio's pixels-to-supervise, is refused).
 
+Single-video inputs (a video file, a frame folder, a transforms.json) are the same plugin kind
+with ``single_video = True``: :mod:`fourreal_poses.single_video`.
+
 The `multicam` stage (:mod:`fourreal_stages.multicam`) forms the training and held-out videos
 from a :class:`Capture`.
 """
@@ -182,22 +185,28 @@ class Capture:
 # ================================================================================ readers
 def read_capture(path, registry=None, layout: Optional[str] = None) -> Capture:
     """A :class:`Capture` read by the ``capture`` plugin ``layout`` names, or by the first
-    registered one that claims ``path`` (built in: a Dynamic-3D-Gaussians folder, or a cameras
-    .json -- or a folder holding ``cameras.json`` / ``transforms.json`` -- of per-camera
-    videos). ``registry``: the run's (default: the installed plugins')."""
+    registered multi-camera one that claims ``path`` (built in: a Dynamic-3D-Gaussians folder,
+    or a cameras .json -- or a folder holding ``cameras.json`` / ``transforms.json`` -- of
+    per-camera videos). Single-video layouts (``single_video``: the poses stage's inputs,
+    :mod:`fourreal_poses.single_video`) are not asked. ``registry``: the run's (default: the
+    installed plugins')."""
     from fourreal_core.registry import get_registry
 
     reg = registry if registry is not None else get_registry()
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such capture (a folder or a cameras .json)")
-    names = reg.names("capture")
+    every = [(n, reg.create("capture", n)) for n in reg.names("capture")]
+    readers = [(n, r) for n, r in every if not r.single_video]  # single videos are the poses stage's
+    names = [n for n, _ in readers]
     if layout is not None:
+        if layout in dict(every) and layout not in names:
+            raise InputError(f"params.layout: {layout!r} is a single-video layout (the poses stage's reference / "
+                             f"freeze_time inputs), not a multi-camera capture; multi-camera: {', '.join(names)}")
         if layout not in names:
             raise InputError(f"params.layout: unknown capture layout {layout!r}; registered: {', '.join(names)}")
-        return reg.create("capture", layout).read(path)
-    for name in names:
-        reader = reg.create("capture", name)
+        return dict(readers)[layout].read(path)
+    for _, reader in readers:
         if reader.claims(path):
             return reader.read(path)
     raise InputError(f"{path}: not a capture any registered layout reads ({', '.join(names)}): expected "

@@ -1,7 +1,9 @@
 """The `known` pose estimator: cameras that need no estimation.
 
 * ``source: auto`` (default) -- ``transforms`` when ``transforms`` lists files or every
-  video's name is a path to a transforms.json (or a folder holding one), else ``orbit``.
+  video's name is a path to a transforms.json (or a folder holding one) or to an input a
+  plugin's single-video layout reads with its cameras (fourreal_poses.single_video), else
+  ``orbit``.
 * ``source: transforms`` -- one nerfstudio / instant-ngp / D-NeRF ``transforms.json`` per
   video (``transforms``, or the video names when that list is empty; read with
   :func:`fourreal_formats.transforms.load_transforms`, intrinsics scaled
@@ -121,7 +123,9 @@ class KnownPoseEstimator(PoseEstimator):
             )
         posed, rep = [], []
         for video, name, path in zip(videos, names, files):
-            tj = load_transforms(path, height=video.height, width=video.width, load_images=False)
+            carried = None if _is_transforms(str(path)) else _carried_cameras(str(path), video)
+            tj = carried if carried is not None else \
+                load_transforms(path, height=video.height, width=video.width, load_images=False)
             if len(tj) != len(video):
                 raise InputError(
                     f"{tj.meta.get('source', path)}: {len(tj)} frames but video {name!r} has {len(video)}"
@@ -225,15 +229,53 @@ class KnownPoseEstimator(PoseEstimator):
         return PointCloud(pts, cols)
 
 
-def _all_transforms(names: list[str]) -> bool:
-    """Whether every name is a transforms.json file or a folder holding one."""
+def _is_transforms(name: str) -> bool:
+    """Whether ``name`` is a transforms.json file or a folder holding one."""
     from pathlib import Path
 
-    def ok(n: str) -> bool:
-        p = Path(n)
-        return (p.is_file() and p.suffix.lower() == ".json") or (p.is_dir() and any(p.glob("transforms*.json")))
+    p = Path(name)
+    return (p.is_file() and p.suffix.lower() == ".json") or (p.is_dir() and any(p.glob("transforms*.json")))
 
-    return bool(names) and all(ok(str(n)) for n in names)
+
+def _all_transforms(names: list[str]) -> bool:
+    """Whether every name is a transforms.json file or a folder holding one -- or an input a
+    single-video layout of a plugin reads with its cameras (docs/plugins.md, "Capture layouts")."""
+    return bool(names) and all(_is_transforms(str(n)) or _plugin_posed(str(n)) is not None for n in names)
+
+
+def _plugin_posed(name: str):
+    """The :class:`~fourreal_poses.single_video.SingleVideo` at ``name`` when a single-video
+    layout other than the built-in ones claims it and it carries its cameras, else None (the
+    built-in layouts' inputs keep the rules above: a transforms.json or nothing)."""
+    from pathlib import Path
+
+    from fourreal_core.registry import get_registry
+
+    from .single_video import FALLBACK_LAYOUTS, single_video_layouts
+
+    p = Path(name)
+    if not p.exists():
+        return None
+    for layout, reader in single_video_layouts(get_registry()):
+        if layout not in FALLBACK_LAYOUTS and reader.claims(p):
+            source = reader.read(p)
+            return source if source.carries_poses else None
+    return None
+
+
+def _carried_cameras(name: str, video: Video) -> Optional[PosedVideo]:
+    """The cameras a plugin's posed input carries, as the transforms branch uses them: all its
+    frames at ``video``'s size (frames kept: ``meta`` as load_transforms gives it)."""
+    from .single_video import FrameSelection
+
+    source = _plugin_posed(name)
+    if source is None:
+        return None
+    posed = source.load(FrameSelection(height=video.height, width=video.width, min_frames=1)).posed
+    if posed is None:
+        raise InputError(f"{name}: layout {source.layout!r} says it carries cameras but loaded none")
+    return PosedVideo(video=posed.video, cameras=posed.cameras, times=posed.times,
+                      canonical_view=posed.canonical_view, meta={"source": str(name), "warnings": [], **posed.meta})
 
 
 def distinct_views(posed: list[PosedVideo], max_frames: int = 64) -> tuple[torch.Tensor, Cameras]:

@@ -1,7 +1,8 @@
 """Registers the poses family: pose estimators `colmap` (pycolmap SfM) and `known`
-(transforms.json or a parametric orbit), and the capture layouts `dynamic3dgs` and
+(transforms.json or a parametric orbit), the capture layouts `dynamic3dgs` and
 `camera_videos` (fourreal_poses.capture; the `multicam` stage that uses them is a stage of
-fourreal_stages). Config dataclasses are torch-free;
+fourreal_stages) and the single-video layouts `transforms_json`, `image_folder` and
+`video_file` (fourreal_poses.single_video; the `poses` stage's inputs). Config dataclasses are torch-free;
 implementations are imported inside the factories. See docs/poses.md."""
 
 from __future__ import annotations
@@ -118,6 +119,20 @@ def fourreal_register(registry):
     registry.add(
         "capture", "camera_videos", "fourreal_poses.capture:CameraVideosCapture",
         description="One video or frame folder per camera + a cameras .json (nerfstudio-style transform_matrix, fl_x...)",
+    )
+    # single-video layouts (the poses stage's reference / freeze_time inputs), tried after any
+    # other single-video layout in the order transforms_json, image_folder, video_file
+    registry.add(
+        "capture", "transforms_json", "fourreal_poses.single_video:TransformsJsonInput",
+        description="Posed images: a transforms.json (nerfstudio / instant-ngp / D-NeRF) or a folder holding one",
+    )
+    registry.add(
+        "capture", "image_folder", "fourreal_poses.single_video:ImageFolderInput",
+        description="One video as a folder of image files (png/jpg/...), natural order; cameras estimated",
+    )
+    registry.add(
+        "capture", "video_file", "fourreal_poses.single_video:VideoFileInput",
+        description="One video file (mp4/mov/webm/gif...) or image; cameras estimated",
     )
     registry.add(
         "pose_estimator", "known", "fourreal_poses.known:KnownPoseEstimator", config=KnownConfig,

@@ -343,8 +343,13 @@ class PosesConfig:
     """Cameras for the reference and freeze-time videos in one world frame (+ sparse points).
 
     reference / freeze_time: a video (mp4/mov/webm/gif), a folder of frames, or a
-        transforms.json (its frames are used; its cameras too with ``pose_estimator: known``).
-        Default: an earlier stage's ``reference.mp4`` / ``freeze_time.mp4`` (the generate stage).
+        transforms.json (its frames are used; its cameras too with ``pose_estimator: known``)
+        -- or any input a single-video ``capture`` plugin reads (docs/plugins.md, "Capture
+        layouts"). Default: an earlier stage's ``reference.mp4`` / ``freeze_time.mp4`` (the
+        generate stage).
+    layout: the single-video layout that reads both inputs (``transforms_json``,
+        ``image_folder``, ``video_file`` or a plugin's). None: for each input, the first layout
+        that claims its path (plugins' layouts first, then those three in that order).
     canonical_frame: the reference frame c the freeze-time video was generated from
         (default: the generate stage's ``generation.json``, else the middle frame).
     canonical_view: k_c, the freeze-time frame that is reference frame c seen from the
@@ -385,6 +390,7 @@ class PosesConfig:
 
     reference: Optional[InputPath] = None
     freeze_time: Optional[InputPath] = None
+    layout: Optional[str] = None
     pose_estimator: Component("pose_estimator") = component_default("pose_estimator", "colmap")  # type: ignore[valid-type]
     width: Optional[int] = None
     height: Optional[int] = None

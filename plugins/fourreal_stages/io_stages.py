@@ -19,58 +19,28 @@ from .evaluate import evaluate_views
 
 
 # ------------------------------------------------------------------------------ poses
-def read_any_video(path: Path, cfg: PosesConfig, sfm_long_side: Optional[int] = None):
-    """``(video, posed or None, frames info, sfm video or None)`` from a video file, a frame
-    folder or a transforms.json. Videos and folders are sampled with ``start`` / ``stride`` /
-    ``max_frames`` / ``sampling`` (fourreal_media.read_video_sampled); ``info`` says which
-    source frames were used. With ``sfm_long_side`` the frames are decoded once at that
-    longest side (capped at the source's, never below the training size) for
-    structure-from-motion and area-resized to the training size; the sfm video is None when
-    it would be the training video itself."""
-    from fourreal_formats.transforms import load_transforms
-    from fourreal_core.types import Video
-    from fourreal_media import read_video_sampled, resize_frames, target_size
+def frame_selection(cfg: PosesConfig):
+    """The poses stage's params that choose and size a single video's frames."""
+    from fourreal_poses.single_video import FrameSelection
 
-    height, width = cfg.height, cfg.width
-    if path.suffix == ".json" or (path.is_dir() and (path / "transforms.json").exists()):
-        if cfg.long_side is not None:
-            cams = load_transforms(path, load_images=False).cameras
-            height, width = _long_side_size(cams.height, cams.width, cfg.long_side)
-        posed = load_transforms(path, height=height, width=width, stride=cfg.stride, max_frames=cfg.max_frames)
-        if len(posed) < cfg.min_frames:
-            raise InputError(f"{path}: has {len(posed)} frames, need at least {cfg.min_frames}")
-        info = {"source": str(path), "kind": "transforms.json",
-                "indices": list(posed.meta.get("frame_indices", range(len(posed))))}
-        return posed.video, posed, info, None
-    kw = dict(stride=cfg.stride, max_frames=cfg.max_frames, min_frames=cfg.min_frames, start=cfg.start,
-              sampling=cfg.sampling)
-    if sfm_long_side is None:
-        if cfg.long_side is not None:
-            video, info = read_video_sampled(path, long_side=cfg.long_side, **kw)
-        else:
-            video, info = read_video_sampled(path, height=height, width=width, **kw)
-        big = None
-    else:
-        big, info = read_video_sampled(path, long_side=int(sfm_long_side), **kw)
-        src_w, src_h = info["source_size"]
-        h, w = (_long_side_size(src_h, src_w, cfg.long_side) if cfg.long_side is not None
-                else target_size(src_h, src_w, height, width))
-        if max(h, w) >= max(big.height, big.width):  # training at or above the SfM size: one video
-            video, big = read_video_sampled(path, height=h, width=w, **kw)[0], None
-        else:
-            video = Video(resize_frames(big.frames, h, w), fps=big.fps)
-    info = {"source": str(path), "kind": "video" if path.is_file() else "frame folder", **info,
-            "size": [video.width, video.height]}
-    if big is not None:
-        info["sfm_size"] = [big.width, big.height]
-    fps = video.fps or cfg.fps
-    return Video(video.frames, fps=fps), None, info, (Video(big.frames, fps=fps) if big is not None else None)
+    return FrameSelection(height=cfg.height, width=cfg.width, long_side=cfg.long_side, start=cfg.start,
+                          stride=cfg.stride, max_frames=cfg.max_frames, sampling=cfg.sampling,
+                          min_frames=cfg.min_frames, fps=cfg.fps)
 
 
-def _long_side_size(h: int, w: int, long_side: int) -> tuple[int, int]:
-    """``(height, width)`` with the longest side ``long_side``, the aspect ratio kept."""
-    s = float(long_side) / max(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
+def read_any_video(path: Path, cfg: PosesConfig, sfm_long_side: Optional[int] = None, registry=None):
+    """``(video, posed or None, frames info, sfm video or None)`` of a single-video input: a
+    video file, a frame folder, a transforms.json or any format a ``capture`` plugin with
+    ``single_video`` reads (fourreal_poses.single_video), by ``params.layout`` or the first
+    layout that claims ``path``. Frames are chosen and sized by ``start`` / ``stride`` /
+    ``max_frames`` / ``sampling`` / ``height`` / ``width`` / ``long_side``; ``posed`` holds the
+    input's own cameras when it carries them. With ``sfm_long_side`` the frames are also
+    decoded at that longest side (capped at the source's, never below the training size) for
+    structure-from-motion; the sfm video is None when it would be the training video itself."""
+    from fourreal_poses.single_video import read_single_video
+
+    source = read_single_video(path, registry, cfg.layout)
+    return tuple(source.load(frame_selection(cfg), sfm_long_side=sfm_long_side))
 
 
 def _plain(report) -> dict:
@@ -217,8 +187,8 @@ class PosesStage(Stage):
         and the estimator is not ``known``."""
         cfg = self.cfg
         big = cfg.sfm_long_side if (given and cfg.pose_estimator.name != "known") else None
-        video, posed, info, sfm = read_any_video(path, cfg, sfm_long_side=big)
-        if info.get("kind") != "transforms.json":
+        video, posed, info, sfm = read_any_video(path, cfg, sfm_long_side=big, registry=ctx.registry)
+        if posed is None:  # frames whose cameras are estimated: say which were used
             used = info["indices"]
             span = (f", {info['first_s']:.2f}-{info['last_s']:.2f} s" if "first_s" in info else "")
             ctx.notice(f"{path.name}: {len(used)} of {info['source_frames']} frames "
