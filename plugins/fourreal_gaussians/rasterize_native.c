@@ -1,4 +1,6 @@
-/* Compiled CPU compositing for the tile-based rasterizer: the C kernels of rasterize_native.py.
+/* Compiled CPU compositing for the tile-based rasterizer: the C kernels of rasterize_native.py,
+ * and, at the end of the file, a render's set-up (EWA projection forward and backward, the
+ * depth-sorted tile lists), which runs single-threaded.
  *
  * Same algorithm, culling and thresholds as the numba kernels (rasterize_numba.py) and gsplat's
  * rasterize_to_pixels: per 16x16 tile, the Gaussians overlapping it front to back; each pixel
@@ -8,7 +10,7 @@
  * (`#pragma omp simd`, -O3 -march=native); exp is a branch-free polynomial (Cephes expf /
  * exp: relative error under 1e-7 in float32, 1e-15 in float64) so it vectorises too.
  *
- * Every kernel takes (first, step): it does tiles (or queries) first, first + step, ...; Python
+ * Every compositing kernel takes (first, step): it does tiles (or queries) first, first + step, ...; Python
  * runs one call per thread (ctypes releases the GIL), so no OpenMP runtime is linked.
  * Built for float (suffix _f32) and double (_f64). The backward recovers T_i by division from the
  * final T in double precision, as gsplat does.

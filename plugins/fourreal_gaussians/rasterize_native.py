@@ -168,6 +168,11 @@ def _i(v) -> ctypes.c_int64:
     return ctypes.c_int64(int(v))
 
 
+def _real(dtype: torch.dtype):
+    """The ctypes scalar of the kernels' REAL for ``dtype``."""
+    return ctypes.c_float if dtype == torch.float32 else ctypes.c_double
+
+
 def _suffix(dtype: torch.dtype) -> str:
     if dtype == torch.float32:
         return "f32"
@@ -227,10 +232,9 @@ class NativeKernels(TileKernels):
         rect = torch.empty(C * N, 4, dtype=torch.int64)
         tpg = torch.empty(C * N, dtype=torch.int64)
         cnt = torch.empty(C * N, dtype=torch.int64)
-        consts = torch.tensor([ALPHA_THRESHOLD], dtype=dt)
         n_pairs = getattr(_lib, f"bin_count_{sfx}")(
             _p(m2), _p(cv), _p(op), _p(rd), _i(C * N), _i(width), _i(height), _i(ts),
-            (ctypes.c_float if dt == torch.float32 else ctypes.c_double)(float(consts[0])), _p(box), _p(rect),
+            _real(dt)(ALPHA_THRESHOLD), _p(box), _p(rect),
             _p(tpg), _p(cnt))
         tile_off = torch.empty(C * th * tw + 1, dtype=torch.int64)
         pair_gid = torch.empty(int(n_pairs), dtype=torch.int64)
@@ -246,7 +250,7 @@ class NativeKernels(TileKernels):
         if _load() is None or means.device.type != "cpu" or dt not in (torch.float32, torch.float64):
             return super().project(means, quats, scales, viewmat, K, width, height, eps2d, near_plane, far_plane)
         N = means.shape[0]
-        real = ctypes.c_float if dt == torch.float32 else ctypes.c_double
+        real = _real(dt)
         c = lambda a: a.detach().to(dt).contiguous()  # noqa: E731
         ins = [c(means), c(quats), c(scales), c(viewmat), c(K)]
         out = {"means2d": torch.empty(N, 2, dtype=dt), "conics": torch.empty(N, 3, dtype=dt),
@@ -297,7 +301,7 @@ class _Project(torch.autograd.Function):
         means, quats, scales, viewmats, Ks = ctx.saved_tensors
         width, height, eps2d, near_plane, far_plane = ctx.args
         dt, N, C = means.dtype, means.shape[0], viewmats.shape[0]
-        real = ctypes.c_float if dt == torch.float32 else ctypes.c_double
+        real = _real(dt)
         c = lambda a: a.detach().to(dt).contiguous()  # noqa: E731
         zeros = lambda *shape: torch.zeros(*shape, dtype=dt)  # noqa: E731
         g_m2 = c(g_m2) if g_m2 is not None else zeros(C, N, 2)
