@@ -95,3 +95,32 @@ def test_core_names_no_plugin_package():
                 bad.append(f"{f.relative_to(ROOT)}:{line} names {name}")
     assert not bad, "; ".join(bad)
     assert "fourreal_stages" in others and "fourreal_formats" in others  # the check looks at the real tree
+
+
+CORE_CODE_LINES = 2500  # issue 30: "fourreal_core is <= 2,500 lines"
+
+
+def code_lines(folder: Path) -> dict[str, int]:
+    """Lines of code per file as pygount (cloc's rules) counts them: blank lines, comments and
+    docstrings are not code."""
+    from pygount import SourceAnalysis
+
+    return {f.name: SourceAnalysis.from_file(str(f), "core").code_count for f in sorted(folder.rglob("*.py"))}
+
+
+def test_core_is_small():
+    """The core stays readable in one sitting: at most 2,500 lines of code (docs/plugins.md,
+    "Packages"; the contracts' docstrings do not count, so documenting the interfaces costs
+    nothing)."""
+    per_file = code_lines(ROOT / "fourreal_core")
+    total = sum(per_file.values())
+    biggest = ", ".join(f"{n} {c}" for n, c in sorted(per_file.items(), key=lambda kv: -kv[1])[:3])
+    assert total <= CORE_CODE_LINES, f"fourreal_core holds {total} lines of code (> {CORE_CODE_LINES}); largest: {biggest}"
+    assert total > 1000  # the count reads the real tree (a wrong folder would pass with 0)
+
+
+def test_code_lines_skip_docstrings_comments_and_blanks(tmp_path):
+    """The counter the size check uses counts code only."""
+    (tmp_path / "m.py").write_text('"""Doc\n\nmore doc."""\n\n# a comment\nx = 1\n\n\ndef f():\n    """Doc."""\n'
+                                   '    return x  # trailing comment\n')
+    assert code_lines(tmp_path) == {"m.py": 3}
