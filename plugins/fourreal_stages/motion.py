@@ -1,6 +1,6 @@
 """Stage `motion` (paper §3.4, Appendices C.2, D.2): temporal deformation w_t(x, t).
 
-Phases (default, paper Appendix C.2; see configs.motion_phases):
+Phases (default, paper Appendix C.2; see scheduler.motion_phases):
   (a) ``motion``: fit w_t on the reference video, canonical Gaussians frozen;
   (b) ``growth``: add new Gaussians where the canonical ones' view-space gradients are high
       and grow only those (clone/split/prune with tau_alpha = 1e-2); canonical frozen;
