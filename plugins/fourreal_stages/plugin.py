@@ -19,14 +19,14 @@ def fourreal_register(registry):
                  config="fourreal_stages.configs:PosesConfig",
                  description="Cameras for the reference and freeze-time videos in one world frame (+ points)")
     registry.add("stage", "multicam", "fourreal_stages.multicam:MulticamStage",
-                 config="fourreal_stages.configs:MulticamConfig",
+                 config="fourreal_stages.multicam:MulticamConfig",
                  description="Synchronized multi-camera capture -> 4Real setting (freeze-time + reference + "
                              "held-out) or all views")
     registry.add("stage", "canonical", "fourreal_stages.canonical:CanonicalStage",
-                 config="fourreal_stages.configs:CanonicalConfig",
+                 config="fourreal_stages.canonical:CanonicalConfig",
                  description="Canonical 3DGS + per-frame deformation from a freeze-time video (paper 3.3)")
     registry.add("stage", "motion", "fourreal_stages.motion:MotionStage",
-                 config="fourreal_stages.configs:MotionConfig",
+                 config="fourreal_stages.motion:MotionConfig",
                  description="Temporal deformation fitted to the reference video (paper 3.4, App. C.2)")
     registry.add("stage", "export", "fourreal_stages.io_stages:ExportStage",
                  config="fourreal_stages.configs:ExportConfig",
