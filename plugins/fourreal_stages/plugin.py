@@ -15,8 +15,8 @@ def fourreal_register(registry):
     registry.add("stage", "generate", "fourreal_stages.generate:GenerateStage",
                  config="fourreal_stages.generate:GenerateConfig",
                  description="Prompt -> reference video -> freeze-time video (paper 3.2) with any video prior")
-    registry.add("stage", "poses", "fourreal_stages.io_stages:PosesStage",
-                 config="fourreal_stages.configs:PosesConfig",
+    registry.add("stage", "poses", "fourreal_stages.poses:PosesStage",
+                 config="fourreal_stages.poses:PosesConfig",
                  description="Cameras for the reference and freeze-time videos in one world frame (+ points)")
     registry.add("stage", "multicam", "fourreal_stages.multicam:MulticamStage",
                  config="fourreal_stages.multicam:MulticamConfig",
@@ -28,12 +28,12 @@ def fourreal_register(registry):
     registry.add("stage", "motion", "fourreal_stages.motion:MotionStage",
                  config="fourreal_stages.motion:MotionConfig",
                  description="Temporal deformation fitted to the reference video (paper 3.4, App. C.2)")
-    registry.add("stage", "export", "fourreal_stages.io_stages:ExportStage",
-                 config="fourreal_stages.configs:ExportConfig",
+    registry.add("stage", "export", "fourreal_stages.export:ExportStage",
+                 config="fourreal_stages.export:ExportConfig",
                  description="PLY per time, canonical + deformer + manifest, bullet-time/fixed/spiral videos, grid")
-    registry.add("stage", "eval", "fourreal_stages.io_stages:EvalStage",
-                 config="fourreal_stages.configs:EvalConfig",
+    registry.add("stage", "eval", "fourreal_stages.evaluate:EvalStage",
+                 config="fourreal_stages.evaluate:EvalConfig",
                  description="PSNR / SSIM / LPIPS on held-out views at their cameras and times")
-    registry.add("stage", "render", "fourreal_stages.io_stages:RenderStage",
-                 config="fourreal_stages.configs:RenderConfig",
+    registry.add("stage", "render", "fourreal_stages.render:RenderStage",
+                 config="fourreal_stages.render:RenderConfig",
                  description="Render a 4D scene at any camera and time to PNGs")
