@@ -106,7 +106,7 @@ def fox_run(split: Path, out: Path, iterations: int, device: str) -> dict:
     from fourreal_core.recipe import load_recipe
     from fourreal_core.registry import get_registry
     from fourreal_core.run import execute
-    from fourreal_stages.configs import CanonicalConfig
+    from fourreal_stages.canonical import CanonicalConfig
 
     key = "w_mv" if "w_mv" in {f.name for f in dataclasses.fields(CanonicalConfig)} else "deformer"
     warm = iterations // 4

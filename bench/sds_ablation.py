@@ -52,17 +52,17 @@ WIDTH, HEIGHT = 128, 72
 T_REF, K_FREEZE, ARC = 12, 8, 90.0
 
 
-def _field(cls_name: str, new: str) -> str:
+def _field(stage: str, new: str) -> str:
     """The stage config's name for its deformation field (``w_mv``/``w_t``, else ``deformer``)."""
     from dataclasses import fields
 
-    from fourreal_stages import configs
+    from fourreal_core.registry import get_registry
 
-    return new if new in {f.name for f in fields(getattr(configs, cls_name))} else "deformer"
+    return new if new in {f.name for f in fields(get_registry().get("stage", stage).config)} else "deformer"
 
 
 def recipe_text(canon_sds: bool, motion: dict | None, sds_frames: int, with_motion: bool) -> str:
-    w_mv, w_t = _field("CanonicalConfig", "w_mv"), _field("MotionConfig", "w_t")
+    w_mv, w_t = _field("canonical", "w_mv"), _field("motion", "w_t")
     oracle = f"{{name: oracle, params: {{scene: {SCENE['scene']}, seed: {SCENE['seed']}}}}}"
     mv = f"{{name: sds_multiview, params: {{prior: {oracle}, weight: 5.0, num_frames: {sds_frames}"
     canon_losses = "[{name: l1}, {name: small_motion}" + (f", {mv}}}}}" if canon_sds else "") + "]"

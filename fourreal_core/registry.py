@@ -14,7 +14,8 @@ listed under the entry-point group ``fourreal`` of its distribution. Built-in pl
 go through the same entry points. The component is given as a lazy target
 ``"module:attribute"`` (imported when a recipe first builds it, so registering stays cheap
 and torch-free) or as any callable; either receives a validated instance of ``MineConfig``
-(a dataclass) and returns the component.
+(a dataclass) and returns the component. ``config`` may be a lazy target too
+(``config="my_package.mine:MineConfig"``), imported when a recipe first uses the entry.
 """
 
 from __future__ import annotations
@@ -85,13 +86,27 @@ class Entry:
     kind: str
     name: str
     factory: Callable[[Any], Any]
-    config: Optional[type]
+    config_target: "type | LazyTarget"  # the config dataclass, or a lazy target for it
     description: str
     source: str  # "distribution:module" that registered it
 
     @property
+    def config(self) -> type:
+        """The config dataclass; a lazy target is imported (and checked) on first access."""
+        if not isinstance(self.config_target, LazyTarget):
+            return self.config_target
+        cls = self.config_target.resolve()
+        _check_config(cls, self.source, self.kind, self.name)
+        return cls
+
+    @property
     def distribution(self) -> str:
         return self.source.split(":", 1)[0]
+
+
+def _check_config(config: Any, source: str, kind: str, name: str) -> None:
+    if not dataclasses.is_dataclass(config):
+        raise PluginError(f"{source}: config for {kind} {name!r} must be a dataclass")
 
 
 @dataclass
@@ -121,19 +136,22 @@ class Registry:
         kind: str,
         name: str,
         factory: "Callable[[Any], Any] | str",
-        config: Optional[type] = None,
+        config: "type | str | None" = None,
         description: str = "",
     ) -> None:
         """Register ``(kind, name)``: ``factory`` is a lazy target ``"module:Attribute"`` or a
-        callable, called with a validated ``config`` instance to build the component."""
+        callable, called with a validated ``config`` instance to build the component.
+        ``config`` is the dataclass or a lazy target for it, imported on first use."""
         if kind not in KINDS:
             raise PluginError(
                 f"{self._current_source}: unknown plugin kind {kind!r}"
                 + _suggest(kind, KINDS)
                 + f" (kinds: {', '.join(KINDS)})"
             )
-        if config is not None and not dataclasses.is_dataclass(config):
-            raise PluginError(f"{self._current_source}: config for {kind} {name!r} must be a dataclass")
+        if isinstance(config, str):
+            config = LazyTarget(config, f"{self._current_source}: config for {kind} {name!r}")
+        elif config is not None:
+            _check_config(config, self._current_source, kind, name)
         if isinstance(factory, str):
             factory = LazyTarget(factory, f"{self._current_source}: {kind} {name!r}")
         elif not callable(factory):

@@ -65,7 +65,7 @@ def scene(tmp_path_factory):
 def exported(scene, tmp_path_factory):
     from fourreal_core.recipe import component_from_plain
     from fourreal_core.registry import get_registry
-    from fourreal_stages.configs import ExportOptions
+    from fourreal_stages.export import ExportOptions
     from fourreal_stages.export import export_scene
 
     reg = get_registry()

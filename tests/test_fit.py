@@ -313,7 +313,7 @@ def test_supervision_masks_reach_the_losses_and_moving_region_masks_do_not(tiny,
 
 
 def test_a_phase_downscale_below_one_is_refused(tmp_path):
-    from fourreal_stages.configs import PhaseConfig
+    from fourreal_stages.scheduler import PhaseConfig
 
     with pytest.raises(ValueError, match="downscale must be an integer >= 1, got 0"):
         PhaseConfig(name="a", iterations=10, downscale=0)

@@ -107,8 +107,7 @@ def test_report_scores_imperfections_and_warns_on_a_moving_object(tmp_path):
 
     from fourreal_core.config import ComponentSpec
     from fourreal_poses.plugin import KnownConfig
-    from fourreal_stages.configs import PosesConfig
-    from fourreal_stages.io_stages import PosesStage
+    from fourreal_stages.poses import PosesConfig, PosesStage
 
     ds = _orbit(tmp_path, "moving", moving_object=0.3)
     notes = []

@@ -92,8 +92,7 @@ class _Ctx:
 
 def test_pose_failure_says_the_sfm_size_and_names_sfm_long_side():
     from fourreal_core.errors import FourRealError
-    from fourreal_stages.configs import PosesConfig
-    from fourreal_stages.io_stages import _estimate
+    from fourreal_stages.poses import PosesConfig, _estimate
 
     class Failing:
         def estimate(self, videos, names):
@@ -117,8 +116,7 @@ def test_pose_failure_says_the_sfm_size_and_names_sfm_long_side():
 
 def test_camera_path_check_fails_or_warns_naming_the_frames():
     from fourreal_core.errors import FourRealError
-    from fourreal_stages.configs import PosesConfig
-    from fourreal_stages.io_stages import _check_path
+    from fourreal_stages.poses import PosesConfig, _check_path
 
     cams = _orbit(12)
     vm = cams.viewmats.clone()
@@ -137,7 +135,7 @@ def test_camera_path_check_fails_or_warns_naming_the_frames():
 
 # ============================================================================ hold-out split
 def test_holdout_every_never_holds_out_the_canonical_view():
-    from fourreal_stages.io_stages import split_holdout
+    from fourreal_stages.poses import split_holdout
 
     cams = _orbit(20, w=8, h=8)
     pv = PosedVideo(Video(torch.rand(20, 8, 8, 3)), cams, times=torch.zeros(20), canonical_view=8)
@@ -151,7 +149,8 @@ def test_holdout_every_never_holds_out_the_canonical_view():
 
 def test_holdout_every_and_sizes_are_checked_in_the_recipe():
     from fourreal_core.config import ConfigValueError
-    from fourreal_stages.configs import ExportConfig, PosesConfig
+    from fourreal_stages.export import ExportConfig
+    from fourreal_stages.poses import PosesConfig
 
     with pytest.raises(ConfigValueError, match="must be >= 2"):
         PosesConfig(holdout_every=1)
@@ -260,8 +259,7 @@ def test_orbit_poses_stage_holds_out_frames_of_a_video_and_records_them(tmp_path
     from fourreal_core.config import ComponentSpec
     from fourreal_poses.plugin import KnownConfig
     from fourreal_formats.transforms import load_transforms
-    from fourreal_stages.configs import PosesConfig
-    from fourreal_stages.io_stages import PosesStage
+    from fourreal_stages.poses import PosesConfig, PosesStage
     from fourreal_synthetic.stage import make_dataset
 
     ds = make_dataset("garden", tmp_path / "garden", width=64, height=48, num_reference_frames=2, num_freeze_frames=24,
@@ -299,8 +297,7 @@ def test_reference_holdout_every_sends_reference_frames_to_test_with_their_times
     from fourreal_media import write_frames
     from fourreal_poses.plugin import KnownConfig
     from fourreal_formats.transforms import load_transforms
-    from fourreal_stages.configs import PosesConfig
-    from fourreal_stages.io_stages import PosesStage
+    from fourreal_stages.poses import PosesConfig, PosesStage
 
     ref_frames = torch.rand(7, 12, 16, 3, generator=torch.Generator().manual_seed(0))
     write_frames(tmp_path / "ref", ref_frames)

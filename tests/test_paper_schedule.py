@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 from fourreal_core.recipe import load_recipe
-from fourreal_stages.configs import canonical_phases, motion_phases
+from fourreal_stages.scheduler import canonical_phases, motion_phases
 
 
 @pytest.mark.parametrize("stage, defaults, names", [

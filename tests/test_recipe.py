@@ -81,7 +81,8 @@ def test_resolved_recipe_runs_again_identically(tmp_path, registry):
 
 
 def test_validate_imports_no_torch(tmp_path):
-    """Listing plugins and validating recipes must not import torch or heavy plugin code."""
+    """Listing plugins must not import torch or heavy plugin code. (Validating a recipe imports
+    its stages' modules, and torch with them: a stage's config lives beside its code.)"""
     code = (
         "import sys\n"
         "from fourreal_cli.main import main\n"

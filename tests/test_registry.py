@@ -139,6 +139,63 @@ def test_a_target_naming_a_missing_attribute_fails_in_one_line_when_built(tmp_pa
     assert str(exc.value) == "pkgM:mod: deformer 'twist': target 'lazy_empty_impl:Twist': module 'lazy_empty_impl' has no 'Twist'"
 
 
+def test_a_lazy_config_is_imported_on_first_use_and_must_be_a_dataclass(tmp_path, monkeypatch):
+    """``config="module:Class"`` is resolved when the entry's config is first asked for; a
+    target that is not a dataclass fails then, in the one line a dataclass-less config gets at
+    registration; a malformed one is refused at registration."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "lazy_cfg_impl.py").write_text(
+        "from dataclasses import dataclass\n\n\n@dataclass\nclass TwistConfig:\n    amount: float = 2.0\n\n\n"
+        "class NotADataclass:\n    pass\n")
+    mod = types.ModuleType("plug_lazy_cfg")
+
+    @hookimpl
+    def fourreal_register(registry):
+        registry.add("deformer", "twist", lambda cfg: ("built", cfg), config="lazy_cfg_impl:TwistConfig")
+        registry.add("deformer", "plain", lambda cfg: cfg, config="lazy_cfg_impl:NotADataclass")
+
+    mod.fourreal_register = fourreal_register
+    reg = Registry()
+    reg.register_module(mod, source="pkgC:mod")
+    assert "lazy_cfg_impl" not in sys.modules  # registering imported nothing
+    assert reg.get("deformer", "twist").config is sys.modules["lazy_cfg_impl"].TwistConfig
+    assert reg.create("deformer", "twist")[1].amount == 2.0
+    with pytest.raises(PluginError) as exc:
+        reg.get("deformer", "plain").config
+    assert str(exc.value) == "pkgC:mod: config for deformer 'plain' must be a dataclass"
+    bad = types.ModuleType("plug_bad_cfg")
+
+    @hookimpl
+    def register_bad(registry):
+        registry.add("deformer", "twist", lambda cfg: cfg, config="lazy_cfg_impl.TwistConfig")
+
+    bad.fourreal_register = register_bad
+    with pytest.raises(PluginError) as exc:
+        Registry().register_module(bad, source="pkgD:mod")
+    assert str(exc.value) == ("pkgD:mod: config for deformer 'twist': target 'lazy_cfg_impl.TwistConfig' is not "
+                              "'package.module:Attribute'")
+
+
+def test_registering_the_built_in_plugins_imports_no_stage_module_and_no_torch():
+    """The built-in stages name their configs as lazy targets: loading the registry (as every
+    `fourreal` command does, `--help` included) imports no stage module and not torch."""
+    import os
+    import subprocess
+    import sys
+
+    heavy = [f"fourreal_stages.{m}" for m in
+             ("canonical", "motion", "multicam", "poses", "export", "evaluate", "render", "scheduler")]
+    code = ("import sys\nfrom fourreal_core.registry import get_registry\nreg = get_registry()\n"
+            "assert ('stage', 'canonical') in reg and ('scheduler', 'stagewise') in reg\n"
+            f"print(sorted(m for m in sys.modules if m in {heavy + ['torch']!r}))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("FOURREAL_PLUGINS", "FOURREAL_PLUGIN_MODULES")}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout
+
+
 def test_registration_goes_through_the_pluggy_hook():
     """``fourreal_register`` is called by pluggy (an undecorated one is not a hook
     implementation and is refused in one line), once per module, with the registry."""

@@ -77,8 +77,7 @@ def test_old_generation_json_freeze_time_anchor_still_loads(tmp_path):
     from fourreal_core.run import CheckpointStore, RunLog, StageContext
     from fourreal_media import write_frames
     from fourreal_poses.plugin import KnownConfig
-    from fourreal_stages.configs import PosesConfig
-    from fourreal_stages.io_stages import PosesStage
+    from fourreal_stages.poses import PosesConfig, PosesStage
 
     gen = tmp_path / "01_generate"
     write_frames(gen / "reference", torch.rand(5, 12, 16, 3))

@@ -357,13 +357,13 @@ def motion_run(tmp_path_factory):
     from fourreal_core.registry import get_registry
     from fourreal_core.run import execute
     from fourreal_losses import sds
-    from fourreal_stages import configs
+    from fourreal_stages.motion import MotionConfig
     from fourreal_synthetic.oracle import OraclePrior
 
     # the fitting engine's Deformer contract (w_t zero at t_c): missing is a failure, not a skip
     assert "canonical" in inspect.signature(Deformer.setup).parameters
     tmp = tmp_path_factory.mktemp("sds_motion")
-    w_t = "w_t" if "w_t" in {f.name for f in fields(configs.MotionConfig)} else "deformer"
+    w_t = "w_t" if "w_t" in {f.name for f in fields(MotionConfig)} else "deformer"
     oracle = "{name: oracle, params: {scene: garden, seed: 0}}"
     (tmp / "r.yaml").write_text(f"""name: sds-motion
 seed: 0

@@ -199,8 +199,7 @@ def test_a_third_party_single_video_format_is_read_by_the_poses_stage(tmp_path):
     from fourreal_formats.transforms import load_transforms
     from fourreal_media import write_frames
     from fourreal_poses.plugin import KnownConfig
-    from fourreal_stages.configs import PosesConfig
-    from fourreal_stages.io_stages import PosesStage
+    from fourreal_stages.poses import PosesConfig, PosesStage
 
     src = _frames(6, 12, 16, seed=2)
     files = write_frames(tmp_path / "shots", src)
@@ -263,8 +262,7 @@ def test_the_cameras_a_plugin_format_carries_reach_the_known_estimator(tmp_path)
     from fourreal_core.run import CheckpointStore, RunLog, StageContext
     from fourreal_formats.transforms import load_transforms, write_transforms
     from fourreal_poses.plugin import KnownConfig
-    from fourreal_stages.configs import PosesConfig
-    from fourreal_stages.io_stages import PosesStage
+    from fourreal_stages.poses import PosesConfig, PosesStage
 
     posed = _posed()
     write_transforms(tmp_path / "scan" / "transforms.json", posed)

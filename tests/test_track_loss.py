@@ -72,7 +72,7 @@ def test_invisible_tracks_give_no_loss(ball):
 
 
 def test_tracks_are_off_by_default_and_validated_in_recipes(tmp_path):
-    from fourreal_stages.configs import MotionConfig
+    from fourreal_stages.motion import MotionConfig
 
     assert MotionConfig().tracker is None  # the paper's motion stage
     from fourreal_core.errors import RecipeError

@@ -373,7 +373,7 @@ def test_eval_size_defaults_to_the_training_size(tmp_path):
     sizes / --native-resolution."""
     from types import SimpleNamespace
 
-    from fourreal_stages.io_stages import eval_size
+    from fourreal_stages.evaluate import eval_size
 
     path = write_transforms(tmp_path / "test" / "transforms.json", _orbit_posed())  # 40x30 images
     cam = _orbit_posed().cameras[:1]

@@ -44,7 +44,7 @@ def _env():
 
 
 def _recipe() -> str:
-    from fourreal_stages.configs import MotionConfig
+    from fourreal_stages.motion import MotionConfig
 
     key = "w_t" if "w_t" in {f.name for f in dataclasses.fields(MotionConfig)} else "deformer"
     return f"""

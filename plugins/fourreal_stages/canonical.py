@@ -17,10 +17,13 @@ Outputs (``stages/NN_canonical/``)::
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 
-from fourreal_core.config import scale_steps
+from fourreal_core.config import Component, InputPath, Steps, component_default, scale_steps
+from fourreal_core.config import renamed as _renamed  # old recipes: one line saying what was renamed
 from fourreal_core.interfaces import Stage, log_linear_decay
 from fourreal_formats.scene4d import with_near_plane
 from fourreal_media import psnr
@@ -38,8 +41,72 @@ from .common import (
     scene_extent,
     write_component_json,
 )
-from .configs import CanonicalConfig
 from .fit import Fit, Trainable, View, setup_deformer
+from .scheduler import canonical_phases, check_phases, scheduler_default
+
+
+@dataclass
+class CanonicalConfig:
+    """Paper §3.3: canonical 3DGS + per-frame deformation w_mv(x, k) from a freeze-time video.
+
+    freeze_time: the freeze-time video's transforms.json (default: an earlier stage's
+        ``freeze_time/transforms.json``). Its ``canonical_view`` is k_c: the freeze-time
+        frame that shows the canonical frame c of the reference video.
+    init_points: sparse points (.ply/.npz; default: an earlier stage's ``points.ply`` or
+        ``init_points.npz``; else ``num_random_points`` random points).
+    w_mv: the per-frame deformation field w_mv(x, k), zero at k_c; ``null`` turns it off
+        (ablation). (Was ``deformer``.)
+    losses: the loss terms; phases name which are active. Turn the small-motion loss off
+        (ablation) by removing it or setting its weight to 0.
+    refine_cameras: fine-tune per-frame camera poses (frame c fixed).
+    eval_views: held-out views of the static scene to score (default: an earlier stage's
+        ``test_static/transforms.json`` when present).
+    """
+
+    freeze_time: Optional[InputPath] = None
+    init_points: Optional[InputPath] = None
+    eval_views: Optional[InputPath] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    background: Optional[list[float]] = None  # RGB behind the Gaussians; None: the data's (fourreal.background) or black
+    # training renders over ``fixed`` (the background above) or ``random`` (a new colour each
+    # step, nerfstudio splatfacto's ``random``): for full-frame captures, where every pixel is
+    # scene, so a semi-transparent fit can never match the target (docs/real-data.md)
+    train_background: Literal["fixed", "random"] = "fixed"
+    # render (and train) with at least this near plane; None: the data's (fourreal.near_plane,
+    # set by the multicam stage for cameras mounted in the scene's wall), else the rasterizer's
+    near_plane: Optional[float] = None
+    num_random_points: int = 20000
+    # without points: ``frustum`` -- random points over every camera's view frustum and the
+    # scene's depth range (background included; fourreal_poses.triangulate.frustum_points),
+    # coloured from the frames; ``box`` -- a cube around where the optical axes meet
+    random_init: Literal["frustum", "box"] = "frustum"
+    representation: Component("representation") = component_default("representation", "gaussians")  # type: ignore[valid-type]
+    w_mv: Optional[Component("deformer")] = component_default(  # type: ignore[valid-type]
+        "deformer", "mlp", time_input="frame_code", predict_scale=False
+    )
+    losses: list[Component("loss")] = field(  # type: ignore[valid-type]
+        default_factory=lambda: [{"name": "l1", "params": {}}, {"name": "small_motion", "params": {}}]
+    )
+    scheduler: Component("scheduler") = scheduler_default(canonical_phases())  # type: ignore[valid-type]
+    refine_cameras: bool = True
+    # the per-frame camera corrections' learning rate, decayed log-linearly to camera_lr_final
+    # over the stage (it was the scheduler's; recipes that set it there are told so)
+    camera_lr: float = 1e-4
+    camera_lr_final: float = 1e-6
+    checkpoint_every: Steps = 500
+    video_fps: float = 8.0
+    deformer: Any = None  # renamed w_mv: kept only to say so
+
+    #: what a phase's ``train`` may name here (``new_gaussians`` is every Gaussian: all are new)
+    param_groups: ClassVar[tuple[str, ...]] = ("gaussians", "new_gaussians", "deformer", "cameras")
+
+    def __post_init__(self) -> None:
+        if self.deformer is not None:
+            _renamed("deformer", "w_mv", "the canonical stage's per-frame deformation field")
+
+    def check_recipe(self, registry: Any, label: str) -> None:
+        check_phases(self, registry, label, self.param_groups)
 
 
 #: metrics.json warns when w_mv's mean |dx| exceeds this fraction of the scene extent

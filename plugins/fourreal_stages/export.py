@@ -1,6 +1,7 @@
 """Export a 4D scene: PLY per time step, the canonical PLY + deformer + manifest, videos
 (bullet-time orbit at a fixed time, fixed camera over time, a spiral through space and
-time) and a views x times image grid. Used by the `export` stage and `fourreal export`.
+time) and a views x times image grid. The `export` stage (:class:`ExportStage`, params
+:class:`ExportConfig`) and `fourreal export` (:class:`ExportOptions`) run :func:`export_scene`.
 
 The PLY sequence is laid out as Brush reads one (docs/viewing.md): a folder -- and a zip --
 holding nothing but ``.ply`` files, one per time step, whose names sort in time order
@@ -13,17 +14,54 @@ With rerun-sdk installed, ``scene.rrd`` is a Rerun recording of the same sequenc
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from fourreal_core.config import ConfigValueError, InputPath, above, at_least
+from fourreal_core.errors import InputError
+from fourreal_core.interfaces import Stage
 from fourreal_core.io import write_json
 from fourreal_core.types import Cameras
 
-from .configs import ExportOptions
 from fourreal_formats.cameras import look_at_target, orbit_about, scene_up
-from fourreal_formats.scene4d import Scene4D
+from fourreal_formats.scene4d import MANIFEST, Scene4D
+
+
+@dataclass
+class ExportOptions:
+    """What :func:`export_scene` writes (the export stage's params and
+    ``fourreal export``'s options)."""
+
+    num_times: int = 0  # PLY/fixed-camera frames; 0: the reference video's frame times
+    orbit_frames: int = 48
+    orbit_arc_deg: float = 120.0
+    fps: float = 12.0
+    ply_per_time: bool = True
+    grid_views: int = 4
+    grid_times: int = 4
+    # size of the videos and the grid's tiles; None: the input's (the reference camera's: the
+    # frames the scene was trained on); one of them keeps the aspect ratio
+    width: Optional[int] = None
+    height: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        for key in ("width", "height"):
+            v = getattr(self, key)
+            if v is not None and v < 2:
+                raise ConfigValueError(key, f"must be >= 2 pixels, got {v}")
+        at_least(self, num_times=0, orbit_frames=1, grid_views=1, grid_times=1)
+        above(self, fps=0)
+
+
+@dataclass
+class ExportConfig(ExportOptions):
+    """PLY per time step, canonical PLY + deformer + manifest, bullet-time / fixed-camera /
+    spiral videos and a views x times grid (see docs/pipeline.md)."""
+
+    scene: Optional[InputPath] = None  # a scene4d.json (default: the newest earlier one)
 
 
 @torch.no_grad()
@@ -240,3 +278,23 @@ def write_rerun(scene: Scene4D, path: Path, times, fps: float, inputs: Optional[
         del rec
     return {"times": [float(t) for t in times], "entity": "world/gaussians", "timelines": ["time", "frame"],
             "input_frames": sorted(inputs), "colors": "SH DC term + opacity"}
+
+
+# --------------------------------------------------------------------------- the stage
+class ExportStage(Stage):
+    reads = ("scene4d.json",)
+    writes = ("export.json", "scene/scene4d.json", "bullet_time.mp4", "fixed_camera.mp4", "spiral.mp4", "grid.png")
+    may_write = ("ply/*.ply", "ply_sequence.zip", "scene.rrd")
+
+    def __init__(self, cfg: ExportConfig) -> None:
+        self.cfg = cfg
+
+    def run(self, ctx) -> None:
+        cfg = self.cfg
+        path = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
+        if path is None:
+            raise InputError(f"stage {ctx.name!r}: no scene to export (run the canonical or motion stage first, "
+                             "or set params.scene to a scene4d.json)")
+        scene = Scene4D.load(path, ctx.registry, ctx.device)
+        files = export_scene(scene, ctx.rasterizer, ctx.out_dir, cfg)
+        ctx.log("export", stage=ctx.name, files=len(files.get("ply", [])))

@@ -1,6 +1,6 @@
 """Stage `motion` (paper §3.4, Appendices C.2, D.2): temporal deformation w_t(x, t).
 
-Phases (default, paper Appendix C.2; see configs.motion_phases):
+Phases (default, paper Appendix C.2; see scheduler.motion_phases):
   (a) ``motion``: fit w_t on the reference video, canonical Gaussians frozen;
   (b) ``growth``: add new Gaussians where the canonical ones' view-space gradients are high
       and grow only those (clone/split/prune with tau_alpha = 1e-2); canonical frozen;
@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
 
 import torch
 
-from fourreal_core.config import scale_steps
+from fourreal_core.config import Component, InputPath, Ramp, Steps, component_default, scale_steps, steps_floor
+from fourreal_core.config import renamed as _renamed  # old recipes: one line saying what was renamed
 from fourreal_core.interfaces import Deformation, Stage
 from fourreal_core.io import write_json
 from fourreal_formats.scene4d import Scene4D
@@ -43,8 +46,104 @@ from .common import (
     read_json,
     scene_extent,
 )
-from .configs import MotionConfig
 from .fit import Fit, Trainable, View, setup_deformer
+from .scheduler import check_phases, motion_phases, scheduler_default
+
+
+@dataclass
+class MotionConfig:
+    """Paper §3.4, Appendix C.2: temporal deformation w_t(x, t) fitted to the reference video.
+
+    reference: the reference video's transforms.json (default: an earlier stage's
+        ``reference/transforms.json``); per-frame ``time`` in [0,1] (else evenly spaced);
+        its ``canonical_view`` is the canonical frame c (t_c = its time; w_t is zero at t_c). A
+        monocular D-NeRF capture works the same way.
+    freeze_time: the freeze-time video (default: the newest earlier ``freeze_time/transforms.json``,
+        i.e. the canonical stage's refined cameras); used by phases with ``frames: all``.
+    canonical: canonical Gaussians (default: an earlier stage's ``canonical.ply``; without one the
+        Gaussians start from points, as in a plain dynamic reconstruction, e.g. D-NeRF).
+    w_t: the temporal deformation field w_t(x, t), zero at t_c. (Was ``deformer``.)
+    per_frame_deformer: keep applying the canonical stage's w_mv (frozen) to freeze-time frames.
+    growth_opacity: tau_alpha for the growth phase (paper E.2: 1e-2).
+    growth_budget: the growth phase may add at most this fraction of the canonical Gaussian
+        count (0.25: up to 25% more); None: only the representation's ``max_gaussians`` caps
+        it (the paper sets no cap). A CPU budget: at a low ``growth_grad_threshold`` growth
+        otherwise fills any cap within a few hundred steps (docs/real-data.md).
+    dynamic_region: w_t moves only the Gaussians whose centre projects into the reference
+        camera's dynamic region (pixels that change over the reference video), dilated by this
+        fraction of the image's long side (0.03: 8 px at 256); the others are static. For a
+        fixed reference camera and a subject small in the frame it makes a motion step cheaper
+        by the static share and keeps the background from drifting (region.py,
+        docs/real-data.md). None: w_t moves every Gaussian (the paper).
+    tracker: point tracks of the reference video -- ``{name: opencv}`` (tracked here from
+        ``track_points`` corners at c, half in the moving region) or ``{name: tracks_file,
+        params: {path: tracks.npz}}`` (CoTracker, TAPIR...) -- and ``track_weight`` the weight of
+        the track loss (Shape of Motion's: the reference camera's render at c of where w_t puts
+        each Gaussian at t must follow the track at t, where it is visible; and the same from the
+        previous frame to t). On every reference frame of phases that deform. None: off. The
+        tracks are written to ``tracks.npz``. ``track_points`` query points at
+        ``track_query_frames`` frames (c and others spread over the video).
+    """
+
+    reference: Optional[InputPath] = None
+    freeze_time: Optional[InputPath] = None
+    canonical: Optional[InputPath] = None
+    init_points: Optional[InputPath] = None
+    eval_views: Optional[InputPath] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    background: Optional[list[float]] = None  # RGB behind the Gaussians; None: the data's (fourreal.background) or black
+    # render (and train) with at least this near plane; None: the data's (fourreal.near_plane,
+    # set by the multicam stage for cameras mounted in the scene's wall), else the rasterizer's
+    near_plane: Optional[float] = None
+    num_random_points: int = 20000
+    per_frame_deformer: bool = True
+    representation: Component("representation") = component_default("representation", "gaussians")  # type: ignore[valid-type]
+    w_t: Component("deformer") = component_default("deformer", "mlp", time_input="time")  # type: ignore[valid-type]
+    losses: list[Component("loss")] = field(  # type: ignore[valid-type]
+        default_factory=lambda: [{"name": n, "params": {}} for n in ("align", "norm", "diff", "rigid", "rot")]
+    )
+    scheduler: Component("scheduler") = scheduler_default(motion_phases())  # type: ignore[valid-type]
+    growth_opacity: float = 1e-2
+    growth_grad_threshold: float = 2e-4
+    growth_budget: Optional[float] = None
+    dynamic_region: Optional[float] = None
+    # reference frames a step samples: within a window around the canonical frame c that
+    # widens linearly to the whole video over the stage's first ``time_window`` steps
+    # (0: every frame from the start); see docs/real-data.md, "The moving subject"
+    time_window: Steps = 0
+    # point tracks of the reference video (a tracker plugin: opencv, tracks_file) supervise w_t
+    # with Shape of Motion's track loss (tracks.py; docs/deformers-and-losses.md, "Point
+    # tracks"); None: no tracks (the paper)
+    tracker: Optional[Component("tracker")] = None  # type: ignore[valid-type]
+    track_weight: Ramp = field(default_factory=lambda: Ramp(1.0))  # loss in image-size units (1 = the image's long side) per visible track
+    track_points: int = 300  # query points (opencv tracker; a file brings its own), split over the query frames
+    track_query_frames: int = 4  # frames the points are queried at: c and others spread over the video
+    # before the phases, w_t regressed onto the tracks' lifted offsets (tracks.track_init):
+    # steps and Adam learning rate; 0 steps: off
+    track_init_steps: steps_floor(300, "an initialisation: w_t must reach the tracks' offsets "
+                                       "however short the schedule") = 300  # type: ignore[valid-type]
+    track_init_lr: float = 1e-3
+    # the initialisation's targets as a rigid motion of each Gaussian's neighbourhood of lifted
+    # tracks (a weighted Kabsch fit per Gaussian and frame: offset and rotation, w_t's dq
+    # regressed too) instead of their mean offset -- a spinning subject turns, not only moves
+    track_init_rigid: bool = False
+    # during the phases, hold the camera depth of w_t's offsets near lifted tracks to what the
+    # track initialisation assumed (tracks.TrackDepthPrior); 0: off
+    track_depth_weight: float = 0.0
+    checkpoint_every: Steps = 500
+    video_fps: float = 8.0
+    deformer: Any = None  # renamed w_t: kept only to say so
+
+    #: what a phase's ``train`` may name here (no camera refinement in this stage)
+    param_groups: ClassVar[tuple[str, ...]] = ("gaussians", "new_gaussians", "deformer")
+
+    def __post_init__(self) -> None:
+        if self.deformer is not None:
+            _renamed("deformer", "w_t", "the motion stage's temporal deformation field")
+
+    def check_recipe(self, registry: Any, label: str) -> None:
+        check_phases(self, registry, label, self.param_groups, grows=True)
 
 
 def growth_phase(phases):

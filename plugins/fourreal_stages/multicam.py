@@ -25,14 +25,70 @@ Outputs (``stages/NN_multicam/``)::
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Literal, Optional
 
 import torch
 
+from fourreal_core.config import InputPath, above, at_least
 from fourreal_core.errors import InputError
 from fourreal_core.interfaces import Stage
 from fourreal_core.types import PosedVideo, Video
 from fourreal_poses.capture import Capture, read_capture
+
+
+@dataclass
+class MulticamConfig:
+    """A synchronized multi-camera capture -> the 4Real setting or the all-views setting.
+
+    capture: a Dynamic-3D-Gaussians folder (train_meta.json / test_meta.json, ims/, optional
+        seg/ and init_pt_cld.npz) or a cameras .json (nerfstudio-style, one entry per camera
+        whose file_path is that camera's video or frame folder). See docs/real-data.md.
+    setting: ``4real`` -- freeze-time = training cameras at the canonical frame, reference =
+        ``reference_camera`` over time; ``all`` -- every training camera at every time.
+    train_cameras / test_cameras: camera names ([]: the data's split -- test_meta.json's
+        cameras, or entries with ``"split": "test"`` -- and the rest for training).
+    """
+
+    capture: Optional[InputPath] = None
+    # the capture plugin that reads it (dynamic3dgs, camera_videos or a registered one); None:
+    # the first registered layout that claims the path
+    layout: Optional[str] = None
+    setting: Literal["4real", "all"] = "4real"
+    train_cameras: list[str] = field(default_factory=list)
+    test_cameras: list[str] = field(default_factory=list)
+    reference_camera: Optional[str] = None  # a training camera (default: the first)
+    canonical_frame: Optional[int] = None  # index into the selected times (default: the middle one)
+    start: int = 0
+    stride: int = 1
+    max_frames: Optional[int] = None
+    test_times: int = 15  # held-out cameras are scored at this many evenly spaced times (0: all)
+    long_side: Optional[int] = 256  # frames resized so the longest side is this (unless height/width)
+    height: Optional[int] = None
+    width: Optional[int] = None
+    fps: float = 30.0
+    # initial points: auto = the capture's points file, else triangulated from the training
+    # cameras at t_c (poses fixed), topped up with frustum points below min_points
+    points: Literal["auto", "triangulate", "file", "frustum", "none"] = "auto"
+    min_points: int = 2000
+    fill_points: int = 20000
+    # how the fill points are placed: sweep -- where the training views agree (a plane sweep,
+    # fourreal_poses.triangulate.sweep_points); frustum -- at random depths in every frustum
+    fill: Literal["sweep", "frustum"] = "sweep"
+    # near plane the later stages render with (written to every transforms.json as
+    # fourreal.near_plane): the cameras of a capture dome sit in the wall the other cameras
+    # see, and without one the Gaussians of that wall cover a held-out camera's view.
+    # None: near_plane_fraction x the median distance from the cameras to where they look; 0: off
+    near_plane: Optional[float] = None
+    near_plane_fraction: float = 0.15
+    max_points: int = 100000  # a larger file is subsampled
+    triangulate_long_side: int = 1024  # SIFT sees the frames at this size (native if smaller)
+    max_pair_angle_deg: float = 75.0
+
+    def __post_init__(self) -> None:
+        at_least(self, start=0, stride=1, max_frames=1, test_times=0, long_side=1, height=1, width=1, min_points=0,
+                 fill_points=0, max_points=0, triangulate_long_side=16, canonical_frame=0)
+        above(self, fps=0)
 
 
 def _size(cap: Capture, height: Optional[int], width: Optional[int], long_side: Optional[int]) -> tuple[int, int]:
@@ -52,7 +108,7 @@ class MulticamStage(Stage):
     writes = ("freeze_time/transforms.json", "reference/transforms.json", "capture.json")
     may_write = ("test/transforms.json", "test_static/transforms.json", "points.ply")  # held-out cameras, points
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: MulticamConfig) -> None:
         self.cfg = cfg
 
     def _split(self, cap: Capture) -> tuple[list[str], list[str]]:

@@ -1,12 +1,26 @@
-"""Stages `poses`, `export` and `eval`: the ends of a video-to-4D run."""
+"""Stage `poses`: cameras for the reference and freeze-time videos in one world frame (+ sparse
+points), from videos, frame folders or transforms.json files (or any single-video ``capture``
+layout), by a ``pose_estimator`` plugin (COLMAP, known cameras).
+
+Outputs (``stages/NN_poses/``)::
+
+    freeze_time/transforms.json   the freeze-time (orbit) video's training frames and cameras
+    reference/transforms.json     the reference video, per-frame times (not with ``orbit_only``)
+    test/, test_static/           held-out reference / freeze-time frames (``*holdout_every``)
+    points.ply                    the estimator's sparse points, when it has some
+    poses.json                    what was read, chosen and estimated
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Literal, Optional
 
 import torch
 
+from fourreal_core.config import Component, ConfigValueError, InputPath, component_default
+from fourreal_core.config import renamed as _renamed  # old recipes: one line saying what was renamed
 from fourreal_core.errors import InputError
 from fourreal_core.interfaces import Stage
 from fourreal_core.io import write_json
@@ -14,11 +28,101 @@ from fourreal_core.io import write_json
 from fourreal_formats.points import write_points_ply
 
 from .common import read_json
-from .configs import EvalConfig, ExportConfig, PosesConfig
-from .evaluate import evaluate_views
 
 
-# ------------------------------------------------------------------------------ poses
+@dataclass
+class PosesConfig:
+    """Cameras for the reference and freeze-time videos in one world frame (+ sparse points).
+
+    reference / freeze_time: a video (mp4/mov/webm/gif), a folder of frames, or a
+        transforms.json (its frames are used; its cameras too with ``pose_estimator: known``)
+        -- or any input a single-video ``capture`` plugin reads (docs/plugins.md, "Capture
+        layouts"). Default: an earlier stage's ``reference.mp4`` / ``freeze_time.mp4`` (the
+        generate stage).
+    layout: the single-video layout that reads both inputs (``transforms_json``,
+        ``image_folder``, ``video_file`` or a plugin's). None: for each input, the first layout
+        that claims its path (plugins' layouts first, then those three in that order).
+    canonical_frame: the reference frame c the freeze-time video was generated from
+        (default: the generate stage's ``generation.json``, else the middle frame).
+    canonical_view: k_c, the freeze-time frame that is reference frame c seen from the
+        reference camera (default: ``generation.json``'s, else 0). (Was ``freeze_time_anchor``.)
+    reference_camera: ``fixed`` -- the reference video is filmed from the canonical view's
+        camera (the 4Real setting: only the freeze-time video goes through SfM);
+        ``estimate`` -- register every reference frame in the same reconstruction.
+    height / width / long_side: the training size (one of height/width keeps the aspect
+        ratio; ``long_side`` sets the longest side whatever the orientation and overrides
+        them: 320 gives 320x180 for a landscape phone video and 180x320 for a portrait one).
+    start / stride / max_frames / sampling: which frames of a video or frame folder are used:
+        from source frame ``start``, every ``stride``-th, at most ``max_frames`` of them --
+        evenly spaced over the whole video (``sampling: even``, first and last frame kept) or
+        the first ones (``sampling: first``). ``poses.json`` (``frames``) records the source
+        indices used and the seconds they span. (A transforms.json input: stride/max_frames
+        keep its first frames, as before.)
+    holdout_every: hold out every N-th used frame of the freeze-time (orbit) video (frames
+        0, N, 2N, ... of those used; never k_c): SfM still sees them, so they share the
+        world frame, but they go to ``test_static/transforms.json`` instead of the training
+        frames and the canonical stage scores them (``heldout_static_psnr`` in its
+        metrics.json). None: every frame trains.
+    reference_holdout_every: the same for the reference video (frames 0, N, 2N, ...; never
+        the canonical frame c): held-out frames keep their times and go to
+        ``test/transforms.json``, which an ``eval`` stage after the motion stage scores over
+        time (frames the motion never saw: interpolation in time). None: every frame trains.
+    sfm_long_side: structure-from-motion sees a video you give (``freeze_time`` /
+        ``reference`` set) at this longest side in pixels (never above the source's, never
+        below the training size) while training uses ``height`` / ``width``; SIFT needs
+        the pixels (fox at 54x96: 28 of 67 frames registered; at 270x480: all 67). None: SfM
+        at the training size. The generate stage's videos always go at the training size.
+    max_step_deg: a camera path check for video inputs: neighbouring frames whose estimated
+        cameras turn by more than this AND 4x the path's median step are a pose failure
+        (``on_jump: error``, naming the frames) or a warning in poses.json (``warn``).
+        A flipped pose turns by ~180 deg; a real gap in a capture can reach ~45 deg (the fox
+        capture, 14 frames missing between two of its images: 42.7 deg with its known poses).
+        None: no check.
+    """
+
+    reference: Optional[InputPath] = None
+    freeze_time: Optional[InputPath] = None
+    layout: Optional[str] = None
+    pose_estimator: Component("pose_estimator") = component_default("pose_estimator", "colmap")  # type: ignore[valid-type]
+    width: Optional[int] = None
+    height: Optional[int] = None
+    long_side: Optional[int] = None
+    stride: int = 1
+    max_frames: Optional[int] = None
+    start: int = 0
+    sampling: Literal["even", "first"] = "even"
+    min_frames: int = 4
+    holdout_every: Optional[int] = None
+    reference_holdout_every: Optional[int] = None
+    sfm_long_side: Optional[int] = 640
+    max_step_deg: Optional[float] = 60.0
+    on_jump: Literal["error", "warn"] = "error"
+    # what the freeze-time video is, for its report's verdict and advice: auto = a video given
+    # in params.freeze_time is a real capture, the generate stage's is generated
+    freeze_time_source: Literal["auto", "capture", "generated"] = "auto"
+    canonical_frame: Optional[int] = None
+    canonical_view: Optional[int] = None
+    reference_camera: Literal["fixed", "estimate"] = "fixed"
+    orbit_only: bool = False  # only a freeze-time/orbit video (a static scene): no reference video
+    fps: float = 8.0
+    freeze_time_anchor: Any = None  # renamed canonical_view: kept only to say so
+
+    def __post_init__(self) -> None:
+        if self.long_side is not None and self.long_side < 8:
+            raise ConfigValueError("long_side", f"must be >= 8 pixels, got {self.long_side}")
+        if self.holdout_every is not None and self.holdout_every < 2:
+            raise ConfigValueError("holdout_every", f"must be >= 2 (every N-th frame held out), got {self.holdout_every}")
+        if self.reference_holdout_every is not None and self.reference_holdout_every < 2:
+            raise ConfigValueError("reference_holdout_every",
+                                   f"must be >= 2 (every N-th frame held out), got {self.reference_holdout_every}")
+        if self.stride < 1:
+            raise ConfigValueError("stride", f"must be >= 1, got {self.stride}")
+        if self.start < 0:
+            raise ConfigValueError("start", f"must be >= 0, got {self.start}")
+        if self.freeze_time_anchor is not None:
+            _renamed("freeze_time_anchor", "canonical_view", "k_c, the freeze-time index of the canonical frame")
+
+
 def frame_selection(cfg: PosesConfig):
     """The poses stage's params that choose and size a single video's frames."""
     from fourreal_poses.single_video import FrameSelection
@@ -292,137 +396,3 @@ class PosesStage(Stage):
                        f"{cfg.holdout_every}th: {ho_idx[:8]}{' ...' if len(ho_idx) > 8 else ''}); "
                        "the canonical stage scores them")
         return int(train.canonical_view)
-
-
-# ----------------------------------------------------------------------------- export
-class ExportStage(Stage):
-    reads = ("scene4d.json",)
-    writes = ("export.json", "scene/scene4d.json", "bullet_time.mp4", "fixed_camera.mp4", "spiral.mp4", "grid.png")
-    may_write = ("ply/*.ply", "ply_sequence.zip", "scene.rrd")
-
-    def __init__(self, cfg: ExportConfig) -> None:
-        self.cfg = cfg
-
-    def run(self, ctx) -> None:
-        from .export import export_scene
-        from fourreal_formats.scene4d import MANIFEST, Scene4D
-
-        cfg = self.cfg
-        path = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
-        if path is None:
-            raise InputError(f"stage {ctx.name!r}: no scene to export (run the canonical or motion stage first, "
-                             "or set params.scene to a scene4d.json)")
-        scene = Scene4D.load(path, ctx.registry, ctx.device)
-        files = export_scene(scene, ctx.rasterizer, ctx.out_dir, cfg)
-        ctx.log("export", stage=ctx.name, files=len(files.get("ply", [])))
-
-
-# ------------------------------------------------------------------------------- eval
-def eval_size(scene, against: Path, height: Optional[int], width: Optional[int], native: bool):
-    """``(height, width, source)`` to score at: as given; the native size of the test images
-    (``native``); else the size the scene was trained at (its reference camera), the usual
-    protocol of D-NeRF-style benchmarks -- a scene trained at 200x200 is scored at 200x200,
-    not asked to super-resolve 800x800 targets. When the test images have another aspect
-    ratio than training, only the height is matched and the aspect ratio kept."""
-    from fourreal_formats.transforms import load_transforms
-
-    if height is not None or width is not None:
-        return height, width, "given"
-    ref = scene.reference_camera
-    if native or ref is None:
-        return None, None, "native"
-    cams = load_transforms(against, load_images=False).cameras
-    if abs(cams.width / cams.height - ref.width / ref.height) < 0.01:
-        return int(ref.height), int(ref.width), "training"
-    return int(ref.height), None, "training"
-
-
-def run_eval(scene, rasterizer, against: Path, white_background, lpips: bool, out_json: Path,
-             height: Optional[int] = None, width: Optional[int] = None, native: bool = False) -> dict:
-    """Score ``scene`` on the views of ``against``, each at its own camera and time, at the
-    size :func:`eval_size` picks (the training size by default)."""
-    from fourreal_formats.transforms import load_transforms
-
-    h, w, source = eval_size(scene, against, height, width, native)
-    views = load_transforms(against, height=h, width=w, white_background=white_background)
-    res = evaluate_views(scene, rasterizer, views, lpips=lpips)
-    payload = {"against": str(against), "num_views": len(views),
-               "resolution": {"height": views.video.height, "width": views.video.width, "from": source},
-               "mean": res["mean"], "dynamic_mask": res["dynamic_mask_source"], "notes": res["notes"],
-               "per_frame": res["per_frame"]}
-    write_json(out_json, payload)
-    return {**payload, "renders": res["renders"], "targets": views.video.frames}
-
-
-class EvalStage(Stage):
-    reads = ("scene4d.json", "test/transforms.json")
-    writes = ("eval.json", "eval.mp4")
-
-    def __init__(self, cfg: EvalConfig) -> None:
-        self.cfg = cfg
-
-    def run(self, ctx) -> None:
-        from fourreal_media import write_video
-
-        from fourreal_formats.scene4d import MANIFEST, Scene4D
-
-        cfg = self.cfg
-        spath = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
-        against = ctx.resolve(cfg.against) if cfg.against else ctx.find_output("test/transforms.json")
-        if spath is None or against is None:
-            missing = "4D scene (scene4d.json) among the finished stages" if spath is None else "held-out views (params.against)"
-            raise InputError(f"stage {ctx.name!r}: nothing to evaluate: no {missing}")
-        scene = Scene4D.load(spath, ctx.registry, ctx.device)
-        res = run_eval(scene, ctx.rasterizer, against, cfg.white_background, cfg.lpips, ctx.out_dir / "eval.json",
-                       height=cfg.height, width=cfg.width, native=cfg.native_resolution)
-        write_video(ctx.out_dir / "eval.mp4", torch.cat([res["targets"], res["renders"]], dim=2), fps=4)
-        ctx.log("eval", stage=ctx.name, **res["mean"])
-        for note in res["notes"]:  # as `fourreal eval` prints them (e.g. a subject that barely moves)
-            ctx.notice(note)
-
-
-# ----------------------------------------------------------------------------- render
-class RenderStage(Stage):
-    reads = ("scene4d.json",)
-    writes = ("render.json",)
-    may_write = ("render_*.png",)
-
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
-
-    def run(self, ctx) -> None:
-        from fourreal_media import write_image
-
-        from fourreal_formats.cameras import look_at_target, orbit_about, scene_up
-        from fourreal_formats.scene4d import MANIFEST, Scene4D
-
-        cfg = self.cfg
-        path = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
-        if path is None:
-            raise InputError(f"{ctx.name}: no scene to render (finish the canonical or motion stage, or set "
-                             "params.scene to a scene4d.json)")
-        scene = Scene4D.load(path, ctx.registry, ctx.device)
-        if cfg.time is not None and not 0.0 <= cfg.time <= 1.0:
-            raise InputError(f"{ctx.name}: --time {cfg.time} is outside [0, 1]")
-        t_default = cfg.time
-        if t_default is None:
-            c = scene.canonical_frame
-            t_default = float(scene.times[c]) if scene.times is not None and c is not None else 0.0
-        if cfg.cameras:
-            from fourreal_formats.transforms import load_transforms
-
-            views = load_transforms(ctx.resolve(cfg.cameras), load_images=False)
-            cams = views.cameras
-            times = [cfg.time if cfg.time is not None else (float(views.times[i]) if views.times is not None
-                     else t_default) for i in range(len(cams))]
-        else:
-            if scene.reference_camera is None:
-                raise InputError(f"{path}: the scene has no reference camera; pass --cameras transforms.json")
-            cam = scene.reference_camera
-            cams = (orbit_about(cam, look_at_target(scene, cam), [cfg.orbit_deg], scene_up(scene, cam))
-                    if cfg.orbit_deg else cam)
-            times = [t_default] * len(cams)
-        frames = scene.render_each(ctx.rasterizer, cams, times)
-        for i, f in enumerate(frames):
-            write_image(ctx.out_dir / f"render_{i:03d}_t{times[i]:.3f}.png", f)
-        write_json(ctx.out_dir / "render.json", {"scene": str(path), "times": times, "count": len(frames)})
