@@ -12,6 +12,9 @@ third reference frame on. One canonical stage is shared; each arm is a motion st
   <deformer>+opencv     tracks from the built-in OpenCV tracker (``tracker: {name: opencv}``)
   <deformer>+true       the scene's true tracks written as a tracks_file .npz (what a perfect
                         external tracker -- CoTracker, TAPIR -- would hand over)
+  ceiling               no motion stage: the canonical stage's Gaussians moved by the scene's
+                        true motion (each as its nearest true Gaussian at c: offset and
+                        rotation) -- what a perfect w_t would score with this canonical scene
 
 with <deformer> ``mlp`` (the bench's 64x4 w_t) or ``motion_bases`` (10 bases). Scored at
 the reference camera at the reference frames' own times: PSNR inside the ball's true
@@ -123,7 +126,7 @@ def true_tracks(path: Path, query_frames=(0, 4, 7, 11), n_ball: int = 15, n_stat
     np.savez(path, tracks=tr.numpy(), visible=vis.numpy(), queries=queries.numpy(), size=np.array([HEIGHT, WIDTH]))
 
 
-def score(run: Path) -> dict:
+def score(run: Path, scene=None) -> dict:
     import torch
 
     from fourreal_core.registry import get_registry
@@ -133,7 +136,7 @@ def score(run: Path) -> dict:
     sc = make_scene(SCENE["scene"], seed=SCENE["seed"], **scene_options())
     cam = sc.reference_camera(WIDTH, HEIGHT)
     times = torch.linspace(0, 1, T_REF)
-    scene = Scene4D.load(find_scene(run), get_registry(), device="cpu")
+    scene = scene or Scene4D.load(find_scene(run), get_registry(), device="cpu")
     ras = default_rasterizer()
     pred = scene.render_each(ras, cam.__class__.cat([cam] * T_REF), times).clamp(0, 1)
     truth = torch.cat([sc.render(cam, float(t)) for t in times])
@@ -148,6 +151,48 @@ def score(run: Path) -> dict:
 
 
 
+
+
+class TrueMotion:
+    """The scene's true motion as a w_t for the canonical stage's Gaussians: each moves and turns
+    as the true Gaussian nearest to it at c does (offset and rotation; q_t = r q, so dq = r q - q).
+    The ``ceiling`` arm: what a perfect motion stage would score with this canonical scene."""
+
+    def __init__(self, means, times, c: int) -> None:
+        import torch
+
+        from fourreal_formats.quaternions import quat_conjugate, quat_multiply
+        from fourreal_synthetic.scenes import make_scene
+
+        sc = make_scene(SCENE["scene"], seed=SCENE["seed"], **scene_options())
+        g0 = sc.gaussians(float(times[c]))
+        nn = torch.cdist(means, g0.means).argmin(1)
+        self.times = [float(t) for t in times]
+        at = [sc.gaussians(t) for t in self.times]
+        self.dx = [g.means[nn] - g0.means[nn] for g in at]
+        self.r = [quat_multiply(g.quats[nn], quat_conjugate(g0.quats[nn])) for g in at]
+        self.quat_multiply = quat_multiply
+
+    def deform(self, means, t: float, quats=None):
+        from fourreal_core.interfaces import Deformation
+
+        k = min(range(len(self.times)), key=lambda i: abs(self.times[i] - t))
+        dq = self.quat_multiply(self.r[k], quats) - quats
+        return Deformation(self.dx[k], dq)
+
+
+def ceiling(base: Path) -> dict:
+    """The ``ceiling`` arm: the canonical stage's Gaussians moved by the scene's true motion
+    (:class:`TrueMotion`), scored as the other arms are."""
+    import torch
+
+    from fourreal_core.registry import get_registry
+    from fourreal_formats.scene4d import Scene4D, find_scene
+
+    scene = Scene4D.load(find_scene(base / "stages" / "02_canonical"), get_registry(), device="cpu")
+    means = scene.model.params().means.detach()
+    scene.deformer = TrueMotion(means, torch.linspace(0, 1, T_REF), 0)
+    return score(base, scene)
 
 
 def main() -> None:
@@ -185,6 +230,11 @@ def main() -> None:
     print(f"canonical: {s_base:.0f} s", flush=True)
     rows = {}
     for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
+        if arm == "ceiling":
+            t0 = time.perf_counter()
+            r = rows[arm] = {**ceiling(base), "seconds": round(time.perf_counter() - t0, 1)}
+            print(f"ceiling: mover " + " ".join(f"{v:.1f}" for v in r["mover"]), flush=True)
+            continue
         deformer, _, tracks = arm.partition("+")
         tracks = tracks or "none"
         if deformer not in DEFORMERS or tracks not in ("none", "opencv", "true"):
