@@ -17,6 +17,19 @@ from fourreal_formats.points import read_points
 
 
 # ------------------------------------------------------------------------------ inputs
+def stage_scene(ctx, explicit: Optional[str], what: str):
+    """The 4D scene a stage reads (export, eval, render): ``params.scene`` when set, else the
+    newest earlier stage's ``scene4d.json``; one line naming the stage when there is none.
+    Returns ``(path, scene)``."""
+    from fourreal_formats.scene4d import MANIFEST, Scene4D
+
+    path = ctx.resolve(explicit) if explicit else ctx.find_output(MANIFEST)
+    if path is None:
+        raise InputError(f"stage {ctx.name!r}: no scene to {what} (run the canonical or motion stage first, "
+                         "or set params.scene to a scene4d.json)")
+    return path, Scene4D.load(path, ctx.registry, ctx.device)
+
+
 def posed_input(ctx, explicit: Optional[str], rel: str, what: str, yaml_path: str, **load_kw) -> PosedVideo:
     """Load a posed video from ``explicit`` (a recipe path) or an earlier stage's ``rel``."""
     from fourreal_formats.transforms import load_transforms

@@ -21,13 +21,14 @@ from typing import Optional
 import torch
 
 from fourreal_core.config import ConfigValueError, InputPath, above, at_least
-from fourreal_core.errors import InputError
 from fourreal_core.interfaces import Stage
 from fourreal_core.io import write_json
 from fourreal_core.types import Cameras
 
 from fourreal_formats.cameras import look_at_target, orbit_about, scene_up
-from fourreal_formats.scene4d import MANIFEST, Scene4D
+from fourreal_formats.scene4d import Scene4D
+
+from .common import stage_scene
 
 
 @dataclass
@@ -291,10 +292,6 @@ class ExportStage(Stage):
 
     def run(self, ctx) -> None:
         cfg = self.cfg
-        path = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
-        if path is None:
-            raise InputError(f"stage {ctx.name!r}: no scene to export (run the canonical or motion stage first, "
-                             "or set params.scene to a scene4d.json)")
-        scene = Scene4D.load(path, ctx.registry, ctx.device)
+        _, scene = stage_scene(ctx, cfg.scene, "export")
         files = export_scene(scene, ctx.rasterizer, ctx.out_dir, cfg)
         ctx.log("export", stage=ctx.name, files=len(files.get("ply", [])))

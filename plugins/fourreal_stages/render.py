@@ -38,14 +38,10 @@ class RenderStage(Stage):
         from fourreal_media import write_image
 
         from fourreal_formats.cameras import look_at_target, orbit_about, scene_up
-        from fourreal_formats.scene4d import MANIFEST, Scene4D
+        from .common import stage_scene
 
         cfg = self.cfg
-        path = ctx.resolve(cfg.scene) if cfg.scene else ctx.find_output(MANIFEST)
-        if path is None:
-            raise InputError(f"{ctx.name}: no scene to render (finish the canonical or motion stage, or set "
-                             "params.scene to a scene4d.json)")
-        scene = Scene4D.load(path, ctx.registry, ctx.device)
+        path, scene = stage_scene(ctx, cfg.scene, "render")
         if cfg.time is not None and not 0.0 <= cfg.time <= 1.0:
             raise InputError(f"{ctx.name}: --time {cfg.time} is outside [0, 1]")
         t_default = cfg.time
